@@ -1,0 +1,127 @@
+"""The one mapper from failures to responses: status, ``{"error_code", "error_msg"}`` and ``X-request-Id``."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from emberrtc.domain import errors as E
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-request-Id"
+
+
+class RequestIdMiddleware:
+    """Give every request an id, echo it in ``X-request-Id`` on every response (spec: all operations)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def error_response(exc: E.EmberError) -> JSONResponse:
+    headers = {}
+    if isinstance(exc, E.RateLimited):
+        headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
+    return JSONResponse({"error_code": exc.code, "error_msg": exc.message}, status_code=exc.status, headers=headers)
+
+
+def _loc(err: dict[str, Any]) -> str:
+    parts = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+    return ".".join(parts) or "body"
+
+
+def validation_error(errors: list[dict[str, Any]]) -> E.EmberError:
+    """Pick the catalogue error for a list of Pydantic errors (spec 6.2).
+
+    Unparseable JSON (or a body that is not a JSON object) -> RTC.00001002; a missing field ->
+    RTC.00001005; a bad combination -> RTC.00001004; any other bad value -> RTC.00001003.
+    """
+
+    def first(pred: Any) -> dict[str, Any] | None:
+        return next((e for e in errors if pred(e)), None)
+
+    body_level = first(
+        lambda e: (
+            e["type"] == "json_invalid"
+            or (tuple(e.get("loc", ())) == ("body",) and e["type"] in ("missing", "model_attributes_type", "dict_type"))
+        )
+    )
+    if body_level:
+        return E.MalformedRequestBody("the body must be a JSON object")
+    for kind, cls in (("missing", E.MissingParameter), ("invalid_combination", E.InvalidParameterCombination)):
+        err = first(lambda e, k=kind: e["type"] == k)
+        if err:
+            return cls(_describe(err))
+    return E.InvalidParameterValue(_describe(errors[0]))
+
+
+def _describe(err: dict[str, Any]) -> str:
+    where = _loc(err)
+    if err["msg"] == "Field required":
+        return f"{where} is required"
+    msg = err["msg"].removeprefix("Value error, ")
+    return msg if where == "body" else f"{where}: {msg}"
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers; after this no exception leaves the app without a catalogue body."""
+
+    @app.exception_handler(E.EmberError)
+    async def _ember(_: Request, exc: E.EmberError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI parses the body before it runs the auth dependency; a caller without valid
+        # credentials must still get 401, not a hint about the body.
+        if request.url.path.startswith(("/v2/", "/v1/")):
+            from emberrtc.api.auth import authenticate
+
+            try:
+                await authenticate(request)
+            except E.EmberError as auth_exc:
+                return error_response(auth_exc)
+        return error_response(validation_error(list(exc.errors())))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            return error_response(E.RouteNotFound("no such API"))
+        if exc.status_code == 405:
+            return error_response(E.MethodNotAllowed("this API does not take that method"))
+        return JSONResponse({"error_code": "RTC.00002000", "error_msg": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.exception_handler(SQLAlchemyError)
+    async def _db(_: Request, exc: SQLAlchemyError) -> JSONResponse:
+        log.exception("database error", exc_info=exc)
+        return error_response(E.DbError())
+
+    @app.exception_handler(Exception)
+    async def _any(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return error_response(E.InternalError())

@@ -1,0 +1,89 @@
+"""spec 4.5 Application management, 4.3 record callback, 4.6 automatic recording."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+from fastapi.responses import JSONResponse
+
+from emberrtc.api.auth import authorise, services
+from emberrtc.api.schemas.apps import AutoRecordBody, CreateAppBody, ListAppsQuery, RecordCallbackBody
+from emberrtc.bootstrap import Services
+from emberrtc.domain.app import ACTIVATION, DEACTIVATION
+from emberrtc.domain.tenant import Principal
+
+router = APIRouter(prefix="/v2/apps")
+Svc = Annotated[Services, Depends(services)]
+
+
+@router.post("", status_code=201, tags=["Application management"], summary="Creating an Application (4.5.1)")
+async def create_app(body: CreateAppBody, svc: Svc, who: Principal = authorise("apps")) -> JSONResponse:
+    return JSONResponse(await svc.apps.create(who, body.app_name), status_code=201)
+
+
+@router.get("", tags=["Application management"], summary="Listing Applications (4.5.2)")
+async def list_apps(q: Annotated[ListAppsQuery, Query()], svc: Svc, who: Principal = authorise("apps")) -> JSONResponse:
+    return JSONResponse(await svc.apps.list(who, q.state.value if q.state else None, q.offset, q.limit))
+
+
+@router.get("/{app_id}", tags=["Application management"], summary="Querying an Application (4.5.3)")
+async def show_app(app_id: str, svc: Svc, who: Principal = authorise("apps")) -> JSONResponse:
+    return JSONResponse(await svc.apps.show(who, app_id))
+
+
+@router.delete("/{app_id}", status_code=204, tags=["Application management"], summary="Deleting an Application (4.5.4)")
+async def delete_app(app_id: str, svc: Svc, who: Principal = authorise("apps")) -> Response:
+    await svc.apps.delete(who, app_id)
+    return Response(status_code=204)
+
+
+@router.post("/{app_id}/enable", tags=["Application management"], summary="Enabling an Application (4.5.5)")
+async def enable_app(app_id: str, svc: Svc, who: Principal = authorise("apps")) -> JSONResponse:
+    return JSONResponse(await svc.apps.set_state(who, app_id, ACTIVATION))
+
+
+@router.post("/{app_id}/disable", tags=["Application management"], summary="Disabling an Application (4.5.6)")
+async def disable_app(app_id: str, svc: Svc, who: Principal = authorise("apps")) -> JSONResponse:
+    return JSONResponse(await svc.apps.set_state(who, app_id, DEACTIVATION))
+
+
+@router.put(
+    "/{app_id}/record-callback",
+    tags=["Application callback management"],
+    summary="Configuring a Recording Event Callback (4.3.1)",
+)
+async def update_record_callback(
+    app_id: str, body: RecordCallbackBody, svc: Svc, who: Principal = authorise("record_callback")
+) -> JSONResponse:
+    events = [e.value for e in body.notify_event_subscription] if body.notify_event_subscription else None
+    return JSONResponse(await svc.apps.set_record_callback(who, app_id, body.url, body.auth_key, events))
+
+
+@router.get(
+    "/{app_id}/record-callback",
+    tags=["Application callback management"],
+    summary="Querying a Recording Event Callback (4.3.2)",
+)
+async def show_record_callback(app_id: str, svc: Svc, who: Principal = authorise("record_callback")) -> JSONResponse:
+    return JSONResponse(await svc.apps.show_record_callback(who, app_id))
+
+
+@router.put(
+    "/{app_id}/auto-record-mode",
+    tags=["Automatic recording configuration"],
+    summary="Updating the Automatic Recording Configuration (4.6.1)",
+)
+async def update_auto_record(
+    app_id: str, body: AutoRecordBody, svc: Svc, who: Principal = authorise("auto_record")
+) -> JSONResponse:
+    return JSONResponse(await svc.apps.set_auto_record(who, app_id, body.mode.value, body.record_rule_id))
+
+
+@router.get(
+    "/{app_id}/auto-record-mode",
+    tags=["Automatic recording configuration"],
+    summary="Querying the Automatic Recording Configuration (4.6.2)",
+)
+async def show_auto_record(app_id: str, svc: Svc, who: Principal = authorise("auto_record")) -> JSONResponse:
+    return JSONResponse(await svc.apps.show_auto_record(who, app_id))

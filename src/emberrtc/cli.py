@@ -1,0 +1,149 @@
+"""``ember``: run the server and manage tenants and credentials.
+
+    ember serve [--host 127.0.0.1] [--port 8080] [--data-dir DIR]
+    ember tenant create NAME --password PW [--project-name NAME] [--json] [--data-dir DIR]
+    ember credential create --tenant NAME [--json] [--data-dir DIR]
+
+The database is SQLite in the data folder unless ``EMBER_DATABASE_URL`` names another (PostgreSQL).
+Tenant and credential commands write to the same database, so they work while the server runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from emberrtc.config import Settings
+from emberrtc.domain.errors import EmberError
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings().with_env()
+    if getattr(args, "data_dir", None):
+        settings = replace(settings, data_dir=Path(args.data_dir))
+    if getattr(args, "host", None):
+        settings = replace(settings, host=args.host)
+    if getattr(args, "port", None):
+        settings = replace(settings, port=args.port)
+    return settings
+
+
+def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    print(json.dumps(data) if args.json else text)
+
+
+async def _tenant_create(args: argparse.Namespace) -> None:
+    from emberrtc.bootstrap import build
+
+    services = await build(_settings(args))
+    try:
+        p = await services.tenants.create_tenant(args.name, args.password, project_name=args.project_name)
+    finally:
+        await services.engine.dispose()
+    data = {
+        "domain_id": p.domain_id,
+        "domain_name": p.domain_name,
+        "project_id": p.project_id,
+        "user_name": p.user_name,
+    }
+    _emit(args, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
+
+
+async def _credential_create(args: argparse.Namespace) -> None:
+    from emberrtc.bootstrap import build
+
+    services = await build(_settings(args))
+    try:
+        ak, sk, p = await services.tenants.create_credential(args.tenant)
+    finally:
+        await services.engine.dispose()
+    data = {"ak": ak, "sk": sk, "project_id": p.project_id, "domain_id": p.domain_id}
+    _emit(args, data, "\n".join(f"{k}: {v}" for k, v in data.items()) + "\nKeep the SK: it is not shown again.")
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from emberrtc.api.app import create_app
+    from emberrtc.bootstrap import build
+
+    settings = _settings(args)
+    services = await build(settings)
+    app = create_app(services)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+    logging.getLogger(__name__).info("Ember data folder: %s", settings.data_dir.resolve())
+    await uvicorn.Server(config).serve()
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="ember",
+        description="Ember: a self-hosted real-time audio/video server speaking the SparkRTC server API.",
+    )
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def data_dir(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--data-dir", help="data folder (database, master key, recordings); default ./data or $EMBER_DATA_DIR"
+        )
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the API server (and, when built, the media plane)",
+        description="Run Ember on the embedded defaults: SQLite in the data folder.",
+    )
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    data_dir(serve)
+    serve.set_defaults(run=_serve)
+
+    tenant = sub.add_parser("tenant", help="manage tenants (accounts)").add_subparsers(dest="action", required=True)
+    tc = tenant.add_parser(
+        "create",
+        help="create a tenant with one project and one IAM user",
+        description="Create a tenant. Its IAM user has the tenant's name and the given password; "
+        "use them with POST /v3/auth/tokens.",
+    )
+    tc.add_argument("name", help="account (domain) name, also the IAM user name")
+    tc.add_argument("--password", required=True, help="the IAM user's password (at least 8 characters)")
+    tc.add_argument("--project-name", default="ember", help="name of the tenant's project (default: ember)")
+    tc.add_argument("--json", action="store_true", help="print JSON")
+    data_dir(tc)
+    tc.set_defaults(run=_tenant_create)
+
+    cred = sub.add_parser("credential", help="manage AK/SK credentials").add_subparsers(dest="action", required=True)
+    cc = cred.add_parser(
+        "create",
+        help="create an AK/SK pair for a tenant",
+        description="Create an access key (AK) and secret key (SK) for signing requests the "
+        "way the official SDK does. The SK is printed once.",
+    )
+    cc.add_argument("--tenant", required=True, help="tenant (domain) name")
+    cc.add_argument("--json", action="store_true", help="print JSON")
+    data_dir(cc)
+    cc.set_defaults(run=_credential_create)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        asyncio.run(args.run(args))
+    except EmberError as exc:
+        print(f"ember: {exc.detail or exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Ember's configuration: embedded defaults, overridden by ``EMBER_*`` environment variables and the CLI.
+
+Every field is documented where it is declared.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """``count`` requests per ``period`` seconds, per tenant and API category (spec Table 1-2)."""
+
+    count: int
+    period: float
+
+
+def _default_rate_limits() -> dict[str, RateLimit]:
+    # spec Table 1-2: management APIs 60/min, job APIs 10/s, rooms 60/min, statistics 30/min
+    per_min = RateLimit(60, 60.0)
+    return {
+        "apps": per_min,
+        "record_rules": per_min,
+        "auto_record": per_min,
+        "record_callback": per_min,
+        "mix_jobs": RateLimit(10, 1.0),
+        "individual_jobs": RateLimit(10, 1.0),
+        "rooms": per_min,
+        "stats": RateLimit(30, 60.0),
+    }
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: Folder for the database, the master key, the spool and local recordings.
+    data_dir: Path = Path("./data")
+    #: SQLAlchemy URL; empty means SQLite ``ember.db`` in ``data_dir``. ``EMBER_DATABASE_URL``.
+    database_url: str = ""
+    #: Address and port the HTTP API listens on.
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: Applications one tenant may have (spec 6.2 RTC.00001017: 20 by default). ``EMBER_MAX_APPS``.
+    max_apps_per_tenant: int = 20
+    #: Lifetime of an IAM token in seconds (spec 3.2: 24 hours).
+    token_ttl: int = 24 * 3600
+    #: Largest allowed difference between ``X-Sdk-Date`` and the server's clock, in seconds.
+    sdk_date_skew: int = 15 * 60
+    #: Rate limiting per tenant and category; ``EMBER_RATE_LIMITS=off`` turns it off.
+    rate_limits_enabled: bool = True
+    rate_limits: dict[str, RateLimit] = field(default_factory=_default_rate_limits)
+    #: How often (seconds) the job supervisor looks for jobs whose ``max_idle_time`` ran out.
+    job_tick: float = 1.0
+    #: Master key for secrets at rest (Fernet, urlsafe base64). Empty: ``master.key`` in ``data_dir``,
+    #: created on first use. Give it explicitly (``EMBER_MASTER_KEY``) when several nodes share PostgreSQL.
+    master_key: str = ""
+
+    def with_env(self, env: dict[str, str] | None = None) -> Settings:
+        """Apply ``EMBER_*`` variables (``EMBER_DATA_DIR``, ``EMBER_DATABASE_URL``, ``EMBER_MAX_APPS``, ...)."""
+        env = dict(os.environ if env is None else env)
+        changes: dict[str, object] = {}
+        names = {f.name: f for f in fields(self)}
+        mapping = {"EMBER_MAX_APPS": "max_apps_per_tenant"}
+        for key, value in env.items():
+            if not key.startswith("EMBER_"):
+                continue
+            name = mapping.get(key, key[len("EMBER_") :].lower())
+            if name == "rate_limits":
+                changes["rate_limits_enabled"] = value.lower() not in ("off", "0", "false", "no")
+                continue
+            if name not in names or name == "rate_limits":
+                continue
+            current = getattr(self, name)
+            if isinstance(current, bool):
+                changes[name] = value.lower() in ("1", "true", "yes", "on")
+            elif isinstance(current, int):
+                changes[name] = int(value)
+            elif isinstance(current, float):
+                changes[name] = float(value)
+            elif isinstance(current, Path):
+                changes[name] = Path(value)
+            else:
+                changes[name] = value
+        return replace(self, **changes)  # type: ignore[arg-type]

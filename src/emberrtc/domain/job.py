@@ -1,0 +1,402 @@
+"""Recording jobs (spec 4.4 single-stream, 4.8 mixed-stream) as persisted state machines.
+
+``INIT`` -> ``RUNNING`` -> ``STOPPED``. A job waits in ``INIT`` until there is media to record; a job
+with no media for ``max_idle_time`` seconds stops by itself (``stop_reason`` ``IDLE_TIMEOUT``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from emberrtc.domain import mix_layout
+from emberrtc.domain.app import drop_none, load_app, require_active
+from emberrtc.domain.clock import Clock, spec_time
+from emberrtc.domain.errors import EmberError, JobDone, JobNotExist, JobRunning, RecordRuleNotExist
+from emberrtc.domain.ports import JobSpec, MediaPlane, RecordingEngine
+from emberrtc.domain.record_rule import rule_view
+from emberrtc.domain.secrets import new_hex_id
+from emberrtc.domain.tenant import Principal
+from emberrtc.store.models import Job, RecordRule
+
+log = logging.getLogger(__name__)
+
+INIT, RUNNING, STOPPED = "INIT", "RUNNING", "STOPPED"
+INDIVIDUAL, MIX = "individual", "mix"
+
+# stop_reason values (the spec leaves them open; these say what happened)
+STOPPED_BY_API = "STOPPED_BY_API"
+IDLE_TIMEOUT = "IDLE_TIMEOUT"
+ROOM_DISMISSED = "ROOM_DISMISSED"
+FATAL_ERROR = "FATAL_ERROR"
+
+
+def individual_view(job: Job) -> dict[str, Any]:
+    """Table 4-30 / 4-41."""
+    p = job.params
+    return drop_none(
+        {
+            "job_id": job.job_id,
+            "stream_name": job.stream_name,
+            "app_id": job.app_id,
+            "room_id": job.room_id,
+            "user_id": job.user_id,
+            "is_record_audio": p.get("is_record_audio"),
+            "video_type": p.get("video_type"),
+            "select_stream_type": p.get("select_stream_type"),
+            "max_idle_time": p.get("max_idle_time"),
+            "publish_param": p.get("publish_param"),
+            "record_param": p.get("record_param"),
+            **_state_fields(job),
+        }
+    )
+
+
+def mix_view(job: Job) -> dict[str, Any]:
+    """Table 4-181 / 4-195."""
+    p = job.params
+    return drop_none(
+        {
+            "job_id": job.job_id,
+            "stream_name": job.stream_name,
+            "app_id": job.app_id,
+            "room_id": job.room_id,
+            "mix_param": p.get("mix_param"),
+            "publish_param": p.get("publish_param"),
+            "record_param": p.get("record_param"),
+            **_state_fields(job),
+        }
+    )
+
+
+def _state_fields(job: Job) -> dict[str, Any]:
+    return {
+        "create_time": spec_time(job.create_time),
+        "update_time": spec_time(job.update_time),
+        "state": job.state,
+        "stop_reason": job.stop_reason,
+        "description": job.description,
+        "start_time": spec_time(job.start_time),
+        "stop_time": spec_time(job.stop_time),
+    }
+
+
+def view(job: Job) -> dict[str, Any]:
+    return individual_view(job) if job.kind == INDIVIDUAL else mix_view(job)
+
+
+class JobService:
+    """Start, show, update and stop jobs; move them through their states."""
+
+    def __init__(self, sessions: async_sessionmaker, clock: Clock, media: MediaPlane, engine: RecordingEngine) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self.media = media
+        self.engine = engine
+        # Jobs handed to the engine by this process; after a restart the set is empty and INIT jobs
+        # are handed over again, which is how they resume.
+        self._handed_over: set[str] = set()
+
+    # --- API operations -------------------------------------------------------------------
+
+    async def start_individual(self, principal: Principal, app_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """spec 4.4.1. Stream name ``s_{job_id}_{room_id}_{user_id}``."""
+        job_id = new_hex_id()
+        job = Job(
+            job_id=job_id,
+            kind=INDIVIDUAL,
+            room_id=body["room_id"],
+            user_id=body["user_id"],
+            stream_name=f"s_{job_id}_{body['room_id']}_{body['user_id']}",
+            params=drop_none({k: v for k, v in body.items() if k not in ("room_id", "user_id")}),
+        )
+        return individual_view(await self._create(principal, app_id, job))
+
+    async def start_mix(self, principal: Principal, app_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """spec 4.8.1. Stream name ``m_{job_id}_{room_id}``."""
+        job_id = new_hex_id()
+        mix = drop_none(body["mix_param"])
+        if mix.get("layout_panes"):
+            mix["layout_panes"] = [drop_none(p) for p in mix["layout_panes"]]
+        params = drop_none(
+            {"mix_param": mix, "publish_param": body.get("publish_param"), "record_param": body.get("record_param")}
+        )
+        job = Job(
+            job_id=job_id,
+            kind=MIX,
+            room_id=mix["room_id"],
+            user_id=None,
+            stream_name=f"m_{job_id}_{mix['room_id']}",
+            params=params,
+        )
+        return mix_view(await self._create(principal, app_id, job))
+
+    async def show(self, principal: Principal, app_id: str, job_id: str, kind: str) -> dict[str, Any]:
+        async with self._sessions() as s:
+            await load_app(s, principal, app_id)
+            return view(await self._load(s, app_id, job_id, kind))
+
+    async def update_individual(
+        self, principal: Principal, app_id: str, job_id: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """spec 4.4.4: new ``record_param`` applies from the next file; new ``publish_param`` at once."""
+        async with self._sessions() as s, s.begin():
+            await load_app(s, principal, app_id)
+            job = await self._load(s, app_id, job_id, INDIVIDUAL, for_update=True)
+            self._require_not_stopped(job)
+            params = dict(job.params)
+            for key in ("publish_param", "record_param"):
+                if body.get(key) is not None:
+                    params[key] = body[key]
+            if body.get("record_param") is not None:
+                job.record_rule_id = await self._check_rule(s, app_id, body["record_param"]["record_rule_id"])
+            job.params = params
+            job.update_time = self._clock.now()
+            spec = await self._spec(s, job)
+        if job.state == RUNNING:
+            await self.engine.update(spec)
+        return individual_view(job)
+
+    async def update_mix(self, principal: Principal, app_id: str, job_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """spec 4.8.3: change the layout (custom templates only), images or ``max_idle_time``."""
+        update_param = drop_none(body["mix_param"])
+        if update_param.get("layout_panes") is not None:
+            update_param["layout_panes"] = [drop_none(p) for p in update_param["layout_panes"]]
+        async with self._sessions() as s, s.begin():
+            await load_app(s, principal, app_id)
+            job = await self._load(s, app_id, job_id, MIX, for_update=True)
+            self._require_not_stopped(job)
+            mix = dict(job.params["mix_param"])
+            mix_layout.check_update(mix, update_param)
+            mix.update(update_param)
+            job.params = {**job.params, "mix_param": mix}
+            if "max_idle_time" in update_param and job.idle_deadline is not None:
+                job.idle_deadline = self._clock.now() + update_param["max_idle_time"]
+            job.update_time = self._clock.now()
+            spec = await self._spec(s, job)
+        if job.state == RUNNING:
+            await self.engine.update(spec)
+        return mix_view(job)
+
+    async def stop(self, principal: Principal, app_id: str, job_id: str, kind: str) -> None:
+        """spec 4.4.3 / 4.8.4. Stopping a stopped job is a no-op (the request is safe to repeat)."""
+        async with self._sessions() as s:
+            await load_app(s, principal, app_id)
+            job = await self._load(s, app_id, job_id, kind)
+        if job.state != STOPPED:
+            await self.mark_stopped(job_id, STOPPED_BY_API, "stopped by a stop request")
+
+    # --- state changes (the supervisor and the recording engine call these) --------------
+
+    async def mark_running(self, job_id: str, description: str = "recording") -> None:
+        now = self._clock.now()
+        async with self._sessions() as s, s.begin():
+            await s.execute(
+                update(Job)
+                .where(Job.job_id == job_id, Job.state != STOPPED)
+                .values(state=RUNNING, description=description, idle_deadline=None, update_time=now)
+            )
+
+    async def mark_idle(self, job_id: str) -> None:
+        """The job's media went away: the ``max_idle_time`` countdown starts again."""
+        async with self._sessions() as s, s.begin():
+            job = await s.get(Job, job_id, with_for_update=True)
+            if job is None or job.state == STOPPED:
+                return
+            job.idle_deadline = self._clock.now() + self._max_idle(job)
+            job.description = "waiting for media"
+
+    async def mark_stopped(self, job_id: str, reason: str, description: str) -> bool:
+        """Stop the job (once); tell the engine to finish its files. True if this call stopped it."""
+        now = self._clock.now()
+        async with self._sessions() as s, s.begin():
+            result = await s.execute(
+                update(Job)
+                .where(Job.job_id == job_id, Job.state != STOPPED)
+                .values(
+                    state=STOPPED,
+                    stop_reason=reason,
+                    description=description,
+                    stop_time=now,
+                    update_time=now,
+                    idle_deadline=None,
+                )
+            )
+        if result.rowcount:
+            self._handed_over.discard(job_id)
+            try:
+                await self.engine.stop(job_id)
+            except Exception:  # the job is stopped either way; the engine's fault is logged
+                log.exception("recording engine failed to stop job %s", job_id)
+            return True
+        return False
+
+    async def stop_room_jobs(self, app_id: str, room_id: str, reason: str, description: str) -> list[str]:
+        """Stop every unfinished job recording a room (used when the room is dismissed)."""
+        async with self._sessions() as s:
+            ids = list(
+                (
+                    await s.execute(
+                        select(Job.job_id).where(Job.app_id == app_id, Job.room_id == room_id, Job.state != STOPPED)
+                    )
+                ).scalars()
+            )
+        return [i for i in ids if await self.mark_stopped(i, reason, description)]
+
+    async def tick(self) -> None:
+        """One supervisor pass: start jobs whose media has appeared, stop jobs idle past their deadline."""
+        now = self._clock.now()
+        async with self._sessions() as s:
+            jobs = list((await s.execute(select(Job).where(Job.state == INIT))).scalars())
+            expired = list(
+                (
+                    await s.execute(
+                        select(Job).where(
+                            Job.state != STOPPED, Job.idle_deadline.is_not(None), Job.idle_deadline <= now
+                        )
+                    )
+                ).scalars()
+            )
+            specs = {j.job_id: await self._spec(s, j) for j in jobs}
+        expired_ids = {j.job_id for j in expired}
+        for job in jobs:
+            if job.job_id in expired_ids:
+                continue
+            if await self.media.has_stream(job.app_id, job.room_id, job.user_id, job.params.get("video_type")):
+                await self._start_engine(specs[job.job_id])
+        for job in expired:
+            # Media may have arrived just now: only stop if it is still absent.
+            if job.state == INIT and await self.media.has_stream(
+                job.app_id, job.room_id, job.user_id, job.params.get("video_type")
+            ):
+                continue
+            what = f"user {job.user_id}'s stream" if job.user_id else "any publisher"
+            await self.mark_stopped(
+                job.job_id,
+                IDLE_TIMEOUT,
+                f"no media from {what} in room {job.room_id} for max_idle_time={self._max_idle(job)} s",
+            )
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    async def _start_engine(self, spec: JobSpec) -> None:
+        if spec.job_id in self._handed_over:
+            return
+        self._handed_over.add(spec.job_id)
+        try:
+            await self.engine.start(spec)
+        except EmberError as exc:
+            await self.mark_stopped(spec.job_id, FATAL_ERROR, exc.message)
+
+    async def _create(self, principal: Principal, app_id: str, job: Job) -> Job:
+        now = self._clock.now()
+        async with self._sessions() as s, s.begin():
+            app = await load_app(s, principal, app_id)
+            require_active(app)
+            record_param = job.params.get("record_param")
+            if record_param:
+                job.record_rule_id = await self._check_rule(s, app_id, record_param["record_rule_id"])
+            if job.kind == INDIVIDUAL:
+                await self._check_no_duplicate(s, app_id, job)
+            job.app_id = app_id
+            job.state = INIT
+            job.description = "waiting for media"
+            job.create_time = job.update_time = job.start_time = now
+            job.idle_deadline = now + self._max_idle(job)
+            s.add(job)
+            try:
+                await s.flush()
+            except IntegrityError as exc:  # a concurrent start for the same room and user won
+                raise JobRunning(f"a job for user {job.user_id} in room {job.room_id} is not over") from exc
+        return job
+
+    @staticmethod
+    async def _check_no_duplicate(s: AsyncSession, app_id: str, job: Job) -> None:
+        other = await s.scalar(
+            select(Job.job_id).where(
+                Job.app_id == app_id,
+                Job.kind == INDIVIDUAL,
+                Job.room_id == job.room_id,
+                Job.user_id == job.user_id,
+                Job.state != STOPPED,
+            )
+        )
+        if other:
+            raise JobRunning(f"job {other} for user {job.user_id} in room {job.room_id} is not over")
+
+    @staticmethod
+    async def _check_rule(s: AsyncSession, app_id: str, rule_id: str) -> str:
+        if not await s.scalar(
+            select(RecordRule.rule_id).where(RecordRule.app_id == app_id, RecordRule.rule_id == rule_id)
+        ):
+            raise RecordRuleNotExist(f"rule {rule_id} does not exist under app {app_id}")
+        return rule_id
+
+    @staticmethod
+    async def _load(s: AsyncSession, app_id: str, job_id: str, kind: str, for_update: bool = False) -> Job:
+        q = select(Job).where(Job.job_id == job_id, Job.app_id == app_id, Job.kind == kind)
+        if for_update:
+            q = q.with_for_update()
+        job = (await s.execute(q)).scalar_one_or_none()
+        if job is None:
+            raise JobNotExist(f"job {job_id} does not exist under app {app_id}")
+        return job
+
+    @staticmethod
+    def _require_not_stopped(job: Job) -> None:
+        if job.state == STOPPED:
+            raise JobDone(f"job {job.job_id} stopped at {spec_time(job.stop_time)} ({job.stop_reason})")
+
+    @staticmethod
+    def _max_idle(job: Job) -> int:
+        if job.kind == MIX:
+            return int(job.params["mix_param"].get("max_idle_time", 30))
+        return int(job.params.get("max_idle_time", 30))
+
+    @staticmethod
+    async def _spec(s: AsyncSession, job: Job) -> JobSpec:
+        rule = await s.get(RecordRule, job.record_rule_id) if job.record_rule_id else None
+        return JobSpec(
+            job.job_id,
+            job.app_id,
+            job.kind,
+            job.room_id,
+            job.user_id,
+            job.stream_name,
+            dict(job.params),
+            rule_view(rule) if rule else None,
+        )
+
+
+class JobSupervisor:
+    """Runs :meth:`JobService.tick` every ``interval`` seconds until stopped (survives restarts: all
+    state it acts on is in the database)."""
+
+    def __init__(self, jobs: JobService, interval: float) -> None:
+        self._jobs = jobs
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="job-supervisor")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._jobs.tick()
+            except Exception:
+                log.exception("job supervisor pass failed")
+            await asyncio.sleep(self._interval)

@@ -1,0 +1,147 @@
+"""Tenants (IAM accounts), their AK/SK credentials and IAM tokens (spec 3.2)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from emberrtc.domain.clock import Clock
+from emberrtc.domain.errors import InvalidParameterValue, Unauthenticated
+from emberrtc.domain.secrets import SecretBox, hash_password, new_hex_id, token_digest, verify_password
+from emberrtc.store.models import Credential, Tenant, Token
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_\-.]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the tenant a request acts for."""
+
+    domain_id: str
+    domain_name: str
+    project_id: str
+    project_name: str
+    user_name: str
+
+
+def _principal(t: Tenant) -> Principal:
+    return Principal(t.domain_id, t.domain_name, t.project_id, t.project_name, t.user_name)
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    expires_at: float
+    issued_at: float
+    principal: Principal
+
+
+class TenantService:
+    """Creates tenants and credentials (CLI), issues and checks tokens and AK/SK keys (API)."""
+
+    def __init__(self, sessions: async_sessionmaker, box: SecretBox, clock: Clock, token_ttl: int) -> None:
+        self._sessions = sessions
+        self._box = box
+        self._clock = clock
+        self._token_ttl = token_ttl
+        # AK -> (SK, principal). Credentials are immutable once made, so caching them is safe;
+        # deleting a tenant clears the cache through forget().
+        self._ak_cache: dict[str, tuple[str, Principal]] = {}
+
+    async def create_tenant(self, name: str, password: str, *, project_name: str = "ember") -> Principal:
+        """Create an account with one project and one IAM user named like the account."""
+        for what, value in (("tenant name", name), ("project name", project_name)):
+            if not _NAME_RE.fullmatch(value):
+                raise InvalidParameterValue(f"{what} must be 1-64 letters, digits, '_', '-' or '.'")
+        if len(password) < 8:
+            raise InvalidParameterValue("password must be at least 8 characters")
+        tenant = Tenant(
+            domain_id=new_hex_id(),
+            domain_name=name,
+            project_id=new_hex_id(),
+            project_name=project_name,
+            user_name=name,
+            password_hash=hash_password(password),
+            created_at=self._clock.now(),
+        )
+        async with self._sessions() as s, s.begin():
+            s.add(tenant)
+            try:
+                await s.flush()
+            except IntegrityError as exc:
+                raise InvalidParameterValue(f"tenant {name!r} exists already") from exc
+        return _principal(tenant)
+
+    async def create_credential(self, tenant_name: str) -> tuple[str, str, Principal]:
+        """Make a new AK/SK pair for a tenant; the SK is shown once and stored encrypted."""
+        async with self._sessions() as s, s.begin():
+            tenant = (await s.execute(select(Tenant).where(Tenant.domain_name == tenant_name))).scalar_one_or_none()
+            if tenant is None:
+                raise InvalidParameterValue(f"no tenant named {tenant_name!r}")
+            ak = secrets.token_hex(10).upper()
+            sk = secrets.token_urlsafe(30)
+            s.add(
+                Credential(
+                    ak=ak, domain_id=tenant.domain_id, sk_encrypted=self._box.seal(sk), created_at=self._clock.now()
+                )
+            )
+        return ak, sk, _principal(tenant)
+
+    async def issue_token(
+        self, user_name: str, password: str, domain_name: str | None, domain_id: str | None
+    ) -> IssuedToken:
+        """IAM password method: a 24-hour token for the user of the named (or identified) account."""
+        async with self._sessions() as s, s.begin():
+            q = select(Tenant).where(Tenant.user_name == user_name)
+            q = q.where(Tenant.domain_name == domain_name) if domain_name else q.where(Tenant.domain_id == domain_id)
+            tenant = (await s.execute(q)).scalar_one_or_none()
+            # The same work whether the user exists or not, so timing tells nothing.
+            ok = verify_password(password, tenant.password_hash if tenant else hash_password("x" * 12))
+            if tenant is None or not ok:
+                raise Unauthenticated("the user name, password or account name is wrong")
+            now = self._clock.now()
+            token = "EMB" + secrets.token_urlsafe(48)
+            s.add(Token(token_hash=token_digest(token), domain_id=tenant.domain_id, expires_at=now + self._token_ttl))
+            await s.execute(delete(Token).where(Token.expires_at < now))
+        return IssuedToken(token, now + self._token_ttl, now, _principal(tenant))
+
+    async def principal_for_token(self, token: str) -> Principal:
+        async with self._sessions() as s:
+            row = (
+                await s.execute(
+                    select(Tenant, Token.expires_at)
+                    .join(Token, Token.domain_id == Tenant.domain_id)
+                    .where(Token.token_hash == token_digest(token))
+                )
+            ).one_or_none()
+        if row is None:
+            raise Unauthenticated("the X-Auth-Token is not valid")
+        tenant, expires_at = row
+        if expires_at <= self._clock.now():
+            raise Unauthenticated("the X-Auth-Token has expired; get a new one from POST /v3/auth/tokens")
+        return _principal(tenant)
+
+    async def secret_for_ak(self, ak: str) -> tuple[str, Principal]:
+        """The SK and the tenant of an access key, or :class:`Unauthenticated`."""
+        cached = self._ak_cache.get(ak)
+        if cached is not None:
+            return cached
+        async with self._sessions() as s:
+            row = (
+                await s.execute(
+                    select(Credential.sk_encrypted, Tenant)
+                    .join(Tenant, Tenant.domain_id == Credential.domain_id)
+                    .where(Credential.ak == ak)
+                )
+            ).one_or_none()
+        if row is None:
+            raise Unauthenticated("unknown access key (AK)")
+        sealed, tenant = row
+        result = (self._box.open(sealed), _principal(tenant))
+        self._ak_cache[ak] = result
+        return result
