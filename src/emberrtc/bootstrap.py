@@ -63,6 +63,13 @@ async def build(
     sessions = make_sessionmaker(engine)
     box = SecretBox.from_settings(settings.master_key, settings.data_dir)
     media = media or NoMediaPlane()
+    apps = AppService(
+        sessions,
+        box,
+        clock,
+        settings.max_apps_per_tenant,
+        cache_ttl=None if engine.dialect.name == "sqlite" else settings.app_cache_ttl,
+    )
     jobs = JobService(sessions, clock, media, recorder or UnavailableRecordingEngine())
     return Services(
         settings=settings,
@@ -70,8 +77,8 @@ async def build(
         engine=engine,
         sessions=sessions,
         tenants=TenantService(sessions, box, clock, settings.token_ttl),
-        apps=AppService(sessions, box, clock, settings.max_apps_per_tenant),
-        rules=RecordRuleService(sessions, clock),
+        apps=apps,
+        rules=RecordRuleService(sessions, clock, apps),
         jobs=jobs,
         rooms=RoomService(sessions, media, jobs),
         rate_limiter=RateLimiter(settings.rate_limits, clock, settings.rate_limits_enabled),

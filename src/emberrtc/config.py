@@ -51,6 +51,9 @@ class Settings:
     #: Rate limiting per tenant and category; ``EMBER_RATE_LIMITS=off`` turns it off.
     rate_limits_enabled: bool = True
     rate_limits: dict[str, RateLimit] = field(default_factory=_default_rate_limits)
+    #: With several nodes on one PostgreSQL: how long (seconds) a node may serve an app it read from its
+    #: cache. With SQLite (one process) the cache never goes stale and this is not used.
+    app_cache_ttl: float = 2.0
     #: How often (seconds) the job supervisor looks for jobs whose ``max_idle_time`` ran out.
     job_tick: float = 1.0
     #: Master key for secrets at rest (Fernet, urlsafe base64). Empty: ``master.key`` in ``data_dir``,

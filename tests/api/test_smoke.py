@@ -1,4 +1,4 @@
-from huaweicloudsdkcloudrtc.v2 import CreateAppRequest, AppReq, ShowAppRequest
+from huaweicloudsdkcloudrtc.v2 import AppReq, CreateAppRequest, ShowAppRequest
 
 
 def test_create_and_show_app_with_sdk(sdk) -> None:

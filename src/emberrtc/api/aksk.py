@@ -20,7 +20,6 @@ from urllib.parse import parse_qsl, quote, unquote
 from emberrtc.domain.errors import Unauthenticated
 
 ALGORITHM = "SDK-HMAC-SHA256"
-DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 EMPTY_HASH = hashlib.sha256(b"").hexdigest()
 _AUTH_RE = re.compile(r"^SDK-HMAC-SHA256\s+Access=([^,\s]+),\s*SignedHeaders=([^,\s]+),\s*Signature=([0-9a-fA-F]+)\s*$")
 
@@ -103,11 +102,23 @@ def string_to_sign(req: SignedRequest, auth: Authorization) -> str:
     return f"{ALGORITHM}\n{req.headers['x-sdk-date']}\n{digest}"
 
 
+_DATE_RE = re.compile(r"^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$")
+
+
+def _parse_sdk_date(value: str) -> float:
+    """``20240102T150405Z`` -> UNIX time. (``strptime`` is several times slower, and this runs per request.)"""
+    m = _DATE_RE.match(value)
+    if not m:
+        raise ValueError(value)
+    y, mo, d, h, mi, sec = (int(g) for g in m.groups())
+    return datetime(y, mo, d, h, mi, sec, tzinfo=UTC).timestamp()
+
+
 def check_date(sdk_date: str | None, now: float, skew: float) -> None:
     if not sdk_date:
         raise Unauthenticated("X-Sdk-Date is missing")
     try:
-        t = datetime.strptime(sdk_date, DATE_FORMAT).replace(tzinfo=UTC).timestamp()
+        t = _parse_sdk_date(sdk_date)
     except ValueError as exc:
         raise Unauthenticated("X-Sdk-Date must look like 20240102T150405Z") from exc
     if abs(now - t) > skew:

@@ -14,13 +14,18 @@ if TYPE_CHECKING:
     from emberrtc.bootstrap import Services
 
 
-def services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
+
+
+async def services(request: Request) -> Services:
+    """Dependency. async on purpose: FastAPI runs plain-def dependencies in a thread pool (a hop per request)."""
+    return services_of(request)
 
 
 async def authenticate(request: Request) -> Principal:
     """The caller's tenant, or :class:`Unauthenticated` (401)."""
-    svc = services(request)
+    svc = services_of(request)
     token = request.headers.get("x-auth-token")
     if token:
         principal = await svc.tenants.principal_for_token(token)
@@ -49,7 +54,7 @@ def authorise(category: str) -> Principal:
 
     async def dependency(request: Request) -> Principal:
         principal = await authenticate(request)
-        services(request).rate_limiter.check(principal.domain_id, category)
+        services_of(request).rate_limiter.check(principal.domain_id, category)
         return principal
 
     return Depends(dependency)  # type: ignore[no-any-return]

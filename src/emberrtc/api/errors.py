@@ -68,7 +68,10 @@ def validation_error(errors: list[dict[str, Any]]) -> E.EmberError:
     body_level = first(
         lambda e: (
             e["type"] == "json_invalid"
-            or (tuple(e.get("loc", ())) == ("body",) and e["type"] in ("missing", "model_attributes_type", "dict_type"))
+            or (tuple(e.get("loc", ())) == ("body",) and e["type"] in ("model_attributes_type", "dict_type"))
+            # No body at all. A model validator's ``missing_error`` (a field this combination needs) also sits
+            # at ("body",), but with the parsed body as input: that one is RTC.00001005.
+            or (tuple(e.get("loc", ())) == ("body",) and e["type"] == "missing" and e.get("input") is None)
         )
     )
     if body_level:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import func, select
@@ -46,11 +48,50 @@ def require_active(app: App) -> None:
 
 
 class AppService:
-    def __init__(self, sessions: async_sessionmaker, box: SecretBox, clock: Clock, max_apps: int) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker, box: SecretBox, clock: Clock, max_apps: int, cache_ttl: float | None
+    ) -> None:
         self._sessions = sessions
         self._box = box
         self._clock = clock
         self._max_apps = max_apps
+        # app_id -> (domain_id, view, cached at). Every write to an app goes through this service and
+        # drops its entry, so with one process (SQLite) entries never go stale: cache_ttl None keeps
+        # them. Several nodes on one PostgreSQL each cache for cache_ttl seconds at most.
+        self._cache: dict[str, tuple[str, dict[str, Any], float]] = {}
+        self._cache_ttl = cache_ttl
+
+    def _cached(self, principal: Principal, app_id: str) -> dict[str, Any] | None:
+        hit = self._cache.get(app_id)
+        if hit is None or hit[0] != principal.domain_id:
+            return None
+        if self._cache_ttl is not None and self._clock.now() - hit[2] > self._cache_ttl:
+            return None
+        return hit[1]
+
+    def forget(self, app_id: str) -> None:
+        """Drop a cached app (called on every change to it)."""
+        self._cache.pop(app_id, None)
+
+    @asynccontextmanager
+    async def _changing(self, app_id: str) -> AsyncIterator[AsyncSession]:
+        """A write transaction on one app; its cache entry is dropped once the transaction has ended, so a
+        read racing with the commit cannot put the old row back."""
+        try:
+            async with self._sessions() as s, s.begin():
+                yield s
+        finally:
+            self.forget(app_id)
+
+    async def exists(self, principal: Principal, app_id: str) -> bool:
+        """Cheap ownership check for hot paths (cached); the database's foreign keys back it up."""
+        if self._cached(principal, app_id) is not None:
+            return True
+        try:
+            await self.show(principal, app_id)
+        except AppNotExist:
+            return False
+        return True
 
     # --- representations -------------------------------------------------------------
 
@@ -137,7 +178,7 @@ class AppService:
                 raise AppExist(f"an app named {app_name!r} exists already") from exc
         return {"app_id": app.app_id}
 
-    async def list(self, principal: Principal, state: str | None, offset: int, limit: int) -> dict[str, Any]:
+    async def list_apps(self, principal: Principal, state: str | None, offset: int, limit: int) -> dict[str, Any]:
         """spec 4.5.2: ``offset`` is a record offset; ``count`` is the total matching."""
         async with self._sessions() as s:
             q = select(App).where(App.domain_id == principal.domain_id)
@@ -149,12 +190,17 @@ class AppService:
             return {"count": total or 0, "apps": [self.view(a, principal) for a in apps]}
 
     async def show(self, principal: Principal, app_id: str) -> dict[str, Any]:
+        hit = self._cached(principal, app_id)
+        if hit is not None:
+            return hit
         async with self._sessions() as s:
-            return self.view(await load_app(s, principal, app_id), principal)
+            result = self.view(await load_app(s, principal, app_id), principal)
+        self._cache[app_id] = (principal.domain_id, result, self._clock.now())
+        return result
 
     async def delete(self, principal: Principal, app_id: str) -> None:
         """spec 4.5.4: refused (400) while any of the app's jobs has not stopped."""
-        async with self._sessions() as s, s.begin():
+        async with self._changing(app_id) as s:
             app = await load_app(s, principal, app_id, for_update=True)
             running = await s.scalar(select(Job.job_id).where(Job.app_id == app_id, Job.state != STOPPED).limit(1))
             if running:
@@ -162,7 +208,7 @@ class AppService:
             await s.delete(app)
 
     async def set_state(self, principal: Principal, app_id: str, state: str) -> dict[str, Any]:
-        async with self._sessions() as s, s.begin():
+        async with self._changing(app_id) as s:
             app = await load_app(s, principal, app_id, for_update=True)
             if app.state != state:
                 app.state = state
@@ -172,7 +218,7 @@ class AppService:
     async def set_record_callback(
         self, principal: Principal, app_id: str, url: str, auth_key: str | None, events: list[str] | None
     ) -> dict[str, Any]:
-        async with self._sessions() as s, s.begin():
+        async with self._changing(app_id) as s:
             app = await load_app(s, principal, app_id, for_update=True)
             app.record_callback_url = url
             app.record_callback_auth_key_encrypted = self._box.seal(auth_key) if auth_key else None
@@ -191,7 +237,7 @@ class AppService:
         self, principal: Principal, app_id: str, mode: str, record_rule_id: str | None
     ) -> dict[str, Any]:
         """spec 4.6.1: ``AUTO_INDIVIDUAL_RECORD`` needs an existing rule of this app."""
-        async with self._sessions() as s, s.begin():
+        async with self._changing(app_id) as s:
             app = await load_app(s, principal, app_id, for_update=True)
             if record_rule_id is not None:
                 exists = await s.scalar(

@@ -94,6 +94,12 @@ class RuleInUse(EmberError):
     code, status, title = "RTC.00001013", 400, "RuleForbiddenDelete: rule is in use"
 
 
+class RecordRuleExist(EmberError):
+    """Another rule of the app already holds that ``obs_addr.location`` (4.9.1: one rule per location)."""
+
+    code, status, title = "RTC.00001019", 400, "RecordRuleExist: record rule of the app exists"
+
+
 class AppDeactivation(EmberError):
     code, status, title = "RTC.00001016", 400, "AppDeactivation: app is stopped"
 

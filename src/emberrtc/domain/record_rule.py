@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from emberrtc.domain.app import AUTO_INDIVIDUAL_RECORD, STOPPED, drop_none, load_app
+from emberrtc.domain.app import AUTO_INDIVIDUAL_RECORD, STOPPED, AppService, drop_none, load_app
 from emberrtc.domain.clock import Clock, spec_time
-from emberrtc.domain.errors import InvalidParameterValue, RecordRuleNotExist, RuleInUse
+from emberrtc.domain.errors import AppNotExist, InvalidParameterValue, RecordRuleExist, RecordRuleNotExist, RuleInUse
 from emberrtc.domain.secrets import new_hex_id
 from emberrtc.domain.tenant import Principal
 from emberrtc.store.models import App, Job, RecordRule
@@ -57,34 +59,36 @@ def _normalise(body: dict[str, Any]) -> dict[str, Any]:
 
 
 class RecordRuleService:
-    def __init__(self, sessions: async_sessionmaker, clock: Clock) -> None:
+    def __init__(self, sessions: async_sessionmaker, clock: Clock, apps: AppService) -> None:
         self._sessions = sessions
         self._clock = clock
+        self._apps = apps
 
     async def create_or_replace(self, principal: Principal, app_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """spec 4.9.1: one rule per app and ``obs_addr.location``; a POST for an existing location replaces it
         (keeping its ``rule_id``, so jobs and the auto-record mode that use it keep working)."""
         data = _normalise(body)
         now = self._clock.now()
-        location = data["obs_addr"]["location"]
+        if not await self._apps.exists(principal, app_id):
+            raise AppNotExist(f"app {app_id} does not exist")
+        values = {**data, "location": data["obs_addr"]["location"], "update_time": now}
         async with self._sessions() as s, s.begin():
-            await load_app(s, principal, app_id, for_update=True)
-            rule = (
-                await s.execute(select(RecordRule).where(RecordRule.app_id == app_id, RecordRule.location == location))
-            ).scalar_one_or_none()
-            if rule is None:
-                rule = RecordRule(rule_id=new_hex_id(), app_id=app_id, location=location, create_time=now)
-                s.add(rule)
-            for k, v in data.items():
-                setattr(rule, k, v)
-            rule.update_time = now
+            # One statement for create-or-replace: the unique (app_id, location) key decides which.
+            dialect = s.bind.dialect.name
+            insert = sqlite_insert if dialect == "sqlite" else pg_insert
+            stmt = (
+                insert(RecordRule)
+                .values(rule_id=new_hex_id(), app_id=app_id, create_time=now, **values)
+                .on_conflict_do_update(index_elements=["app_id", "location"], set_=values)
+                .returning(*RecordRule.__table__.c)
+            )
             try:
-                await s.flush()
-            except IntegrityError as exc:
-                raise InvalidParameterValue(f"a rule for location {location} was created at the same time") from exc
-            return rule_view(rule)
+                row = (await s.execute(stmt)).one()
+            except IntegrityError as exc:  # the app was deleted meanwhile (foreign key)
+                raise AppNotExist(f"app {app_id} does not exist") from exc
+        return rule_view(RecordRule(**row._mapping))
 
-    async def list(self, principal: Principal, app_id: str, offset: int, limit: int) -> dict[str, Any]:
+    async def list_rules(self, principal: Principal, app_id: str, offset: int, limit: int) -> dict[str, Any]:
         async with self._sessions() as s:
             await load_app(s, principal, app_id)
             rules = (
@@ -117,7 +121,7 @@ class RecordRuleService:
                     )
                 )
                 if clash:
-                    raise InvalidParameterValue(f"rule {clash} already holds location {location} for this app")
+                    raise RecordRuleExist(f"rule {clash} already holds location {location} for this app")
                 rule.location = location
             for k, v in data.items():
                 setattr(rule, k, v)

@@ -1,0 +1,1 @@
+"""Media plane: the Janus WebRTC server (config, process supervision, API client)."""

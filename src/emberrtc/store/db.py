@@ -27,7 +27,11 @@ def make_engine(url: str) -> AsyncEngine:
     """Create the engine; SQLite gets WAL, foreign keys and a busy timeout (several processes may write)."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        # One connection per process: SQLite allows one writer at a time, and several pooled connections
+        # contend for the write lock through SQLite's sleeping busy handler (seconds of latency under load).
+        # A single connection queues writers in order instead. Other processes (the CLI) still wait on
+        # the busy timeout, briefly.
+        engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]

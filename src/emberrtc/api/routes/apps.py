@@ -24,7 +24,7 @@ async def create_app(body: CreateAppBody, svc: Svc, who: Principal = authorise("
 
 @router.get("", tags=["Application management"], summary="Listing Applications (4.5.2)")
 async def list_apps(q: Annotated[ListAppsQuery, Query()], svc: Svc, who: Principal = authorise("apps")) -> JSONResponse:
-    return JSONResponse(await svc.apps.list(who, q.state.value if q.state else None, q.offset, q.limit))
+    return JSONResponse(await svc.apps.list_apps(who, q.state.value if q.state else None, q.offset, q.limit))
 
 
 @router.get("/{app_id}", tags=["Application management"], summary="Querying an Application (4.5.3)")

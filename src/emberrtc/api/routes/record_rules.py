@@ -26,7 +26,7 @@ async def create_record_rule(app_id: str, body: RecordRuleBody, svc: Svc, who: P
 async def list_record_rules(
     app_id: str, q: Annotated[ListRulesQuery, Query()], svc: Svc, who: Principal = Who
 ) -> JSONResponse:
-    return JSONResponse(await svc.rules.list(who, app_id, q.offset, q.limit))
+    return JSONResponse(await svc.rules.list_rules(who, app_id, q.offset, q.limit))
 
 
 @router.get("/{rule_id}", summary="Querying a Recording Rule (4.9.3)")

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Shared set-up for scripts/run and scripts/test: Debian packages when missing, then a venv with Ember.
+# Usage: source scripts/setup.sh [runtime|test]
+set -euo pipefail
+
+EMBER_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+EMBER_VENV="${EMBER_VENV:-$EMBER_ROOT/.venv}"
+
+ember_apt_install() {
+  # Install only what is missing; `apt-get update` first, as a fresh machine has no package lists.
+  local missing=()
+  for pkg in "$@"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "ember: installing Debian packages: ${missing[*]}" >&2
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+ember_venv() {
+  local extras="$1"
+  if [ ! -x "$EMBER_VENV/bin/python" ]; then
+    python3 -m venv "$EMBER_VENV"
+  fi
+  # Reinstall only when pyproject.toml changed since the last install.
+  local stamp="$EMBER_VENV/.ember-installed-$extras"
+  if [ ! -f "$stamp" ] || [ "$EMBER_ROOT/pyproject.toml" -nt "$stamp" ]; then
+    "$EMBER_VENV/bin/pip" install -q --upgrade pip >/dev/null
+    if [ "$extras" = "test" ]; then
+      "$EMBER_VENV/bin/pip" install -q -e "$EMBER_ROOT[test]"
+    else
+      "$EMBER_VENV/bin/pip" install -q -e "$EMBER_ROOT"
+    fi
+    touch "$stamp"
+  fi
+}
+
+ember_setup() {
+  local what="${1:-runtime}"
+  # janus: the SFU (media plane); ffmpeg: tools to inspect recordings; iproute2: test network namespaces.
+  ember_apt_install janus ffmpeg iproute2 python3-venv
+  ember_venv "$what"
+}
