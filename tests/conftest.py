@@ -59,7 +59,7 @@ def _drop_postgres_database(url: str) -> None:
     asyncio.run(drop())
 
 
-def test_settings(data_dir: Path, database_url: str = "") -> Settings:
+def make_settings(data_dir: Path, database_url: str = "") -> Settings:
     return replace(
         Settings(),
         data_dir=data_dir,
@@ -75,7 +75,7 @@ def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     """The database the API suite runs against: every API test runs once on each."""
     data_dir = tmp_path_factory.mktemp(f"ember-{request.param}")
     if request.param == "sqlite":
-        yield test_settings(data_dir)
+        yield make_settings(data_dir)
         return
     url = _postgres_database()
     if url is None:
@@ -83,7 +83,7 @@ def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
             pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}; CI must run the API suite on it")
         pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}")
     try:
-        yield test_settings(data_dir, url)
+        yield make_settings(data_dir, url)
     finally:
         _drop_postgres_database(url)
 
