@@ -1,0 +1,217 @@
+"""Acceptance tests for the ``ember`` command (DESIGN.md "Contract points other tools rely on").
+
+The CLI runs as a real subprocess on a temporary data folder (SQLite); its output is used the way an
+operator would use it: the printed AK/SK with the official SDK, the password with the IAM token API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from huaweicloudsdkcloudrtc.v2 import AppReq, CreateAppRequest, ListAppsRequest
+
+from tests import conftest
+from tests.support.server import ServerThread, TenantInfo, free_port
+
+EMBER = str(Path(sys.executable).with_name("ember"))
+HEX32 = re.compile(r"^[0-9a-f]{32}$")
+
+
+def ember(*args: str, data_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``ember ARGS [--data-dir D]`` on the embedded defaults (no EMBER_* from the environment)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
+    cmd = [EMBER, *args] + (["--data-dir", str(data_dir)] if data_dir is not None else [])
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+
+
+def create_tenant(data_dir: Path, name: str, password: str) -> dict[str, Any]:
+    r = ember("tenant", "create", name, "--password", password, "--json", data_dir=data_dir)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)  # type: ignore[no-any-return]
+
+
+def create_credential(data_dir: Path, name: str) -> dict[str, Any]:
+    r = ember("credential", "create", "--tenant", name, "--json", data_dir=data_dir)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)  # type: ignore[no-any-return]
+
+
+def wait_for(probe: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def server_on(tmp_path: Path) -> Iterator[Callable[[], ServerThread]]:
+    """Start (on demand) an in-process server on ``tmp_path``, stopped at the end of the test."""
+    started: list[ServerThread] = []
+
+    def start() -> ServerThread:
+        started.append(ServerThread(conftest.make_settings(tmp_path)).start())
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for srv in started:
+            srv.stop()
+
+
+def test_help_explains_the_commands() -> None:
+    top = ember("--help")
+    assert top.returncode == 0, top.stderr
+    for word in ("serve", "tenant", "credential", "SparkRTC"):
+        assert word in top.stdout, word
+
+    serve = ember("serve", "--help")
+    assert serve.returncode == 0, serve.stderr
+    for word in ("--host", "--port", "--data-dir"):
+        assert word in serve.stdout, word
+
+    tenant = ember("tenant", "create", "--help")
+    assert tenant.returncode == 0, tenant.stderr
+    for word in ("name", "--password", "--json", "--data-dir", "/v3/auth/tokens"):
+        assert word in tenant.stdout, word
+
+    cred = ember("credential", "create", "--help")
+    assert cred.returncode == 0, cred.stderr
+    for word in ("--tenant", "--json", "SK"):
+        assert word in cred.stdout, word
+
+    bare = ember()
+    assert bare.returncode != 0
+    assert "usage: ember" in bare.stderr
+
+
+def test_tenant_and_credential_work_with_the_sdk(tmp_path: Path, server_on: Callable[[], ServerThread]) -> None:
+    password = "pw-" + os.urandom(6).hex()
+    made = create_tenant(tmp_path, "acme", password)
+    assert set(made) == {"domain_id", "domain_name", "project_id", "user_name"}
+    assert made["domain_name"] == "acme" and made["user_name"] == "acme"
+    assert HEX32.fullmatch(made["domain_id"]) and HEX32.fullmatch(made["project_id"])
+
+    cred = create_credential(tmp_path, "acme")
+    assert set(cred) == {"ak", "sk", "project_id", "domain_id"}
+    assert (cred["project_id"], cred["domain_id"]) == (made["project_id"], made["domain_id"])
+    assert cred["ak"] and len(cred["sk"]) >= 20
+
+    # Without --json the same facts are printed for people.
+    text = ember("credential", "create", "--tenant", "acme", data_dir=tmp_path)
+    assert text.returncode == 0, text.stderr
+    assert made["project_id"] in text.stdout and "sk" in text.stdout.lower()
+
+    srv = server_on()
+    tenant = TenantInfo("acme", password, made["domain_id"], made["project_id"], cred["ak"], cred["sk"])
+    sdk = conftest.sdk_client(srv, tenant)
+    app_id = sdk.create_app(CreateAppRequest(body=AppReq(app_name="from-cli"))).app_id
+    assert [a.app_id for a in sdk.list_apps(ListAppsRequest()).apps] == [app_id]
+    token = conftest.token_for(srv, tenant)
+    r = httpx.get(f"{srv.url}/v2/apps/{app_id}", headers={"X-Auth-Token": token})
+    assert r.status_code == 200 and r.json()["app_name"] == "from-cli"
+
+    # While the server runs: a new credential for this tenant, and a whole new tenant, work at once.
+    cred2 = create_credential(tmp_path, "acme")
+    assert cred2["ak"] != cred["ak"]
+    sdk2 = conftest.sdk_client(srv, TenantInfo("acme", password, made["domain_id"], made["project_id"], **_keys(cred2)))
+    assert sdk2.list_apps(ListAppsRequest()).count == 1
+    assert sdk.list_apps(ListAppsRequest()).count == 1  # the first credential still works
+
+    made2 = create_tenant(tmp_path, "globex", password + "2")
+    cred3 = create_credential(tmp_path, "globex")
+    globex = TenantInfo("globex", password + "2", made2["domain_id"], made2["project_id"], **_keys(cred3))
+    assert conftest.sdk_client(srv, globex).list_apps(ListAppsRequest()).count == 0
+    assert conftest.token_for(srv, globex)
+
+
+def _keys(cred: dict[str, Any]) -> dict[str, str]:
+    return {"ak": cred["ak"], "sk": cred["sk"]}
+
+
+def test_cli_errors_are_clear(tmp_path: Path) -> None:
+    create_tenant(tmp_path, "initech", "long-enough-pw")
+
+    dup = ember("tenant", "create", "initech", "--password", "another-password", "--json", data_dir=tmp_path)
+    assert dup.returncode != 0
+    assert "initech" in dup.stderr and "exists" in dup.stderr
+    assert "Traceback" not in dup.stderr
+    assert dup.stdout == ""
+
+    unknown = ember("credential", "create", "--tenant", "nobody", "--json", data_dir=tmp_path)
+    assert unknown.returncode != 0
+    assert "nobody" in unknown.stderr and "Traceback" not in unknown.stderr
+
+    short = ember("tenant", "create", "hooli", "--password", "short", data_dir=tmp_path)
+    assert short.returncode != 0
+    assert "password" in short.stderr and "Traceback" not in short.stderr
+
+    missing = ember("tenant", "create", "hooli", data_dir=tmp_path)
+    assert missing.returncode != 0
+    assert "--password" in missing.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_answers_and_stops_on_signal(tmp_path: Path, sig: signal.Signals) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
+    proc = subprocess.Popen(
+        [EMBER, "serve", "--port", str(port), "--data-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def answers() -> httpx.Response | None:
+            if proc.poll() is not None:
+                err = proc.stderr.read() if proc.stderr else ""
+                pytest.fail(f"ember serve exited early ({proc.returncode}): {err}")
+            try:
+                r = httpx.get(f"{url}/openapi.json", timeout=2)
+            except httpx.TransportError:
+                return None
+            return r if r.status_code == 200 else None
+
+        r = wait_for(answers, what="ember serve to answer")
+        paths = r.json()["paths"]
+        assert "/v2/apps" in paths and "/v3/auth/tokens" in paths
+        # The database is live: an unauthenticated call gets the catalogue's 401.
+        assert httpx.get(f"{url}/v2/apps").json()["error_code"] == "RTC.00001001"
+        assert (tmp_path / "ember.db").exists()
+        assert (tmp_path / "ember.db-wal").exists()  # open while the server runs (checked again below)
+
+        proc.send_signal(sig)
+        try:
+            _, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"ember serve did not stop within 20 s of {sig.name}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+    # Exiting with 0, or by the signal itself after a clean shutdown (uvicorn re-raises it), are both fine.
+    assert proc.returncode in (0, -sig, 128 + sig), proc.returncode
+    assert "Traceback" not in err, err
+    # A clean shutdown closed the database: SQLite removes its write-ahead log with the last connection.
+    assert not (tmp_path / "ember.db-wal").exists(), "the database was not closed cleanly"
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/openapi.json", timeout=2)
