@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-
 from emberrtc.api.ratelimit import RateLimiter
 from emberrtc.config import Settings
 from emberrtc.domain.app import AppService
@@ -16,16 +14,14 @@ from emberrtc.domain.record_rule import RecordRuleService
 from emberrtc.domain.room import RoomService
 from emberrtc.domain.secrets import SecretBox
 from emberrtc.domain.tenant import TenantService
-from emberrtc.store import migrate
-from emberrtc.store.db import default_url, make_engine, make_sessionmaker
+from emberrtc.store.database import Database, default_url
 
 
 @dataclass
 class Services:
     settings: Settings
     clock: Clock
-    engine: AsyncEngine
-    sessions: async_sessionmaker
+    db: Database
     tenants: TenantService
     apps: AppService
     rules: RecordRuleService
@@ -41,7 +37,7 @@ class Services:
 
     async def close(self) -> None:
         await self.supervisor.stop()
-        await self.engine.dispose()
+        await self.db.close()
 
 
 def database_url(settings: Settings) -> str:
@@ -58,29 +54,27 @@ async def build(
     """Create the data folder, migrate the database and assemble every service."""
     clock = clock or SystemClock()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(database_url(settings))
-    await migrate.upgrade(engine)
-    sessions = make_sessionmaker(engine)
+    db = Database(database_url(settings))
+    await db.migrate()
     box = SecretBox.from_settings(settings.master_key, settings.data_dir)
     media = media or NoMediaPlane()
     apps = AppService(
-        sessions,
+        db,
         box,
         clock,
         settings.max_apps_per_tenant,
-        cache_ttl=None if engine.dialect.name == "sqlite" else settings.app_cache_ttl,
+        cache_ttl=None if db.dialect == "sqlite" else settings.app_cache_ttl,
     )
-    jobs = JobService(sessions, clock, media, recorder or UnavailableRecordingEngine())
+    jobs = JobService(db, clock, media, recorder or UnavailableRecordingEngine())
     return Services(
         settings=settings,
         clock=clock,
-        engine=engine,
-        sessions=sessions,
-        tenants=TenantService(sessions, box, clock, settings.token_ttl),
+        db=db,
+        tenants=TenantService(db, box, clock, settings.token_ttl),
         apps=apps,
-        rules=RecordRuleService(sessions, clock, apps),
+        rules=RecordRuleService(db, clock, apps),
         jobs=jobs,
-        rooms=RoomService(sessions, media, jobs),
+        rooms=RoomService(apps, media, jobs),
         rate_limiter=RateLimiter(settings.rate_limits, clock, settings.rate_limits_enabled),
         supervisor=JobSupervisor(jobs, settings.job_tick),
     )

@@ -45,7 +45,7 @@ async def _tenant_create(args: argparse.Namespace) -> None:
     try:
         p = await services.tenants.create_tenant(args.name, args.password, project_name=args.project_name)
     finally:
-        await services.engine.dispose()
+        await services.db.close()
     data = {
         "domain_id": p.domain_id,
         "domain_name": p.domain_name,
@@ -62,7 +62,7 @@ async def _credential_create(args: argparse.Namespace) -> None:
     try:
         ak, sk, p = await services.tenants.create_credential(args.tenant)
     finally:
-        await services.engine.dispose()
+        await services.db.close()
     data = {"ak": ak, "sk": sk, "project_id": p.project_id, "domain_id": p.domain_id}
     _emit(args, data, "\n".join(f"{k}: {v}" for k, v in data.items()) + "\nKeep the SK: it is not shown again.")
 

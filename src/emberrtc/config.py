@@ -60,6 +60,60 @@ class Settings:
     #: created on first use. Give it explicitly (``EMBER_MASTER_KEY``) when several nodes share PostgreSQL.
     master_key: str = ""
 
+    # --- media plane (media/) --------------------------------------------------------------------------
+    #: Run the media plane (a supervised Janus) with the server. Off: no room ever runs (signalling refuses
+    #: joins); for tests and tools that need only the control plane. ``EMBER_MEDIA_ENABLED``.
+    media_enabled: bool = True
+    #: The Janus executable (Debian package ``janus``, 1.1.x). ``EMBER_JANUS_BINARY``.
+    janus_binary: str = "janus"
+    #: Interface names or IP addresses (comma-separated) Janus gathers ICE candidates on. Empty: every
+    #: interface (Janus never uses loopback). One IP also becomes the address in Janus's SDP. ``EMBER_MEDIA_IP``.
+    media_ip: str = ""
+    #: UDP ports for media, ``MIN-MAX`` (inclusive). Empty: the OS's ephemeral range. ``EMBER_MEDIA_PORTS``.
+    media_ports: str = ""
+    #: Most streams (camera or screen, each with its audio) published at once in one room.
+    room_max_streams: int = 64
+
+    # --- object storage (storage/) -------------------------------------------------------------------
+    #: Where recordings go, per record-rule ``obs_addr.location``. Without configuration there is one
+    #: location, ``local``: a folder per bucket under ``data_dir/storage``, served back by Ember for
+    #: ``download_url``. More locations come from a JSON file (``storage_config``, ``EMBER_STORAGE_CONFIG``)
+    #: and/or inline JSON (``storage_locations``, ``EMBER_STORAGE_LOCATIONS``; it wins over the file), both
+    #: shaped ``{"cn-north-4": {"type": "s3", "endpoint": "https://obs.cn-north-4.myhuaweicloud.com",
+    #: "region": "cn-north-4", "access_key": "...", "secret_key": "...", "addressing_style": "virtual"}}``
+    #: (the file may also wrap that in ``{"locations": ...}``). ``type`` is ``s3`` or ``local``; see
+    #: ``storage.registry.LocationConfig`` for every key. A rule naming any other location fails the job
+    #: start with RTC.00001003.
+    storage_config: str = ""
+    storage_locations: str = ""
+    #: Base URL of this server as the applications reach it, for ``download_url`` of locally stored
+    #: files. Empty: ``http://{host}:{port}``.
+    public_url: str = ""
+    #: How long (seconds) a ``download_url`` stays valid: the signed local link, or the S3 presigned URL
+    #: (SigV4 allows at most 7 days).
+    download_url_ttl: int = 7 * 24 * 3600
+    #: HMAC key signing local download links. Empty: ``download.key`` in ``data_dir``, created on first use.
+    #: Give it explicitly (``EMBER_DOWNLOAD_URL_KEY``) when several nodes serve the same files.
+    download_url_key: str = ""
+    #: First retry delay of a failed upload (seconds); doubles per attempt up to ``upload_retry_max``.
+    #: Uploads are retried for as long as it takes: the spool holds the only copy of the file.
+    upload_retry_base: float = 2.0
+    upload_retry_max: float = 300.0
+    #: Uploads run at most this many at a time.
+    upload_concurrency: int = 4
+
+    # --- recording callbacks (callbacks/) ------------------------------------------------------------
+    #: A callback counts as delivered when the application answers 2xx within this many seconds (4.3).
+    callback_timeout: float = 10.0
+    #: First retry delay of a failed callback (seconds); doubles per attempt, with jitter, up to the cap.
+    callback_retry_base: float = 5.0
+    callback_retry_max: float = 600.0
+    #: How long (seconds) a callback is retried, counted from its first attempt, before it is given up
+    #: (and recorded as given up). At least 24 hours.
+    callback_retry_window: float = 24 * 3600
+    #: Callbacks POSTed at most this many at a time (each to a different job: a job's are in order).
+    callback_concurrency: int = 16
+
     def with_env(self, env: dict[str, str] | None = None) -> Settings:
         """Apply ``EMBER_*`` variables (``EMBER_DATA_DIR``, ``EMBER_DATABASE_URL``, ``EMBER_MAX_APPS``, ...)."""
         env = dict(os.environ if env is None else env)

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from emberrtc.domain.clock import Clock, spec_time
 from emberrtc.domain.errors import AppDeactivation, AppExist, AppNotExist, AppsExceed, JobRunning, RecordRuleNotExist
 from emberrtc.domain.secrets import SecretBox, new_hex_id
 from emberrtc.domain.tenant import Principal
+from emberrtc.store.database import Database
 from emberrtc.store.models import App, Job, RecordRule
+
+T = TypeVar("T")
 
 ACTIVATION, DEACTIVATION = "ACTIVATION", "DEACTIVATION"
 AUTO_RECORD_OFF, AUTO_INDIVIDUAL_RECORD = "AUTO_RECORD_OFF", "AUTO_INDIVIDUAL_RECORD"
@@ -30,12 +32,12 @@ def drop_none(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
 
 
-async def load_app(s: AsyncSession, principal: Principal, app_id: str, *, for_update: bool = False) -> App:
+def load_app(s: Session, principal: Principal, app_id: str, *, for_update: bool = False) -> App:
     """The tenant's app, or 404 as if absent (tenants never see each other's apps)."""
     q = select(App).where(App.app_id == app_id, App.domain_id == principal.domain_id)
     if for_update:
         q = q.with_for_update()
-    app = (await s.execute(q)).scalar_one_or_none()
+    app = s.execute(q).scalar_one_or_none()
     if app is None:
         raise AppNotExist(f"app {app_id} does not exist")
     return app
@@ -48,10 +50,8 @@ def require_active(app: App) -> None:
 
 
 class AppService:
-    def __init__(
-        self, sessions: async_sessionmaker, box: SecretBox, clock: Clock, max_apps: int, cache_ttl: float | None
-    ) -> None:
-        self._sessions = sessions
+    def __init__(self, db: Database, box: SecretBox, clock: Clock, max_apps: int, cache_ttl: float | None) -> None:
+        self._db = db
         self._box = box
         self._clock = clock
         self._max_apps = max_apps
@@ -73,13 +73,11 @@ class AppService:
         """Drop a cached app (called on every change to it)."""
         self._cache.pop(app_id, None)
 
-    @asynccontextmanager
-    async def _changing(self, app_id: str) -> AsyncIterator[AsyncSession]:
-        """A write transaction on one app; its cache entry is dropped once the transaction has ended, so a
-        read racing with the commit cannot put the old row back."""
+    async def _changing(self, app_id: str, work: Callable[[Session], T]) -> T:
+        """Run a write to one app; its cache entry is dropped once the transaction has ended, so a read
+        racing with the commit cannot put the old row back."""
         try:
-            async with self._sessions() as s, s.begin():
-                yield s
+            return await self._db.run(work)
         finally:
             self.forget(app_id)
 
@@ -150,11 +148,12 @@ class AppService:
 
     async def create(self, principal: Principal, app_name: str) -> dict[str, Any]:
         now = self._clock.now()
-        async with self._sessions() as s, s.begin():
-            count = await s.scalar(select(func.count()).select_from(App).where(App.domain_id == principal.domain_id))
+
+        def work(s: Session) -> dict[str, Any]:
+            count = s.scalar(select(func.count()).select_from(App).where(App.domain_id == principal.domain_id))
             if count is not None and count >= self._max_apps:
                 raise AppsExceed(f"a tenant may have at most {self._max_apps} applications")
-            if await s.scalar(select(App.app_id).where(App.domain_id == principal.domain_id, App.app_name == app_name)):
+            if s.scalar(select(App.app_id).where(App.domain_id == principal.domain_id, App.app_name == app_name)):
                 raise AppExist(f"an app named {app_name!r} exists already")
             app = App(
                 app_id=new_hex_id(),
@@ -173,53 +172,62 @@ class AppService:
             )
             s.add(app)
             try:
-                await s.flush()
+                s.flush()
             except IntegrityError as exc:  # a concurrent create with the same name won the race
                 raise AppExist(f"an app named {app_name!r} exists already") from exc
-        return {"app_id": app.app_id}
+            return {"app_id": app.app_id}
+
+        return await self._db.run(work)
 
     async def list_apps(self, principal: Principal, state: str | None, offset: int, limit: int) -> dict[str, Any]:
         """spec 4.5.2: ``offset`` is a record offset; ``count`` is the total matching."""
-        async with self._sessions() as s:
+
+        def work(s: Session) -> dict[str, Any]:
             q = select(App).where(App.domain_id == principal.domain_id)
             c = select(func.count()).select_from(App).where(App.domain_id == principal.domain_id)
             if state:
                 q, c = q.where(App.state == state), c.where(App.state == state)
-            total = await s.scalar(c)
-            apps = (await s.execute(q.order_by(App.create_time, App.app_id).offset(offset).limit(limit))).scalars()
+            total = s.scalar(c)
+            apps = s.execute(q.order_by(App.create_time, App.app_id).offset(offset).limit(limit)).scalars()
             return {"count": total or 0, "apps": [self.view(a, principal) for a in apps]}
+
+        return await self._db.run(work)
 
     async def show(self, principal: Principal, app_id: str) -> dict[str, Any]:
         hit = self._cached(principal, app_id)
         if hit is not None:
             return hit
-        async with self._sessions() as s:
-            result = self.view(await load_app(s, principal, app_id), principal)
+        result = await self._db.run(lambda s: self.view(load_app(s, principal, app_id), principal))
         self._cache[app_id] = (principal.domain_id, result, self._clock.now())
         return result
 
     async def delete(self, principal: Principal, app_id: str) -> None:
         """spec 4.5.4: refused (400) while any of the app's jobs has not stopped."""
-        async with self._changing(app_id) as s:
-            app = await load_app(s, principal, app_id, for_update=True)
-            running = await s.scalar(select(Job.job_id).where(Job.app_id == app_id, Job.state != STOPPED).limit(1))
+
+        def work(s: Session) -> None:
+            app = load_app(s, principal, app_id, for_update=True)
+            running = s.scalar(select(Job.job_id).where(Job.app_id == app_id, Job.state != STOPPED).limit(1))
             if running:
                 raise JobRunning(f"job {running} of this app has not stopped; stop it before deleting the app")
-            await s.delete(app)
+            s.delete(app)
+
+        await self._changing(app_id, work)
 
     async def set_state(self, principal: Principal, app_id: str, state: str) -> dict[str, Any]:
-        async with self._changing(app_id) as s:
-            app = await load_app(s, principal, app_id, for_update=True)
+        def work(s: Session) -> dict[str, Any]:
+            app = load_app(s, principal, app_id, for_update=True)
             if app.state != state:
                 app.state = state
                 app.state_update_time = self._clock.now()
             return {"app_id": app.app_id, "state": self.state_view(app)}
 
+        return await self._changing(app_id, work)
+
     async def set_record_callback(
         self, principal: Principal, app_id: str, url: str, auth_key: str | None, events: list[str] | None
     ) -> dict[str, Any]:
-        async with self._changing(app_id) as s:
-            app = await load_app(s, principal, app_id, for_update=True)
+        def work(s: Session) -> dict[str, Any]:
+            app = load_app(s, principal, app_id, for_update=True)
             app.record_callback_url = url
             app.record_callback_auth_key_encrypted = self._box.seal(auth_key) if auth_key else None
             app.record_callback_events = (
@@ -228,19 +236,24 @@ class AppService:
             app.record_callback_update_time = self._clock.now()
             return {"app_id": app.app_id, "record_callback": self.callback_view(app)}
 
+        return await self._changing(app_id, work)
+
     async def show_record_callback(self, principal: Principal, app_id: str) -> dict[str, Any]:
-        async with self._sessions() as s:
-            app = await load_app(s, principal, app_id)
+        def work(s: Session) -> dict[str, Any]:
+            app = load_app(s, principal, app_id)
             return drop_none({"app_id": app.app_id, "record_callback": self.callback_view(app)})
+
+        return await self._db.run(work)
 
     async def set_auto_record(
         self, principal: Principal, app_id: str, mode: str, record_rule_id: str | None
     ) -> dict[str, Any]:
         """spec 4.6.1: ``AUTO_INDIVIDUAL_RECORD`` needs an existing rule of this app."""
-        async with self._changing(app_id) as s:
-            app = await load_app(s, principal, app_id, for_update=True)
+
+        def work(s: Session) -> dict[str, Any]:
+            app = load_app(s, principal, app_id, for_update=True)
             if record_rule_id is not None:
-                exists = await s.scalar(
+                exists = s.scalar(
                     select(RecordRule.rule_id).where(RecordRule.app_id == app_id, RecordRule.rule_id == record_rule_id)
                 )
                 if not exists:
@@ -250,7 +263,11 @@ class AppService:
             app.auto_record_update_time = self._clock.now()
             return {"app_id": app.app_id, "auto_record_mode": self.auto_record_view(app)}
 
+        return await self._changing(app_id, work)
+
     async def show_auto_record(self, principal: Principal, app_id: str) -> dict[str, Any]:
-        async with self._sessions() as s:
-            app = await load_app(s, principal, app_id)
+        def work(s: Session) -> dict[str, Any]:
+            app = load_app(s, principal, app_id)
             return {"app_id": app.app_id, "auto_record_mode": self.auto_record_view(app)}
+
+        return await self._db.run(work)

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from emberrtc.domain import mix_layout
 from emberrtc.domain.app import drop_none, load_app, require_active
@@ -22,6 +22,7 @@ from emberrtc.domain.ports import JobSpec, MediaPlane, RecordingEngine
 from emberrtc.domain.record_rule import rule_view
 from emberrtc.domain.secrets import new_hex_id
 from emberrtc.domain.tenant import Principal
+from emberrtc.store.database import Database
 from emberrtc.store.models import Job, RecordRule
 
 log = logging.getLogger(__name__)
@@ -93,8 +94,8 @@ def view(job: Job) -> dict[str, Any]:
 class JobService:
     """Start, show, update and stop jobs; move them through their states."""
 
-    def __init__(self, sessions: async_sessionmaker, clock: Clock, media: MediaPlane, engine: RecordingEngine) -> None:
-        self._sessions = sessions
+    def __init__(self, db: Database, clock: Clock, media: MediaPlane, engine: RecordingEngine) -> None:
+        self._db = db
         self._clock = clock
         self.media = media
         self.engine = engine
@@ -115,7 +116,7 @@ class JobService:
             stream_name=f"s_{job_id}_{body['room_id']}_{body['user_id']}",
             params=drop_none({k: v for k, v in body.items() if k not in ("room_id", "user_id")}),
         )
-        return individual_view(await self._create(principal, app_id, job))
+        return await self._create(principal, app_id, job)
 
     async def start_mix(self, principal: Principal, app_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """spec 4.8.1. Stream name ``m_{job_id}_{room_id}``."""
@@ -134,42 +135,48 @@ class JobService:
             stream_name=f"m_{job_id}_{mix['room_id']}",
             params=params,
         )
-        return mix_view(await self._create(principal, app_id, job))
+        return await self._create(principal, app_id, job)
 
     async def show(self, principal: Principal, app_id: str, job_id: str, kind: str) -> dict[str, Any]:
-        async with self._sessions() as s:
-            await load_app(s, principal, app_id)
-            return view(await self._load(s, app_id, job_id, kind))
+        def work(s: Session) -> dict[str, Any]:
+            load_app(s, principal, app_id)
+            return view(self._load(s, app_id, job_id, kind))
+
+        return await self._db.run(work)
 
     async def update_individual(
         self, principal: Principal, app_id: str, job_id: str, body: dict[str, Any]
     ) -> dict[str, Any]:
         """spec 4.4.4: new ``record_param`` applies from the next file; new ``publish_param`` at once."""
-        async with self._sessions() as s, s.begin():
-            await load_app(s, principal, app_id)
-            job = await self._load(s, app_id, job_id, INDIVIDUAL, for_update=True)
+
+        def work(s: Session) -> tuple[dict[str, Any], JobSpec, str]:
+            load_app(s, principal, app_id)
+            job = self._load(s, app_id, job_id, INDIVIDUAL, for_update=True)
             self._require_not_stopped(job)
             params = dict(job.params)
             for key in ("publish_param", "record_param"):
                 if body.get(key) is not None:
                     params[key] = body[key]
             if body.get("record_param") is not None:
-                job.record_rule_id = await self._check_rule(s, app_id, body["record_param"]["record_rule_id"])
+                job.record_rule_id = self._check_rule(s, app_id, body["record_param"]["record_rule_id"])
             job.params = params
             job.update_time = self._clock.now()
-            spec = await self._spec(s, job)
-        if job.state == RUNNING:
+            return individual_view(job), self._spec(s, job), job.state
+
+        result, spec, state = await self._db.run(work)
+        if state == RUNNING:
             await self.engine.update(spec)
-        return individual_view(job)
+        return result
 
     async def update_mix(self, principal: Principal, app_id: str, job_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """spec 4.8.3: change the layout (custom templates only), images or ``max_idle_time``."""
         update_param = drop_none(body["mix_param"])
         if update_param.get("layout_panes") is not None:
             update_param["layout_panes"] = [drop_none(p) for p in update_param["layout_panes"]]
-        async with self._sessions() as s, s.begin():
-            await load_app(s, principal, app_id)
-            job = await self._load(s, app_id, job_id, MIX, for_update=True)
+
+        def work(s: Session) -> tuple[dict[str, Any], JobSpec, str]:
+            load_app(s, principal, app_id)
+            job = self._load(s, app_id, job_id, MIX, for_update=True)
             self._require_not_stopped(job)
             mix = dict(job.params["mix_param"])
             mix_layout.check_update(mix, update_param)
@@ -178,93 +185,98 @@ class JobService:
             if "max_idle_time" in update_param and job.idle_deadline is not None:
                 job.idle_deadline = self._clock.now() + update_param["max_idle_time"]
             job.update_time = self._clock.now()
-            spec = await self._spec(s, job)
-        if job.state == RUNNING:
+            return mix_view(job), self._spec(s, job), job.state
+
+        result, spec, state = await self._db.run(work)
+        if state == RUNNING:
             await self.engine.update(spec)
-        return mix_view(job)
+        return result
 
     async def stop(self, principal: Principal, app_id: str, job_id: str, kind: str) -> None:
         """spec 4.4.3 / 4.8.4. Stopping a stopped job is a no-op (the request is safe to repeat)."""
-        async with self._sessions() as s:
-            await load_app(s, principal, app_id)
-            job = await self._load(s, app_id, job_id, kind)
-        if job.state != STOPPED:
+
+        def work(s: Session) -> str:
+            load_app(s, principal, app_id)
+            return self._load(s, app_id, job_id, kind).state
+
+        if await self._db.run(work) != STOPPED:
             await self.mark_stopped(job_id, STOPPED_BY_API, "stopped by a stop request")
 
     # --- state changes (the supervisor and the recording engine call these) --------------
 
     async def mark_running(self, job_id: str, description: str = "recording") -> None:
         now = self._clock.now()
-        async with self._sessions() as s, s.begin():
-            await s.execute(
+        await self._db.run(
+            lambda s: s.execute(
                 update(Job)
                 .where(Job.job_id == job_id, Job.state != STOPPED)
                 .values(state=RUNNING, description=description, idle_deadline=None, update_time=now)
             )
+        )
 
     async def mark_idle(self, job_id: str) -> None:
         """The job's media went away: the ``max_idle_time`` countdown starts again."""
-        async with self._sessions() as s, s.begin():
-            job = await s.get(Job, job_id, with_for_update=True)
+
+        def work(s: Session) -> None:
+            job = s.get(Job, job_id, with_for_update=True)
             if job is None or job.state == STOPPED:
                 return
             job.idle_deadline = self._clock.now() + self._max_idle(job)
             job.description = "waiting for media"
 
+        await self._db.run(work)
+
     async def mark_stopped(self, job_id: str, reason: str, description: str) -> bool:
         """Stop the job (once); tell the engine to finish its files. True if this call stopped it."""
         now = self._clock.now()
-        async with self._sessions() as s, s.begin():
-            result = await s.execute(
-                update(Job)
-                .where(Job.job_id == job_id, Job.state != STOPPED)
-                .values(
-                    state=STOPPED,
-                    stop_reason=reason,
-                    description=description,
-                    stop_time=now,
-                    update_time=now,
-                    idle_deadline=None,
-                )
+        stmt = (
+            update(Job)
+            .where(Job.job_id == job_id, Job.state != STOPPED)
+            .values(
+                state=STOPPED,
+                stop_reason=reason,
+                description=description,
+                stop_time=now,
+                update_time=now,
+                idle_deadline=None,
             )
-        if result.rowcount:
+        )
+        stopped = await self._db.run(lambda s: bool(s.execute(stmt).rowcount))  # type: ignore[attr-defined]
+        if stopped:
             self._handed_over.discard(job_id)
             try:
                 await self.engine.stop(job_id)
             except Exception:  # the job is stopped either way; the engine's fault is logged
                 log.exception("recording engine failed to stop job %s", job_id)
-            return True
-        return False
+        return stopped
 
     async def stop_room_jobs(self, app_id: str, room_id: str, reason: str, description: str) -> list[str]:
         """Stop every unfinished job recording a room (used when the room is dismissed)."""
-        async with self._sessions() as s:
-            ids = list(
-                (
-                    await s.execute(
-                        select(Job.job_id).where(Job.app_id == app_id, Job.room_id == room_id, Job.state != STOPPED)
-                    )
+        ids = await self._db.run(
+            lambda s: list(
+                s.execute(
+                    select(Job.job_id).where(Job.app_id == app_id, Job.room_id == room_id, Job.state != STOPPED)
                 ).scalars()
             )
+        )
         return [i for i in ids if await self.mark_stopped(i, reason, description)]
 
     async def tick(self) -> None:
         """One supervisor pass: start jobs whose media has appeared, stop jobs idle past their deadline."""
         now = self._clock.now()
-        async with self._sessions() as s:
-            jobs = list((await s.execute(select(Job).where(Job.state == INIT))).scalars())
+
+        def work(s: Session) -> tuple[list[Job], list[Job], dict[str, JobSpec]]:
+            waiting = list(s.execute(select(Job).where(Job.state == INIT)).scalars())
             expired = list(
-                (
-                    await s.execute(
-                        select(Job).where(
-                            Job.state != STOPPED, Job.idle_deadline.is_not(None), Job.idle_deadline <= now
-                        )
-                    )
+                s.execute(
+                    select(Job).where(Job.state != STOPPED, Job.idle_deadline.is_not(None), Job.idle_deadline <= now)
                 ).scalars()
             )
-            specs = {j.job_id: await self._spec(s, j) for j in jobs}
+            return waiting, expired, {j.job_id: self._spec(s, j) for j in waiting}
+
+        waiting, expired, specs = await self._db.run(work)
         expired_ids = {j.job_id for j in expired}
-        for job in jobs:
+        for job in waiting:
             if job.job_id in expired_ids:
                 continue
             if await self.media.has_stream(job.app_id, job.room_id, job.user_id, job.params.get("video_type")):
@@ -293,16 +305,17 @@ class JobService:
         except EmberError as exc:
             await self.mark_stopped(spec.job_id, FATAL_ERROR, exc.message)
 
-    async def _create(self, principal: Principal, app_id: str, job: Job) -> Job:
+    async def _create(self, principal: Principal, app_id: str, job: Job) -> dict[str, Any]:
         now = self._clock.now()
-        async with self._sessions() as s, s.begin():
-            app = await load_app(s, principal, app_id)
+
+        def work(s: Session) -> dict[str, Any]:
+            app = load_app(s, principal, app_id)
             require_active(app)
             record_param = job.params.get("record_param")
             if record_param:
-                job.record_rule_id = await self._check_rule(s, app_id, record_param["record_rule_id"])
+                job.record_rule_id = self._check_rule(s, app_id, record_param["record_rule_id"])
             if job.kind == INDIVIDUAL:
-                await self._check_no_duplicate(s, app_id, job)
+                self._check_no_duplicate(s, app_id, job)
             job.app_id = app_id
             job.state = INIT
             job.description = "waiting for media"
@@ -310,14 +323,16 @@ class JobService:
             job.idle_deadline = now + self._max_idle(job)
             s.add(job)
             try:
-                await s.flush()
+                s.flush()
             except IntegrityError as exc:  # a concurrent start for the same room and user won
                 raise JobRunning(f"a job for user {job.user_id} in room {job.room_id} is not over") from exc
-        return job
+            return view(job)
+
+        return await self._db.run(work)
 
     @staticmethod
-    async def _check_no_duplicate(s: AsyncSession, app_id: str, job: Job) -> None:
-        other = await s.scalar(
+    def _check_no_duplicate(s: Session, app_id: str, job: Job) -> None:
+        other = s.scalar(
             select(Job.job_id).where(
                 Job.app_id == app_id,
                 Job.kind == INDIVIDUAL,
@@ -330,19 +345,17 @@ class JobService:
             raise JobRunning(f"job {other} for user {job.user_id} in room {job.room_id} is not over")
 
     @staticmethod
-    async def _check_rule(s: AsyncSession, app_id: str, rule_id: str) -> str:
-        if not await s.scalar(
-            select(RecordRule.rule_id).where(RecordRule.app_id == app_id, RecordRule.rule_id == rule_id)
-        ):
+    def _check_rule(s: Session, app_id: str, rule_id: str) -> str:
+        if not s.scalar(select(RecordRule.rule_id).where(RecordRule.app_id == app_id, RecordRule.rule_id == rule_id)):
             raise RecordRuleNotExist(f"rule {rule_id} does not exist under app {app_id}")
         return rule_id
 
     @staticmethod
-    async def _load(s: AsyncSession, app_id: str, job_id: str, kind: str, for_update: bool = False) -> Job:
+    def _load(s: Session, app_id: str, job_id: str, kind: str, for_update: bool = False) -> Job:
         q = select(Job).where(Job.job_id == job_id, Job.app_id == app_id, Job.kind == kind)
         if for_update:
             q = q.with_for_update()
-        job = (await s.execute(q)).scalar_one_or_none()
+        job = s.execute(q).scalar_one_or_none()
         if job is None:
             raise JobNotExist(f"job {job_id} does not exist under app {app_id}")
         return job
@@ -359,8 +372,8 @@ class JobService:
         return int(job.params.get("max_idle_time", 30))
 
     @staticmethod
-    async def _spec(s: AsyncSession, job: Job) -> JobSpec:
-        rule = await s.get(RecordRule, job.record_rule_id) if job.record_rule_id else None
+    def _spec(s: Session, job: Job) -> JobSpec:
+        rule = s.get(RecordRule, job.record_rule_id) if job.record_rule_id else None
         return JobSpec(
             job.job_id,
             job.app_id,

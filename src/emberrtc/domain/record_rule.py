@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.orm import Session
 
 from emberrtc.domain.app import AUTO_INDIVIDUAL_RECORD, STOPPED, AppService, drop_none, load_app
 from emberrtc.domain.clock import Clock, spec_time
 from emberrtc.domain.errors import AppNotExist, InvalidParameterValue, RecordRuleExist, RecordRuleNotExist, RuleInUse
 from emberrtc.domain.secrets import new_hex_id
 from emberrtc.domain.tenant import Principal
+from emberrtc.store.database import Database
 from emberrtc.store.models import App, Job, RecordRule
 
 # Tables 4-233/4-234: the default record_prefix
@@ -58,9 +60,26 @@ def _normalise(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@functools.cache
+def _upsert_statement(dialect: str) -> Any:
+    """spec 4.9.1 create-or-replace as one statement, the unique (app_id, location) key deciding which.
+
+    Built once with bind parameters: building a statement per call costs SQLAlchemy more than SQLite
+    takes to run it.
+    """
+    table = RecordRule.__table__
+    insert = sqlite_insert if dialect == "sqlite" else pg_insert
+    ins = insert(table).values({c.name: bindparam(c.name, type_=c.type) for c in table.c})
+    kept = ("rule_id", "app_id", "create_time")  # a replaced rule keeps its id and creation time
+    return ins.on_conflict_do_update(
+        index_elements=["app_id", "location"],
+        set_={c.name: ins.excluded[c.name] for c in table.c if c.name not in kept},
+    ).returning(*table.c)
+
+
 class RecordRuleService:
-    def __init__(self, sessions: async_sessionmaker, clock: Clock, apps: AppService) -> None:
-        self._sessions = sessions
+    def __init__(self, db: Database, clock: Clock, apps: AppService) -> None:
+        self._db = db
         self._clock = clock
         self._apps = apps
 
@@ -71,51 +90,56 @@ class RecordRuleService:
         now = self._clock.now()
         if not await self._apps.exists(principal, app_id):
             raise AppNotExist(f"app {app_id} does not exist")
-        values = {**data, "location": data["obs_addr"]["location"], "update_time": now}
-        async with self._sessions() as s, s.begin():
-            # One statement for create-or-replace: the unique (app_id, location) key decides which.
-            dialect = s.bind.dialect.name
-            insert = sqlite_insert if dialect == "sqlite" else pg_insert
-            stmt = (
-                insert(RecordRule)
-                .values(rule_id=new_hex_id(), app_id=app_id, create_time=now, **values)
-                .on_conflict_do_update(index_elements=["app_id", "location"], set_=values)
-                .returning(*RecordRule.__table__.c)
-            )
+        params = {
+            **data,
+            "rule_id": new_hex_id(),
+            "app_id": app_id,
+            "location": data["obs_addr"]["location"],
+            "create_time": now,
+            "update_time": now,
+        }
+        stmt = _upsert_statement(self._db.dialect)
+
+        def work(s: Session) -> dict[str, Any]:
             try:
-                row = (await s.execute(stmt)).one()
+                row = s.connection().execute(stmt, params).one()
             except IntegrityError as exc:  # the app was deleted meanwhile (foreign key)
                 raise AppNotExist(f"app {app_id} does not exist") from exc
-        return rule_view(RecordRule(**row._mapping))
+            return rule_view(RecordRule(**row._mapping))
+
+        return await self._db.run(work)
 
     async def list_rules(self, principal: Principal, app_id: str, offset: int, limit: int) -> dict[str, Any]:
-        async with self._sessions() as s:
-            await load_app(s, principal, app_id)
-            rules = (
-                await s.execute(
-                    select(RecordRule)
-                    .where(RecordRule.app_id == app_id)
-                    .order_by(RecordRule.create_time, RecordRule.rule_id)
-                    .offset(offset)
-                    .limit(limit)
-                )
+        def work(s: Session) -> dict[str, Any]:
+            load_app(s, principal, app_id)
+            rules = s.execute(
+                select(RecordRule)
+                .where(RecordRule.app_id == app_id)
+                .order_by(RecordRule.create_time, RecordRule.rule_id)
+                .offset(offset)
+                .limit(limit)
             ).scalars()
             return {"rules": [rule_view(r) for r in rules]}
 
+        return await self._db.run(work)
+
     async def show(self, principal: Principal, app_id: str, rule_id: str) -> dict[str, Any]:
-        async with self._sessions() as s:
-            await load_app(s, principal, app_id)
-            return rule_view(await self._load(s, app_id, rule_id))
+        def work(s: Session) -> dict[str, Any]:
+            load_app(s, principal, app_id)
+            return rule_view(self._load(s, app_id, rule_id))
+
+        return await self._db.run(work)
 
     async def update(self, principal: Principal, app_id: str, rule_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """spec 4.9.4: replace the rule's content; jobs already recording keep the rule they started with."""
         data = _normalise(body)
-        async with self._sessions() as s, s.begin():
-            await load_app(s, principal, app_id, for_update=True)
-            rule = await self._load(s, app_id, rule_id)
+
+        def work(s: Session) -> dict[str, Any]:
+            load_app(s, principal, app_id, for_update=True)
+            rule = self._load(s, app_id, rule_id)
             location = data["obs_addr"]["location"]
             if location != rule.location:
-                clash = await s.scalar(
+                clash = s.scalar(
                     select(RecordRule.rule_id).where(
                         RecordRule.app_id == app_id, RecordRule.location == location, RecordRule.rule_id != rule_id
                     )
@@ -128,22 +152,27 @@ class RecordRuleService:
             rule.update_time = self._clock.now()
             return rule_view(rule)
 
+        return await self._db.run(work)
+
     async def delete(self, principal: Principal, app_id: str, rule_id: str) -> None:
         """spec 4.9.5: rules in use (auto-record mode, or a job not stopped) cannot be deleted."""
-        async with self._sessions() as s, s.begin():
-            app: App = await load_app(s, principal, app_id, for_update=True)
-            rule = await self._load(s, app_id, rule_id)
+
+        def work(s: Session) -> None:
+            app: App = load_app(s, principal, app_id, for_update=True)
+            rule = self._load(s, app_id, rule_id)
             if app.auto_record_mode == AUTO_INDIVIDUAL_RECORD and app.auto_record_rule_id == rule_id:
                 raise RuleInUse(f"rule {rule_id} is used by the app's automatic recording; switch it off first")
-            job = await s.scalar(select(Job.job_id).where(Job.record_rule_id == rule_id, Job.state != STOPPED).limit(1))
+            job = s.scalar(select(Job.job_id).where(Job.record_rule_id == rule_id, Job.state != STOPPED).limit(1))
             if job:
                 raise RuleInUse(f"rule {rule_id} is used by job {job}, which has not stopped")
-            await s.delete(rule)
+            s.delete(rule)
+
+        await self._db.run(work)
 
     @staticmethod
-    async def _load(s: Any, app_id: str, rule_id: str) -> RecordRule:
-        rule = (
-            await s.execute(select(RecordRule).where(RecordRule.app_id == app_id, RecordRule.rule_id == rule_id))
+    def _load(s: Session, app_id: str, rule_id: str) -> RecordRule:
+        rule = s.execute(
+            select(RecordRule).where(RecordRule.app_id == app_id, RecordRule.rule_id == rule_id)
         ).scalar_one_or_none()
         if rule is None:
             raise RecordRuleNotExist(f"rule {rule_id} does not exist under app {app_id}")

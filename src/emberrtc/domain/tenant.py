@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.orm import Session
 
 from emberrtc.domain.clock import Clock
 from emberrtc.domain.errors import InvalidParameterValue, Unauthenticated
 from emberrtc.domain.secrets import SecretBox, hash_password, new_hex_id, token_digest, verify_password
+from emberrtc.store.database import Database
 from emberrtc.store.models import Credential, Tenant, Token
 
+_DUMMY_HASH = hash_password("not-a-password")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_\-.]{1,64}$")
 
 
@@ -44,8 +47,8 @@ class IssuedToken:
 class TenantService:
     """Creates tenants and credentials (CLI), issues and checks tokens and AK/SK keys (API)."""
 
-    def __init__(self, sessions: async_sessionmaker, box: SecretBox, clock: Clock, token_ttl: int) -> None:
-        self._sessions = sessions
+    def __init__(self, db: Database, box: SecretBox, clock: Clock, token_ttl: int) -> None:
+        self._db = db
         self._box = box
         self._clock = clock
         self._token_ttl = token_ttl
@@ -69,56 +72,69 @@ class TenantService:
             password_hash=hash_password(password),
             created_at=self._clock.now(),
         )
-        async with self._sessions() as s, s.begin():
+
+        def work(s: Session) -> None:
             s.add(tenant)
             try:
-                await s.flush()
+                s.flush()
             except IntegrityError as exc:
                 raise InvalidParameterValue(f"tenant {name!r} exists already") from exc
+
+        await self._db.run(work)
         return _principal(tenant)
 
     async def create_credential(self, tenant_name: str) -> tuple[str, str, Principal]:
         """Make a new AK/SK pair for a tenant; the SK is shown once and stored encrypted."""
-        async with self._sessions() as s, s.begin():
-            tenant = (await s.execute(select(Tenant).where(Tenant.domain_name == tenant_name))).scalar_one_or_none()
+        ak = secrets.token_hex(10).upper()
+        sk = secrets.token_urlsafe(30)
+
+        def work(s: Session) -> Principal:
+            tenant = s.execute(select(Tenant).where(Tenant.domain_name == tenant_name)).scalar_one_or_none()
             if tenant is None:
                 raise InvalidParameterValue(f"no tenant named {tenant_name!r}")
-            ak = secrets.token_hex(10).upper()
-            sk = secrets.token_urlsafe(30)
-            s.add(
-                Credential(
-                    ak=ak, domain_id=tenant.domain_id, sk_encrypted=self._box.seal(sk), created_at=self._clock.now()
-                )
-            )
-        return ak, sk, _principal(tenant)
+            sealed = self._box.seal(sk)
+            s.add(Credential(ak=ak, domain_id=tenant.domain_id, sk_encrypted=sealed, created_at=self._clock.now()))
+            return _principal(tenant)
+
+        return ak, sk, await self._db.run(work)
 
     async def issue_token(
         self, user_name: str, password: str, domain_name: str | None, domain_id: str | None
     ) -> IssuedToken:
         """IAM password method: a 24-hour token for the user of the named (or identified) account."""
-        async with self._sessions() as s, s.begin():
+
+        def find(s: Session) -> Tenant | None:
             q = select(Tenant).where(Tenant.user_name == user_name)
             q = q.where(Tenant.domain_name == domain_name) if domain_name else q.where(Tenant.domain_id == domain_id)
-            tenant = (await s.execute(q)).scalar_one_or_none()
-            # The same work whether the user exists or not, so timing tells nothing.
-            ok = verify_password(password, tenant.password_hash if tenant else hash_password("x" * 12))
-            if tenant is None or not ok:
-                raise Unauthenticated("the user name, password or account name is wrong")
-            now = self._clock.now()
-            token = "EMB" + secrets.token_urlsafe(48)
-            s.add(Token(token_hash=token_digest(token), domain_id=tenant.domain_id, expires_at=now + self._token_ttl))
-            await s.execute(delete(Token).where(Token.expires_at < now))
+            return s.execute(q).scalar_one_or_none()
+
+        tenant = await self._db.run(find)
+        # scrypt takes tens of milliseconds: off the event loop and off the database thread. The same work
+        # is done whether the user exists or not, so timing tells nothing.
+        stored = tenant.password_hash if tenant else _DUMMY_HASH
+        ok = await asyncio.to_thread(verify_password, password, stored)
+        if tenant is None or not ok:
+            raise Unauthenticated("the user name, password or account name is wrong")
+        now = self._clock.now()
+        token = "EMB" + secrets.token_urlsafe(48)
+        domain = tenant.domain_id
+
+        def store(s: Session) -> None:
+            s.add(Token(token_hash=token_digest(token), domain_id=domain, expires_at=now + self._token_ttl))
+            s.execute(delete(Token).where(Token.expires_at < now))
+
+        await self._db.run(store)
         return IssuedToken(token, now + self._token_ttl, now, _principal(tenant))
 
     async def principal_for_token(self, token: str) -> Principal:
-        async with self._sessions() as s:
-            row = (
-                await s.execute(
-                    select(Tenant, Token.expires_at)
-                    .join(Token, Token.domain_id == Tenant.domain_id)
-                    .where(Token.token_hash == token_digest(token))
-                )
+        digest = token_digest(token)
+        row = await self._db.run(
+            lambda s: s.execute(
+                select(Tenant, Token.expires_at)
+                .join(Token, Token.domain_id == Tenant.domain_id)
+                .where(Token.token_hash == digest)
             ).one_or_none()
+        )
         if row is None:
             raise Unauthenticated("the X-Auth-Token is not valid")
         tenant, expires_at = row
@@ -131,14 +147,13 @@ class TenantService:
         cached = self._ak_cache.get(ak)
         if cached is not None:
             return cached
-        async with self._sessions() as s:
-            row = (
-                await s.execute(
-                    select(Credential.sk_encrypted, Tenant)
-                    .join(Tenant, Tenant.domain_id == Credential.domain_id)
-                    .where(Credential.ak == ak)
-                )
+        row = await self._db.run(
+            lambda s: s.execute(
+                select(Credential.sk_encrypted, Tenant)
+                .join(Tenant, Tenant.domain_id == Credential.domain_id)
+                .where(Credential.ak == ak)
             ).one_or_none()
+        )
         if row is None:
             raise Unauthenticated("unknown access key (AK)")
         sealed, tenant = row

@@ -17,16 +17,24 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from alembic import command
+from alembic.config import Config
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import QueuePool
 
-from emberrtc.store.migrate import alembic_config
-
+MIGRATIONS = Path(__file__).parent / "migrations"
 T = TypeVar("T")
 Work = Callable[[Session], T]
+
+
+def alembic_config(connection: Connection) -> Config:
+    """Alembic driven with a live connection (no alembic.ini): see ``migrations/env.py``."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
 
 
 def default_url(data_dir: Path) -> str:
@@ -102,7 +110,7 @@ class Database:
         """Bring the schema to the newest Alembic revision (safe on every start)."""
 
         def upgrade(conn: Connection) -> None:
-            command.upgrade(alembic_config(conn), "head")
+            command.upgrade(alembic_config(conn), "heads")
 
         if self._sync is not None:
             sync = self._sync
