@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -67,7 +67,7 @@ def _upsert_statement(dialect: str) -> Any:
     Built once with bind parameters: building a statement per call costs SQLAlchemy more than SQLite
     takes to run it.
     """
-    table = RecordRule.__table__
+    table = cast(Table, RecordRule.__table__)
     insert = sqlite_insert if dialect == "sqlite" else pg_insert
     ins = insert(table).values({c.name: bindparam(c.name, type_=c.type) for c in table.c})
     kept = ("rule_id", "app_id", "create_time")  # a replaced rule keeps its id and creation time
