@@ -23,7 +23,7 @@ from emberrtc.store.models import App, Job, RecordRule
 DEFAULT_PREFIX = "{app_id}/{record_format}/{stream}_{file_start_time}/{stream}_{file_start_time}"
 
 
-def rule_view(rule: RecordRule) -> dict[str, Any]:
+def rule_view(rule: Any) -> dict[str, Any]:
     """Table 4-251 RecordRule."""
     return drop_none(
         {
@@ -105,7 +105,7 @@ class RecordRuleService:
                 row = s.connection().execute(stmt, params).one()
             except IntegrityError as exc:  # the app was deleted meanwhile (foreign key)
                 raise AppNotExist(f"app {app_id} does not exist") from exc
-            return rule_view(RecordRule(**row._mapping))
+            return rule_view(row)  # a Row has the same attribute names as the model
 
         return await self._db.run(work)
 
