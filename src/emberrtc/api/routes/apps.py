@@ -9,6 +9,15 @@ from fastapi.responses import JSONResponse
 
 from emberrtc.api.auth import authorise, services
 from emberrtc.api.schemas.apps import AutoRecordBody, CreateAppBody, ListAppsQuery, RecordCallbackBody
+from emberrtc.api.schemas.responses import (
+    App,
+    AppStateResponse,
+    AutoRecordResponse,
+    CreateAppResponse,
+    ListAppsResponse,
+    RecordCallbackResponse,
+    doc,
+)
 from emberrtc.bootstrap import Services
 from emberrtc.domain.app import ACTIVATION, DEACTIVATION
 from emberrtc.domain.tenant import Principal
@@ -17,33 +26,59 @@ router = APIRouter(prefix="/v2/apps")
 Svc = Annotated[Services, Depends(services)]
 
 
-@router.post("", status_code=201, tags=["Application management"], summary="Creating an Application (4.5.1)")
+@router.post(
+    "",
+    status_code=201,
+    tags=["Application management"],
+    summary="Creating an Application (4.5.1)",
+    responses=doc(CreateAppResponse, 201),
+)
 async def create_app(body: CreateAppBody, svc: Svc, who: Principal = authorise("apps")) -> JSONResponse:
     return JSONResponse(await svc.apps.create(who, body.app_name), status_code=201)
 
 
-@router.get("", tags=["Application management"], summary="Listing Applications (4.5.2)")
+@router.get(
+    "", tags=["Application management"], summary="Listing Applications (4.5.2)", responses=doc(ListAppsResponse, 200)
+)
 async def list_apps(q: Annotated[ListAppsQuery, Query()], svc: Svc, who: Principal = authorise("apps")) -> JSONResponse:
     return JSONResponse(await svc.apps.list_apps(who, q.state.value if q.state else None, q.offset, q.limit))
 
 
-@router.get("/{app_id}", tags=["Application management"], summary="Querying an Application (4.5.3)")
+@router.get(
+    "/{app_id}", tags=["Application management"], summary="Querying an Application (4.5.3)", responses=doc(App, 200)
+)
 async def show_app(app_id: str, svc: Svc, who: Principal = authorise("apps")) -> JSONResponse:
     return JSONResponse(await svc.apps.show(who, app_id))
 
 
-@router.delete("/{app_id}", status_code=204, tags=["Application management"], summary="Deleting an Application (4.5.4)")
+@router.delete(
+    "/{app_id}",
+    status_code=204,
+    tags=["Application management"],
+    summary="Deleting an Application (4.5.4)",
+    responses=doc(None, 204),
+)
 async def delete_app(app_id: str, svc: Svc, who: Principal = authorise("apps")) -> Response:
     await svc.apps.delete(who, app_id)
     return Response(status_code=204)
 
 
-@router.post("/{app_id}/enable", tags=["Application management"], summary="Enabling an Application (4.5.5)")
+@router.post(
+    "/{app_id}/enable",
+    tags=["Application management"],
+    summary="Enabling an Application (4.5.5)",
+    responses=doc(AppStateResponse, 200),
+)
 async def enable_app(app_id: str, svc: Svc, who: Principal = authorise("apps")) -> JSONResponse:
     return JSONResponse(await svc.apps.set_state(who, app_id, ACTIVATION))
 
 
-@router.post("/{app_id}/disable", tags=["Application management"], summary="Disabling an Application (4.5.6)")
+@router.post(
+    "/{app_id}/disable",
+    tags=["Application management"],
+    summary="Disabling an Application (4.5.6)",
+    responses=doc(AppStateResponse, 200),
+)
 async def disable_app(app_id: str, svc: Svc, who: Principal = authorise("apps")) -> JSONResponse:
     return JSONResponse(await svc.apps.set_state(who, app_id, DEACTIVATION))
 
@@ -52,6 +87,7 @@ async def disable_app(app_id: str, svc: Svc, who: Principal = authorise("apps"))
     "/{app_id}/record-callback",
     tags=["Application callback management"],
     summary="Configuring a Recording Event Callback (4.3.1)",
+    responses=doc(RecordCallbackResponse, 200),
 )
 async def update_record_callback(
     app_id: str, body: RecordCallbackBody, svc: Svc, who: Principal = authorise("record_callback")
@@ -64,6 +100,7 @@ async def update_record_callback(
     "/{app_id}/record-callback",
     tags=["Application callback management"],
     summary="Querying a Recording Event Callback (4.3.2)",
+    responses=doc(RecordCallbackResponse, 200),
 )
 async def show_record_callback(app_id: str, svc: Svc, who: Principal = authorise("record_callback")) -> JSONResponse:
     return JSONResponse(await svc.apps.show_record_callback(who, app_id))
@@ -73,6 +110,7 @@ async def show_record_callback(app_id: str, svc: Svc, who: Principal = authorise
     "/{app_id}/auto-record-mode",
     tags=["Automatic recording configuration"],
     summary="Updating the Automatic Recording Configuration (4.6.1)",
+    responses=doc(AutoRecordResponse, 200),
 )
 async def update_auto_record(
     app_id: str, body: AutoRecordBody, svc: Svc, who: Principal = authorise("auto_record")
@@ -84,6 +122,7 @@ async def update_auto_record(
     "/{app_id}/auto-record-mode",
     tags=["Automatic recording configuration"],
     summary="Querying the Automatic Recording Configuration (4.6.2)",
+    responses=doc(AutoRecordResponse, 200),
 )
 async def show_auto_record(app_id: str, svc: Svc, who: Principal = authorise("auto_record")) -> JSONResponse:
     return JSONResponse(await svc.apps.show_auto_record(who, app_id))

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from emberrtc.api.auth import authorise, services
 from emberrtc.api.schemas.jobs import IndividualJobBody, MixJobBody, UpdateIndividualJobBody, UpdateMixJobBody
+from emberrtc.api.schemas.responses import IndividualJob, MixJob, doc
 from emberrtc.bootstrap import Services
 from emberrtc.domain.job import INDIVIDUAL, MIX
 from emberrtc.domain.tenant import Principal
@@ -25,20 +26,27 @@ SINGLE_TAG, MIX_TAG = "Single stream recording job management", "Mixed stream re
     status_code=201,
     tags=[SINGLE_TAG],
     summary="Starting a Single Stream Recording Job (4.4.1)",
+    responses=doc(IndividualJob, 201),
 )
 async def start_individual_job(app_id: str, body: IndividualJobBody, svc: Svc, who: Principal = Single) -> JSONResponse:
     return JSONResponse(await svc.jobs.start_individual(who, app_id, body.model_dump(mode="json")), status_code=201)
 
 
 @router.get(
-    "/individual-stream-jobs/{job_id}", tags=[SINGLE_TAG], summary="Querying a Single Stream Recording Job (4.4.2)"
+    "/individual-stream-jobs/{job_id}",
+    tags=[SINGLE_TAG],
+    summary="Querying a Single Stream Recording Job (4.4.2)",
+    responses=doc(IndividualJob, 200),
 )
 async def show_individual_job(app_id: str, job_id: str, svc: Svc, who: Principal = Single) -> JSONResponse:
     return JSONResponse(await svc.jobs.show(who, app_id, job_id, INDIVIDUAL))
 
 
 @router.put(
-    "/individual-stream-jobs/{job_id}", tags=[SINGLE_TAG], summary="Updating a Single Stream Recording Job (4.4.4)"
+    "/individual-stream-jobs/{job_id}",
+    tags=[SINGLE_TAG],
+    summary="Updating a Single Stream Recording Job (4.4.4)",
+    responses=doc(IndividualJob, 200),
 )
 async def update_individual_job(
     app_id: str, job_id: str, body: UpdateIndividualJobBody, svc: Svc, who: Principal = Single
@@ -51,6 +59,7 @@ async def update_individual_job(
     status_code=204,
     tags=[SINGLE_TAG],
     summary="Stopping a Single Stream Recording Job (4.4.3)",
+    responses=doc(None, 204),
 )
 async def stop_individual_job(app_id: str, job_id: str, svc: Svc, who: Principal = Single) -> Response:
     await svc.jobs.stop(who, app_id, job_id, INDIVIDUAL)
@@ -58,18 +67,32 @@ async def stop_individual_job(app_id: str, job_id: str, svc: Svc, who: Principal
 
 
 @router.post(
-    "/mix-stream-jobs", status_code=201, tags=[MIX_TAG], summary="Starting a Mixed Stream Recording Job (4.8.1)"
+    "/mix-stream-jobs",
+    status_code=201,
+    tags=[MIX_TAG],
+    summary="Starting a Mixed Stream Recording Job (4.8.1)",
+    responses=doc(MixJob, 201),
 )
 async def start_mix_job(app_id: str, body: MixJobBody, svc: Svc, who: Principal = Mixed) -> JSONResponse:
     return JSONResponse(await svc.jobs.start_mix(who, app_id, body.model_dump(mode="json")), status_code=201)
 
 
-@router.get("/mix-stream-jobs/{job_id}", tags=[MIX_TAG], summary="Querying a Mixed Stream Recording Job (4.8.2)")
+@router.get(
+    "/mix-stream-jobs/{job_id}",
+    tags=[MIX_TAG],
+    summary="Querying a Mixed Stream Recording Job (4.8.2)",
+    responses=doc(MixJob, 200),
+)
 async def show_mix_job(app_id: str, job_id: str, svc: Svc, who: Principal = Mixed) -> JSONResponse:
     return JSONResponse(await svc.jobs.show(who, app_id, job_id, MIX))
 
 
-@router.put("/mix-stream-jobs/{job_id}", tags=[MIX_TAG], summary="Modifying a Mixed Stream Recording Job (4.8.3)")
+@router.put(
+    "/mix-stream-jobs/{job_id}",
+    tags=[MIX_TAG],
+    summary="Modifying a Mixed Stream Recording Job (4.8.3)",
+    responses=doc(MixJob, 200),
+)
 async def update_mix_job(
     app_id: str, job_id: str, body: UpdateMixJobBody, svc: Svc, who: Principal = Mixed
 ) -> JSONResponse:
@@ -81,6 +104,7 @@ async def update_mix_job(
     status_code=204,
     tags=[MIX_TAG],
     summary="Stopping a Mixed Stream Recording Job (4.8.4)",
+    responses=doc(None, 204),
 )
 async def stop_mix_job(app_id: str, job_id: str, svc: Svc, who: Principal = Mixed) -> Response:
     await svc.jobs.stop(who, app_id, job_id, MIX)
