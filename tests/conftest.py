@@ -67,6 +67,7 @@ def make_settings(data_dir: Path, database_url: str = "") -> Settings:
         rate_limits_enabled=False,
         job_tick=0.05,
         port=0,
+        media_enabled=False,  # the control-plane suite needs no Janus; tests/media runs with it
     )
 
 

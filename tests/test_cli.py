@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -215,3 +216,88 @@ def test_serve_answers_and_stops_on_signal(tmp_path: Path, sig: signal.Signals) 
     assert not (tmp_path / "ember.db-wal").exists(), "the database was not closed cleanly"
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url}/openapi.json", timeout=2)
+
+
+def _janus_pids(config_dir: Path) -> list[int]:
+    """Janus processes running on the config folder (from /proc: no process tools needed)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmdline and cmdline[0].endswith(b"janus") and str(config_dir).encode() in b" ".join(cmdline):
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_serve_without_janus_says_how_to_install_it(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
+    env["EMBER_JANUS_BINARY"] = str(tmp_path / "no-such-janus")
+    r = subprocess.run(
+        [EMBER, "serve", "--port", str(free_port()), "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert r.returncode == 2
+    assert "apt-get install janus" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.skipif(shutil.which("janus") is None, reason="Janus not installed: apt-get install janus")
+def test_serve_runs_janus_and_stops_it(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
+    proc = subprocess.Popen(
+        [EMBER, "serve", "--port", str(port), "--data-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+
+        def answers() -> bool:
+            if proc.poll() is not None:
+                err = proc.stderr.read() if proc.stderr else ""
+                pytest.fail(f"ember serve exited early ({proc.returncode}): {err}")
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(answers, what="ember serve to answer")
+        assert len(_janus_pids(tmp_path / "janus")) == 1
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert _janus_pids(tmp_path / "janus") == []
+
+
+def test_bot_help_lists_its_options() -> None:
+    r = ember("bot", "--help")
+    assert r.returncode == 0, r.stderr
+    for option in ("--server", "--app-id", "--app-key", "--room", "--user", "--color", "--tone", "--screen", "--codec"):
+        assert option in r.stdout, option
+    bad = ember(
+        "bot",
+        "--server",
+        "http://127.0.0.1:9",
+        "--app-id",
+        "a",
+        "--app-key",
+        "k",
+        "--room",
+        "r",
+        "--user",
+        "u",
+        "--color",
+        "plaid",
+    )
+    assert bad.returncode == 2 and "unknown colour" in bad.stdout + bad.stderr

@@ -12,8 +12,12 @@ from emberrtc.domain.job import JobService, JobSupervisor
 from emberrtc.domain.ports import MediaPlane, NoMediaPlane, RecordingEngine, UnavailableRecordingEngine
 from emberrtc.domain.record_rule import RecordRuleService
 from emberrtc.domain.room import RoomService
+from emberrtc.domain.room_session import RoomSessionService
 from emberrtc.domain.secrets import SecretBox
 from emberrtc.domain.tenant import TenantService
+from emberrtc.media.plane import JanusMediaPlane
+from emberrtc.recording.outputs import RecordingOutputs
+from emberrtc.storage.registry import StorageRegistry
 from emberrtc.store.database import Database, default_url
 
 
@@ -29,13 +33,27 @@ class Services:
     rooms: RoomService
     rate_limiter: RateLimiter
     supervisor: JobSupervisor
+    room_sessions: RoomSessionService
+    #: Object storage by ``obs_addr.location``; recording outputs (spool uploads, callback outbox delivery).
+    storage: StorageRegistry
+    outputs: RecordingOutputs
     background: list[object] = field(default_factory=list)
+    #: The media plane (Janus) when ``settings.media_enabled``; None: no room can run.
+    plane: JanusMediaPlane | None = None
 
     async def start(self) -> None:
-        """Begin background work (the job supervisor); the schema is already migrated."""
+        """Begin background work (the job supervisor, Janus); the schema is already migrated."""
+        # Rooms live in this process: whatever a previous run left open ended with it.
+        await self.room_sessions.recover()
+        if self.plane is not None:
+            await self.plane.start()
         self.supervisor.start()
+        self.outputs.start()
 
     async def close(self) -> None:
+        await self.outputs.stop()
+        if self.plane is not None:
+            await self.plane.stop()
         await self.supervisor.stop()
         await self.db.close()
 
@@ -57,7 +75,11 @@ async def build(
     db = Database(database_url(settings))
     await db.migrate()
     box = SecretBox.from_settings(settings.master_key, settings.data_dir)
+    plane = media if isinstance(media, JanusMediaPlane) else None
+    if media is None and settings.media_enabled:
+        plane = media = JanusMediaPlane.from_settings(settings)
     media = media or NoMediaPlane()
+    storage = StorageRegistry.from_settings(settings, clock)
     apps = AppService(
         db,
         box,
@@ -77,4 +99,8 @@ async def build(
         rooms=RoomService(apps, media, jobs),
         rate_limiter=RateLimiter(settings.rate_limits, clock, settings.rate_limits_enabled),
         supervisor=JobSupervisor(jobs, settings.job_tick),
+        room_sessions=RoomSessionService(db, box, clock),
+        storage=storage,
+        outputs=RecordingOutputs.from_settings(settings, db, box, clock, storage),
+        plane=plane,
     )

@@ -3,6 +3,7 @@
     ember serve [--host 127.0.0.1] [--port 8080] [--data-dir DIR]
     ember tenant create NAME --password PW [--project-name NAME] [--json] [--data-dir DIR]
     ember credential create --tenant NAME [--json] [--data-dir DIR]
+    ember bot --server URL --app-id ID --app-key KEY --room ROOM --user USER [--color C] [--tone HZ] [--screen]
 
 The database is SQLite in the data folder unless ``EMBER_DATABASE_URL`` names another (PostgreSQL).
 Tenant and credential commands write to the same database, so they work while the server runs.
@@ -74,11 +75,47 @@ async def _serve(args: argparse.Namespace) -> None:
     from emberrtc.bootstrap import build
 
     settings = _settings(args)
+    if settings.media_enabled:
+        from emberrtc.media.janus_process import JanusNotInstalledError
+        from emberrtc.media.plane import JanusMediaPlane
+
+        try:
+            JanusMediaPlane.check_installed(settings.janus_binary)
+        except JanusNotInstalledError as exc:
+            print(f"ember: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     services = await build(settings)
     app = create_app(services)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
     logging.getLogger(__name__).info("Ember data folder: %s", settings.data_dir.resolve())
     await uvicorn.Server(config).serve()
+
+
+async def _bot(args: argparse.Namespace) -> None:
+    from emberrtc.client.bot import BotOptions, run_bot
+    from emberrtc.client.synthetic import parse_colour
+
+    try:
+        parse_colour(args.color)
+    except ValueError as exc:
+        print(f"ember bot: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    for name in ("aioice", "aiortc"):  # their INFO lines are per ICE check and per packet burst
+        logging.getLogger(name).setLevel(logging.WARNING)
+    options = BotOptions(
+        server=args.server,
+        app_id=args.app_id,
+        app_key=args.app_key,
+        room=args.room,
+        user=args.user,
+        colour=args.color,
+        tone=args.tone,
+        screen=args.screen,
+        codec=args.codec,
+    )
+    status = await run_bot(options)
+    if status:
+        raise SystemExit(status)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -95,7 +132,7 @@ def parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser(
         "serve",
-        help="run the API server (and, when built, the media plane)",
+        help="run the API server and the media plane (a supervised Janus)",
         description="Run Ember on the embedded defaults: SQLite in the data folder.",
     )
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
@@ -128,6 +165,24 @@ def parser() -> argparse.ArgumentParser:
     cc.add_argument("--json", action="store_true", help="print JSON")
     data_dir(cc)
     cc.set_defaults(run=_credential_create)
+
+    bot = sub.add_parser(
+        "bot",
+        help="join a room and publish a synthetic camera (colour, moving marker, tone) until stopped",
+        description="Join a room as USER and publish a synthetic camera: a solid colour with a moving "
+        "marker and a tone. Signs its own join with the app key. Runs until Ctrl-C (exit 0); exits 3 "
+        "printing why when removed or when the room is dismissed, 2 when the join is refused.",
+    )
+    bot.add_argument("--server", required=True, help="Ember's URL, e.g. http://127.0.0.1:8080")
+    bot.add_argument("--app-id", required=True, help="application ID")
+    bot.add_argument("--app-key", required=True, help="the app's authentication.app_key (signs the join)")
+    bot.add_argument("--room", required=True, help="room ID")
+    bot.add_argument("--user", required=True, help="user ID")
+    bot.add_argument("--color", default="red", help="camera colour: a name (red, green, blue, ...) or #RRGGBB")
+    bot.add_argument("--tone", type=float, default=440.0, help="tone frequency in Hz (default 440)")
+    bot.add_argument("--screen", action="store_true", help="also publish a screen-share stream")
+    bot.add_argument("--codec", choices=("h264", "vp8"), help="video codec (default: the server's choice)")
+    bot.set_defaults(run=_bot)
     return top
 
 

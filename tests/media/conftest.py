@@ -7,17 +7,27 @@ the namespace's veth pair). Elsewhere they are skipped with the reason and the c
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+from sqlalchemy.orm import Session
+from tests.conftest import make_settings, make_tenant, token_for
+from tests.support.server import ServerThread
 
+from emberrtc.bootstrap import Services
 from emberrtc.media.janus_client import JanusClient
 from emberrtc.media.janus_config import JanusConfig
 from emberrtc.media.janus_process import Backoff, JanusProcess
+from emberrtc.media.plane import JanusMediaPlane
+from emberrtc.store.models import App
 
 #: The namespace's two veth addresses (scripts/netns.sh); Janus's ICE uses the first.
 MEDIA_IP = os.environ.get("EMBER_TEST_MEDIA_IP", "10.77.0.1")
@@ -110,3 +120,97 @@ async def janus(janus_config: JanusConfig, tmp_path: Path) -> AsyncIterator[Janu
 async def client(janus: JanusProcess) -> AsyncIterator[JanusClient]:
     async with JanusClient.from_config(janus.config) as janus_client:
         yield janus_client
+
+
+# -- Ember with its media plane ----------------------------------------------------------------------
+
+
+@dataclass
+class MediaApp:
+    """An app of a fresh tenant on a media-enabled Ember, with an HTTP client holding an IAM token."""
+
+    server: ServerThread
+    app_id: str
+    app_key: str
+    http: httpx.Client
+
+    @property
+    def services(self) -> Services:
+        assert self.server.services is not None
+        return self.server.services
+
+    @property
+    def plane(self) -> JanusMediaPlane:
+        assert self.services.plane is not None
+        return self.services.plane
+
+    def run(self, work: Callable[[Session], Any]) -> Any:
+        """Run a unit of work on the server's database."""
+        return self.server.call(self.services.db.run(work))
+
+    def set_auth(self, enable: bool) -> None:
+        """Turn the app's join authentication on or off (no v2 API changes it)."""
+
+        def work(s: Session) -> None:
+            app = s.get(App, self.app_id)
+            assert app is not None
+            app.auth_enable = enable
+
+        self.run(work)
+        self.services.apps.forget(self.app_id)
+
+    async def records(self, room_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The room runs and user sessions of ``room_id``, read on the server's loop."""
+        svc = self.services.room_sessions
+        rooms = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(svc.rooms(self.app_id, room_id), self._loop))
+        sessions = await asyncio.wrap_future(
+            asyncio.run_coroutine_threadsafe(svc.sessions(self.app_id, room_id), self._loop)
+        )
+        return rooms, sessions
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        assert self.server.loop is not None
+        return self.server.loop
+
+    async def post(self, path: str, body: Any = None) -> httpx.Response:
+        """POST to the v2 API without blocking this test's event loop."""
+        return await asyncio.to_thread(self.http.post, path, json=body)
+
+
+def start_media_server(data_dir: Path) -> ServerThread:
+    """A real Ember (SQLite) with Janus gathering ICE on the namespace address."""
+    settings = replace(make_settings(data_dir), media_enabled=True, media_ip=MEDIA_IP)
+    return ServerThread(settings).start()
+
+
+@pytest.fixture(scope="session")
+def ember(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    """One media-enabled Ember for the media suite (tests that crash Janus start their own)."""
+    reason = media_skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    server = start_media_server(tmp_path_factory.mktemp("ember-media"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def new_app(server: ServerThread) -> MediaApp:
+    tenant = make_tenant(server)
+    http = httpx.Client(base_url=server.url, headers={"X-Auth-Token": token_for(server, tenant)}, trust_env=False)
+    created = http.post("/v2/apps", json={"app_name": "media"})
+    assert created.status_code == 201, created.text
+    app_id = created.json()["app_id"]
+    app_key = http.get(f"/v2/apps/{app_id}").json()["authentication"]["app_key"]
+    return MediaApp(server, app_id, app_key, http)
+
+
+@pytest.fixture
+def media_app(ember: ServerThread) -> Iterator[MediaApp]:
+    app = new_app(ember)
+    try:
+        yield app
+    finally:
+        app.http.close()

@@ -8,7 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Double, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -128,3 +140,142 @@ class Job(Base):
     start_time: Mapped[float | None] = mapped_column(Double, nullable=True)
     stop_time: Mapped[float | None] = mapped_column(Double, nullable=True)
     idle_deadline: Mapped[float | None] = mapped_column(Double, nullable=True, index=True)
+
+
+class Upload(Base):
+    """A finished recording file in the local spool, on its way to storage (``storage.uploader``).
+
+    ``state``: ``pending`` until storage has confirmed the object (size and MD5/ETag), then ``stored``;
+    ``lost`` when the spool file vanished and storage does not hold it either. Each node uploads only
+    its own spool (``node_id``).
+    """
+
+    __tablename__ = "uploads"
+    __table_args__ = (Index("ix_uploads_due", "node_id", "state", "next_attempt_at"),)
+
+    upload_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    node_id: Mapped[str] = mapped_column(String(128))
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    #: Files that make one recording file (an HLS playlist and its segments) share a group.
+    group_key: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    location: Mapped[str] = mapped_column(String(64))
+    bucket: Mapped[str] = mapped_column(String(64))
+    object_name: Mapped[str] = mapped_column(Text)
+    content_type: Mapped[str] = mapped_column(String(128))
+    spool_path: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    md5: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Double)
+    next_attempt_at: Mapped[float] = mapped_column(Double)
+    uploaded_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    etag: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class CallbackEvent(Base):
+    """The transactional outbox of recording callbacks (spec 4.3, 6.6; ``callbacks.outbox``).
+
+    Delivered in ``sequence`` order per job. ``ready`` is False while the event waits for its file to be
+    stored (``hold_group``). ``finished`` once delivered (``delivered_at``) or given up (``gave_up_at``).
+    """
+
+    __tablename__ = "callback_outbox"
+    __table_args__ = (
+        UniqueConstraint("job_id", "sequence", name="uq_callback_outbox_job_sequence"),
+        Index("ix_callback_outbox_due", "finished", "ready", "next_attempt_at"),
+    )
+
+    event_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    app_id: Mapped[str] = mapped_column(String(32), index=True)
+    job_id: Mapped[str] = mapped_column(String(32))
+    sequence: Mapped[int] = mapped_column(Integer)
+    event_type: Mapped[str] = mapped_column(String(32))
+    #: The JSON body, sent byte for byte on every attempt.
+    body: Mapped[str] = mapped_column(Text)
+    ready: Mapped[bool] = mapped_column(Boolean)
+    hold_group: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    finished: Mapped[bool] = mapped_column(Boolean)
+    attempts: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Double)
+    first_attempt_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    next_attempt_at: Mapped[float] = mapped_column(Double)
+    delivered_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    gave_up_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class CallbackSequence(Base):
+    """The last callback ``sequence`` handed out per job (one atomic upsert per event)."""
+
+    __tablename__ = "callback_sequences"
+
+    job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last_sequence: Mapped[int] = mapped_column(Integer)
+
+
+class Room(Base):
+    """One run of a room, from its first join to its last leave (spec 5.1 ``RtcServerRoomInfo``).
+
+    A room ID used again after its room closed starts a new run (a new row). At most one run per room
+    ID is ``RUNNING``.
+    """
+
+    __tablename__ = "rooms"
+    __table_args__ = (
+        Index("ix_rooms_app_start", "app_id", "start_time"),
+        Index("ix_rooms_app_room_start", "app_id", "room_id", "start_time"),
+        Index(
+            "uq_rooms_running",
+            "app_id",
+            "room_id",
+            unique=True,
+            sqlite_where=text("state = 'RUNNING'"),
+            postgresql_where=text("state = 'RUNNING'"),
+        ),
+    )
+
+    room_uid: Mapped[str] = mapped_column(String(32), primary_key=True)
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.app_id", ondelete="CASCADE"))
+    room_id: Mapped[str] = mapped_column(String(64))
+    #: ``RUNNING`` or ``CLOSED``.
+    state: Mapped[str] = mapped_column(String(16))
+    start_time: Mapped[float] = mapped_column(Double)
+    end_time: Mapped[float | None] = mapped_column(Double, nullable=True)
+    #: Whole seconds from start to end, set when the room closes.
+    duration: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class RoomSession(Base):
+    """One user's attempt to be in a room (spec 5.2 ``RtcUser``): ``ONLINE`` then ``OFFLINE``, or ``FAIL``."""
+
+    __tablename__ = "room_sessions"
+    __table_args__ = (
+        Index("ix_room_sessions_app_join", "app_id", "join_time"),
+        Index("ix_room_sessions_app_room_join", "app_id", "room_id", "join_time"),
+        Index("ix_room_sessions_room_state", "room_uid", "state"),
+    )
+
+    session_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.app_id", ondelete="CASCADE"))
+    #: The room run joined; None for a refused join while the room was not running.
+    room_uid: Mapped[str | None] = mapped_column(ForeignKey("rooms.room_uid", ondelete="CASCADE"), nullable=True)
+    room_id: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str] = mapped_column(String(64))
+    nickname: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    #: ``ONLINE``, ``OFFLINE`` or ``FAIL``.
+    state: Mapped[str] = mapped_column(String(16))
+    #: Why the join was refused (``FAIL``): the error code and message the client got.
+    fail_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: Why the user went (``OFFLINE``): left, disconnected, removed, replaced, dismissed, media_restart, shutdown.
+    leave_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    join_time: Mapped[float] = mapped_column(Double)
+    leave_time: Mapped[float | None] = mapped_column(Double, nullable=True)
+    client_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    platform: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    sdk_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    device_model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    #: Kinds of the streams published during the session (``camera``, ``screen``), in order of first publication.
+    published_streams: Mapped[list[str]] = mapped_column(JSON)

@@ -1,0 +1,482 @@
+"""Client signalling: one WebSocket per participant at ``/v1/rtc/signalling``. Clients never reach Janus.
+
+Every message is a JSON object with a ``type``. A request may carry an ``id`` (number or string); its reply
+(or ``error``) echoes it. Events carry no ``id``. Streams are ``"camera"`` or ``"screen"``; each may have
+audio and/or video. SDP is exchanged whole (no trickle): both sides put their ICE candidates in it.
+
+Client -> server:
+
+======================================================== ==================================================
+``{"type": "join", "app_id", "room_id", "user_id",``       First message, within 10 s. ``ctime`` (UNIX
+``"ctime", "signature", "nickname"?, "platform"?,``        seconds, number or digits) and ``signature`` as in
+``"sdk_version"?, "device_model"?}``                       ``spec/README.md``; needed when the app has
+                                                           authentication on. Reply ``joined``.
+``{"type": "publish", "stream", "sdp"}``                   SDP offer (send-only). Reply ``published``.
+``{"type": "unpublish", "stream"}``                        Reply ``unpublished``.
+``{"type": "subscribe", "user_id", "stream"}``             Reply ``subscription`` with Ember's SDP offer.
+``{"type": "answer", "subscription", "sdp"}``              SDP answer to that offer. Reply ``subscribed``.
+``{"type": "unsubscribe", "subscription"}``                Reply ``unsubscribed``.
+``{"type": "leave"}``                                      Final event ``left``; the server closes (1000).
+``{"type": "ping"}``                                       Reply ``pong``.
+======================================================== ==================================================
+
+Server -> client replies:
+
+- ``{"type": "joined", "session_id", "room_id", "user_id", "participants": [{"user_id", "nickname",
+  "streams": [{"stream", "audio", "video"}]}]}``: the others already in the room and their live streams.
+- ``{"type": "published", "stream", "sdp", "tracks": [{"mid", "type", "codec"}]}``: the SDP answer.
+- ``{"type": "subscription", "subscription", "user_id", "stream", "sdp", "tracks"}``: the SDP offer.
+- ``unpublished`` ``{"stream"}``, ``subscribed`` / ``unsubscribed`` ``{"subscription"}``, ``pong``.
+- ``{"type": "error", "code", "message"}``: ``code`` from the SparkRTC catalogue (``RTC.00001001`` bad
+  signature or ``ctime``, ``RTC.00001015`` unknown app, ``RTC.00001016`` disabled app, ``RTC.00001002``/
+  ``RTC.00001003``/``RTC.00001005`` malformed, bad or missing fields, ``RTC.00002000`` server fault).
+  Errors in the room leave the connection open. A ``join`` refused by the checks (or malformed) is followed
+  by close code 4403, a first message that is not ``join`` (or none within 10 s) by 4400, a join the media
+  plane cannot take (Janus down, or none configured) by 4500. Refusals are recorded as failed joins,
+  except a malformed join, a join to an app that does not exist (no tenant owns that record) and any join
+  to a server running without a media plane.
+
+Server -> client events:
+
+- ``{"type": "user_joined", "user_id", "nickname"}``, ``{"type": "user_left", "user_id", "reason"}``
+- ``{"type": "stream_published", "user_id", "stream", "audio", "video"}`` (once its media flows),
+  ``{"type": "stream_unpublished", "user_id", "stream"}``
+- ``{"type": "subscription_ended", "subscription", "user_id", "stream", "reason"}``: hang up that
+  PeerConnection.
+- Final events, after which the server closes the WebSocket: ``{"type": "removed", "reason": "removed" |
+  "replaced", "message"}`` (close 4001: the application removed the user, or the same user joined again
+  elsewhere), ``{"type": "dismissed", "message"}`` (close 4002), ``{"type": "disconnected", "reason":
+  "media_restart" | "shutdown", "message"}`` (close 4003: the client may join again). A final event is sent
+  once the departure is recorded, so the room and session records already say what happened.
+
+``user_left`` reasons: ``left``, ``disconnected``, ``removed``, ``replaced``, ``dismissed``,
+``media_restart``, ``shutdown``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError, field_validator
+from starlette.websockets import WebSocketState
+
+from emberrtc.api.errors import validation_error
+from emberrtc.api.schemas.common import RoomId, UserId
+from emberrtc.bootstrap import Services
+from emberrtc.domain import errors as E
+from emberrtc.domain.room_session import Admission, JoinRequest
+from emberrtc.media.plane import (
+    Ended,
+    EndReason,
+    JanusMediaPlane,
+    MediaPlaneError,
+    MediaUnavailableError,
+    Participant,
+    RoomEvent,
+    StreamKind,
+    StreamPublished,
+    StreamUnpublished,
+    SubscriptionEnded,
+    UserJoined,
+    UserLeft,
+)
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["Signalling"])
+
+#: The first message (join) must arrive within this many seconds.
+JOIN_TIMEOUT = 10.0
+#: Largest message accepted (an SDP with many candidates is a few kB).
+MAX_MESSAGE = 256 * 1024
+#: How long a leaving connection waits to flush its last events.
+FLUSH_TIMEOUT = 2.0
+
+CLOSE_NORMAL = 1000
+CLOSE_REMOVED, CLOSE_DISMISSED, CLOSE_DISCONNECTED = 4001, 4002, 4003
+CLOSE_PROTOCOL, CLOSE_REFUSED, CLOSE_FAULT = 4400, 4403, 4500
+
+_CTIME = re.compile(r"^\d{1,12}$")
+
+Text = Annotated[str, StringConstraints(max_length=256)]
+Sdp = Annotated[str, StringConstraints(min_length=1, max_length=MAX_MESSAGE)]
+RequestId = int | Annotated[str, StringConstraints(max_length=64)] | None
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=False)
+    id: RequestId = None
+
+
+class JoinMessage(_Message):
+    type: Literal["join"]
+    app_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    room_id: RoomId
+    user_id: UserId
+    ctime: int | str | None = None
+    signature: Annotated[str, StringConstraints(max_length=128)] | None = None
+    nickname: Text | None = None
+    platform: Annotated[str, StringConstraints(max_length=128)] | None = None
+    sdk_version: Annotated[str, StringConstraints(max_length=64)] | None = None
+    device_model: Annotated[str, StringConstraints(max_length=128)] | None = None
+
+    @field_validator("ctime")
+    @classmethod
+    def _ctime_digits(cls, value: int | str | None) -> str | None:
+        # Signed as its decimal text (spec README), so the text is kept exactly as sent.
+        if value is None:
+            return None
+        text = str(value)
+        if isinstance(value, bool) or not _CTIME.fullmatch(text):
+            raise ValueError("ctime must be a UNIX time in seconds")
+        return text
+
+
+class PublishMessage(_Message):
+    type: Literal["publish"]
+    stream: StreamKind
+    sdp: Sdp
+
+
+class UnpublishMessage(_Message):
+    type: Literal["unpublish"]
+    stream: StreamKind
+
+
+class SubscribeMessage(_Message):
+    type: Literal["subscribe"]
+    user_id: UserId
+    stream: StreamKind
+
+
+class AnswerMessage(_Message):
+    type: Literal["answer"]
+    subscription: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    sdp: Sdp
+
+
+class UnsubscribeMessage(_Message):
+    type: Literal["unsubscribe"]
+    subscription: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class LeaveMessage(_Message):
+    type: Literal["leave"]
+
+
+class PingMessage(_Message):
+    type: Literal["ping"]
+
+
+InRoomMessage = Annotated[
+    PublishMessage
+    | UnpublishMessage
+    | SubscribeMessage
+    | AnswerMessage
+    | UnsubscribeMessage
+    | LeaveMessage
+    | PingMessage
+    | JoinMessage,
+    Field(discriminator="type"),
+]
+_IN_ROOM = TypeAdapter(InRoomMessage)
+
+
+class _ProtocolError(Exception):
+    def __init__(self, error: E.EmberError, request_id: Any = None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.request_id = request_id
+
+
+def _parse(text: str) -> Any:
+    """The message as a model, or :class:`_ProtocolError` carrying the catalogue error."""
+    if len(text) > MAX_MESSAGE:
+        raise _ProtocolError(E.InvalidParameterValue(f"message larger than {MAX_MESSAGE} bytes"))
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise _ProtocolError(E.MalformedRequestBody("messages must be JSON objects")) from None
+    if not isinstance(data, dict):
+        raise _ProtocolError(E.MalformedRequestBody("messages must be JSON objects"))
+    request_id = data.get("id") if isinstance(data.get("id"), int | str) else None
+    try:
+        return _IN_ROOM.validate_python(data)
+    except ValidationError as exc:
+        errors: list[dict[str, Any]] = [dict(e) for e in exc.errors()]
+        if errors[0]["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            unknown = E.InvalidParameterValue(f"unknown message type {data.get('type')!r}")
+            raise _ProtocolError(unknown, request_id) from None
+        # The discriminator's name leads each location; the field is what the client needs.
+        for e in errors:
+            e["loc"] = tuple(e["loc"][1:])
+        raise _ProtocolError(validation_error(errors), request_id) from None
+
+
+def _event_json(event: RoomEvent) -> dict[str, Any]:
+    if isinstance(event, UserJoined):
+        return {"type": "user_joined", "user_id": event.user_id, "nickname": event.nickname}
+    if isinstance(event, UserLeft):
+        return {"type": "user_left", "user_id": event.user_id, "reason": str(event.reason)}
+    if isinstance(event, StreamPublished):
+        return {
+            "type": "stream_published",
+            "user_id": event.user_id,
+            "stream": str(event.stream),
+            "audio": event.audio,
+            "video": event.video,
+        }
+    if isinstance(event, StreamUnpublished):
+        return {"type": "stream_unpublished", "user_id": event.user_id, "stream": str(event.stream)}
+    if isinstance(event, SubscriptionEnded):
+        return {
+            "type": "subscription_ended",
+            "subscription": event.subscription,
+            "user_id": event.user_id,
+            "stream": str(event.stream),
+            "reason": event.reason,
+        }
+    return _final_json(event)[0]
+
+
+def _final_json(event: Ended) -> tuple[dict[str, Any], int]:
+    if event.reason == EndReason.LEFT:
+        return {"type": "left"}, CLOSE_NORMAL
+    if event.reason in (EndReason.REMOVED, EndReason.REPLACED):
+        return {"type": "removed", "reason": str(event.reason), "message": event.message}, CLOSE_REMOVED
+    if event.reason == EndReason.DISMISSED:
+        return {"type": "dismissed", "message": event.message}, CLOSE_DISMISSED
+    return {"type": "disconnected", "reason": str(event.reason), "message": event.message}, CLOSE_DISCONNECTED
+
+
+def _plane_error(exc: MediaPlaneError) -> E.EmberError:
+    # Service faults apart from client mistakes (STYLE.md).
+    if isinstance(exc, MediaUnavailableError):
+        return E.InternalError(str(exc))
+    return E.InvalidParameterValue(str(exc))
+
+
+class _Connection:
+    """One client's signalling connection: join, then requests and events until the end."""
+
+    def __init__(self, ws: WebSocket, svc: Services) -> None:
+        self.ws = ws
+        self.svc = svc
+        self._send_lock = asyncio.Lock()
+
+    async def send(self, message: dict[str, Any], request_id: Any = None) -> None:
+        if request_id is not None:
+            message = {**message, "id": request_id}
+        async with self._send_lock:
+            if self.ws.application_state != WebSocketState.CONNECTED:
+                raise WebSocketDisconnect(1006)
+            try:
+                await self.ws.send_text(json.dumps(message))
+            except (RuntimeError, OSError) as exc:  # the client went away mid-send
+                raise WebSocketDisconnect(1006) from exc
+
+    async def receive(self) -> str:
+        message = await self.ws.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        if message.get("text") is not None:
+            return str(message["text"])
+        return bytes(message.get("bytes") or b"").decode("utf-8", "replace")
+
+    async def send_error(self, error: E.EmberError, request_id: Any = None) -> None:
+        await self.send({"type": "error", "code": error.code, "message": error.message}, request_id)
+
+    async def close(self, code: int) -> None:
+        async with self._send_lock:
+            if self.ws.application_state == WebSocketState.CONNECTED:
+                with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+                    await self.ws.close(code)
+
+    async def run(self) -> None:
+        try:
+            async with asyncio.timeout(JOIN_TIMEOUT):
+                message = _parse(await self.receive())
+        except TimeoutError:
+            await self.send_error(E.MissingParameter(f"send join within {JOIN_TIMEOUT:.0f} s"))
+            await self.close(CLOSE_PROTOCOL)
+            return
+        except _ProtocolError as exc:
+            await self.send_error(exc.error, exc.request_id)
+            await self.close(CLOSE_REFUSED)
+            return
+        if not isinstance(message, JoinMessage):
+            await self.send_error(E.InvalidParameterValue("the first message must be join"), message.id)
+            await self.close(CLOSE_PROTOCOL)
+            return
+        await self.join(message)
+
+    async def join(self, message: JoinMessage) -> None:
+        plane = self.svc.plane
+        if plane is None:
+            await self.send_error(E.InternalError("this server runs without a media plane"), message.id)
+            await self.close(CLOSE_FAULT)
+            return
+        request = JoinRequest(
+            app_id=message.app_id,
+            room_id=message.room_id,
+            user_id=message.user_id,
+            ctime=message.ctime if isinstance(message.ctime, str) else None,
+            signature=message.signature,
+            nickname=message.nickname,
+            platform=message.platform,
+            sdk_version=message.sdk_version,
+            device_model=message.device_model,
+            client_ip=self.ws.client.host if self.ws.client else None,
+        )
+        try:
+            admission = await self.svc.room_sessions.admit(request)
+        except E.EmberError as exc:
+            await self.send_error(exc, message.id)
+            await self.close(CLOSE_REFUSED)
+            return
+        try:
+            participant, peers = await plane.join(
+                message.app_id,
+                message.room_id,
+                message.user_id,
+                session_id=admission.session_id,
+                nickname=message.nickname,
+            )
+        except MediaPlaneError as exc:
+            error = _plane_error(exc)
+            await self.svc.room_sessions.fail(admission.session_id, f"{error.code}: {error.message}")
+            await self.send_error(error, message.id)
+            await self.close(CLOSE_FAULT)
+            return
+        final: Ended | None = None
+        try:
+            await self.send(
+                {
+                    "type": "joined",
+                    "session_id": admission.session_id,
+                    "room_id": message.room_id,
+                    "user_id": message.user_id,
+                    "participants": [
+                        {
+                            "user_id": peer.user_id,
+                            "nickname": peer.nickname,
+                            "streams": [
+                                {"stream": str(s.stream), "audio": s.audio, "video": s.video} for s in peer.streams
+                            ],
+                        }
+                        for peer in peers
+                    ],
+                },
+                message.id,
+            )
+            final = await self.in_room(plane, participant, admission)
+        finally:
+            # Shielded: the record must be written even when this task is being cancelled.
+            await asyncio.shield(self.depart(plane, participant, admission))
+        # Told last, so a client that sees its final event can rely on the records being written.
+        if final is not None and final.reason != EndReason.DISCONNECTED:
+            reply, code = _final_json(final)
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+                await self.send(reply)
+            await self.close(code)
+
+    async def depart(self, plane: JanusMediaPlane, participant: Participant, admission: Admission) -> None:
+        try:
+            if participant.end_reason is None:
+                await plane.leave(participant, EndReason.DISCONNECTED)
+            await self.svc.room_sessions.leave(admission.session_id, str(participant.end_reason))
+        finally:
+            participant.settle()
+
+    async def in_room(self, plane: JanusMediaPlane, participant: Participant, admission: Admission) -> Ended | None:
+        """Serve requests and deliver events; return the final event (None if the client went away)."""
+        reader = asyncio.create_task(self.read(plane, participant, admission), name="signalling-read")
+        pump = asyncio.create_task(self.pump(participant), name="signalling-events")
+        try:
+            done, _ = await asyncio.wait({reader, pump}, return_when=asyncio.FIRST_COMPLETED)
+            if pump in done:
+                return pump.result() if pump.exception() is None else None
+            if reader.exception() is not None:
+                return None
+            # The client left: deliver what is queued, up to the final event.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FLUSH_TIMEOUT):
+                    return await asyncio.shield(pump)
+            return None
+        finally:
+            for task in (reader, pump):
+                task.cancel()
+            for task in (reader, pump):
+                with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+                    await task
+
+    async def pump(self, participant: Participant) -> Ended:
+        """Deliver room events until the final one, which is returned, not sent."""
+        while True:
+            event = await participant.events.get()
+            if isinstance(event, Ended):
+                return event
+            await self.send(_event_json(event))
+
+    async def read(self, plane: JanusMediaPlane, participant: Participant, admission: Admission) -> None:
+        """Serve the client's requests until it leaves (returns) or goes away (raises)."""
+        while True:
+            text = await self.receive()
+            try:
+                message = _parse(text)
+                if isinstance(message, LeaveMessage):
+                    await plane.leave(participant, EndReason.LEFT)
+                    return
+                reply = await self.handle(plane, participant, admission, message)
+            except _ProtocolError as exc:
+                await self.send_error(exc.error, exc.request_id)
+                continue
+            except MediaPlaneError as exc:
+                await self.send_error(_plane_error(exc), message.id)
+                continue
+            await self.send(reply, message.id)
+
+    async def handle(
+        self, plane: JanusMediaPlane, participant: Participant, admission: Admission, message: Any
+    ) -> dict[str, Any]:
+        if isinstance(message, PublishMessage):
+            sdp, tracks = await plane.publish(participant, message.stream, message.sdp)
+            await self.svc.room_sessions.publish(admission.session_id, str(message.stream))
+            return {"type": "published", "stream": str(message.stream), "sdp": sdp, "tracks": tracks}
+        if isinstance(message, UnpublishMessage):
+            await plane.unpublish(participant, message.stream)
+            return {"type": "unpublished", "stream": str(message.stream)}
+        if isinstance(message, SubscribeMessage):
+            subscription, sdp, tracks = await plane.subscribe(participant, message.user_id, message.stream)
+            return {
+                "type": "subscription",
+                "subscription": subscription,
+                "user_id": message.user_id,
+                "stream": str(message.stream),
+                "sdp": sdp,
+                "tracks": tracks,
+            }
+        if isinstance(message, AnswerMessage):
+            await plane.answer(participant, message.subscription, message.sdp)
+            return {"type": "subscribed", "subscription": message.subscription}
+        if isinstance(message, UnsubscribeMessage):
+            await plane.unsubscribe(participant, message.subscription)
+            return {"type": "unsubscribed", "subscription": message.subscription}
+        if isinstance(message, PingMessage):
+            return {"type": "pong"}
+        raise _ProtocolError(E.InvalidParameterValue("already joined"), message.id)
+
+
+@router.websocket("/v1/rtc/signalling")
+async def signalling(ws: WebSocket) -> None:
+    """Join a room and exchange SDP and room events (protocol in this module's docstring)."""
+    await ws.accept()
+    connection = _Connection(ws, ws.app.state.services)
+    with contextlib.suppress(WebSocketDisconnect):
+        await connection.run()

@@ -1,0 +1,424 @@
+"""A participant in an Ember room, on aiortc: join, publish, subscribe, leave.
+
+Speaks the signalling protocol of :mod:`emberrtc.api.routes.signalling` over one WebSocket; each
+published stream and each subscription is its own aiortc PeerConnection (no ICE servers: the client
+never contacts a public STUN server; bundled, so audio and video share one transport).
+
+    async with await RoomClient.join("http://127.0.0.1:8080", app_id=..., room_id="r1", user_id="alice",
+                                     app_key=...) as room:
+        await room.publish("camera", video=ColourVideoTrack((255, 0, 0)), audio=ToneAudioTrack(440))
+        event = await room.wait_event(lambda e: e["type"] == "stream_published")
+        sub = await room.subscribe(event["user_id"], event["stream"])
+        frame = await sub.video.recv()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import itertools
+import json
+import logging
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtcconfiguration import RTCBundlePolicy
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+__all__ = [
+    "FINAL_EVENTS",
+    "JoinRefusedError",
+    "Publication",
+    "RemoteParticipant",
+    "RoomClient",
+    "RoomError",
+    "Subscription",
+    "sign_join",
+    "signalling_url",
+]
+
+log = logging.getLogger(__name__)
+
+SIGNALLING_PATH = "/v1/rtc/signalling"
+#: Events after which the server closes the connection.
+FINAL_EVENTS = ("left", "removed", "dismissed", "disconnected")
+#: Default signature validity: spec README recommends now + 2 h.
+DEFAULT_VALIDITY = 2 * 3600
+SDK_VERSION = "emberrtc-python/0.1.0"
+
+
+def sign_join(app_key: str, app_id: str, room_id: str, user_id: str, ctime: int | str) -> str:
+    """``hex(HMAC-SHA256(key=app_key, msg=app_id + room_id + user_id + ctime))`` (spec README)."""
+    message = f"{app_id}{room_id}{user_id}{ctime}".encode()
+    return hmac.new(app_key.encode(), message, hashlib.sha256).hexdigest()
+
+
+def signalling_url(server: str) -> str:
+    """The WebSocket URL for a server given as ``http(s)://host:port`` or a full ``ws(s)://`` URL."""
+    parts = urlsplit(server)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("ws", "wss"):
+        raise ValueError(f"server must be an http(s):// or ws(s):// URL, got {server!r}")
+    path = parts.path.rstrip("/") if parts.path.rstrip("/").endswith(SIGNALLING_PATH) else SIGNALLING_PATH
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+class RoomError(Exception):
+    """The server answered a request with an error (``code`` from the SparkRTC catalogue)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class JoinRefusedError(RoomError):
+    """The server refused the join (bad signature, expired ``ctime``, unknown or disabled app...)."""
+
+
+@dataclass
+class RemoteParticipant:
+    user_id: str
+    nickname: str | None
+    #: Live streams: kind (``camera``/``screen``) -> ``{"audio": bool, "video": bool}``.
+    streams: dict[str, dict[str, bool]] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class Publication:
+    """A stream this client publishes."""
+
+    stream: str
+    pc: RTCPeerConnection
+    #: Tracks as the server negotiated them: ``mid``, ``type``, ``codec``.
+    tracks: list[dict[str, Any]]
+
+
+@dataclass(eq=False)
+class Subscription:
+    """Another participant's stream this client receives. ``video``/``audio`` are aiortc tracks; their
+    ``recv()`` raises ``MediaStreamError`` once the subscription ends."""
+
+    id: str
+    user_id: str
+    stream: str
+    pc: RTCPeerConnection
+    #: Tracks as the publisher negotiated them: ``mid``, ``type``, ``codec``.
+    tracks: list[dict[str, Any]] = field(default_factory=list)
+    video: MediaStreamTrack | None = None
+    audio: MediaStreamTrack | None = None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    end_reason: str | None = None
+
+
+def _peer_connection() -> RTCPeerConnection:
+    # No ICE servers: aiortc would otherwise ask a public STUN server. MAX_BUNDLE: see DESIGN.md.
+    return RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+
+
+class RoomClient:
+    """One participant's connection to a room. Create it with :meth:`join`."""
+
+    def __init__(self, ws: ClientConnection, joined: dict[str, Any], *, request_timeout: float = 15.0) -> None:
+        self._ws = ws
+        self.session_id: str = joined["session_id"]
+        self.room_id: str = joined["room_id"]
+        self.user_id: str = joined["user_id"]
+        self.request_timeout = request_timeout
+        #: Who else is in the room, kept up to date from the events.
+        self.participants: dict[str, RemoteParticipant] = {
+            p["user_id"]: RemoteParticipant(
+                p["user_id"],
+                p.get("nickname"),
+                {s["stream"]: {"audio": s["audio"], "video": s["video"]} for s in p["streams"]},
+            )
+            for p in joined["participants"]
+        }
+        #: Every event received, in order.
+        self.history: list[dict[str, Any]] = []
+        #: The final event (``left``, ``removed``, ``dismissed``, ``disconnected``, or ``connection_lost``).
+        self.ended: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.publications: dict[str, Publication] = {}
+        self.subscriptions: dict[str, Subscription] = {}
+        self._changed = asyncio.Condition()
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._ids = itertools.count(2)
+        self._reader = asyncio.create_task(self._read(), name=f"room-client-{self.user_id}")
+
+    # -- joining --------------------------------------------------------------------------------------
+
+    @classmethod
+    async def join(
+        cls,
+        server: str,
+        *,
+        app_id: str,
+        room_id: str,
+        user_id: str,
+        app_key: str | None = None,
+        ctime: int | None = None,
+        signature: str | None = None,
+        nickname: str | None = None,
+        platform_name: str | None = None,
+        sdk_version: str | None = SDK_VERSION,
+        device_model: str | None = None,
+        request_timeout: float = 15.0,
+    ) -> RoomClient:
+        """Connect and join. With ``app_key`` the client signs its own join (``ctime`` defaulting to now
+        + 2 h); otherwise pass ``ctime`` and ``signature`` made by the application's server, or nothing
+        when the app has authentication off. Raises :class:`JoinRefusedError` if the server refuses."""
+        if app_key is not None:
+            ctime = ctime if ctime is not None else int(time.time()) + DEFAULT_VALIDITY
+            signature = sign_join(app_key, app_id, room_id, user_id, ctime)
+        message: dict[str, Any] = {
+            "type": "join",
+            "id": 1,
+            "app_id": app_id,
+            "room_id": room_id,
+            "user_id": user_id,
+            "ctime": ctime,
+            "signature": signature,
+            "nickname": nickname,
+            "platform": platform_name or f"python-{sys.platform}",
+            "sdk_version": sdk_version,
+            "device_model": device_model or platform.machine() or None,
+        }
+        # proxy=None: never send signalling through a proxy from the environment.
+        ws = await connect(signalling_url(server), proxy=None, max_size=4 * 1024 * 1024, open_timeout=request_timeout)
+        try:
+            await ws.send(json.dumps({k: v for k, v in message.items() if v is not None}))
+            async with asyncio.timeout(request_timeout):
+                reply = json.loads(await ws.recv())
+            if reply.get("type") == "error":
+                raise JoinRefusedError(reply.get("code", ""), reply.get("message", ""))
+            if reply.get("type") != "joined":
+                raise RoomError("RTC.00002000", f"unexpected answer to join: {reply!r}")
+        except BaseException:
+            await ws.close()
+            raise
+        return cls(ws, reply, request_timeout=request_timeout)
+
+    async def __aenter__(self) -> RoomClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.leave()
+
+    # -- events ---------------------------------------------------------------------------------------
+
+    async def wait_event(self, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        """The first event (already received or still to come) for which ``predicate`` holds.
+
+        Bound the wait with ``asyncio.timeout``.
+        """
+        async with self._changed:
+            seen = 0
+            while True:
+                for event in self.history[seen:]:
+                    if predicate(event):
+                        return event
+                seen = len(self.history)
+                await self._changed.wait()
+
+    async def wait_stream(self, user_id: str, stream: str = "camera") -> dict[str, bool]:
+        """Wait until ``user_id``'s ``stream`` is live (announced, or already live at join); return what it
+        carries (``{"audio": bool, "video": bool}``). Bound the wait with ``asyncio.timeout``."""
+
+        def live() -> bool:
+            peer = self.participants.get(user_id)
+            return peer is not None and stream in peer.streams
+
+        async with self._changed:
+            await self._changed.wait_for(live)
+        return self.participants[user_id].streams[stream]
+
+    async def _read(self) -> None:
+        final: dict[str, Any] | None = None
+        try:
+            async for raw in self._ws:
+                message = json.loads(raw)
+                future = self._pending.pop(message["id"], None) if "id" in message else None
+                if future is not None:
+                    if not future.done():
+                        future.set_result(message)
+                    continue
+                await self._on_event(message)
+                if message.get("type") in FINAL_EVENTS:
+                    final = message
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("room client %s: signalling read failed", self.user_id)
+        finally:
+            if final is None:
+                final = {"type": "connection_lost", "code": self._ws.close_code}
+                await self._on_event(final)
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(RoomError("RTC.00002000", f"not in the room any more ({final['type']})"))
+            self._pending.clear()
+            if not self.ended.done():
+                self.ended.set_result(final)
+            task = asyncio.current_task()
+            if task is None or not task.cancelling():
+                # Not while being cancelled (loop shutdown): aiortc's own tasks are going away too.
+                await self._hang_up()
+
+    async def _on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "user_joined":
+            self.participants[event["user_id"]] = RemoteParticipant(event["user_id"], event.get("nickname"))
+        elif kind == "user_left":
+            self.participants.pop(event["user_id"], None)
+        elif kind == "stream_published":
+            peer = self.participants.setdefault(event["user_id"], RemoteParticipant(event["user_id"], None))
+            peer.streams[event["stream"]] = {"audio": event["audio"], "video": event["video"]}
+        elif kind == "stream_unpublished":
+            peer_or_none = self.participants.get(event["user_id"])
+            if peer_or_none is not None:
+                peer_or_none.streams.pop(event["stream"], None)
+        elif kind == "subscription_ended":
+            sub = self.subscriptions.pop(event["subscription"], None)
+            if sub is not None:
+                await self._end_subscription(sub, event.get("reason", "ended"))
+        async with self._changed:
+            self.history.append(event)
+            self._changed.notify_all()
+
+    # -- requests -------------------------------------------------------------------------------------
+
+    async def _request(self, message: dict[str, Any]) -> dict[str, Any]:
+        if self.ended.done():
+            raise RoomError("RTC.00002000", f"not in the room any more ({self.ended.result()['type']})")
+        request_id = next(self._ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            await self._ws.send(json.dumps({**message, "id": request_id}))
+            async with asyncio.timeout(self.request_timeout):
+                reply = await future
+        finally:
+            self._pending.pop(request_id, None)
+        if reply.get("type") == "error":
+            raise RoomError(reply.get("code", ""), reply.get("message", ""))
+        return reply
+
+    async def ping(self) -> None:
+        await self._request({"type": "ping"})
+
+    async def publish(
+        self,
+        stream: str = "camera",
+        *,
+        video: MediaStreamTrack | None = None,
+        audio: MediaStreamTrack | None = None,
+        codec: str | None = None,
+    ) -> Publication:
+        """Publish ``video`` and/or ``audio`` as the ``camera`` or ``screen`` stream; ``codec`` (``vp8``,
+        ``h264``) restricts the video codec offered. Others see it once its media flows."""
+        if video is None and audio is None:
+            raise ValueError("publish needs a video or an audio track")
+        pc = _peer_connection()
+        try:
+            if video is not None:
+                transceiver = pc.addTransceiver(video, direction="sendonly")
+                if codec is not None:
+                    wanted = f"video/{codec}".lower()
+                    codecs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType.lower() == wanted]
+                    if not codecs:
+                        raise ValueError(f"unsupported video codec {codec!r}")
+                    transceiver.setCodecPreferences(codecs)
+            if audio is not None:
+                pc.addTransceiver(audio, direction="sendonly")
+            await pc.setLocalDescription(await pc.createOffer())
+            reply = await self._request({"type": "publish", "stream": stream, "sdp": pc.localDescription.sdp})
+            await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+        except BaseException:
+            await pc.close()
+            raise
+        publication = Publication(stream, pc, reply.get("tracks", []))
+        self.publications[stream] = publication
+        return publication
+
+    async def unpublish(self, stream: str = "camera") -> None:
+        """Stop publishing a stream."""
+        publication = self.publications.pop(stream, None)
+        try:
+            await self._request({"type": "unpublish", "stream": stream})
+        finally:
+            if publication is not None:
+                await publication.pc.close()
+
+    async def subscribe(self, user_id: str, stream: str = "camera") -> Subscription:
+        """Receive another participant's stream; its tracks are ready when this returns."""
+        reply = await self._request({"type": "subscribe", "user_id": user_id, "stream": stream})
+        pc = _peer_connection()
+        sub = Subscription(reply["subscription"], user_id, stream, pc, reply.get("tracks", []))
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "video" and sub.video is None:
+                sub.video = track
+            elif track.kind == "audio" and sub.audio is None:
+                sub.audio = track
+
+        self.subscriptions[sub.id] = sub
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "offer"))
+            await pc.setLocalDescription(await pc.createAnswer())
+            await self._request({"type": "answer", "subscription": sub.id, "sdp": pc.localDescription.sdp})
+        except BaseException:
+            self.subscriptions.pop(sub.id, None)
+            await pc.close()
+            raise
+        return sub
+
+    async def unsubscribe(self, sub: Subscription) -> None:
+        """Stop receiving a stream."""
+        if self.subscriptions.pop(sub.id, None) is None:
+            return
+        try:
+            await self._request({"type": "unsubscribe", "subscription": sub.id})
+        finally:
+            await self._end_subscription(sub, "unsubscribed")
+
+    async def _end_subscription(self, sub: Subscription, reason: str) -> None:
+        sub.end_reason = reason
+        sub.ended.set()
+        await sub.pc.close()
+
+    # -- leaving --------------------------------------------------------------------------------------
+
+    async def leave(self) -> dict[str, Any]:
+        """Leave the room (if still in it), hang up every PeerConnection and close; return the final event."""
+        if not self.ended.done():
+            with contextlib.suppress(ConnectionClosed):
+                await self._ws.send(json.dumps({"type": "leave"}))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.request_timeout):
+                    await asyncio.shield(self.ended)
+        await self._ws.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+        await self._hang_up()
+        return self.ended.result()
+
+    async def _hang_up(self) -> None:
+        pcs = [p.pc for p in self.publications.values()]
+        subs = list(self.subscriptions.values())
+        self.publications.clear()
+        self.subscriptions.clear()
+        for sub in subs:
+            sub.end_reason = sub.end_reason or "left the room"
+            sub.ended.set()
+        await asyncio.gather(*(pc.close() for pc in pcs + [s.pc for s in subs]), return_exceptions=True)

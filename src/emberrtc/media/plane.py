@@ -1,0 +1,771 @@
+"""Janus as Ember's media plane: rooms, participants, publishing, subscribing, removal and dismissal.
+
+:class:`JanusMediaPlane` owns a supervised Janus (:class:`~emberrtc.media.janus_process.JanusProcess`) and
+a :class:`~emberrtc.media.janus_client.JanusClient`, and keeps the live state of every room in memory:
+
+- A room is one Janus videoroom per ``(app_id, room_id)``, with the Janus room ID ``"{app_id}/{room_id}"``
+  (``/`` can be in neither, so rooms of different apps never collide). It is created on the first join
+  and destroyed when its last participant goes. After Janus restarts it is created again on the next join.
+- A participant is one user in one room. Presence lives here, not in Janus: Janus only sees the
+  participant's published streams (one Janus publisher *feed* per stream, ``"{user_id}/{stream}/{tag}"``)
+  and subscriptions (one Janus subscriber handle, so one PeerConnection, per subscribed stream).
+- A stream is ``camera`` or ``screen``, each with optional audio. It is announced to the room once its
+  PeerConnection is up (Janus ``webrtcup``).
+- Each participant has a queue of :data:`RoomEvent` values for its signalling connection to deliver. A
+  participant who is removed, replaced by a newer join of the same user, dismissed with the room, or cut
+  off because Janus restarted receives a final :class:`Ended` and must not be used any more.
+
+Janus does not tell subscribers when their publisher is kicked or the room destroyed (DESIGN.md), so the
+plane hangs up those subscriber handles itself and tells the subscribers.
+
+All Janus handles live in one Janus session per Janus run: one long poll carries every event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import secrets
+import shutil
+import socket
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .janus_client import (
+    JanusClient,
+    JanusClientError,
+    JanusError,
+    JanusSession,
+    NoSuchRoomError,
+    RoomExistsError,
+    VideoRoomHandle,
+)
+from .janus_config import JanusConfig
+from .janus_process import Backoff, JanusNotInstalledError, JanusProcess
+
+if TYPE_CHECKING:
+    from emberrtc.config import Settings
+
+__all__ = [
+    "AlreadyPublishedError",
+    "Ended",
+    "EndReason",
+    "Feed",
+    "JanusMediaPlane",
+    "MediaPlaneError",
+    "MediaUnavailableError",
+    "NegotiationError",
+    "NotFoundError",
+    "Participant",
+    "PeerView",
+    "RoomEvent",
+    "StreamKind",
+    "StreamPublished",
+    "StreamUnpublished",
+    "StreamView",
+    "SubscriptionEnded",
+    "UserJoined",
+    "UserLeft",
+]
+
+log = logging.getLogger(__name__)
+
+
+class StreamKind(enum.StrEnum):
+    """What a published stream carries: a camera (with its microphone) or a shared screen."""
+
+    CAMERA = "camera"
+    SCREEN = "screen"
+
+
+#: The spec's ``video_type`` (Table 4-40 and others) for each kind of stream.
+VIDEO_TYPES = {"CAMERASTREAM": StreamKind.CAMERA, "SCREENSTREAM": StreamKind.SCREEN}
+
+
+class EndReason(enum.StrEnum):
+    """Why a participant is no longer in its room."""
+
+    #: The client asked to leave.
+    LEFT = "left"
+    #: The signalling connection dropped.
+    DISCONNECTED = "disconnected"
+    #: The application removed the user (spec 4.7.1 batch-remove-users).
+    REMOVED = "removed"
+    #: The same user joined the room again on another connection.
+    REPLACED = "replaced"
+    #: The application dismissed the room (spec 4.7.2).
+    DISMISSED = "dismissed"
+    #: Janus died; its rooms and PeerConnections are gone. The client may join again.
+    MEDIA_RESTART = "media_restart"
+    #: Ember is shutting down.
+    SHUTDOWN = "shutdown"
+
+
+_END_MESSAGES = {
+    EndReason.LEFT: "you left the room",
+    EndReason.DISCONNECTED: "the signalling connection was lost",
+    EndReason.REMOVED: "the application removed you from the room",
+    EndReason.REPLACED: "the same user joined the room from another connection",
+    EndReason.DISMISSED: "the application dismissed the room",
+    EndReason.MEDIA_RESTART: "the media server restarted; join again",
+    EndReason.SHUTDOWN: "the server is shutting down",
+}
+
+
+# -- errors -------------------------------------------------------------------------------------------
+
+
+class MediaPlaneError(Exception):
+    """A signalling request the media plane could not carry out."""
+
+
+class NotFoundError(MediaPlaneError):
+    """No such participant, stream or subscription (a client mistake)."""
+
+
+class AlreadyPublishedError(MediaPlaneError):
+    """The participant already publishes a stream of that kind (a client mistake)."""
+
+
+class NegotiationError(MediaPlaneError):
+    """Janus refused the client's SDP (a client mistake, most often an unsupported codec)."""
+
+
+class MediaUnavailableError(MediaPlaneError):
+    """Janus is not running or failed to answer (a service fault)."""
+
+
+# -- events -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UserJoined:
+    user_id: str
+    nickname: str | None
+
+
+@dataclass(frozen=True)
+class UserLeft:
+    user_id: str
+    reason: EndReason
+
+
+@dataclass(frozen=True)
+class StreamPublished:
+    user_id: str
+    stream: StreamKind
+    audio: bool
+    video: bool
+
+
+@dataclass(frozen=True)
+class StreamUnpublished:
+    user_id: str
+    stream: StreamKind
+
+
+@dataclass(frozen=True)
+class SubscriptionEnded:
+    """A subscription of this participant was hung up (its publisher stopped, left or was removed)."""
+
+    subscription: str
+    user_id: str
+    stream: StreamKind
+    reason: str
+
+
+@dataclass(frozen=True)
+class Ended:
+    """The last event a participant receives: it is out of the room."""
+
+    reason: EndReason
+    message: str
+
+
+RoomEvent = UserJoined | UserLeft | StreamPublished | StreamUnpublished | SubscriptionEnded | Ended
+
+
+@dataclass(frozen=True)
+class StreamView:
+    stream: StreamKind
+    audio: bool
+    video: bool
+
+
+@dataclass(frozen=True)
+class PeerView:
+    """Another participant as a joining client first sees it: who, and which streams are live."""
+
+    user_id: str
+    nickname: str | None
+    streams: list[StreamView]
+
+
+@dataclass(frozen=True)
+class Feed:
+    """A live published stream as Janus knows it (for RTP forwarding by the recording engine)."""
+
+    user_id: str
+    stream: StreamKind
+    janus_room: str
+    feed_id: str
+    #: Janus's description of each track: ``mid``, ``type`` (audio/video), ``codec``.
+    tracks: list[dict[str, Any]]
+
+
+# -- state --------------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Publication:
+    kind: StreamKind
+    feed_id: str
+    handle: VideoRoomHandle
+    tracks: list[dict[str, Any]]
+    live: bool = False
+    watcher: asyncio.Task[None] | None = None
+
+    @property
+    def audio(self) -> bool:
+        return any(t.get("type") == "audio" for t in self.tracks)
+
+    @property
+    def video(self) -> bool:
+        return any(t.get("type") == "video" for t in self.tracks)
+
+
+@dataclass(eq=False)
+class _Subscription:
+    id: str
+    subscriber: Participant
+    publisher: Participant
+    publication: _Publication
+    handle: VideoRoomHandle
+    watcher: asyncio.Task[None] | None = None
+
+
+class Participant:
+    """One user in one room, as seen by its signalling connection.
+
+    Read :attr:`events` and deliver them; after an :class:`Ended` event nothing more comes. Once the
+    connection has recorded the departure it calls :meth:`settle`, which lets :meth:`JanusMediaPlane.dismiss`
+    and :meth:`JanusMediaPlane.remove_users` return only when their effect is complete.
+    """
+
+    def __init__(self, room: _Room, user_id: str, nickname: str | None, session_id: str) -> None:
+        self.room = room
+        self.user_id = user_id
+        self.nickname = nickname
+        self.session_id = session_id
+        self.events: asyncio.Queue[RoomEvent] = asyncio.Queue()
+        self.end_reason: EndReason | None = None
+        self._publications: dict[StreamKind, _Publication] = {}
+        self._subscriptions: dict[str, _Subscription] = {}
+        self._settled = asyncio.Event()
+
+    @property
+    def app_id(self) -> str:
+        return self.room.app_id
+
+    @property
+    def room_id(self) -> str:
+        return self.room.room_id
+
+    @property
+    def published(self) -> list[StreamKind]:
+        """Kinds of the streams this participant publishes now."""
+        return list(self._publications)
+
+    def settle(self) -> None:
+        """Say that the departure has been fully handled (recorded, client told)."""
+        self._settled.set()
+
+    def _view(self) -> PeerView:
+        streams = [StreamView(p.kind, p.audio, p.video) for p in self._publications.values() if p.live]
+        return PeerView(self.user_id, self.nickname, streams)
+
+
+class _Room:
+    def __init__(self, app_id: str, room_id: str) -> None:
+        self.app_id = app_id
+        self.room_id = room_id
+        self.janus_id = janus_room_id(app_id, room_id)
+        self.participants: dict[str, Participant] = {}
+        self.lock = asyncio.Lock()
+        #: The Janus run (start count) the Janus room was created in; 0: not created.
+        self.janus_generation = 0
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.app_id, self.room_id)
+
+
+def janus_room_id(app_id: str, room_id: str) -> str:
+    """The Janus videoroom ID of a SparkRTC room; neither ID may contain ``/``, so apps never collide."""
+    return f"{app_id}/{room_id}"
+
+
+# -- the plane ----------------------------------------------------------------------------------------
+
+
+def _free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_range(text: str) -> tuple[int, int] | None:
+    if not text:
+        return None
+    low, _, high = text.partition("-")
+    return (int(low), int(high or low))
+
+
+class JanusMediaPlane:
+    """The media plane over one supervised Janus. Implements the domain's ``MediaPlane`` port."""
+
+    def __init__(
+        self,
+        config: JanusConfig,
+        config_dir: Path | str,
+        *,
+        binary: str = "janus",
+        backoff: Backoff | None = None,
+        max_streams: int = 64,
+        settle_timeout: float = 1.0,
+    ) -> None:
+        """``max_streams`` caps the streams published at once in one room; ``settle_timeout`` bounds how
+        long :meth:`remove_users` and :meth:`dismiss` wait for the connections to record departures."""
+        self.process = JanusProcess(
+            config,
+            config_dir,
+            binary=binary,
+            backoff=backoff,
+            on_ready=self._on_janus_ready,
+            on_exit=self._on_janus_exit,
+        )
+        self.client = JanusClient.from_config(config)
+        self.max_streams = max_streams
+        self.settle_timeout = settle_timeout
+        self._rooms: dict[tuple[str, str], _Room] = {}
+        self._session: JanusSession | None = None
+        self._control: VideoRoomHandle | None = None
+        self._session_lock = asyncio.Lock()
+        #: Start count of the Janus run in use; rooms created in an earlier run are gone.
+        self._generation = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> JanusMediaPlane:
+        """A plane on fresh loopback ports, with its private Janus config in ``data_dir/janus``."""
+        config = JanusConfig(
+            http_port=_free_loopback_port(),
+            admin_port=_free_loopback_port(),
+            ice_enforce_list=settings.media_ip or None,
+            rtp_port_range=_port_range(settings.media_ports),
+        )
+        return cls(
+            config, settings.data_dir / "janus", binary=settings.janus_binary, max_streams=settings.room_max_streams
+        )
+
+    @staticmethod
+    def check_installed(binary: str = "janus") -> None:
+        """Raise :class:`JanusNotInstalledError` (which says how to install Janus) if it is missing."""
+        if shutil.which(binary) is None:
+            raise JanusNotInstalledError(
+                f"the Janus WebRTC server ({binary!r}) is not installed; Ember's media plane needs it: "
+                "install it with `apt-get install janus` (or start Ember with EMBER_MEDIA_ENABLED=false)"
+            )
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start Janus and wait until it answers."""
+        self.check_installed(self.process.binary)
+        await self.process.start()
+
+    async def stop(self) -> None:
+        """Tell every participant the server is going away, then stop Janus."""
+        await self._end_everyone(EndReason.SHUTDOWN, janus_alive=False)
+        session, self._session, self._control = self._session, None, None
+        if session is not None:
+            with contextlib.suppress(JanusClientError):
+                await session.destroy()
+        await self.client.aclose()
+        await self.process.stop()
+
+    async def _on_janus_ready(self, starts: int) -> None:
+        self._generation = starts
+
+    async def _on_janus_exit(self, status: int) -> None:
+        # Every room, handle and PeerConnection died with Janus: nothing to tear down there, only
+        # participants to tell. Rooms are created again by the next join.
+        self._session, self._control = None, None
+        # Not waiting for the connections to settle: the supervisor restarts Janus meanwhile.
+        await self._end_everyone(EndReason.MEDIA_RESTART, janus_alive=False, settle=False)
+
+    async def _end_everyone(self, reason: EndReason, *, janus_alive: bool, settle: bool = True) -> None:
+        ended: list[Participant] = []
+        for room in list(self._rooms.values()):
+            async with room.lock:
+                for p in list(room.participants.values()):
+                    handles = self._end_locked(room, p, reason)
+                    if janus_alive:
+                        await self._detach(handles)
+                    ended.append(p)
+                await self._drop_if_empty(room, janus_alive=janus_alive)
+        if settle:
+            await self._wait_settled(ended)
+
+    # -- Janus plumbing -------------------------------------------------------------------------------
+
+    async def _janus(self) -> tuple[JanusSession, VideoRoomHandle]:
+        """The session of the current Janus run (created on first use) and its room-management handle."""
+        async with self._session_lock:
+            if self._session is None or self._session.closed or self._control is None:
+                if not self.process.ready:
+                    raise MediaUnavailableError("the media server is not running")
+                try:
+                    self._session = await self.client.create_session()
+                    self._control = await self._session.attach_videoroom()
+                except JanusClientError as exc:
+                    raise MediaUnavailableError(f"the media server did not answer: {exc}") from exc
+            return self._session, self._control
+
+    async def _ensure_janus_room(self, room: _Room) -> None:
+        if room.janus_generation == self._generation:
+            return
+        _, control = await self._janus()
+        generation = self._generation
+        try:
+            await control.create_room(
+                room.janus_id,
+                description=room.janus_id,
+                publishers=self.max_streams,
+                videocodecs=("h264", "vp8"),
+                audiocodecs=("opus",),
+                is_private=True,
+            )
+        except RoomExistsError:
+            pass
+        except JanusClientError as exc:
+            raise MediaUnavailableError(f"the media server could not create the room: {exc}") from exc
+        room.janus_generation = generation
+
+    async def _detach(self, handles: Iterable[VideoRoomHandle]) -> None:
+        async def one(handle: VideoRoomHandle) -> None:
+            try:
+                await handle.detach()
+            except JanusClientError as exc:
+                log.debug("detaching janus handle %d: %s", handle.id, exc)
+
+        await asyncio.gather(*(one(h) for h in handles))
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, app_id: str, room_id: str, *, create: bool) -> AsyncIterator[_Room | None]:
+        """The room, locked; None when it does not exist and ``create`` is false."""
+        key = (app_id, room_id)
+        while True:
+            room = self._rooms.get(key)
+            if room is None:
+                if not create:
+                    yield None
+                    return
+                room = self._rooms[key] = _Room(app_id, room_id)
+            async with room.lock:
+                # The room may have emptied and gone while this waited for its lock.
+                if self._rooms.get(key) is room:
+                    yield room
+                    return
+
+    @contextlib.asynccontextmanager
+    async def _participant_room(self, p: Participant) -> AsyncIterator[_Room]:
+        async with p.room.lock:
+            if p.end_reason is not None:
+                raise NotFoundError(f"you are no longer in the room ({p.end_reason})")
+            yield p.room
+
+    async def _drop_if_empty(self, room: _Room, *, janus_alive: bool = True) -> None:
+        if room.participants or self._rooms.get(room.key) is not room:
+            return
+        # Destroyed while still registered (and locked): a join arriving meanwhile waits for this room's
+        # lock, then finds it gone and creates the Janus room afresh, never racing this destroy.
+        if janus_alive and room.janus_generation == self._generation and self.process.ready:
+            try:
+                _, control = await self._janus()
+                await control.destroy_room(room.janus_id)
+            except (NoSuchRoomError, MediaPlaneError, JanusClientError) as exc:
+                log.debug("destroying janus room %s: %s", room.janus_id, exc)
+        del self._rooms[room.key]
+
+    async def _wait_settled(self, participants: list[Participant]) -> None:
+        pending = [p for p in participants if not p._settled.is_set()]
+        if not pending or self.settle_timeout <= 0:
+            return
+        tasks = [asyncio.create_task(p._settled.wait()) for p in pending]
+        _, late = await asyncio.wait(tasks, timeout=self.settle_timeout)
+        for task in late:
+            task.cancel()
+
+    # -- participants ---------------------------------------------------------------------------------
+
+    async def join(
+        self, app_id: str, room_id: str, user_id: str, *, session_id: str, nickname: str | None = None
+    ) -> tuple[Participant, list[PeerView]]:
+        """Put the user in the room (creating it, in Janus too, if needed); return the participant and
+        the others already there. A participant of the same user already in the room is replaced."""
+        replaced: Participant | None = None
+        async with self._locked(app_id, room_id, create=True) as room:
+            assert room is not None
+            try:
+                await self._ensure_janus_room(room)
+            except MediaPlaneError:
+                await self._drop_if_empty(room, janus_alive=False)
+                raise
+            replaced = room.participants.get(user_id)
+            if replaced is not None:
+                await self._detach(self._end_locked(room, replaced, EndReason.REPLACED))
+            p = Participant(room, user_id, nickname, session_id)
+            peers = [q._view() for q in room.participants.values()]
+            room.participants[user_id] = p
+            self._broadcast(room, UserJoined(user_id, nickname), exclude=p)
+        if replaced is not None:
+            await self._wait_settled([replaced])
+        return p, peers
+
+    async def leave(self, p: Participant, reason: EndReason = EndReason.LEFT) -> None:
+        """Take the participant out of its room (idempotent)."""
+        async with p.room.lock:
+            if p.end_reason is not None:
+                return
+            await self._detach(self._end_locked(p.room, p, reason))
+            await self._drop_if_empty(p.room)
+
+    def _end_locked(self, room: _Room, p: Participant, reason: EndReason) -> list[VideoRoomHandle]:
+        """Take ``p`` out of the room and tell everyone; return the Janus handles to detach."""
+        p.end_reason = reason
+        if room.participants.get(p.user_id) is p:
+            del room.participants[p.user_id]
+        handles: list[VideoRoomHandle] = []
+        for kind in list(p._publications):
+            handles += self._unpublish_locked(room, p, kind, "the publisher left")
+        for sub in list(p._subscriptions.values()):
+            handles += self._drop_subscription(sub)
+        p.events.put_nowait(Ended(reason, _END_MESSAGES[reason]))
+        self._broadcast(room, UserLeft(p.user_id, reason), exclude=p)
+        return handles
+
+    def _broadcast(self, room: _Room, event: RoomEvent, *, exclude: Participant | None = None) -> None:
+        for q in room.participants.values():
+            if q is not exclude:
+                q.events.put_nowait(event)
+
+    # -- publishing -----------------------------------------------------------------------------------
+
+    async def publish(self, p: Participant, kind: StreamKind, offer_sdp: str) -> tuple[str, list[dict[str, Any]]]:
+        """Publish a stream from the client's SDP offer; return Janus's SDP answer and its track list
+        (``mid``, ``type``, ``codec``). Others hear of the stream once its PeerConnection is up."""
+        async with self._participant_room(p) as room:
+            if kind in p._publications:
+                raise AlreadyPublishedError(f"you already publish a {kind} stream; unpublish it first")
+            await self._ensure_janus_room(room)
+            session, _ = await self._janus()
+            try:
+                handle = await session.attach_videoroom()
+            except JanusClientError as exc:
+                raise MediaUnavailableError(f"the media server did not answer: {exc}") from exc
+            feed_id = f"{p.user_id}/{kind}/{secrets.token_hex(4)}"
+            try:
+                await handle.join_publisher(room.janus_id, participant=feed_id, display=p.user_id)
+                published = await handle.publish({"type": "offer", "sdp": offer_sdp})
+            except JanusError as exc:
+                await self._detach([handle])
+                raise NegotiationError(f"the media server refused the offer: {exc.reason}") from exc
+            except JanusClientError as exc:
+                await self._detach([handle])
+                raise MediaUnavailableError(f"the media server did not answer: {exc}") from exc
+            assert published.jsep is not None
+            tracks = [
+                {k: s.get(k) for k in ("mid", "type", "codec")}
+                for s in published.data.get("streams", [])
+                if not s.get("disabled")
+            ]
+            pub = _Publication(kind, feed_id, handle, tracks)
+            p._publications[kind] = pub
+            pub.watcher = asyncio.create_task(self._watch_publisher(p, pub), name=f"publisher-{feed_id}")
+            return str(published.jsep["sdp"]), tracks
+
+    async def unpublish(self, p: Participant, kind: StreamKind) -> None:
+        """Stop publishing a stream; its subscribers are hung up and told."""
+        async with self._participant_room(p) as room:
+            if kind not in p._publications:
+                raise NotFoundError(f"you do not publish a {kind} stream")
+            await self._detach(self._unpublish_locked(room, p, kind, "the publisher stopped the stream"))
+
+    def _unpublish_locked(self, room: _Room, p: Participant, kind: StreamKind, why: str) -> list[VideoRoomHandle]:
+        pub = p._publications.pop(kind)
+        _cancel(pub.watcher)
+        handles = [pub.handle]
+        for q in room.participants.values():
+            for sub in list(q._subscriptions.values()):
+                if sub.publication is pub:
+                    handles += self._drop_subscription(sub)
+                    q.events.put_nowait(SubscriptionEnded(sub.id, p.user_id, kind, why))
+        if pub.live:
+            self._broadcast(room, StreamUnpublished(p.user_id, kind), exclude=p)
+        return handles
+
+    async def _watch_publisher(self, p: Participant, pub: _Publication) -> None:
+        while True:
+            event = await pub.handle.events.get()
+            kind = event.get("janus")
+            if kind == "webrtcup":
+                async with p.room.lock:
+                    if p._publications.get(pub.kind) is pub and not pub.live:
+                        pub.live = True
+                        self._broadcast(p.room, StreamPublished(p.user_id, pub.kind, pub.audio, pub.video), exclude=p)
+            elif kind in ("hangup", "detached"):
+                # The client's PeerConnection went away without an unpublish.
+                async with p.room.lock:
+                    if p._publications.get(pub.kind) is pub:
+                        pub.watcher = None  # this task: not to be cancelled by itself
+                        await self._detach(
+                            self._unpublish_locked(p.room, p, pub.kind, "the publisher's connection ended")
+                        )
+                return
+
+    # -- subscribing ----------------------------------------------------------------------------------
+
+    async def subscribe(self, p: Participant, user_id: str, kind: StreamKind) -> tuple[str, str, list[dict[str, Any]]]:
+        """Subscribe to another participant's stream; return the subscription ID, Janus's SDP offer
+        and the track list. The client answers with :meth:`answer`."""
+        async with self._participant_room(p) as room:
+            target = room.participants.get(user_id)
+            pub = target._publications.get(kind) if target is not None else None
+            if target is None or pub is None:
+                raise NotFoundError(f"{user_id} publishes no {kind} stream in this room")
+            session, _ = await self._janus()
+            try:
+                handle = await session.attach_videoroom()
+            except JanusClientError as exc:
+                raise MediaUnavailableError(f"the media server did not answer: {exc}") from exc
+            try:
+                offer = await handle.join_subscriber(room.janus_id, [{"feed": pub.feed_id}])
+            except JanusError as exc:
+                await self._detach([handle])
+                raise NotFoundError(f"the media server refused the subscription: {exc.reason}") from exc
+            except JanusClientError as exc:
+                await self._detach([handle])
+                raise MediaUnavailableError(f"the media server did not answer: {exc}") from exc
+            assert offer.jsep is not None
+            sub = _Subscription(secrets.token_hex(8), p, target, pub, handle)
+            p._subscriptions[sub.id] = sub
+            sub.watcher = asyncio.create_task(self._watch_subscriber(sub), name=f"subscriber-{sub.id}")
+            return sub.id, str(offer.jsep["sdp"]), pub.tracks
+
+    async def answer(self, p: Participant, subscription: str, answer_sdp: str) -> None:
+        """Complete a subscription with the client's SDP answer; media then flows."""
+        sub = p._subscriptions.get(subscription)
+        if sub is None or p.end_reason is not None:
+            raise NotFoundError(f"no subscription {subscription}")
+        try:
+            await sub.handle.start({"type": "answer", "sdp": answer_sdp})
+        except JanusError as exc:
+            if p._subscriptions.get(subscription) is not sub:
+                raise NotFoundError(f"subscription {subscription} has ended") from exc
+            raise NegotiationError(f"the media server refused the answer: {exc.reason}") from exc
+        except JanusClientError as exc:
+            raise MediaUnavailableError(f"the media server did not answer: {exc}") from exc
+
+    async def unsubscribe(self, p: Participant, subscription: str) -> None:
+        """End a subscription."""
+        async with self._participant_room(p):
+            sub = p._subscriptions.get(subscription)
+            if sub is None:
+                raise NotFoundError(f"no subscription {subscription}")
+            await self._detach(self._drop_subscription(sub))
+
+    def _drop_subscription(self, sub: _Subscription) -> list[VideoRoomHandle]:
+        sub.subscriber._subscriptions.pop(sub.id, None)
+        _cancel(sub.watcher)
+        return [sub.handle]
+
+    async def _watch_subscriber(self, sub: _Subscription) -> None:
+        while True:
+            event = await sub.handle.events.get()
+            if event.get("janus") in ("hangup", "detached"):
+                p = sub.subscriber
+                async with p.room.lock:
+                    if p._subscriptions.get(sub.id) is sub:
+                        sub.watcher = None
+                        await self._detach(self._drop_subscription(sub))
+                        p.events.put_nowait(
+                            SubscriptionEnded(sub.id, sub.publisher.user_id, sub.publication.kind, "connection ended")
+                        )
+                return
+
+    # -- the MediaPlane port (room management, recording) -----------------------------------------------
+
+    async def has_stream(self, app_id: str, room_id: str, user_id: str | None, video_type: str | None) -> bool:
+        """Is a matching stream live: the user's (``user_id`` given) or anyone's in the room?"""
+        wanted = VIDEO_TYPES.get(video_type or "")
+        kinds = {wanted} if wanted is not None else set(StreamKind)
+        return any(f.stream in kinds and (user_id is None or f.user_id == user_id) for f in self.feeds(app_id, room_id))
+
+    def feeds(self, app_id: str, room_id: str) -> list[Feed]:
+        """The room's live streams, as Janus feeds."""
+        room = self._rooms.get((app_id, room_id))
+        if room is None:
+            return []
+        return [
+            Feed(p.user_id, pub.kind, room.janus_id, pub.feed_id, list(pub.tracks))
+            for p in room.participants.values()
+            for pub in p._publications.values()
+            if pub.live
+        ]
+
+    def running(self, app_id: str, room_id: str) -> bool:
+        """Is anybody in the room?"""
+        room = self._rooms.get((app_id, room_id))
+        return room is not None and bool(room.participants)
+
+    def participants(self, app_id: str, room_id: str) -> list[str]:
+        """User IDs of the room's participants."""
+        room = self._rooms.get((app_id, room_id))
+        return list(room.participants) if room is not None else []
+
+    async def remove_users(self, app_id: str, room_id: str, user_ids: list[str]) -> None:
+        """spec 4.7.1: disconnect the named users now; their subscribers are hung up and told."""
+        removed: list[Participant] = []
+        async with self._locked(app_id, room_id, create=False) as room:
+            if room is None:
+                return
+            handles: list[VideoRoomHandle] = []
+            for user_id in dict.fromkeys(user_ids):
+                p = room.participants.get(user_id)
+                if p is not None:
+                    handles += self._end_locked(room, p, EndReason.REMOVED)
+                    removed.append(p)
+            await self._detach(handles)
+            await self._drop_if_empty(room)
+        await self._wait_settled(removed)
+
+    async def dismiss(self, app_id: str, room_id: str) -> bool:
+        """spec 4.7.2: disconnect everyone and close the room; False if nobody is in it."""
+        async with self._locked(app_id, room_id, create=False) as room:
+            if room is None or not room.participants:
+                return False
+            ended = list(room.participants.values())
+            handles = [h for p in ended for h in self._end_locked(room, p, EndReason.DISMISSED)]
+            await self._detach(handles)
+            await self._drop_if_empty(room)
+        await self._wait_settled(ended)
+        return True
+
+
+def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None and task is not asyncio.current_task():
+        task.cancel()

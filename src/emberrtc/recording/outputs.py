@@ -1,0 +1,249 @@
+"""What a recording job produces, as the recording engine reports it: files to store, callbacks to send.
+
+The engine calls, for each file it writes into the spool (``spool.path_for``):
+
+- :meth:`RecordingOutputs.file_started` when the file is opened (``RECORD_NEW_FILE_START``),
+- :meth:`RecordingOutputs.store_part` for each finished piece that is not the file itself (HLS segments),
+- :meth:`RecordingOutputs.file_completed` when the file is closed (MP4, or the HLS playlist): the file is
+  uploaded, and ``RECORD_FILE_COMPLETE`` (with its ``download_url``) goes out once the file and all its
+  parts are stored;
+
+and :meth:`RecordingOutputs.job_over` when the job ends (``CLOUD_RECORD_OVER``). Each call is one
+transaction: the upload and the event are recorded together or not at all, and both survive restarts.
+Callbacks of a job go out in the order of these calls (a completion waits for its upload, and so does
+everything after it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from emberrtc.callbacks import outbox
+from emberrtc.callbacks.delivery import CallbackDelivery
+from emberrtc.config import Settings
+from emberrtc.domain.clock import Clock
+from emberrtc.domain.errors import EmberError
+from emberrtc.domain.retry import Backoff
+from emberrtc.domain.secrets import SecretBox, new_hex_id
+from emberrtc.storage.object_store import validate_object_name
+from emberrtc.storage.registry import StorageRegistry
+from emberrtc.storage.spool import Spool
+from emberrtc.storage.uploader import Uploader, describe, register
+from emberrtc.store.database import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """The job a file belongs to (the callback's identifying fields)."""
+
+    app_id: str
+    job_id: str
+    room_id: str
+    stream_name: str
+
+
+@dataclass(frozen=True)
+class FileTarget:
+    """Where a file goes: the rule's ``obs_addr.location`` and ``bucket``, and the full object name."""
+
+    location: str
+    bucket: str
+    object_name: str
+
+
+class RecordingOutputs:
+    def __init__(
+        self,
+        db: Database,
+        registry: StorageRegistry,
+        spool: Spool,
+        uploader: Uploader,
+        delivery: CallbackDelivery,
+        clock: Clock,
+    ) -> None:
+        self._db = db
+        self.registry = registry
+        self.spool = spool
+        self._uploader = uploader
+        self._delivery = delivery
+        self._clock = clock
+        uploader.on_group_stored.append(self._release_completions)
+        uploader.after_group_stored.append(delivery.wake)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, db: Database, box: SecretBox, clock: Clock, registry: StorageRegistry
+    ) -> RecordingOutputs:
+        """The spool under ``data_dir/spool``, its uploader and the callback delivery, as configured."""
+        spool = Spool(settings.data_dir / "spool")
+        uploader = Uploader(
+            db,
+            registry,
+            spool,
+            clock,
+            node_id=spool.node_id(),
+            backoff=Backoff(settings.upload_retry_base, settings.upload_retry_max),
+            concurrency=settings.upload_concurrency,
+        )
+        delivery = CallbackDelivery(
+            db,
+            box,
+            clock,
+            backoff=Backoff(settings.callback_retry_base, settings.callback_retry_max),
+            timeout=settings.callback_timeout,
+            retry_window=settings.callback_retry_window,
+            concurrency=settings.callback_concurrency,
+        )
+        return cls(db, registry, spool, uploader, delivery, clock)
+
+    @property
+    def uploader(self) -> Uploader:
+        return self._uploader
+
+    @property
+    def delivery(self) -> CallbackDelivery:
+        return self._delivery
+
+    def start(self) -> None:
+        """Start the uploader and the callback delivery (pending work from before a restart included)."""
+        self._uploader.start()
+        self._delivery.start()
+
+    async def stop(self) -> None:
+        await self._uploader.stop()
+        await self._delivery.stop()
+
+    async def check_target(self, location: str, bucket: str) -> None:
+        """At job start: an unknown location is RTC.00001003, a missing bucket RTC.00001014."""
+        await self.registry.check_target(location, bucket)
+
+    async def file_started(
+        self, job: JobRef, *, record_format: str, target: FileTarget, start_time: float
+    ) -> str | None:
+        """A new file was opened. Returns the event id (None when the app does not want the event)."""
+        validate_object_name(target.object_name)
+        now = self._clock.now()
+        fields = {
+            **self._ids(job),
+            "record_format": record_format,
+            "start_time": outbox.callback_time(start_time),
+            **self._obs(target),
+        }
+        event_id = await self._db.run(
+            lambda s: outbox.enqueue(
+                s,
+                app_id=job.app_id,
+                job_id=job.job_id,
+                event_type=outbox.RECORD_NEW_FILE_START,
+                fields=fields,
+                now=now,
+            )
+        )
+        self._delivery.wake()
+        return event_id
+
+    async def store_part(self, job: JobRef, *, path: Path, target: FileTarget, group: str) -> str:
+        """Upload a piece of a file that is still being written (an HLS segment); ``group`` names the file
+        (pass the same to :meth:`file_completed`). Returns the upload id."""
+        f = await describe(path, target.location, target.bucket, target.object_name)
+        now = self._clock.now()
+        upload_id = await self._db.run(
+            lambda s: register(s, f, node_id=self._uploader.node_id, now=now, job_id=job.job_id, group_key=group)
+        )
+        self._uploader.wake()
+        return upload_id
+
+    async def file_completed(
+        self,
+        job: JobRef,
+        *,
+        record_format: str,
+        path: Path,
+        target: FileTarget,
+        start_time: float,
+        end_time: float,
+        width: int | None,
+        height: int | None,
+        group: str | None = None,
+        content_type: str | None = None,
+    ) -> str:
+        """The file at ``path`` (in the spool) is finished: upload it, then send ``RECORD_FILE_COMPLETE``.
+        Returns the group key (one per recording file)."""
+        group = group or new_hex_id()
+        f = await describe(path, target.location, target.bucket, target.object_name, content_type)
+        now = self._clock.now()
+        fields = {
+            **self._ids(job),
+            "record_format": record_format,
+            # spec 6.6: record_duration is a Long in seconds
+            "record_duration": max(0, round(end_time - start_time)),
+            "width": width,
+            "height": height,
+            "start_time": outbox.callback_time(start_time),
+            "end_time": outbox.callback_time(end_time),
+            **self._obs(target),
+        }
+
+        def work(s: Session) -> None:
+            register(s, f, node_id=self._uploader.node_id, now=now, job_id=job.job_id, group_key=group)
+            outbox.enqueue(
+                s,
+                app_id=job.app_id,
+                job_id=job.job_id,
+                event_type=outbox.RECORD_FILE_COMPLETE,
+                fields=fields,
+                now=now,
+                hold_group=group,
+            )
+
+        await self._db.run(work)
+        self._uploader.wake()
+        return group
+
+    async def job_over(self, job: JobRef, *, detail_message: str | None = None) -> str | None:
+        """The job ended; the event follows every completion of the job."""
+        now = self._clock.now()
+        fields = {**self._ids(job), "detail_message": detail_message}
+        event_id = await self._db.run(
+            lambda s: outbox.enqueue(
+                s,
+                app_id=job.app_id,
+                job_id=job.job_id,
+                event_type=outbox.CLOUD_RECORD_OVER,
+                fields=fields,
+                now=now,
+            )
+        )
+        self._delivery.wake()
+        await asyncio.to_thread(self.spool.finish_job, job.job_id)
+        return event_id
+
+    # --- internals -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _ids(job: JobRef) -> dict[str, str]:
+        return {"job_id": job.job_id, "stream_name": job.stream_name, "app_id": job.app_id, "room_id": job.room_id}
+
+    @staticmethod
+    def _obs(target: FileTarget) -> dict[str, str]:
+        return {"obs_location": target.location, "obs_bucket": target.bucket, "obs_object": target.object_name}
+
+    def _release_completions(self, s: Session, group: str, now: float) -> None:
+        """Runs in the uploader's transaction once every file of ``group`` is stored."""
+        for event in outbox.held(s, group):
+            body = json.loads(event.body)
+            fields = {}
+            try:
+                store = self.registry.get(body["obs_location"])
+                fields["download_url"] = store.download_url(body["obs_bucket"], body["obs_object"])
+            except (EmberError, KeyError) as exc:  # the location left the configuration meanwhile
+                log.error("no download_url for event %s: %s", event.event_id, exc)
+            outbox.release(s, event, now, fields)

@@ -1,0 +1,79 @@
+"""Signed, expiring links to locally stored files (the local backend's ``download_url``).
+
+A link is ``{base}/files/{location}/{bucket}/{object}?expires=T&signature=S`` with
+``S = hex(HMAC-SHA256(server key, location \\n bucket \\n object \\n T))``: whoever holds the link may
+download that one object until ``T`` (UNIX seconds); nothing else under ``/files`` is reachable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import quote
+
+from emberrtc.domain.clock import Clock
+from emberrtc.storage.errors import DownloadLinkInvalid
+
+FILES_PREFIX = "/files"
+
+
+def load_or_create_key(configured: str, data_dir: Path) -> bytes:
+    """The configured key, else ``download.key`` in the data folder (random, created 0600 on first use)."""
+    if configured:
+        return configured.encode()
+    path = data_dir / "download.key"
+    if not path.exists():
+        # Private temporary file linked into place: concurrent starters agree on the one that won the link.
+        data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = data_dir / f".download.key.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, secrets.token_hex(32).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_bytes().strip()
+
+
+class DownloadLinks:
+    """Makes and checks download links. ``base_url`` may be set once the server knows its address."""
+
+    def __init__(self, key: bytes, base_url: str, ttl: int, clock: Clock) -> None:
+        if not key:
+            raise ValueError("the download link key must not be empty")
+        self._key = key
+        self.base_url = base_url.rstrip("/")
+        self.ttl = ttl
+        self._clock = clock
+
+    def _signature(self, location: str, bucket: str, name: str, expires: int) -> str:
+        msg = f"{location}\n{bucket}\n{name}\n{expires}".encode()
+        return hmac.new(self._key, msg, hashlib.sha256).hexdigest()
+
+    def url(self, location: str, bucket: str, name: str, *, expires_at: int | None = None) -> str:
+        """A link valid until ``expires_at`` (UNIX seconds; default: now + ``ttl``)."""
+        expires = int(self._clock.now()) + self.ttl if expires_at is None else expires_at
+        sig = self._signature(location, bucket, name, expires)
+        path = "/".join(quote(p, safe="") for p in (location, bucket)) + "/" + quote(name, safe="/")
+        return f"{self.base_url}{FILES_PREFIX}/{path}?expires={expires}&signature={sig}"
+
+    def verify(self, location: str, bucket: str, name: str, expires: str, signature: str) -> None:
+        """Raise :class:`DownloadLinkInvalid` unless the link is genuine and has not expired."""
+        try:
+            when = int(expires)
+        except ValueError:
+            raise DownloadLinkInvalid("the download link is malformed") from None
+        expected = self._signature(location, bucket, name, when)
+        if not hmac.compare_digest(expected.encode(), signature.lower().encode("utf-8", "replace")):
+            raise DownloadLinkInvalid("the download link's signature does not verify")
+        if self._clock.now() > when:
+            raise DownloadLinkInvalid("the download link has expired")

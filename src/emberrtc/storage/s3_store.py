@@ -1,0 +1,192 @@
+"""An S3-compatible backend (Huawei OBS speaks S3; so do MinIO, Ceph and AWS) through boto3.
+
+boto3 blocks, so every call runs in a worker thread. Retries inside boto3 are kept to a minimum: the
+uploader owns retrying (with backoff, durably), and a job start should learn quickly that a bucket is
+missing or storage is unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from emberrtc.storage.errors import BucketNotExist, ObjectNotExist, StorageUnavailable
+from emberrtc.storage.object_store import (
+    ObjectInfo,
+    ObjectStore,
+    file_digest,
+    guess_content_type,
+    validate_bucket,
+    validate_object_name,
+)
+
+T = TypeVar("T")
+
+# SigV4 presigned URLs live at most 7 days.
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600
+_NO_BUCKET = {"NoSuchBucket"}
+_NO_OBJECT = {"NoSuchKey", "404", "NotFound"}
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """How to reach one S3-compatible service (one ``location``)."""
+
+    endpoint: str
+    region: str
+    access_key: str
+    secret_key: str
+    #: ``virtual`` (bucket.host, what OBS expects), ``path`` (host/bucket, MinIO and test servers) or ``auto``.
+    addressing_style: str = "virtual"
+    #: Lifetime of presigned download URLs (seconds).
+    url_ttl: int = MAX_PRESIGN_SECONDS
+    #: When the bucket is publicly readable: a URL template such as ``https://{bucket}.obs.example.com``
+    #: that ``download_url`` uses instead of presigning.
+    public_base_url: str = ""
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    #: Files above this size go up in parts (and their ETag is then not a plain MD5).
+    multipart_threshold: int = 64 * 1024 * 1024
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class S3Store(ObjectStore):
+    def __init__(self, location: str, settings: S3Settings) -> None:
+        if settings.addressing_style not in ("virtual", "path", "auto"):
+            raise ValueError(f"addressing_style must be virtual, path or auto, not {settings.addressing_style!r}")
+        self.location = location
+        self.settings = settings
+        config = Config(
+            signature_version="s3v4",
+            s3={"addressing_style": settings.addressing_style},
+            retries={"max_attempts": 2, "mode": "standard"},
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            # Newer botocore adds CRC32 trailers by default; S3-compatible services (OBS among them) do not
+            # all accept them. Integrity comes from Content-MD5 and the ETag check instead.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        self._client: Any = boto3.session.Session().client(
+            "s3",
+            endpoint_url=settings.endpoint or None,
+            region_name=settings.region or None,
+            aws_access_key_id=settings.access_key or None,
+            aws_secret_access_key=settings.secret_key or None,
+            config=config,
+        )
+        self._transfer = TransferConfig(
+            multipart_threshold=settings.multipart_threshold,
+            multipart_chunksize=max(8 * 1024 * 1024, settings.multipart_threshold // 8),
+            use_threads=False,
+        )
+
+    async def _call(self, what: str, bucket: str, fn: Callable[[], T]) -> T:
+        """Run a blocking boto3 call in a thread and turn its failures into catalogue errors."""
+        try:
+            return await asyncio.to_thread(fn)
+        except ClientError as exc:
+            code = _error_code(exc)
+            if code in _NO_BUCKET:
+                raise BucketNotExist(f"bucket {bucket!r} does not exist in location {self.location!r}") from exc
+            if code in _NO_OBJECT:
+                raise ObjectNotExist(f"{what}: no such object in bucket {bucket!r}") from exc
+            raise StorageUnavailable(f"{what} in location {self.location!r} failed: {code or exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageUnavailable(f"{what} in location {self.location!r} failed: {exc}") from exc
+
+    async def bucket_exists(self, bucket: str) -> bool:
+        validate_bucket(bucket)
+        try:
+            await self._call("head bucket", bucket, lambda: self._client.head_bucket(Bucket=bucket))
+        except (BucketNotExist, ObjectNotExist):  # HEAD has no body: a missing bucket is a bare 404
+            return False
+        return True
+
+    async def put_file(self, bucket: str, name: str, path: Path, content_type: str | None = None) -> ObjectInfo:
+        validate_bucket(bucket)
+        validate_object_name(name)
+        ctype = content_type or guess_content_type(name)
+
+        def upload() -> None:
+            if path.stat().st_size >= self.settings.multipart_threshold:
+                self._client.upload_file(
+                    str(path), bucket, name, ExtraArgs={"ContentType": ctype}, Config=self._transfer
+                )
+                return
+            # Content-MD5 makes storage refuse a body that was damaged on the way.
+            _, md5_hex = file_digest(path)
+            md5_b64 = base64.b64encode(binascii.unhexlify(md5_hex)).decode()
+            with path.open("rb") as body:
+                self._client.put_object(Bucket=bucket, Key=name, Body=body, ContentType=ctype, ContentMD5=md5_b64)
+
+        await self._call("upload", bucket, upload)
+        info = await self.head(bucket, name)
+        if info is None:
+            raise StorageUnavailable(f"upload of {name!r} to bucket {bucket!r} is not visible after it succeeded")
+        return info
+
+    async def head(self, bucket: str, name: str) -> ObjectInfo | None:
+        validate_object_name(name)
+        try:
+            r = await self._call("head object", bucket, lambda: self._client.head_object(Bucket=bucket, Key=name))
+        except ObjectNotExist:
+            return None
+        return ObjectInfo(
+            size=int(r["ContentLength"]),
+            etag=str(r.get("ETag", "")).strip('"'),
+            content_type=str(r.get("ContentType") or guess_content_type(name)),
+        )
+
+    async def get(self, bucket: str, name: str) -> bytes:
+        validate_object_name(name)
+
+        def read() -> bytes:
+            body = self._client.get_object(Bucket=bucket, Key=name)["Body"]
+            try:
+                return bytes(body.read())
+            finally:
+                body.close()
+
+        return await self._call("download", bucket, read)
+
+    async def download(self, bucket: str, name: str, dest: Path) -> ObjectInfo:
+        validate_object_name(name)
+        await self._call(
+            "download", bucket, lambda: self._client.download_file(bucket, name, str(dest), Config=self._transfer)
+        )
+        info = await self.head(bucket, name)
+        if info is None:
+            raise ObjectNotExist(f"object {name!r} vanished from bucket {bucket!r}")
+        return info
+
+    async def delete(self, bucket: str, name: str) -> None:
+        validate_object_name(name)
+        await self._call("delete", bucket, lambda: self._client.delete_object(Bucket=bucket, Key=name))
+
+    def download_url(self, bucket: str, name: str) -> str:
+        validate_bucket(bucket)
+        validate_object_name(name)
+        if self.settings.public_base_url:
+            base = self.settings.public_base_url.format(bucket=bucket).rstrip("/")
+            return f"{base}/{quote(name, safe='/')}"
+        url: str = self._client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": bucket, "Key": name},
+            ExpiresIn=min(self.settings.url_ttl, MAX_PRESIGN_SECONDS),
+        )
+        return url

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from cryptography.fernet import Fernet
+
+from emberrtc.domain.clock import ManualClock
+from emberrtc.domain.secrets import SecretBox
+from tests.support.database import db, db_url
+from tests.support.http_receiver import HttpReceiver
+
+__all__ = ["db", "db_url"]
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(1_800_000_000.0)
+
+
+@pytest.fixture
+def box() -> SecretBox:
+    return SecretBox(Fernet.generate_key())
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[HttpReceiver]:
+    r = await HttpReceiver().start()
+    try:
+        yield r
+    finally:
+        await r.stop()
