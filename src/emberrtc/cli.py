@@ -68,6 +68,20 @@ async def _credential_create(args: argparse.Namespace) -> None:
     _emit(args, data, "\n".join(f"{k}: {v}" for k, v in data.items()) + "\nKeep the SK: it is not shown again.")
 
 
+def _clean_exit_server() -> type:
+    import uvicorn
+
+    class CleanExitServer(uvicorn.Server):
+        """SIGTERM/SIGINT stop the server cleanly, and then the process exits 0: uvicorn would re-raise the
+        signal after shutting down, which service managers report as a failure."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            self._captured_signals.clear()
+
+    return CleanExitServer
+
+
 async def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -85,10 +99,11 @@ async def _serve(args: argparse.Namespace) -> None:
             print(f"ember: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
     services = await build(settings)
+    _CleanExitServer = _clean_exit_server()
     app = create_app(services)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
     logging.getLogger(__name__).info("Ember data folder: %s", settings.data_dir.resolve())
-    await uvicorn.Server(config).serve()
+    await _CleanExitServer(config).serve()
 
 
 async def _bot(args: argparse.Namespace) -> None:

@@ -42,6 +42,7 @@ from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 
 from emberrtc.domain.clock import ManualClock
 from tests.support.server import ServerThread, TenantInfo
+from tests.support.waiting import wait_for
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 SPEC_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z$")
@@ -50,25 +51,12 @@ NOT_STOPPED = (None, "0001-01-01T00:00:00Z")
 INDIVIDUAL = "individual-stream-jobs"
 MIX = "mix-stream-jobs"
 
-
 # --- helpers -----------------------------------------------------------------------------------
 
 
 def parse_time(value: str) -> float:
     fmt = "%Y-%m-%dT%H:%M:%S.%fZ" if "." in value else "%Y-%m-%dT%H:%M:%SZ"
     return datetime.strptime(value, fmt).replace(tzinfo=UTC).timestamp()
-
-
-def wait_for(probe: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def assert_error(r: httpx.Response, status: int, code: str) -> None:

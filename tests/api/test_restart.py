@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from emberrtc.config import Settings
 from emberrtc.domain.clock import ManualClock
 from tests import conftest
 from tests.support.server import ServerThread
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -38,17 +39,6 @@ def fresh_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[S
         yield conftest.make_settings(tmp_path, url)
     finally:
         conftest._drop_postgres_database(url)
-
-
-def wait_for(probe: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def ok(r: httpx.Response, status: int = 200) -> dict[str, Any]:

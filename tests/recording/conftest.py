@@ -1,32 +1,6 @@
-from __future__ import annotations
+"""Fixtures for the recording-output tests: a database on each backend, a fake clock, a secret box, an HTTP receiver."""
 
-from collections.abc import AsyncIterator
-
-import pytest
-from cryptography.fernet import Fernet
-
-from emberrtc.domain.clock import ManualClock
-from emberrtc.domain.secrets import SecretBox
 from tests.support.database import db, db_url
-from tests.support.http_receiver import HttpReceiver
+from tests.support.fixtures import box, clock, receiver
 
-__all__ = ["db", "db_url"]
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(1_800_000_000.0)
-
-
-@pytest.fixture
-def box() -> SecretBox:
-    return SecretBox(Fernet.generate_key())
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[HttpReceiver]:
-    r = await HttpReceiver().start()
-    try:
-        yield r
-    finally:
-        await r.stop()
+__all__ = ["box", "clock", "db", "db_url", "receiver"]

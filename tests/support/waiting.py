@@ -21,3 +21,15 @@ async def until(predicate: Callable[[], Any | Awaitable[Any]], *, within: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within} s waiting for {what or predicate}")
         await asyncio.sleep(0.01)
+
+
+def wait_for(probe: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Blocking twin of :func:`until`, for tests that drive a server in another thread (or process)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -42,6 +43,30 @@ def new_hex_id() -> str:
     return secrets.token_hex(16)
 
 
+def private_key_file(path: Path, make: Callable[[], bytes]) -> bytes:
+    """Read a key file, creating it (mode 0600) with ``make()`` on first use.
+
+    Written to a private temporary file, then linked into place: a CLI command and the server starting
+    together both end up with the one key that won the link.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, make())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_bytes().strip()
+
+
 class SecretBox:
     """Symmetric encryption (Fernet: AES-128-CBC + HMAC-SHA256) for secrets that must be read back."""
 
@@ -54,24 +79,7 @@ class SecretBox:
         if master_key:
             return cls(master_key.encode())
         path = data_dir / "master.key"
-        if not path.exists():
-            # Written to a private temporary file, then linked into place: a CLI command and the
-            # server starting together both end up with the one key that won the link.
-            data_dir.mkdir(parents=True, exist_ok=True)
-            tmp = data_dir / f".master.key.{os.getpid()}.{secrets.token_hex(4)}"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.write(fd, Fernet.generate_key())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pass
-            finally:
-                tmp.unlink()
-        return cls(path.read_bytes().strip())
+        return cls(private_key_file(path, Fernet.generate_key))
 
     def seal(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode()).decode()

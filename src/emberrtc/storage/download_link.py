@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from pathlib import Path
 from urllib.parse import quote
 
 from emberrtc.domain.clock import Clock
+from emberrtc.domain.secrets import private_key_file
 from emberrtc.storage.errors import DownloadLinkInvalid
 
 FILES_PREFIX = "/files"
@@ -24,24 +24,7 @@ def load_or_create_key(configured: str, data_dir: Path) -> bytes:
     """The configured key, else ``download.key`` in the data folder (random, created 0600 on first use)."""
     if configured:
         return configured.encode()
-    path = data_dir / "download.key"
-    if not path.exists():
-        # Private temporary file linked into place: concurrent starters agree on the one that won the link.
-        data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = data_dir / f".download.key.{os.getpid()}.{secrets.token_hex(4)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, secrets.token_hex(32).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    return path.read_bytes().strip()
+    return private_key_file(data_dir / "download.key", lambda: secrets.token_hex(32).encode())
 
 
 class DownloadLinks:
