@@ -1,0 +1,498 @@
+"""The recording engine in the server: one worker process per job, started, watched and stopped here.
+
+:class:`RecordingSupervisor` implements ``domain.ports.RecordingEngine``. For each job it
+
+1. checks the rule's storage target (a missing bucket fails the start with ``RTC.00001014``);
+2. binds loopback UDP ports (one per stream) and asks the media plane to forward the user's stream
+   there (``source.MediaSource``); the sockets stay with the supervisor for the whole job, so a
+   restarted worker inherits them and Janus never needs to re-forward;
+3. builds the job's frozen plan (``plan.build_plan``) and starts ``python -m emberrtc.recording.worker -``
+   with it;
+4. reads the worker's reports: keyframe requests go to the media plane at once; file events go, in
+   order, to the outputs (``recording.outputs.RecordingOutputs``: uploads and callbacks); ``recording``
+   and ``idle`` move the job to ``RUNNING`` or start its ``max_idle_time`` countdown (``JobService``);
+5. restarts a worker that dies (up to ``max_restarts`` times within ``restart_window`` seconds); beyond
+   that, or on a fatal error, stops the job with ``FATAL_ERROR`` and the reason (e.g. "killed by
+   SIGKILL"). Files a dead worker left unfinished are logged, and named in the description of a failed job.
+
+Stopping a job (``stop``) lets the worker finish and report every file, then sends ``CLOUD_RECORD_OVER``.
+Shutting the server down (``close``) finishes the files too but leaves the jobs to be resumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from emberrtc.domain.errors import EmberError, RecordingFault
+from emberrtc.domain.ports import JobSpec
+from emberrtc.recording import reports
+from emberrtc.recording.outputs import FileTarget, JobRef
+from emberrtc.recording.plan import Encoding, Endpoint, PlanError, RecordingPlan, SourceFormat, Timing, build_plan
+from emberrtc.recording.reports import (
+    Exited,
+    FileCompleted,
+    FileStarted,
+    KeyframeRequest,
+    MediaState,
+    PartCompleted,
+    Report,
+    WorkerError,
+)
+from emberrtc.recording.rtp import configure_socket
+from emberrtc.recording.source import ForwardTarget, MediaSource
+
+log = logging.getLogger(__name__)
+
+FATAL_ERROR = "FATAL_ERROR"  # domain.job's stop_reason for faults
+
+
+class Outputs(Protocol):
+    """The part of ``recording.outputs.RecordingOutputs`` the engine calls."""
+
+    async def check_target(self, location: str, bucket: str) -> None: ...
+
+    async def file_started(
+        self, job: JobRef, *, record_format: str, target: FileTarget, start_time: float
+    ) -> str | None: ...
+
+    async def store_part(self, job: JobRef, *, path: Path, target: FileTarget, group: str) -> str: ...
+
+    async def file_completed(
+        self,
+        job: JobRef,
+        *,
+        record_format: str,
+        path: Path,
+        target: FileTarget,
+        start_time: float,
+        end_time: float,
+        width: int | None,
+        height: int | None,
+        group: str | None = None,
+        content_type: str | None = None,
+    ) -> str: ...
+
+    async def job_over(self, job: JobRef, *, detail_message: str | None = None) -> str | None: ...
+
+
+class JobEvents(Protocol):
+    """The part of ``domain.job.JobService`` the engine calls."""
+
+    async def mark_running(self, job_id: str, description: str = "recording") -> None: ...
+
+    async def mark_idle(self, job_id: str) -> None: ...
+
+    async def mark_stopped(self, job_id: str, reason: str, description: str) -> bool: ...
+
+
+@dataclass
+class _Job:
+    spec: JobSpec
+    ref: JobRef
+    plan: RecordingPlan
+    source: SourceFormat
+    sockets: dict[str, socket.socket]
+    process: asyncio.subprocess.Process | None = None
+    task: asyncio.Task[None] | None = None
+    stopping: bool = False  # stop requested: finish files, then CLOUD_RECORD_OVER
+    closing: bool = False  # server shutdown: finish files, keep the job for a restart
+    restarting: bool = False  # a new source: finish files, start a new worker
+    crashes: list[float] = field(default_factory=list)
+    open_files: dict[str, FileStarted] = field(default_factory=dict)
+    fatal: str | None = None  # the reason reported by the worker before dying
+    exited: bool = False
+    lost: list[str] = field(default_factory=list)
+    names: set[str] = field(default_factory=set)  # object names of the job's files so far
+
+    def plan_now(self) -> RecordingPlan:
+        """The plan with the names taken so far reserved (a restarted worker must not reuse them)."""
+        return dataclasses.replace(self.plan, reserved_names=tuple(sorted(self.names)))
+
+
+class RecordingSupervisor:
+    """``RecordingEngine`` with a worker process per job (see the module docstring)."""
+
+    def __init__(
+        self,
+        outputs: Outputs,
+        source: MediaSource,
+        *,
+        spool_root: Path,
+        jobs: JobEvents | None = None,
+        publish_domain: str = "ember",
+        host: str = "127.0.0.1",
+        max_restarts: int = 3,
+        restart_window: float = 300.0,
+        stop_timeout: float = 60.0,
+        python: str = sys.executable,
+        timing: Timing | None = None,
+        encoding: Encoding | None = None,
+    ) -> None:
+        self._outputs = outputs
+        self._source = source
+        self._spool_root = spool_root
+        self._jobs = jobs
+        self._publish_domain = publish_domain
+        self._host = host
+        self.max_restarts = max_restarts
+        self.restart_window = restart_window
+        self.stop_timeout = stop_timeout
+        self._python = python
+        self._timing = timing
+        self._encoding = encoding
+        self._running: dict[str, _Job] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Called with (job_id, report) for every report of every worker (tests, metrics).
+        self.listeners: list[Callable[[str, Report], None]] = []
+
+    def attach(self, jobs: JobEvents) -> None:
+        """Connect the job service (built after the engine, which it needs)."""
+        self._jobs = jobs
+
+    # --- RecordingEngine ------------------------------------------------------------------------------------
+
+    async def start(self, job: JobSpec) -> None:
+        if job.job_id in self._running:
+            return
+        if job.record_rule is None:
+            raise RecordingFault("the job has no record_param; RTMP-only jobs are not supported yet")
+        obs = job.record_rule["obs_addr"]
+        await self._outputs.check_target(obs["location"], obs["bucket"])
+        sockets = self._bind(job)
+        try:
+            target = ForwardTarget(
+                self._host,
+                sockets["video"].getsockname()[1] if "video" in sockets else None,
+                sockets["audio"].getsockname()[1] if "audio" in sockets else None,
+            )
+            fmt = await self._source.forward(job, target)
+            plan = self._plan(job, fmt, sockets)
+        except PlanError as exc:
+            self._close_sockets(sockets)
+            await self._stop_forward(job.job_id)
+            raise RecordingFault(str(exc)) from exc
+        except EmberError:
+            self._close_sockets(sockets)
+            raise
+        except Exception as exc:  # the job must fail with a reason, not hang in INIT
+            self._close_sockets(sockets)
+            await self._stop_forward(job.job_id)
+            raise RecordingFault(f"the media plane could not forward the stream: {exc}") from exc
+        except BaseException:
+            self._close_sockets(sockets)
+            raise
+        ref = JobRef(job.app_id, job.job_id, job.room_id, job.stream_name)
+        j = _Job(job, ref, plan, fmt, sockets)
+        self._running[job.job_id] = j
+        j.task = asyncio.create_task(self._supervise(j), name=f"recording-{job.job_id}")
+
+    async def update(self, job: JobSpec) -> None:
+        """A new ``record_param`` (rule): the worker applies it from the next file."""
+        j = self._running.get(job.job_id)
+        if j is None:
+            return
+        try:
+            plan = self._plan(job, j.source, j.sockets)
+        except PlanError as exc:
+            log.error("job %s: the new rule cannot be recorded (%s); keeping the old one", job.job_id, exc)
+            return
+        j.spec, j.plan = job, plan
+        await self._command(j, {"cmd": "update", "plan": j.plan_now().to_json()})
+
+    async def stop(self, job_id: str) -> None:
+        j = self._running.get(job_id)
+        if j is None or j.task is None:
+            return
+        j.stopping = True
+        if asyncio.current_task() is j.task:
+            return  # the job stops itself (fatal error): its task finishes the work
+        await self._end(j)
+
+    # --- for the media plane ---------------------------------------------------------------------------------
+
+    async def source_changed(self, job_id: str, fmt: SourceFormat) -> None:
+        """The user's stream now has other codecs (re-published): the current files are finished and a new
+        worker records the new source on the same ports."""
+        j = self._running.get(job_id)
+        if j is None or fmt == j.source:
+            return
+        try:
+            plan = self._plan(j.spec, fmt, j.sockets)
+        except PlanError as exc:
+            log.error("job %s: the new source cannot be recorded: %s", job_id, exc)
+            return
+        j.source, j.plan, j.restarting = fmt, plan, True
+        await self._command(j, {"cmd": "stop"})
+
+    # --- lifecycle ----------------------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Server shutdown: every worker finishes its files; the jobs stay as they are, to be resumed."""
+        for j in list(self._running.values()):
+            j.closing = True
+        await asyncio.gather(*(self._end(j) for j in list(self._running.values())), return_exceptions=True)
+
+    def worker_pid(self, job_id: str) -> int | None:
+        j = self._running.get(job_id)
+        return j.process.pid if j is not None and j.process is not None else None
+
+    @property
+    def jobs(self) -> list[str]:
+        return list(self._running)
+
+    # --- internals ------------------------------------------------------------------------------------------------
+
+    def _bind(self, job: JobSpec) -> dict[str, socket.socket]:
+        wanted = ["video"]  # spec Table 4-26: video_type defaults to CAMERASTREAM
+        if job.params.get("is_record_audio", True):
+            wanted.append("audio")
+        sockets: dict[str, socket.socket] = {}
+        for kind in wanted:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind((self._host, 0))
+            configure_socket(sock)
+            sockets[kind] = sock
+        return sockets
+
+    @staticmethod
+    def _close_sockets(sockets: dict[str, socket.socket]) -> None:
+        for sock in sockets.values():
+            sock.close()
+
+    def _plan(self, job: JobSpec, fmt: SourceFormat, sockets: dict[str, socket.socket]) -> RecordingPlan:
+        def endpoint(kind: str) -> Endpoint:
+            sock = sockets.get(kind)
+            if sock is None:
+                return Endpoint()
+            return Endpoint(self._host, sock.getsockname()[1], sock.fileno())
+
+        return build_plan(
+            job,
+            fmt,
+            spool_dir=self._spool_root / job.job_id,
+            video_endpoint=endpoint("video"),
+            audio_endpoint=endpoint("audio"),
+            publish_domain=self._publish_domain,
+            encoding=self._encoding,
+            timing=self._timing,
+        )
+
+    async def _end(self, j: _Job) -> None:
+        await self._command(j, {"cmd": "stop"})
+        assert j.task is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(j.task), self.stop_timeout)
+        except TimeoutError:
+            log.error("job %s: worker did not stop within %.0f s; killing it", j.spec.job_id, self.stop_timeout)
+            if j.process is not None and j.process.returncode is None:
+                j.process.kill()
+            await j.task
+
+    async def _command(self, j: _Job, command: dict[str, Any]) -> None:
+        p = j.process
+        if p is None or p.stdin is None or p.returncode is not None:
+            return
+        try:
+            p.stdin.write((json.dumps(command) + "\n").encode())
+            await p.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the worker is gone; its watcher handles that
+
+    async def _supervise(self, j: _Job) -> None:
+        job_id = j.spec.job_id
+        detail: str | None = None
+        try:
+            while True:
+                status = await self._run_worker(j)
+                if j.restarting and not (j.stopping or j.closing):
+                    j.restarting = False
+                    continue
+                if j.stopping or j.closing:
+                    break
+                # Unasked, a worker never ends: whatever its status, this job lost its recorder.
+                reason = j.fatal or _describe_exit(status)
+                self._lost_files(j, reason)
+                now = time.monotonic()
+                j.crashes = [t for t in j.crashes if now - t < self.restart_window] + [now]
+                if len(j.crashes) > self.max_restarts:
+                    detail = (
+                        f"recording worker failed {len(j.crashes)} times in {self.restart_window:.0f} s, last: {reason}"
+                    )
+                    if j.lost:
+                        detail += f"; unfinished files: {', '.join(j.lost)}"
+                    log.error("job %s: %s", job_id, detail)
+                    j.stopping = True
+                    if self._jobs is not None:
+                        await self._jobs.mark_stopped(job_id, FATAL_ERROR, detail)
+                    break
+                log.warning("job %s: recording worker %s; restarting it", job_id, reason)
+                j.fatal = None
+        except Exception:
+            log.exception("job %s: recording supervisor failed", job_id)
+            detail = "the recording supervisor failed"
+            j.stopping = True
+        finally:
+            self._close_sockets(j.sockets)
+            self._running.pop(job_id, None)
+            if j.stopping and not j.closing:
+                await self._stop_forward(job_id)
+                try:
+                    await self._outputs.job_over(j.ref, detail_message=detail)
+                except Exception:
+                    log.exception("job %s: CLOUD_RECORD_OVER could not be recorded", job_id)
+
+    async def _run_worker(self, j: _Job) -> int:
+        """Run one worker until it exits; its reports handled in order. Returns the exit status."""
+        fds = [s.fileno() for s in j.sockets.values()]
+        process = await asyncio.create_subprocess_exec(
+            self._python,
+            "-m",
+            "emberrtc.recording.worker",
+            "-",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            pass_fds=fds,
+        )
+        j.process, j.exited = process, False
+        assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+        process.stdin.write(j.plan_now().to_json().encode() + b"\n")
+        if j.stopping or j.closing:
+            process.stdin.write(b'{"cmd": "stop"}\n')
+        queue: asyncio.Queue[Report | None] = asyncio.Queue()
+        reader = asyncio.create_task(self._read(j, process.stdout, queue))
+        stderr = asyncio.create_task(self._log_stderr(j, process.stderr))
+        deliver = asyncio.create_task(self._deliver(j, queue))
+        try:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                await process.stdin.drain()
+            status = await process.wait()
+            await reader
+            await stderr
+            await queue.put(None)
+            await deliver
+        except asyncio.CancelledError:
+            if process.returncode is None:
+                process.kill()
+            raise
+        return status
+
+    async def _read(self, j: _Job, stream: asyncio.StreamReader, queue: asyncio.Queue[Report | None]) -> None:
+        while line := await stream.readline():
+            try:
+                report = reports.decode(line)
+            except ValueError:
+                log.warning("job %s: unreadable worker output %r", j.spec.job_id, line[:200])
+                continue
+            for listener in self.listeners:
+                try:
+                    listener(j.spec.job_id, report)
+                except Exception:
+                    log.exception("recording listener failed")
+            if isinstance(report, KeyframeRequest):
+                task = asyncio.create_task(self._keyframe(j.spec.job_id))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            elif isinstance(report, reports.Progress | reports.Ready):
+                pass
+            else:
+                queue.put_nowait(report)
+
+    async def _keyframe(self, job_id: str) -> None:
+        try:
+            await self._source.request_keyframe(job_id)
+        except Exception as exc:
+            log.warning("job %s: keyframe request failed: %s", job_id, exc)
+
+    async def _log_stderr(self, j: _Job, stream: asyncio.StreamReader) -> None:
+        while line := await stream.readline():
+            log.warning("job %s worker: %s", j.spec.job_id, line.decode(errors="replace").rstrip())
+
+    async def _deliver(self, j: _Job, queue: asyncio.Queue[Report | None]) -> None:
+        """File events to the outputs and job states to the job service, one at a time, in order."""
+        while (report := await queue.get()) is not None:
+            try:
+                await self._handle(j, report)
+            except EmberError as exc:
+                log.error("job %s: %s failed: %s", j.spec.job_id, type(report).__name__, exc.message)
+            except Exception:
+                log.exception("job %s: handling %s failed", j.spec.job_id, type(report).__name__)
+
+    async def _handle(self, j: _Job, report: Report) -> None:
+        job_id = j.spec.job_id
+        group = f"{job_id}-{getattr(report, 'file_id', '')}"
+        if isinstance(report, FileStarted):
+            j.open_files[report.file_id] = report
+            j.names.add(report.object_name)
+            await self._outputs.file_started(
+                j.ref,
+                record_format=report.record_format,
+                target=FileTarget(report.location, report.bucket, report.object_name),
+                start_time=report.start_time,
+            )
+        elif isinstance(report, PartCompleted):
+            await self._outputs.store_part(
+                j.ref,
+                path=Path(report.path),
+                target=FileTarget(report.location, report.bucket, report.object_name),
+                group=group,
+            )
+        elif isinstance(report, FileCompleted):
+            j.open_files.pop(report.file_id, None)
+            await self._outputs.file_completed(
+                j.ref,
+                record_format=report.record_format,
+                path=Path(report.path),
+                target=FileTarget(report.location, report.bucket, report.object_name),
+                start_time=report.start_time,
+                end_time=report.end_time,
+                width=report.width,
+                height=report.height,
+                group=group,
+            )
+        elif isinstance(report, MediaState) and self._jobs is not None:
+            if report.state == "recording":
+                await self._jobs.mark_running(job_id, "recording")
+            elif report.state == "idle" and not (j.stopping or j.closing):
+                await self._jobs.mark_idle(job_id)
+        elif isinstance(report, WorkerError):
+            log.error("job %s: recording worker: %s", job_id, report.reason)
+            if report.fatal:
+                j.fatal = report.reason
+        elif isinstance(report, Exited):
+            j.exited = True
+
+    def _lost_files(self, j: _Job, reason: str) -> None:
+        for f in j.open_files.values():
+            log.error(
+                "job %s: file %s (%s) was not finished: the worker %s", j.spec.job_id, f.path, f.object_name, reason
+            )
+            j.lost.append(f.object_name)
+        j.open_files.clear()
+
+    async def _stop_forward(self, job_id: str) -> None:
+        try:
+            await self._source.stop_forward(job_id)
+        except Exception as exc:
+            log.warning("job %s: stopping the forward failed: %s", job_id, exc)
+
+
+def _describe_exit(status: int) -> str:
+    if status < 0:
+        try:
+            return f"was killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"was killed by signal {-status}"
+    return f"exited with status {status}"

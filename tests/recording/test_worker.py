@@ -1,0 +1,91 @@
+"""The worker process on its own: the command line, the JSON-lines protocol, and its end."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from emberrtc.recording import reports
+from emberrtc.recording.plan import AudioInput, Endpoint, Mp4Output, ObjectNaming, RecordingPlan, VideoCap, VideoInput
+from emberrtc.recording.reports import Exited, FileCompleted, FileStarted, Ready
+from tests.recording.publisher import Publisher
+from tests.recording.readback import read_back
+
+
+def test_a_worker_records_from_a_plan_file_and_stops_on_command(tmp_path: Path) -> None:
+    plan = RecordingPlan(
+        job_id="job",
+        app_id="app1",
+        room_id="room",
+        stream_name="st",
+        location="local",
+        bucket="b",
+        spool_dir=str(tmp_path / "spool"),
+        video=VideoInput("H264", VideoCap.for_stream_type("SD"), Endpoint("127.0.0.1", 0)),
+        audio=AudioInput(endpoint=Endpoint("127.0.0.1", 0)),
+        mp4=Mp4Output(ObjectNaming("{stream}", "app1", "st", location="local", bucket="b"), record_cycle=60),
+    )
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(plan.to_json())
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "emberrtc.recording.worker", str(plan_file)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert worker.stdin is not None and worker.stdout is not None
+    ready = reports.decode(worker.stdout.readline())
+    assert isinstance(ready, Ready) and ready.pid == worker.pid and set(ready.ports) == {"video", "audio"}
+
+    # Send a second of media, then wait (on the worker's own reports) until the file has started.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for kind, data in Publisher("H264").run(1.0):
+            sock.sendto(data, ("127.0.0.1", ready.ports[kind]))
+    seen = []
+    while not any(isinstance(r, FileStarted) for r in seen):
+        seen.append(reports.decode(worker.stdout.readline()))
+    worker.stdin.write(json.dumps({"cmd": "stop"}).encode() + b"\n")
+    worker.stdin.flush()
+    rest = [reports.decode(line) for line in worker.stdout]
+    assert worker.wait(timeout=30) == 0
+    (done,) = [r for r in rest if isinstance(r, FileCompleted)]
+    assert isinstance(rest[-1], Exited) and rest[-1].reason == "stopped"
+    assert done.object_name == "st.mp4" and done.path.startswith(str(tmp_path / "spool"))
+    assert read_back(done.path).video_codec == "h264"
+
+
+def test_a_worker_finishes_its_files_when_the_server_goes_away(tmp_path: Path) -> None:
+    plan = RecordingPlan(
+        job_id="job",
+        app_id="app1",
+        room_id="room",
+        stream_name="st",
+        location="local",
+        bucket="b",
+        spool_dir=str(tmp_path / "spool"),
+        video=None,
+        audio=AudioInput(endpoint=Endpoint("127.0.0.1", 0)),
+        mp4=Mp4Output(ObjectNaming("{stream}", "app1", "st", location="local", bucket="b"), record_cycle=60),
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "emberrtc.recording.worker", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert worker.stdin is not None and worker.stdout is not None
+    worker.stdin.write(plan.to_json().encode() + b"\n")
+    worker.stdin.flush()
+    ready = reports.decode(worker.stdout.readline())
+    assert isinstance(ready, Ready)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for _, data in Publisher(None).run(1.0):
+            sock.sendto(data, ("127.0.0.1", ready.ports["audio"]))
+    while not isinstance(reports.decode(worker.stdout.readline()), FileStarted):
+        pass
+    worker.stdout.close()  # the server is gone: nobody reads
+    worker.stdin.close()  # ... and nobody writes
+    assert worker.wait(timeout=30) == 0
+    # What could not be reported is kept beside the files, for a restarted server to store.
+    lines = (tmp_path / "spool" / "unreported.jsonl").read_text().splitlines()
+    (done,) = [r for r in map(reports.decode, lines) if isinstance(r, FileCompleted)]
+    assert read_back(done.path).duration > 0.5
