@@ -53,7 +53,7 @@ from emberrtc.recording.plan import (  # noqa: E402
     VideoInput,
 )
 from emberrtc.recording.reports import FileCompleted, Ready  # noqa: E402
-from emberrtc.recording.synthetic import SineTone  # noqa: E402
+from emberrtc.synthetic import SineTone  # noqa: E402
 
 WIDTH, HEIGHT, FPS = 640, 360, 30
 CLIP_SECONDS = 10

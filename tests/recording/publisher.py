@@ -18,7 +18,7 @@ from aiortc.codecs.opus import OpusEncoder
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.rtp import RtpPacket
 
-from emberrtc.recording.synthetic import ColourVideo, SineTone
+from emberrtc.synthetic import ColourVideo, SineTone
 
 VIDEO, AUDIO = "video", "audio"
 

@@ -21,7 +21,7 @@ from emberrtc.recording.plan import (
     VideoInput,
 )
 from emberrtc.recording.reports import FileCompleted, FileStarted, KeyframeRequest, MediaState, PartCompleted, Report
-from emberrtc.recording.synthetic import colour_distance, dominant_frequency, median_rgb
+from emberrtc.synthetic import colour_distance, dominant_frequency, median_rgb
 from tests.recording.publisher import Publisher
 from tests.recording.readback import first_frame_is_keyframe, picture_nals, read_back
 

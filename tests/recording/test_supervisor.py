@@ -17,7 +17,7 @@ import pytest
 from emberrtc.domain.errors import BucketNotExist
 from emberrtc.recording.outputs import FileTarget
 from emberrtc.recording.plan import SourceFormat
-from emberrtc.recording.synthetic import colour_distance, dominant_frequency, median_rgb
+from emberrtc.synthetic import colour_distance, dominant_frequency, median_rgb
 from tests.recording.engine import TIMING, Call, Engine, engine_fixture, job_spec, rule
 from tests.recording.publisher import Publisher
 from tests.recording.readback import first_frame_is_keyframe, picture_nals, read_back, video_packets

@@ -1,4 +1,4 @@
-"""Synthetic media for tests, demos and benchmarks: outputs can be checked by their content.
+"""Synthetic media for tests, demos, benchmarks and ``ember bot``: outputs can be checked by their content.
 
 - :class:`ColourVideo`: a solid colour with a white square sweeping left to right once a second
   (the picture moves, the median stays the colour), optionally a white flash every ``flash_every`` s;
@@ -13,11 +13,40 @@ of a picture, the dominant frequency of audio, the instants of flashes and beeps
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
 
 import av
 import numpy as np
+
+#: Colour names ``ember bot --color`` accepts (besides ``#RRGGBB``).
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30),
+    "green": (30, 200, 60),
+    "blue": (30, 60, 220),
+    "yellow": (230, 210, 40),
+    "cyan": (40, 200, 220),
+    "magenta": (210, 40, 190),
+    "orange": (240, 140, 20),
+    "purple": (130, 50, 200),
+    "white": (235, 235, 235),
+    "grey": (128, 128, 128),
+    "gray": (128, 128, 128),
+    "black": (20, 20, 20),
+}
+
+
+def parse_colour(text: str) -> tuple[int, int, int]:
+    """A colour name from :data:`COLOURS` or ``#RRGGBB``, as an RGB triple."""
+    name = text.strip().lower()
+    if name in COLOURS:
+        return COLOURS[name]
+    if re.fullmatch(r"#?[0-9a-f]{6}", name):
+        value = name.lstrip("#")
+        return (int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16))
+    raise ValueError(f"unknown colour {text!r}: use #RRGGBB or one of {', '.join(sorted(COLOURS))}")
+
 
 VIDEO_CLOCK = 90_000  # RTP video clock (RFC 3551)
 VIDEO_TIME_BASE = Fraction(1, VIDEO_CLOCK)

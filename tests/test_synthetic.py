@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from emberrtc.recording.synthetic import (
+from emberrtc.synthetic import (
     ColourVideo,
     SineTone,
     beep_and_flash,
