@@ -42,5 +42,9 @@ ember_setup() {
   local what="${1:-runtime}"
   # janus: the SFU (media plane); ffmpeg: tools to inspect recordings; iproute2: test network namespaces.
   ember_apt_install janus ffmpeg iproute2 python3-venv
+  if [ "$what" = "test" ]; then
+    # chromium: the browser SDK's test drives headless Chromium with fake camera and microphone.
+    ember_apt_install chromium
+  fi
   ember_venv "$what"
 }

@@ -16,7 +16,9 @@ from emberrtc.domain.room_session import RoomSessionService
 from emberrtc.domain.secrets import SecretBox
 from emberrtc.domain.tenant import TenantService
 from emberrtc.media.plane import JanusMediaPlane
+from emberrtc.media.recording_source import PlaneMediaSource
 from emberrtc.recording.outputs import RecordingOutputs
+from emberrtc.recording.supervisor import RecordingSupervisor
 from emberrtc.storage.registry import StorageRegistry
 from emberrtc.store.database import Database, default_url
 
@@ -40,6 +42,9 @@ class Services:
     background: list[object] = field(default_factory=list)
     #: The media plane (Janus) when ``settings.media_enabled``; None: no room can run.
     plane: JanusMediaPlane | None = None
+    #: The recording engine fed by the media plane (None without a media plane: jobs cannot record).
+    recorder: RecordingSupervisor | None = None
+    media_source: PlaneMediaSource | None = None
 
     async def start(self) -> None:
         """Begin background work (the job supervisor, Janus); the schema is already migrated."""
@@ -51,10 +56,15 @@ class Services:
         self.outputs.start()
 
     async def close(self) -> None:
+        # No new job starts; running ones finish their files (reported to the outputs) and stay resumable.
+        await self.supervisor.stop()
+        if self.recorder is not None:
+            await self.recorder.close()
+        if self.media_source is not None:
+            await self.media_source.close()
         await self.outputs.stop()
         if self.plane is not None:
             await self.plane.stop()
-        await self.supervisor.stop()
         await self.db.close()
 
 
@@ -87,7 +97,16 @@ async def build(
         settings.max_apps_per_tenant,
         cache_ttl=None if db.dialect == "sqlite" else settings.app_cache_ttl,
     )
+    outputs = RecordingOutputs.from_settings(settings, db, box, clock, storage)
+    engine: RecordingSupervisor | None = None
+    source: PlaneMediaSource | None = None
+    if recorder is None and plane is not None:
+        source = PlaneMediaSource(plane)
+        recorder = engine = RecordingSupervisor(outputs, source, spool_root=outputs.spool.root)
+        source.attach(engine)
     jobs = JobService(db, clock, media, recorder or UnavailableRecordingEngine())
+    if engine is not None:
+        engine.attach(jobs)
     return Services(
         settings=settings,
         clock=clock,
@@ -101,6 +120,8 @@ async def build(
         supervisor=JobSupervisor(jobs, settings.job_tick),
         room_sessions=RoomSessionService(db, box, clock),
         storage=storage,
-        outputs=RecordingOutputs.from_settings(settings, db, box, clock, storage),
+        outputs=outputs,
         plane=plane,
+        recorder=engine,
+        media_source=source,
     )

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from emberrtc.api import errors
-from emberrtc.api.routes import apps, files, iam, jobs, record_rules, rooms, signalling, stats
+from emberrtc.api.routes import apps, files, iam, jobs, record_rules, rooms, signalling, stats, web
 from emberrtc.bootstrap import Services
 
 DESCRIPTION = """Ember speaks the Huawei Cloud SparkRTC server API (v2 management, IAM token and AK/SK
@@ -32,7 +32,7 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
     app = FastAPI(title="Ember", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.services = services
     errors.install(app)
-    for module in (iam, apps, record_rules, jobs, rooms, stats, signalling, files):
+    for module in (iam, apps, record_rules, jobs, rooms, stats, signalling, files, web):
         app.include_router(module.router)
     app.add_middleware(errors.RequestIdMiddleware)
     return app

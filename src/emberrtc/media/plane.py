@@ -30,7 +30,7 @@ import logging
 import secrets
 import shutil
 import socket
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +42,7 @@ from .janus_client import (
     JanusSession,
     NoSuchRoomError,
     RoomExistsError,
+    RtpForwardStream,
     VideoRoomHandle,
 )
 from .janus_config import JanusConfig
@@ -357,6 +358,9 @@ class JanusMediaPlane:
         self._session_lock = asyncio.Lock()
         #: Start count of the Janus run in use; rooms created in an earlier run are gone.
         self._generation = 0
+        #: Called with the :class:`Feed` of every stream that goes live (its PeerConnection is up), from
+        #: the publisher's event task: a listener must not block (the recording source schedules its work).
+        self.feed_listeners: list[Callable[[Feed], None]] = []
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JanusMediaPlane:
@@ -623,10 +627,18 @@ class JanusMediaPlane:
             event = await pub.handle.events.get()
             kind = event.get("janus")
             if kind == "webrtcup":
+                went_live = False
                 async with p.room.lock:
                     if p._publications.get(pub.kind) is pub and not pub.live:
-                        pub.live = True
+                        pub.live = went_live = True
                         self._broadcast(p.room, StreamPublished(p.user_id, pub.kind, pub.audio, pub.video), exclude=p)
+                if went_live:
+                    feed = Feed(p.user_id, pub.kind, p.room.janus_id, pub.feed_id, list(pub.tracks))
+                    for listener in list(self.feed_listeners):
+                        try:
+                            listener(feed)
+                        except Exception:
+                            log.exception("feed listener failed")
             elif kind in ("hangup", "detached"):
                 # The client's PeerConnection went away without an unpublish.
                 async with p.room.lock:
@@ -726,6 +738,56 @@ class JanusMediaPlane:
             for pub in p._publications.values()
             if pub.live
         ]
+
+    def live_feed(self, app_id: str, room_id: str, user_id: str, kind: StreamKind) -> Feed | None:
+        """The user's live stream of that kind, or None."""
+        return next(
+            (f for f in self.feeds(app_id, room_id) if f.user_id == user_id and f.stream == kind),
+            None,
+        )
+
+    async def rtp_forward(self, feed: Feed, host: str, streams: list[RtpForwardStream]) -> list[int]:
+        """Forward the feed's tracks (by ``mid``) as plain RTP to ``host``; the Janus forwarder IDs."""
+        _, control = await self._janus()
+        forwarders = await control.rtp_forward(feed.janus_room, feed.feed_id, host, streams)
+        return [int(f["stream_id"]) for f in forwarders]
+
+    async def stop_rtp_forward(self, feed: Feed, stream_ids: Iterable[int]) -> None:
+        """Stop forwarders made by :meth:`rtp_forward`; those already gone with their publisher are ignored."""
+        if not self.process.ready:
+            return  # Janus is down: its forwarders died with it
+        _, control = await self._janus()
+        for stream_id in stream_ids:
+            try:
+                await control.stop_rtp_forward(feed.janus_room, feed.feed_id, stream_id)
+            except JanusError as exc:
+                log.debug("stopping forwarder %d of %s: %s", stream_id, feed.feed_id, exc)
+
+    async def forwarders(self, app_id: str, room_id: str) -> dict[str, int]:
+        """How many RTP forwarders each publisher (feed ID) of the room has in Janus now."""
+        _, control = await self._janus()
+        try:
+            publishers = await control.list_forwarders(janus_room_id(app_id, room_id))
+        except NoSuchRoomError:
+            return {}
+        return {str(p["publisher_id"]): len(p.get("forwarders", [])) for p in publishers}
+
+    async def request_keyframe(self, feed: Feed) -> bool:
+        """Ask the feed's publisher for a keyframe; False when the feed is no longer published."""
+        room = self._rooms.get(self._room_key(feed.janus_room))
+        if room is None:
+            return False
+        for p in room.participants.values():
+            for pub in p._publications.values():
+                if pub.feed_id == feed.feed_id:
+                    await pub.handle.request_keyframe()
+                    return True
+        return False
+
+    @staticmethod
+    def _room_key(janus_room: str) -> tuple[str, str]:
+        app_id, _, room_id = janus_room.partition("/")
+        return (app_id, room_id)
 
     def running(self, app_id: str, room_id: str) -> bool:
         """Is anybody in the room?"""

@@ -1,0 +1,420 @@
+// Ember browser SDK: join an Ember room, publish camera and screen, receive the others.
+//
+// An ES module speaking Ember's signalling protocol (the docstring of
+// src/emberrtc/api/routes/signalling.py) over one WebSocket at /v1/rtc/signalling. Each published
+// stream and each subscription is its own RTCPeerConnection, with no ICE servers (nothing contacts a
+// public STUN server) and max-bundle (audio and video share one transport). SDP is exchanged whole:
+// ICE gathering completes before an offer or answer is sent (no trickle).
+//
+//   import { EmberRoom } from "/sdk/ember-rtc.js";
+//   const room = await EmberRoom.join(location.origin, { appId, roomId, userId, ctime, signature });
+//   room.addEventListener("subscription", (e) => showVideo(e.detail.userId, e.detail.mediaStream));
+//   room.addEventListener("subscription_ended", (e) => hideVideo(e.detail.subscription));
+//   await room.publishCamera();          // getUserMedia({audio, video}), published as "camera"
+//   await room.publishScreen();          // getDisplayMedia, published as "screen"
+//   await room.leave();
+//
+// By default the room subscribes to every stream of every other participant (autoSubscribe).
+// Signing with the app key in the browser (signJoin / the appKey option) is for development only: it
+// puts the key in the page. Production apps sign joins on their own server and hand the browser only
+// ctime and signature.
+
+export const SDK_VERSION = "emberrtc-js/0.1.0";
+export const SIGNALLING_PATH = "/v1/rtc/signalling";
+// Events after which the server closes the WebSocket.
+export const FINAL_EVENTS = ["left", "removed", "dismissed", "disconnected"];
+// Default signature validity: the spec README recommends now + 2 h.
+const DEFAULT_VALIDITY = 2 * 3600;
+const REQUEST_TIMEOUT_MS = 15000;
+const GATHER_TIMEOUT_MS = 5000;
+
+/** The server refused a request; `code` is from the SparkRTC catalogue (e.g. RTC.00001001). */
+export class RoomError extends Error {
+  constructor(code, message) {
+    super(`${code}: ${message}`);
+    this.name = "RoomError";
+    this.code = code;
+    this.serverMessage = message;
+  }
+}
+
+/** hex(HMAC-SHA256(key=appKey, msg=appId + roomId + userId + ctime)) with WebCrypto (spec README).
+ *  For development only: production apps sign on their server, never exposing the app key. */
+export async function signJoin(appKey, appId, roomId, userId, ctime) {
+  const enc = new TextEncoder();
+  const key = await crypto.subtle.importKey("raw", enc.encode(appKey), { name: "HMAC", hash: "SHA-256" }, false, [
+    "sign",
+  ]);
+  const mac = await crypto.subtle.sign("HMAC", key, enc.encode(`${appId}${roomId}${userId}${ctime}`));
+  return Array.from(new Uint8Array(mac), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** The signalling URL for a server given as http(s)://host:port (or a ws(s):// URL). */
+export function signallingUrl(server) {
+  const url = new URL(server);
+  if (url.protocol === "http:") url.protocol = "ws:";
+  else if (url.protocol === "https:") url.protocol = "wss:";
+  if (url.protocol !== "ws:" && url.protocol !== "wss:") throw new Error(`server must be http(s) or ws(s): ${server}`);
+  if (!url.pathname.replace(/\/$/, "").endsWith(SIGNALLING_PATH)) url.pathname = SIGNALLING_PATH;
+  url.search = "";
+  url.hash = "";
+  return url.toString();
+}
+
+function peerConnection() {
+  return new RTCPeerConnection({ iceServers: [], bundlePolicy: "max-bundle" });
+}
+
+// Resolves once ICE gathering is complete (the SDP then holds every candidate), or after a deadline
+// with whatever candidates were gathered by then.
+function gathered(pc) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      if (pc.iceGatheringState !== "complete") return;
+      pc.removeEventListener("icegatheringstatechange", done);
+      clearTimeout(timer);
+      resolve();
+    };
+    const timer = setTimeout(() => {
+      pc.removeEventListener("icegatheringstatechange", done);
+      resolve();
+    }, GATHER_TIMEOUT_MS);
+    pc.addEventListener("icegatheringstatechange", done);
+  });
+}
+
+function openSocket(url) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    ws.onopen = () => resolve(ws);
+    ws.onerror = () => reject(new RoomError("RTC.00002000", `cannot connect to ${url}`));
+  });
+}
+
+function nextMessage(ws, timeoutMs) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new RoomError("RTC.00002000", "no answer to join")), timeoutMs);
+    ws.onmessage = (e) => {
+      clearTimeout(timer);
+      resolve(JSON.parse(e.data));
+    };
+    ws.onclose = (e) => {
+      clearTimeout(timer);
+      reject(new RoomError("RTC.00002000", `connection closed (${e.code}) before the join was answered`));
+    };
+  });
+}
+
+/**
+ * One participant's connection to a room. Create it with EmberRoom.join().
+ *
+ * Events (CustomEvent, message in `detail`): every server event by its type (user_joined, user_left,
+ * stream_published, stream_unpublished, subscription_ended, removed, dismissed, disconnected, left),
+ * plus "subscription" (detail: a Subscription whose mediaStream is ready to attach to a <video>),
+ * "participants" (the participants map changed) and "ended" (the final event, or connection_lost).
+ */
+export class EmberRoom extends EventTarget {
+  /**
+   * Connect and join. Pass `ctime` + `signature` from your server, or (development only) `appKey` to
+   * sign here, or neither when the app has authentication off. Rejects with RoomError if refused.
+   */
+  static async join(server, options) {
+    const { appId, roomId, userId, appKey, nickname, autoSubscribe = true } = options;
+    let { ctime, signature } = options;
+    if (appKey) {
+      ctime = ctime ?? Math.floor(Date.now() / 1000) + DEFAULT_VALIDITY;
+      signature = await signJoin(appKey, appId, roomId, userId, ctime);
+    }
+    const message = {
+      type: "join",
+      id: 1,
+      app_id: appId,
+      room_id: roomId,
+      user_id: userId,
+      ctime: ctime === undefined || ctime === null || ctime === "" ? undefined : String(ctime),
+      signature: signature || undefined,
+      nickname: nickname || undefined,
+      platform: `browser-${navigator.platform || "unknown"}`,
+      sdk_version: SDK_VERSION,
+      device_model: navigator.userAgent.slice(0, 128),
+    };
+    const ws = await openSocket(signallingUrl(server));
+    ws.send(JSON.stringify(message));
+    let reply;
+    try {
+      reply = await nextMessage(ws, REQUEST_TIMEOUT_MS);
+    } catch (err) {
+      ws.close();
+      throw err;
+    }
+    if (reply.type === "error") {
+      ws.close();
+      throw new RoomError(reply.code || "", reply.message || "");
+    }
+    if (reply.type !== "joined") {
+      ws.close();
+      throw new RoomError("RTC.00002000", `unexpected answer to join: ${JSON.stringify(reply)}`);
+    }
+    return new EmberRoom(ws, reply, autoSubscribe);
+  }
+
+  constructor(ws, joined, autoSubscribe) {
+    super();
+    this._ws = ws;
+    this.sessionId = joined.session_id;
+    this.roomId = joined.room_id;
+    this.userId = joined.user_id;
+    this.autoSubscribe = autoSubscribe;
+    /** user_id -> {userId, nickname, streams: {camera|screen: {audio, video}}} */
+    this.participants = new Map();
+    for (const p of joined.participants) {
+      const streams = {};
+      for (const s of p.streams) streams[s.stream] = { audio: s.audio, video: s.video };
+      this.participants.set(p.user_id, { userId: p.user_id, nickname: p.nickname ?? null, streams });
+    }
+    /** stream kind -> {stream, pc, mediaStream, tracks} */
+    this.publications = new Map();
+    /** subscription id -> Subscription */
+    this.subscriptions = new Map();
+    /** The final event once out of the room, else null. */
+    this.endedWith = null;
+    this._pending = new Map();
+    this._ids = 2;
+    this.ended = new Promise((resolve) => (this._resolveEnded = resolve));
+    ws.onmessage = (e) => this._onMessage(JSON.parse(e.data));
+    ws.onclose = (e) => this._onClose(e);
+    ws.onerror = () => {};
+    if (autoSubscribe) {
+      // Streams already live at join time.
+      queueMicrotask(() => {
+        for (const p of this.participants.values()) {
+          for (const stream of Object.keys(p.streams)) this._autoSubscribe(p.userId, stream);
+        }
+      });
+    }
+  }
+
+  // -- events ------------------------------------------------------------------------------------
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  _onMessage(message) {
+    if (message.id !== undefined && this._pending.has(message.id)) {
+      const { resolve, timer } = this._pending.get(message.id);
+      this._pending.delete(message.id);
+      clearTimeout(timer);
+      resolve(message);
+      return;
+    }
+    const type = message.type;
+    if (type === "user_joined") {
+      this.participants.set(message.user_id, { userId: message.user_id, nickname: message.nickname ?? null, streams: {} });
+    } else if (type === "user_left") {
+      this.participants.delete(message.user_id);
+    } else if (type === "stream_published") {
+      let peer = this.participants.get(message.user_id);
+      if (!peer) {
+        peer = { userId: message.user_id, nickname: null, streams: {} };
+        this.participants.set(message.user_id, peer);
+      }
+      peer.streams[message.stream] = { audio: message.audio, video: message.video };
+    } else if (type === "stream_unpublished") {
+      const peer = this.participants.get(message.user_id);
+      if (peer) delete peer.streams[message.stream];
+    } else if (type === "subscription_ended") {
+      const sub = this.subscriptions.get(message.subscription);
+      if (sub) this._endSubscription(sub, message.reason || "ended");
+    }
+    if (FINAL_EVENTS.includes(type)) this.endedWith = message;
+    this._emit(type, message);
+    if (["user_joined", "user_left", "stream_published", "stream_unpublished"].includes(type)) {
+      this._emit("participants", this.participants);
+    }
+    if (type === "stream_published" && this.autoSubscribe) this._autoSubscribe(message.user_id, message.stream);
+  }
+
+  _onClose(e) {
+    if (!this.endedWith) this.endedWith = { type: "connection_lost", code: e.code };
+    for (const { reject, timer } of this._pending.values()) {
+      clearTimeout(timer);
+      reject(new RoomError("RTC.00002000", `not in the room any more (${this.endedWith.type})`));
+    }
+    this._pending.clear();
+    this._hangUp();
+    this._emit("ended", this.endedWith);
+    this._resolveEnded(this.endedWith);
+  }
+
+  _autoSubscribe(userId, stream) {
+    for (const sub of this.subscriptions.values()) {
+      if (sub.userId === userId && sub.stream === stream) return;
+    }
+    this.subscribe(userId, stream).catch((err) => this._emit("error", err));
+  }
+
+  // -- requests ----------------------------------------------------------------------------------
+
+  _request(message) {
+    if (this.endedWith) return Promise.reject(new RoomError("RTC.00002000", `not in the room any more`));
+    const id = this._ids++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._pending.delete(id);
+        reject(new RoomError("RTC.00002000", `no answer to ${message.type}`));
+      }, REQUEST_TIMEOUT_MS);
+      this._pending.set(id, { resolve, reject, timer });
+      this._ws.send(JSON.stringify({ ...message, id }));
+    }).then((reply) => {
+      if (reply.type === "error") throw new RoomError(reply.code || "", reply.message || "");
+      return reply;
+    });
+  }
+
+  ping() {
+    return this._request({ type: "ping" });
+  }
+
+  /** Publish a MediaStream's tracks (at most one audio, one video) as "camera" or "screen". */
+  async publish(stream, mediaStream) {
+    const pc = peerConnection();
+    try {
+      const video = mediaStream.getVideoTracks()[0];
+      const audio = mediaStream.getAudioTracks()[0];
+      if (!video && !audio) throw new Error("publish needs a video or an audio track");
+      if (video) pc.addTransceiver(video, { direction: "sendonly", streams: [mediaStream] });
+      if (audio) pc.addTransceiver(audio, { direction: "sendonly", streams: [mediaStream] });
+      await pc.setLocalDescription(await pc.createOffer());
+      await gathered(pc);
+      const reply = await this._request({ type: "publish", stream, sdp: pc.localDescription.sdp });
+      await pc.setRemoteDescription({ type: "answer", sdp: reply.sdp });
+      const publication = { stream, pc, mediaStream, tracks: reply.tracks || [] };
+      this.publications.set(stream, publication);
+      return publication;
+    } catch (err) {
+      pc.close();
+      throw err;
+    }
+  }
+
+  /** Ask for the camera and microphone and publish them as "camera"; returns the publication. */
+  async publishCamera(constraints = { audio: true, video: { width: 640, height: 360 } }) {
+    const mediaStream = await navigator.mediaDevices.getUserMedia(constraints);
+    try {
+      return await this.publish("camera", mediaStream);
+    } catch (err) {
+      mediaStream.getTracks().forEach((t) => t.stop());
+      throw err;
+    }
+  }
+
+  /** Ask which screen to share and publish it as "screen"; it is unpublished when the user stops it. */
+  async publishScreen(constraints = { video: true, audio: false }) {
+    const mediaStream = await navigator.mediaDevices.getDisplayMedia(constraints);
+    let publication;
+    try {
+      publication = await this.publish("screen", mediaStream);
+    } catch (err) {
+      mediaStream.getTracks().forEach((t) => t.stop());
+      throw err;
+    }
+    const video = mediaStream.getVideoTracks()[0];
+    if (video) {
+      video.addEventListener("ended", () => {
+        if (this.publications.get("screen") === publication) this.unpublish("screen").catch(() => {});
+      });
+    }
+    return publication;
+  }
+
+  /** Stop publishing a stream (its local tracks are stopped too). */
+  async unpublish(stream) {
+    const publication = this.publications.get(stream);
+    this.publications.delete(stream);
+    try {
+      await this._request({ type: "unpublish", stream });
+    } finally {
+      if (publication) {
+        publication.pc.close();
+        publication.mediaStream.getTracks().forEach((t) => t.stop());
+      }
+    }
+  }
+
+  /** Receive another participant's stream. Resolves to a Subscription {id, userId, stream, pc,
+   *  mediaStream, tracks, ended} once negotiated; also emitted as a "subscription" event. */
+  async subscribe(userId, stream = "camera") {
+    const reply = await this._request({ type: "subscribe", user_id: userId, stream });
+    const pc = peerConnection();
+    const mediaStream = new MediaStream();
+    const sub = { id: reply.subscription, userId, stream, pc, mediaStream, tracks: reply.tracks || [], endReason: null };
+    sub.ended = new Promise((resolve) => (sub._resolveEnded = resolve));
+    pc.addEventListener("track", (e) => mediaStream.addTrack(e.track));
+    this.subscriptions.set(sub.id, sub);
+    try {
+      await pc.setRemoteDescription({ type: "offer", sdp: reply.sdp });
+      await pc.setLocalDescription(await pc.createAnswer());
+      await gathered(pc);
+      await this._request({ type: "answer", subscription: sub.id, sdp: pc.localDescription.sdp });
+    } catch (err) {
+      this.subscriptions.delete(sub.id);
+      pc.close();
+      throw err;
+    }
+    this._emit("subscription", sub);
+    return sub;
+  }
+
+  /** Stop receiving a stream. */
+  async unsubscribe(sub) {
+    if (!this.subscriptions.has(sub.id)) return;
+    try {
+      await this._request({ type: "unsubscribe", subscription: sub.id });
+    } finally {
+      this._endSubscription(sub, "unsubscribed");
+    }
+  }
+
+  _endSubscription(sub, reason) {
+    if (!this.subscriptions.delete(sub.id)) return;
+    sub.endReason = reason;
+    sub.pc.close();
+    sub._resolveEnded(reason);
+    this._emit("subscription_ended", { subscription: sub.id, userId: sub.userId, stream: sub.stream, reason, sub });
+  }
+
+  /** framesDecoded summed over every video subscription (from getStats() inbound-rtp). */
+  async framesDecoded() {
+    let total = 0;
+    for (const sub of this.subscriptions.values()) {
+      const stats = await sub.pc.getStats();
+      stats.forEach((report) => {
+        if (report.type === "inbound-rtp" && report.kind === "video") total += report.framesDecoded || 0;
+      });
+    }
+    return total;
+  }
+
+  /** Leave the room, hang up every PeerConnection and stop local tracks; resolves to the final event. */
+  async leave() {
+    if (!this.endedWith && this._ws.readyState === WebSocket.OPEN) {
+      this._ws.send(JSON.stringify({ type: "leave" }));
+      const timeout = new Promise((resolve) => setTimeout(resolve, REQUEST_TIMEOUT_MS));
+      await Promise.race([this.ended, timeout]);
+    }
+    this._ws.close();
+    this._hangUp();
+    return this.endedWith;
+  }
+
+  _hangUp() {
+    for (const sub of [...this.subscriptions.values()]) this._endSubscription(sub, sub.endReason || "left the room");
+    for (const publication of this.publications.values()) {
+      publication.pc.close();
+      publication.mediaStream.getTracks().forEach((t) => t.stop());
+    }
+    this.publications.clear();
+  }
+}

@@ -1,0 +1,89 @@
+"""The browser SDK and demo page in headless Chromium: two browsers in one room see each other's video.
+
+Each participant is its own Chromium (fake camera and microphone) showing Ember's ``/demo`` page, run inside
+the test network namespace; Ember serves the page on loopback (a secure context, so getUserMedia works) and
+WebRTC goes over the veth pair to Janus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from tests.media.chromium import Chromium, Page, chromium_skip_reason
+from tests.media.conftest import MediaApp
+from tests.media.media_checks import with_deadline
+
+pytestmark = pytest.mark.media
+
+ROOM = "browsers"
+USERS = ("anna", "bruno")
+
+
+def test_sdk_and_demo_are_served(media_app: MediaApp) -> None:
+    with httpx.Client(base_url=media_app.server.url, trust_env=False) as http:
+        sdk = http.get("/sdk/ember-rtc.js")
+        demo = http.get("/demo")
+    assert sdk.status_code == 200 and sdk.headers["content-type"].startswith("text/javascript")
+    assert "export class EmberRoom" in sdk.text and "/v1/rtc/signalling" in sdk.text
+    assert demo.status_code == 200 and demo.headers["content-type"].startswith("text/html")
+    assert 'from "/sdk/ember-rtc.js"' in demo.text
+
+
+async def _frames_decoded(page: Page) -> int:
+    return int(await page.evaluate("window.emberDemo.room.framesDecoded()"))
+
+
+async def test_two_browsers_see_each_other(media_app: MediaApp, tmp_path: Path) -> None:
+    reason = chromium_skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+
+    def demo_url(user: str) -> str:
+        # The fragment never reaches the server; the page prefills its form from it.
+        fields = {"app_id": media_app.app_id, "room": ROOM, "user": user, "app_key": media_app.app_key}
+        return f"{media_app.server.url}/demo#{urlencode(fields)}"
+
+    async with Chromium(tmp_path / "anna") as first, Chromium(tmp_path / "bruno") as second:
+        pages = dict(
+            zip(USERS, await asyncio.gather(first.open(demo_url("anna")), second.open(demo_url("bruno"))), strict=True)
+        )
+        for page in pages.values():
+            await page.evaluate("document.getElementById('join').click()")
+        for user, page in pages.items():
+            status = await page.wait_for(
+                "['joined', 'failed'].includes(window.emberDemo.status) && window.emberDemo.status", 20
+            )
+            assert status == "joined", f"{user}: {await page.evaluate('window.emberDemo.error')}"
+
+        # Each page receives the other's camera, and decodes ever more of its frames.
+        for user, page in pages.items():
+            other = next(u for u in USERS if u != user)
+            await page.wait_for("window.emberDemo.room.framesDecoded().then((n) => n > 0)", 20)
+            subs = await page.evaluate(
+                "[...window.emberDemo.room.subscriptions.values()].map((s) => [s.userId, s.stream])"
+            )
+            assert subs == [[other, "camera"]]
+        before = {user: await _frames_decoded(page) for user, page in pages.items()}
+        for user, page in pages.items():
+            # At the fake camera's rate (20-30 fps), 30 more frames take 1-1.5 s.
+            await page.wait_for(f"window.emberDemo.room.framesDecoded().then((n) => n >= {before[user] + 30})", 15)
+            after = await _frames_decoded(page)
+            assert after >= before[user] + 30, (user, before[user], after)
+            # The remote tile plays real pictures.
+            size = await page.evaluate(
+                "[...document.querySelectorAll('video')].filter((v) => !v.muted)"
+                ".map((v) => [v.videoWidth, v.videoHeight])"
+            )
+            assert len(size) == 1 and size[0][0] > 0 and size[0][1] > 0, size
+
+        # Leaving ends both sessions; the server's records show browsers that published a camera.
+        for page in pages.values():
+            await page.evaluate("document.getElementById('leave').click()")
+            await page.wait_for("window.emberDemo.status === 'ended'", 10)
+        _, sessions = await with_deadline(media_app.records(ROOM), 10)
+        assert {s["user_id"]: s["published_streams"] for s in sessions} == {user: ["camera"] for user in USERS}
+        assert all(s["platform"].startswith("browser-") and s["state"] == "OFFLINE" for s in sessions), sessions
