@@ -112,12 +112,14 @@ class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
         Index("ix_jobs_app_state", "app_id", "state"),
-        # spec 4.4.1 / RTC.00001006: one unfinished single-stream job per room and user
+        # spec 4.4.1 / RTC.00001006: one unfinished single-stream job per room and user (per slot: API jobs,
+    # automatic camera jobs and automatic screen jobs are counted apart)
         Index(
             "uq_jobs_individual_active",
             "app_id",
             "room_id",
             "user_id",
+            "slot",
             unique=True,
             sqlite_where=text("kind = 'individual' AND state != 'STOPPED'"),
             postgresql_where=text("kind = 'individual' AND state != 'STOPPED'"),
@@ -129,6 +131,8 @@ class Job(Base):
     kind: Mapped[str] = mapped_column(String(16))
     room_id: Mapped[str] = mapped_column(String(256))
     user_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    #: ``api`` (started through the API), ``auto_m`` / ``auto_a`` (automatic camera / screen recording).
+    slot: Mapped[str] = mapped_column(String(16), default="api", server_default="api")
     stream_name: Mapped[str] = mapped_column(Text)
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     record_rule_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
@@ -246,6 +250,9 @@ class Room(Base):
     end_time: Mapped[float | None] = mapped_column(Double, nullable=True)
     #: Whole seconds from start to end, set when the room closes.
     duration: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: The rule of ``AUTO_INDIVIDUAL_RECORD`` when this run started (spec 4.6: only rooms created after the
+    #: setting are recorded automatically); None when automatic recording was off.
+    auto_record_rule_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class RoomSession(Base):
