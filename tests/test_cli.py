@@ -289,3 +289,98 @@ def test_bot_help_lists_its_options() -> None:
         "plaid",
     )
     assert bad.returncode == 2 and "unknown colour" in bad.stdout + bad.stderr
+
+
+def test_usage_prints_recorded_and_transcoded_seconds_per_day(tmp_path: Path) -> None:
+    import asyncio
+
+    from cryptography.fernet import Fernet
+    from sqlalchemy.orm import Session
+
+    from emberrtc.domain.secrets import SecretBox
+    from emberrtc.domain.usage import record_file
+    from emberrtc.store.database import default_url
+    from tests.support.database import open_database, seed_app
+
+    create_tenant(tmp_path, "umbrella", "long-enough-pw")  # migrates the data folder's database
+    midnight = 1_800_057_600.0  # 2027-01-16T00:00:00Z
+
+    async def seed() -> str:
+        db = await open_database(default_url(tmp_path))
+        try:
+            app_id = await seed_app(db, SecretBox(Fernet.generate_key()), callback_url=None)
+            files = [  # (object, start, end, transcoded): a VP8 file across midnight, an H.264 one after it
+                ("a.mp4", midnight - 30, midnight + 30, True),
+                ("b.mp4", midnight + 30, midnight + 90.5, False),
+            ]
+
+            def work(s: Session) -> None:
+                for obj, start, end, transcoded in files:
+                    record_file(
+                        s,
+                        app_id=app_id,
+                        job_id="job1",
+                        object_name=obj,
+                        record_format="MP4",
+                        start_time=start,
+                        end_time=end,
+                        transcoded=transcoded,
+                        width=640,
+                        height=360,
+                        now=midnight,
+                    )
+
+            await db.run(work)
+            return app_id
+        finally:
+            await db.close()
+
+    app_id = asyncio.run(seed())
+
+    r = ember("usage", "--app-id", app_id, "--json", data_dir=tmp_path)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["days"] == [
+        {"day": "2027-01-15", "recorded_seconds": 30.0, "transcoded_seconds": 30.0, "files": 1},
+        {"day": "2027-01-16", "recorded_seconds": 90.5, "transcoded_seconds": 30.0, "files": 2},
+    ]
+    assert (got["recorded_seconds"], got["transcoded_seconds"]) == (120.5, 60.0)
+
+    one = ember("usage", "--app-id", app_id, "--from", "2027-01-16", "--to", "2027-01-16", "--json", data_dir=tmp_path)
+    assert one.returncode == 0, one.stderr
+    assert [d["day"] for d in json.loads(one.stdout)["days"]] == ["2027-01-16"]
+
+    text = ember("usage", "--app-id", app_id, "--to", "2027-01-15", data_dir=tmp_path)
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert "recorded" in lines[0] and "transcoded" in lines[0]
+    assert lines[1].split() == ["2027-01-15", "30.000", "30.000", "1"]
+    assert lines[2].split() == ["total", "30.000", "30.000", "1"]
+
+    empty = ember("usage", "--app-id", app_id, "--from", "2030-01-01", data_dir=tmp_path)
+    assert empty.returncode == 0 and "no recording" in empty.stdout
+
+    unknown = ember("usage", "--app-id", "0" * 32, data_dir=tmp_path)
+    assert unknown.returncode == 2 and "0" * 32 in unknown.stderr and "Traceback" not in unknown.stderr
+    bad = ember("usage", "--app-id", app_id, "--from", "16/01/2027", data_dir=tmp_path)
+    assert bad.returncode == 2 and "YYYY-MM-DD" in bad.stderr and "Traceback" not in bad.stderr
+
+    helped = ember("usage", "--help")
+    assert helped.returncode == 0
+    for word in ("--app-id", "--from", "--to", "--json", "--data-dir", "UTC", "transcoded", "VP8"):
+        assert word in helped.stdout, word
+
+
+def test_a_bad_setting_is_refused_with_its_name(tmp_path: Path) -> None:
+    env = {**os.environ, "EMBER_AUTO_RECORD_MAX_IDLE_TIME": "2"}
+    r = subprocess.run(
+        [EMBER, "tenant", "create", "x", "--password", "p-1234567", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert r.returncode == 2
+    assert "auto_record_max_idle_time" in r.stderr and "Traceback" not in r.stderr
+    env["EMBER_AUTO_RECORD_MAX_IDLE_TIME"] = "soon"
+    r = subprocess.run([EMBER, "serve", "--data-dir", str(tmp_path)], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "Traceback" not in r.stderr

@@ -15,6 +15,7 @@ from emberrtc.domain.room import RoomService
 from emberrtc.domain.room_session import RoomSessionService
 from emberrtc.domain.secrets import SecretBox
 from emberrtc.domain.tenant import TenantService
+from emberrtc.domain.usage import UsageService
 from emberrtc.media.plane import JanusMediaPlane
 from emberrtc.media.recording_source import PlaneMediaSource
 from emberrtc.recording.outputs import RecordingOutputs
@@ -39,6 +40,8 @@ class Services:
     #: Object storage by ``obs_addr.location``; recording outputs (spool uploads, callback outbox delivery).
     storage: StorageRegistry
     outputs: RecordingOutputs
+    #: Recorded and transcoded seconds per app and day (counted by ``outputs`` as files complete).
+    usage: UsageService
     background: list[object] = field(default_factory=list)
     #: The media plane (Janus) when ``settings.media_enabled``; None: no room can run.
     plane: JanusMediaPlane | None = None
@@ -50,6 +53,11 @@ class Services:
         """Begin background work (the job supervisor, Janus); the schema is already migrated."""
         # Rooms live in this process: whatever a previous run left open ended with it.
         await self.room_sessions.recover()
+        # Recordings of the previous run: its workers' last files are stored and reported, then its
+        # unfinished jobs wait for their media to resume.
+        if self.recorder is not None:
+            await self.recorder.recover()
+        await self.jobs.recover()
         if self.plane is not None:
             await self.plane.start()
         self.supervisor.start()
@@ -104,7 +112,14 @@ async def build(
         source = PlaneMediaSource(plane)
         recorder = engine = RecordingSupervisor(outputs, source, spool_root=outputs.spool.root)
         source.attach(engine)
-    jobs = JobService(db, clock, media, recorder or UnavailableRecordingEngine())
+    jobs = JobService(
+        db,
+        clock,
+        media,
+        recorder or UnavailableRecordingEngine(),
+        storage=outputs,
+        auto_max_idle_time=settings.auto_record_max_idle_time,
+    )
     if engine is not None:
         engine.attach(jobs)
     return Services(
@@ -121,6 +136,7 @@ async def build(
         room_sessions=RoomSessionService(db, box, clock),
         storage=storage,
         outputs=outputs,
+        usage=UsageService(db),
         plane=plane,
         recorder=engine,
         media_source=source,

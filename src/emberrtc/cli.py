@@ -1,8 +1,9 @@
-"""``ember``: run the server and manage tenants and credentials.
+"""``ember``: run the server, manage tenants and credentials, read recording usage.
 
     ember serve [--host 127.0.0.1] [--port 8080] [--data-dir DIR]
     ember tenant create NAME --password PW [--project-name NAME] [--json] [--data-dir DIR]
     ember credential create --tenant NAME [--json] [--data-dir DIR]
+    ember usage --app-id APP [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--json] [--data-dir DIR]
     ember bot --server URL --app-id ID --app-key KEY --room ROOM --user USER [--color C] [--tone HZ] [--screen]
 
 The database is SQLite in the data folder unless ``EMBER_DATABASE_URL`` names another (PostgreSQL).
@@ -25,7 +26,11 @@ from emberrtc.domain.errors import EmberError
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    settings = Settings().with_env()
+    try:
+        settings = Settings().with_env()
+    except ValueError as exc:  # a bad EMBER_* value: say which, without a traceback
+        print(f"ember: bad configuration: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     if getattr(args, "data_dir", None):
         settings = replace(settings, data_dir=Path(args.data_dir))
     if getattr(args, "host", None):
@@ -66,6 +71,35 @@ async def _credential_create(args: argparse.Namespace) -> None:
         await services.db.close()
     data = {"ak": ak, "sk": sk, "project_id": p.project_id, "domain_id": p.domain_id}
     _emit(args, data, "\n".join(f"{k}: {v}" for k, v in data.items()) + "\nKeep the SK: it is not shown again.")
+
+
+async def _usage(args: argparse.Namespace) -> None:
+    from emberrtc.bootstrap import build
+
+    services = await build(_settings(args))
+    try:
+        days = await services.usage.days(None, args.app_id, args.start, args.end)
+    finally:
+        await services.db.close()
+    recorded = sum(d["recorded_seconds"] for d in days)
+    transcoded = sum(d["transcoded_seconds"] for d in days)
+    data = {
+        "app_id": args.app_id,
+        "from": args.start,
+        "to": args.end,
+        "days": days,
+        "recorded_seconds": recorded,
+        "transcoded_seconds": transcoded,
+    }
+    lines = [f"{'day':<10}  {'recorded_s':>12}  {'transcoded_s':>12}  {'files':>5}"]
+    lines += [
+        f"{d['day']:<10}  {d['recorded_seconds']:>12.3f}  {d['transcoded_seconds']:>12.3f}  {d['files']:>5}"
+        for d in days
+    ]
+    lines.append(f"{'total':<10}  {recorded:>12.3f}  {transcoded:>12.3f}  {sum(d['files'] for d in days):>5}")
+    if not days:
+        lines.append("(no recording in this period)")
+    _emit(args, data, "\n".join(lines))
 
 
 def _clean_exit_server() -> type:
@@ -180,6 +214,26 @@ def parser() -> argparse.ArgumentParser:
     cc.add_argument("--json", action="store_true", help="print JSON")
     data_dir(cc)
     cc.set_defaults(run=_credential_create)
+
+    usage = sub.add_parser(
+        "usage",
+        help="recorded and transcoded seconds of an application, per UTC day",
+        description="Print an application's recording usage per UTC day: recorded seconds (the media "
+        "span of every completed MP4 file or HLS playlist, split at midnight UTC) and transcoded seconds "
+        "(the part whose video Ember re-encoded, e.g. VP8 to H.264; H.264 passed through, audio-only "
+        "files and Opus-to-AAC audio count 0). Days without recording are left out. Each file is counted "
+        "once, when it completes.",
+    )
+    usage.add_argument("--app-id", required=True, help="application ID")
+    usage.add_argument(
+        "--from", dest="start", metavar="YYYY-MM-DD", help="first UTC day to show (default: the earliest with usage)"
+    )
+    usage.add_argument(
+        "--to", dest="end", metavar="YYYY-MM-DD", help="last UTC day to show, included (default: the latest)"
+    )
+    usage.add_argument("--json", action="store_true", help="print JSON")
+    data_dir(usage)
+    usage.set_defaults(run=_usage)
 
     bot = sub.add_parser(
         "bot",

@@ -56,6 +56,9 @@ class Settings:
     app_cache_ttl: float = 2.0
     #: How often (seconds) the job supervisor looks for jobs whose ``max_idle_time`` ran out.
     job_tick: float = 1.0
+    #: ``max_idle_time`` of automatic recording jobs (spec 4.6): seconds a publisher may be gone (left,
+    #: reconnecting) before its job stops; a return within it continues the same job. 5-43200.
+    auto_record_max_idle_time: int = 30
     #: Master key for secrets at rest (Fernet, urlsafe base64). Empty: ``master.key`` in ``data_dir``,
     #: created on first use. Give it explicitly (``EMBER_MASTER_KEY``) when several nodes share PostgreSQL.
     master_key: str = ""
@@ -113,6 +116,11 @@ class Settings:
     callback_retry_window: float = 24 * 3600
     #: Callbacks POSTed at most this many at a time (each to a different job: a job's are in order).
     callback_concurrency: int = 16
+
+    def __post_init__(self) -> None:
+        if not 5 <= self.auto_record_max_idle_time <= 43200:
+            # the range of max_idle_time in the API (spec Table 4-26)
+            raise ValueError(f"auto_record_max_idle_time must be 5-43200 seconds, not {self.auto_record_max_idle_time}")
 
     def with_env(self, env: dict[str, str] | None = None) -> Settings:
         """Apply ``EMBER_*`` variables (``EMBER_DATA_DIR``, ``EMBER_DATABASE_URL``, ``EMBER_MAX_APPS``, ...)."""

@@ -306,6 +306,33 @@ def test_second_job_for_same_room_and_user_refused_until_stopped(http: httpx.Cli
     assert again.json()["state"] == "INIT"
 
 
+def test_a_missing_bucket_or_unknown_location_fails_the_start(
+    http: httpx.Client, tenant: TenantInfo, server: ServerThread
+) -> None:
+    app_id = new_app(http)
+    # ``vault`` (see tests/conftest.py) keeps buckets an operator creates: this one does not exist.
+    body = {**rule_body(tenant.project_id, "vault")}
+    body["obs_addr"] = {**body["obs_addr"], "bucket": "absent-bucket"}
+    r = http.post(f"/v2/apps/{app_id}/record-rules", json=body)
+    assert r.status_code == 201, r.text
+    rec = {"record_param": {"record_rule_id": r.json()["rule_id"]}}
+    assert_error(start_individual(http, app_id, room_id="b", user_id="u", **rec), 404, "RTC.00001014")
+    mix = {"mix_param": {"room_id": "b", "encode_template": "audio_only"}, **rec}
+    assert_error(http.post(f"/v2/apps/{app_id}/{MIX}", json=mix), 404, "RTC.00001014")
+    # Nothing was stored: once the bucket exists, the same user's job starts (no RTC.00001006).
+    assert server.services is not None
+    (server.services.settings.data_dir / "storage-vault" / "absent-bucket").mkdir(parents=True)
+    started = start_individual(http, app_id, room_id="b", user_id="u", **rec)
+    assert started.status_code == 201, started.text
+
+    unknown = http.post(f"/v2/apps/{app_id}/record-rules", json=rule_body(tenant.project_id, "eu-west-0"))
+    assert unknown.status_code == 201, unknown.text  # a rule is only words until a job uses it
+    rec = {"record_param": {"record_rule_id": unknown.json()["rule_id"]}}
+    r = start_individual(http, app_id, room_id="b", user_id="v", **rec)
+    assert_error(r, 400, "RTC.00001003")
+    assert "eu-west-0" in r.json()["error_msg"]
+
+
 def test_unknown_job_is_404(http: httpx.Client, app_rule: tuple[str, str]) -> None:
     app_id, _ = app_rule
     missing = "0123456789abcdef0123456789abcdef"

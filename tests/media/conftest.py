@@ -180,7 +180,8 @@ class MediaApp:
 
 def start_media_server(data_dir: Path) -> ServerThread:
     """A real Ember (SQLite) with Janus gathering ICE on the namespace address."""
-    settings = replace(make_settings(data_dir), media_enabled=True, media_ip=MEDIA_IP)
+    # Automatic recording jobs end 5 s after their publisher goes (30 s by default), to keep tests short.
+    settings = replace(make_settings(data_dir), media_enabled=True, media_ip=MEDIA_IP, auto_record_max_idle_time=5)
     return ServerThread(settings).start()
 
 

@@ -232,3 +232,54 @@ async def test_job_waits_for_the_stream_and_follows_a_republish(media_app: Media
         assert (rb.video_codec, rb.width, rb.height, rb.audio_codec) == ("h264", WIDTH, HEIGHT, None)
     assert colour_distance(median_rgb(first.middle_frame), BLUE) < COLOUR_TOLERANCE
     assert colour_distance(median_rgb(last.middle_frame), GREEN) < COLOUR_TOLERANCE
+
+
+async def test_automatic_recording_records_every_publisher_of_new_rooms(media_app: MediaApp, tmp_path: Path) -> None:
+    """spec 4.6: with ``AUTO_INDIVIDUAL_RECORD``, a camera published in a room opened after the setting is
+    recorded with the rule, under the stream name ``{app}_{room}_{user}_av_m``; the job ends after its
+    publisher leaves, with its file complete and its callbacks sent."""
+    receiver = await HttpReceiver().start()
+    app_id = media_app.app_id
+    try:
+        rec = await Recorded.set_up(media_app, receiver)
+        mode = {"mode": "AUTO_INDIVIDUAL_RECORD", "record_rule_id": rec.rule_id}
+        put = await asyncio.to_thread(media_app.http.put, f"/v2/apps/{app_id}/auto-record-mode", json=mode)
+        assert put.status_code == 200, put.text
+
+        client = await _join(media_app, "auto-room", "carol")
+        try:
+            await client.publish(
+                "camera", video=ColourVideoTrack(GREEN, width=WIDTH, height=HEIGHT), audio=ToneAudioTrack(TONE)
+            )
+            stream_name = f"{app_id}_auto-room_carol_av_m"
+
+            def started() -> list[dict[str, Any]]:
+                bodies = [json.loads(r.body) for r in receiver.answered()]
+                return [b for b in bodies if b["stream_name"] == stream_name]
+
+            (first,) = await until(started, within=30, what="the automatic job's first file")
+            job_id = first["job_id"]
+            running = await rec.wait_state(job_id, "RUNNING")
+            assert running["stream_name"] == stream_name and running["user_id"] == "carol"
+            began = time.monotonic()
+            await asyncio.sleep(RECORD_SECONDS)  # the length of the recording, not a synchronisation
+        finally:
+            await client.leave()
+        recorded = time.monotonic() - began
+        stopped = await rec.wait_state(job_id, "STOPPED", within=30)  # 5 s after carol left (tests' setting)
+        assert stopped["stop_reason"] == "IDLE_TIMEOUT"
+        await rec.wait_events(job_id, "CLOUD_RECORD_OVER")
+    finally:
+        await receiver.stop()
+
+    assert all(verify(AUTH_KEY, r.headers, r.body) for r in rec.requests(job_id))
+    events = rec.events(job_id)
+    assert [e["event_type"] for e in events] == ["RECORD_NEW_FILE_START", "RECORD_FILE_COMPLETE", "CLOUD_RECORD_OVER"]
+    complete = events[1]
+    assert complete["stream_name"] == stream_name
+    rb = await rec.download(complete, tmp_path / "auto.mp4")
+    assert (rb.video_codec, rb.audio_codec) == ("h264", "aac")
+    # From its first media (a moment before RUNNING was seen) to carol's leaving.
+    assert recorded - 1.0 <= rb.duration <= recorded + 3.0, f"{rb.duration:.2f} s for {recorded:.2f} s"
+    assert colour_distance(median_rgb(rb.middle_frame), GREEN) < COLOUR_TOLERANCE
+    assert dominant_frequency(rb.audio[5:]) == pytest.approx(TONE, abs=5)

@@ -156,8 +156,8 @@ async def test_merge_threshold_continues_or_starts_a_file(engine: Engine) -> Non
     assert abs(read_back(stored(engine, hls), decode_video=False).duration - 12.0) <= 1.0
 
 
-async def test_a_killed_worker_is_reported_and_fails_the_job(engine: Engine) -> None:
-    await record(engine, "j5", Publisher("H264"), rule(formats=("MP4",)), 2.0)
+async def test_a_killed_worker_fails_the_job_and_its_file_is_kept_to_the_last_fragment(engine: Engine) -> None:
+    await record(engine, "j5", Publisher("H264", colour=BLUE, tone=440.0), rule(formats=("MP4",)), 7.0)
     await engine.wait_for(lambda: "recording" in engine.states("j5"), what="recording")
     pid = engine.supervisor.worker_pid("j5")
     assert pid is not None
@@ -166,17 +166,24 @@ async def test_a_killed_worker_is_reported_and_fails_the_job(engine: Engine) -> 
     stopped = await engine.wait_for(lambda: [c for c in engine.jobs.calls if c[0] == "stopped"], what="job stopped")
     (_, job_id, reason, description) = stopped[0]
     assert (job_id, reason) == ("j5", "FATAL_ERROR")
-    assert "killed by SIGKILL" in description and "unfinished files: rec/app1/MP4/" in description
+    assert "killed by SIGKILL" in description
     over = await engine.wait_for(lambda: engine.outputs.named("job_over"), what="CLOUD_RECORD_OVER")
     assert "SIGKILL" in over[0].args["detail_message"]
-    assert engine.outputs.named("file_completed") == []  # the half-written file is not passed off as complete
+    # The half-written MP4 is cut to its last complete fragment (one every 2 s): a valid file, not a loss.
+    (mp4,) = completed(engine, "MP4")
+    rb = read_back(stored(engine, mp4))
+    assert 7.0 - 2.5 <= rb.duration <= 7.0 + 0.5
+    assert abs(mp4.args["end_time"] - mp4.args["start_time"] - rb.duration) < 0.5
+    assert (rb.video_codec, rb.audio_codec) == ("h264", "aac")
+    assert colour_distance(median_rgb(rb.middle_frame), BLUE) < 25
+    assert abs(dominant_frequency(rb.audio[5:]) - 440.0) < 5
     assert engine.supervisor.jobs == []
 
 
 async def test_a_killed_worker_is_restarted_on_the_same_ports(engine: Engine) -> None:
     engine.supervisor.max_restarts = 1
     pub = Publisher("H264", colour=GREEN)
-    await record(engine, "j6", pub, rule(formats=("MP4",)), 2.0)
+    await record(engine, "j6", pub, rule(formats=("MP4",)), 5.0)
     await engine.wait_for(lambda: "recording" in engine.states("j6"), what="recording")
     first = engine.supervisor.worker_pid("j6")
     assert first is not None
@@ -191,12 +198,14 @@ async def test_a_killed_worker_is_restarted_on_the_same_ports(engine: Engine) ->
     await engine.supervisor.stop("j6")
 
     assert not [c for c in engine.jobs.calls if c[0] == "stopped"]
-    (mp4,) = completed(engine, "MP4")
+    salvaged, mp4 = completed(engine, "MP4")  # the killed worker's file, kept, then the new worker's
+    assert read_back(stored(engine, salvaged), decode_video=False).duration >= 2.5
     rb = read_back(stored(engine, mp4))
     assert abs(rb.duration - 3.0) <= 1.0
     assert colour_distance(median_rgb(rb.middle_frame), GREEN) < 25
-    started = engine.outputs.named("file_started")  # the lost file's start, then the new one's
+    started = engine.outputs.named("file_started")
     assert len({c.args["target"].object_name for c in started}) == 2
+    assert salvaged.args["target"] != mp4.args["target"]
 
 
 async def test_a_missing_bucket_fails_the_start(engine: Engine) -> None:

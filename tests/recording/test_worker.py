@@ -85,7 +85,10 @@ def test_a_worker_finishes_its_files_when_the_server_goes_away(tmp_path: Path) -
     worker.stdout.close()  # the server is gone: nobody reads
     worker.stdin.close()  # ... and nobody writes
     assert worker.wait(timeout=30) == 0
-    # What could not be reported is kept beside the files, for a restarted server to store.
-    lines = (tmp_path / "spool" / "unreported.jsonl").read_text().splitlines()
-    (done,) = [r for r in map(reports.decode, lines) if isinstance(r, FileCompleted)]
+    # The journal beside the files has every file report, for a restarted server to store what it missed.
+    lines = (tmp_path / "spool" / "journal.jsonl").read_text().splitlines()
+    journal = list(map(reports.decode, lines))
+    assert [type(r) for r in journal] == [FileStarted, FileCompleted]
+    done = journal[1]
+    assert isinstance(done, FileCompleted)
     assert read_back(done.path).duration > 0.5

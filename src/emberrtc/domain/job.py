@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from emberrtc.domain import mix_layout
-from emberrtc.domain.app import drop_none, load_app, require_active
+from emberrtc.domain.app import ACTIVATION, drop_none, load_app, require_active
 from emberrtc.domain.clock import Clock, spec_time
 from emberrtc.domain.errors import EmberError, JobDone, JobNotExist, JobRunning, RecordRuleNotExist
 from emberrtc.domain.ports import JobSpec, MediaPlane, RecordingEngine
@@ -23,18 +23,33 @@ from emberrtc.domain.record_rule import rule_view
 from emberrtc.domain.secrets import new_hex_id
 from emberrtc.domain.tenant import Principal
 from emberrtc.store.database import Database
-from emberrtc.store.models import Job, RecordRule
+from emberrtc.store.models import App, Job, RecordRule, Room
 
 log = logging.getLogger(__name__)
 
 INIT, RUNNING, STOPPED = "INIT", "RUNNING", "STOPPED"
 INDIVIDUAL, MIX = "individual", "mix"
+# Job slots: one unfinished single-stream job per app, room, user and slot (uq_jobs_individual_active).
+API_SLOT = "api"
+AUTO_SLOTS = {"camera": "auto_m", "screen": "auto_a"}
 
 # stop_reason values (the spec leaves them open; these say what happened)
+# (a job that a restart finds unfinished resumes, or stops with IDLE_TIMEOUT when its media is gone)
 STOPPED_BY_API = "STOPPED_BY_API"
 IDLE_TIMEOUT = "IDLE_TIMEOUT"
 ROOM_DISMISSED = "ROOM_DISMISSED"
 FATAL_ERROR = "FATAL_ERROR"
+
+
+class StorageCheck(Protocol):
+    async def check_target(self, location: str, bucket: str) -> None:
+        """Raise RTC.00001003 for an unknown location, RTC.00001014 for a bucket that does not exist."""
+
+
+def auto_stream_name(app_id: str, room_id: str, user_id: str, stream: str) -> str:
+    """spec 4.6.1: ``{appid}_{roomid}_{userid}_{media_type}_{video_type}``: ``_av_m`` for a camera with its
+    audio, ``_v_a`` for a shared screen (video only)."""
+    return f"{app_id}_{room_id}_{user_id}_{'av_m' if stream == 'camera' else 'v_a'}"
 
 
 def individual_view(job: Job) -> dict[str, Any]:
@@ -94,11 +109,23 @@ def view(job: Job) -> dict[str, Any]:
 class JobService:
     """Start, show, update and stop jobs; move them through their states."""
 
-    def __init__(self, db: Database, clock: Clock, media: MediaPlane, engine: RecordingEngine) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        media: MediaPlane,
+        engine: RecordingEngine,
+        *,
+        storage: StorageCheck | None = None,
+        auto_max_idle_time: int = 30,
+    ) -> None:
         self._db = db
         self._clock = clock
         self.media = media
         self.engine = engine
+        self._storage = storage
+        self._auto_max_idle = auto_max_idle_time
+        self._starting: set[asyncio.Task[None]] = set()
         # Jobs handed to the engine by this process; after a restart the set is empty and INIT jobs
         # are handed over again, which is how they resume.
         self._handed_over: set[str] = set()
@@ -202,6 +229,119 @@ class JobService:
         if await self._db.run(work) != STOPPED:
             await self.mark_stopped(job_id, STOPPED_BY_API, "stopped by a stop request")
 
+    # --- automatic recording (spec 4.6) ----------------------------------------------------
+
+    async def auto_record(self, app_id: str, room_id: str, user_id: str, stream: str) -> str | None:
+        """A user published ``stream`` (``camera`` or ``screen``): with ``AUTO_INDIVIDUAL_RECORD`` in force
+        when the room run opened, record it with that rule. Returns the job ID when a job was created; a
+        publisher whose automatic job is still unfinished (a re-publish, a reconnect) keeps that job."""
+        slot = AUTO_SLOTS.get(stream)
+        if slot is None:
+            return None
+        now = self._clock.now()
+        camera = stream == "camera"
+
+        def work(s: Session) -> JobSpec | None:
+            room = s.execute(
+                select(Room).where(Room.app_id == app_id, Room.room_id == room_id, Room.state == "RUNNING")
+            ).scalar_one_or_none()
+            if room is None or room.auto_record_rule_id is None:
+                return None
+            app = s.get(App, app_id)
+            if app is None or app.state != ACTIVATION:
+                return None  # a disabled app starts no recordings (RTC.00001016)
+            if s.get(RecordRule, room.auto_record_rule_id) is None:
+                log.warning(
+                    "app %s room %s: automatic recording rule %s no longer exists; %s's %s is not recorded",
+                    app_id, room_id, room.auto_record_rule_id, user_id, stream,
+                )  # fmt: skip
+                return None
+            unfinished = s.scalar(
+                select(Job.job_id).where(
+                    Job.app_id == app_id,
+                    Job.room_id == room_id,
+                    Job.user_id == user_id,
+                    Job.slot == slot,
+                    Job.state != STOPPED,
+                )
+            )
+            if unfinished:
+                return None
+            job = Job(
+                job_id=new_hex_id(),
+                app_id=app_id,
+                kind=INDIVIDUAL,
+                slot=slot,
+                room_id=room_id,
+                user_id=user_id,
+                stream_name=auto_stream_name(app_id, room_id, user_id, stream),
+                params={
+                    "is_record_audio": camera,
+                    "video_type": "CAMERASTREAM" if camera else "SCREENSTREAM",
+                    "max_idle_time": self._auto_max_idle,
+                    "record_param": {"record_rule_id": room.auto_record_rule_id},
+                },
+                record_rule_id=room.auto_record_rule_id,
+                state=INIT,
+                description="automatic recording: waiting for media",
+                create_time=now,
+                update_time=now,
+                start_time=now,
+                idle_deadline=now + self._auto_max_idle,
+            )
+            s.add(job)
+            try:
+                with s.begin_nested():
+                    s.flush()
+            except IntegrityError:  # the same publish seen twice at once: the other made the job
+                return None
+            return self._spec(s, job)
+
+        spec = await self._db.run(work)
+        if spec is None:
+            return None
+        log.info(
+            "app %s room %s: recording %s's %s automatically (job %s)", app_id, room_id, user_id, stream, spec.job_id
+        )
+        # Start at once rather than on the next supervisor pass, without holding up the publisher's answer.
+        task = asyncio.create_task(self._start_when_present(spec), name=f"auto-record-{spec.job_id}")
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
+        return spec.job_id
+
+    async def _start_when_present(self, spec: JobSpec) -> None:
+        try:
+            if await self.media.has_stream(spec.app_id, spec.room_id, spec.user_id, spec.params.get("video_type")):
+                await self._start_engine(spec)
+        except Exception:  # the supervisor's next pass tries again
+            log.exception("job %s: starting the automatic recording failed", spec.job_id)
+
+    # --- after a restart --------------------------------------------------------------------
+
+    async def recover(self) -> int:
+        """Reconcile what the previous server run left unfinished (before the supervisor starts).
+
+        Every job that is not ``STOPPED`` lost its recorder with that run. A job that was recording (no
+        countdown running) starts its ``max_idle_time`` countdown now; one already counting down (waiting in
+        ``INIT``, or idle) keeps its deadline. If the user's stream is there (again) in time, the supervisor
+        hands the job to the engine and it records on into new files; if not, it stops with ``IDLE_TIMEOUT``
+        and a description saying so. Returns how many jobs were unfinished."""
+        now = self._clock.now()
+
+        def work(s: Session) -> int:
+            jobs = list(s.execute(select(Job).where(Job.state != STOPPED).with_for_update()).scalars())
+            for job in jobs:
+                if job.idle_deadline is None:
+                    job.idle_deadline = now + self._max_idle(job)
+                    job.description = "the server restarted: waiting for media to resume"
+                    job.update_time = now
+            return len(jobs)
+
+        count = await self._db.run(work)
+        if count:
+            log.info("%d unfinished recording jobs from the previous run: resuming when their media is there", count)
+        return count
+
     # --- state changes (the supervisor and the recording engine call these) --------------
 
     async def mark_running(self, job_id: str, description: str = "recording") -> None:
@@ -266,7 +406,9 @@ class JobService:
         now = self._clock.now()
 
         def work(s: Session) -> tuple[list[Job], list[Job], dict[str, JobSpec]]:
-            waiting = list(s.execute(select(Job).where(Job.state == INIT)).scalars())
+            # INIT jobs, and RUNNING jobs that a restart left without a recorder (see ``recover``).
+            unfinished = s.execute(select(Job).where(Job.state != STOPPED)).scalars()
+            waiting = [j for j in unfinished if j.job_id not in self._handed_over]
             expired = list(
                 s.execute(
                     select(Job).where(Job.state != STOPPED, Job.idle_deadline.is_not(None), Job.idle_deadline <= now)
@@ -275,17 +417,16 @@ class JobService:
             return waiting, expired, {j.job_id: self._spec(s, j) for j in waiting}
 
         waiting, expired, specs = await self._db.run(work)
-        expired_ids = {j.job_id for j in expired}
+        started: set[str] = set()
         for job in waiting:
-            if job.job_id in expired_ids:
+            if job.job_id in self._handed_over:
                 continue
             if await self.media.has_stream(job.app_id, job.room_id, job.user_id, job.params.get("video_type")):
+                # Media came (perhaps just at the deadline): the job records rather than expiring.
                 await self._start_engine(specs[job.job_id])
+                started.add(job.job_id)
         for job in expired:
-            # Media may have arrived just now: only stop if it is still absent.
-            if job.state == INIT and await self.media.has_stream(
-                job.app_id, job.room_id, job.user_id, job.params.get("video_type")
-            ):
+            if job.job_id in started:
                 continue
             what = f"user {job.user_id}'s stream" if job.user_id else "any publisher"
             await self.mark_stopped(
@@ -300,12 +441,20 @@ class JobService:
         if spec.job_id in self._handed_over:
             return
         self._handed_over.add(spec.job_id)
+        # The recorder needs a moment to report media: a deadline that passed must not stop it meanwhile.
+        deadline = self._clock.now() + self._max_idle_of(spec.kind, spec.params)
+        await self._db.run(
+            lambda s: s.execute(
+                update(Job).where(Job.job_id == spec.job_id, Job.state != STOPPED).values(idle_deadline=deadline)
+            )
+        )
         try:
             await self.engine.start(spec)
         except EmberError as exc:
             await self.mark_stopped(spec.job_id, FATAL_ERROR, exc.message)
 
     async def _create(self, principal: Principal, app_id: str, job: Job) -> dict[str, Any]:
+        await self._check_storage(principal, app_id, job)
         now = self._clock.now()
 
         def work(s: Session) -> dict[str, Any]:
@@ -330,6 +479,22 @@ class JobService:
 
         return await self._db.run(work)
 
+    async def _check_storage(self, principal: Principal, app_id: str, job: Job) -> None:
+        """spec 6.2 RTC.00001014: a rule whose bucket does not exist fails the start (nothing is stored)."""
+        record_param = job.params.get("record_param")
+        if self._storage is None or not record_param:
+            return
+
+        def work(s: Session) -> dict[str, Any]:
+            load_app(s, principal, app_id)
+            rule_id = self._check_rule(s, app_id, record_param["record_rule_id"])
+            rule = s.get(RecordRule, rule_id)
+            assert rule is not None
+            return dict(rule.obs_addr)
+
+        obs = await self._db.run(work)
+        await self._storage.check_target(obs["location"], obs["bucket"])
+
     @staticmethod
     def _check_no_duplicate(s: Session, app_id: str, job: Job) -> None:
         other = s.scalar(
@@ -338,6 +503,7 @@ class JobService:
                 Job.kind == INDIVIDUAL,
                 Job.room_id == job.room_id,
                 Job.user_id == job.user_id,
+                Job.slot == API_SLOT,
                 Job.state != STOPPED,
             )
         )
@@ -365,11 +531,15 @@ class JobService:
         if job.state == STOPPED:
             raise JobDone(f"job {job.job_id} stopped at {spec_time(job.stop_time)} ({job.stop_reason})")
 
+    @classmethod
+    def _max_idle(cls, job: Job) -> int:
+        return cls._max_idle_of(job.kind, job.params)
+
     @staticmethod
-    def _max_idle(job: Job) -> int:
-        if job.kind == MIX:
-            return int(job.params["mix_param"].get("max_idle_time", 30))
-        return int(job.params.get("max_idle_time", 30))
+    def _max_idle_of(kind: str, params: dict[str, Any]) -> int:
+        if kind == MIX:
+            return int(params["mix_param"].get("max_idle_time", 30))
+        return int(params.get("max_idle_time", 30))
 
     @staticmethod
     def _spec(s: Session, job: Job) -> JobSpec:

@@ -28,7 +28,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from emberrtc.domain.app import require_active
+from emberrtc.domain.app import AUTO_INDIVIDUAL_RECORD, require_active
 from emberrtc.domain.clock import Clock
 from emberrtc.domain.errors import AppNotExist, EmberError, Unauthenticated
 from emberrtc.domain.secrets import SecretBox, new_hex_id
@@ -117,7 +117,7 @@ class RoomSessionService:
                 running = self._running_room(s, req.app_id, req.room_id, lock=False)
                 s.add(self._session(req, now, FAIL, running, fail_reason=f"{exc.code}: {exc.message}"))
                 return exc
-            room = self._running_room(s, req.app_id, req.room_id, lock=True) or self._open_room(s, req, now)
+            room = self._running_room(s, req.app_id, req.room_id, lock=True) or self._open_room(s, app, req, now)
             session = self._session(req, now, ONLINE, room)
             s.add(session)
             return Admission(session.session_id, room.room_uid, req.app_id, req.room_id, req.user_id)
@@ -156,8 +156,18 @@ class RoomSessionService:
             q = q.with_for_update()
         return s.execute(q).scalar_one_or_none()
 
-    def _open_room(self, s: Session, req: JoinRequest, now: float) -> Room:
-        room = Room(room_uid=new_hex_id(), app_id=req.app_id, room_id=req.room_id, state=RUNNING, start_time=now)
+    def _open_room(self, s: Session, app: App, req: JoinRequest, now: float) -> Room:
+        # spec 4.6: automatic recording applies to rooms created after it was set, so the run keeps the
+        # rule in force when it opened.
+        auto_rule = app.auto_record_rule_id if app.auto_record_mode == AUTO_INDIVIDUAL_RECORD else None
+        room = Room(
+            room_uid=new_hex_id(),
+            app_id=req.app_id,
+            room_id=req.room_id,
+            state=RUNNING,
+            start_time=now,
+            auto_record_rule_id=auto_rule,
+        )
         try:
             with s.begin_nested():
                 s.add(room)

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO
@@ -207,7 +208,12 @@ class JanusProcess:
         if self._log_file is None:
             # Kept open across restarts, closed by stop().
             self._log_file = await asyncio.to_thread(_open_log, self.log_path)
+        if self._starts == 0:
+            await asyncio.to_thread(kill_stale_janus, self.config_dir)
+        # Janus dies with Ember even when Ember is killed (SIGKILL, OOM): its rooms are Ember's to run.
+        prefix = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
         args = [
+            *prefix,
             binary,
             # -F is where the plugins and the transport read their own files; -C names the core file
             # explicitly so nothing from /etc/janus is ever read.
@@ -335,3 +341,41 @@ async def _call(callback: Callable[[int], Awaitable[None] | None] | None, value:
     except Exception:
         # A faulty listener must not take the supervisor down with it.
         log.exception("janus supervisor callback failed")
+
+
+def janus_pids(config_dir: Path) -> list[int]:
+    """Janus processes running on ``config_dir`` (read from /proc)."""
+    pids = []
+    needle = str(config_dir).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmdline and cmdline[0].endswith(b"janus") and needle in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def kill_stale_janus(config_dir: Path, wait: float = 5.0) -> list[int]:
+    """Kill a Janus that a previous Ember run left on this config folder (it would hold the ports and rooms
+    nobody runs any more). Returns the PIDs killed."""
+    pids = killed = janus_pids(config_dir)
+    for pid in pids:
+        log.warning("killing janus (pid %d) left running by a previous run on %s", pid, config_dir)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + wait
+    while pids and time.monotonic() < deadline:
+        pids = [p for p in pids if Path(f"/proc/{p}").exists() and not _is_zombie(p)]
+        time.sleep(0.05)
+    return killed
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) == "Z"
+    except (OSError, IndexError):
+        return True

@@ -6,10 +6,11 @@ The engine calls, for each file it writes into the spool (``spool.path_for``):
 - :meth:`RecordingOutputs.store_part` for each finished piece that is not the file itself (HLS segments),
 - :meth:`RecordingOutputs.file_completed` when the file is closed (MP4, or the HLS playlist): the file is
   uploaded, and ``RECORD_FILE_COMPLETE`` (with its ``download_url``) goes out once the file and all its
-  parts are stored;
+  parts are stored; its recorded and transcoded seconds are counted (``domain.usage``), once per file;
 
 and :meth:`RecordingOutputs.job_over` when the job ends (``CLOUD_RECORD_OVER``). Each call is one
-transaction: the upload and the event are recorded together or not at all, and both survive restarts.
+transaction: the upload, the event (and for a completion, the usage) are recorded together or not at
+all, and survive restarts.
 Callbacks of a job go out in the order of these calls (a completion waits for its upload, and so does
 everything after it).
 """
@@ -31,6 +32,7 @@ from emberrtc.domain.clock import Clock
 from emberrtc.domain.errors import EmberError
 from emberrtc.domain.retry import Backoff
 from emberrtc.domain.secrets import SecretBox, new_hex_id
+from emberrtc.domain.usage import record_file
 from emberrtc.storage.object_store import validate_object_name
 from emberrtc.storage.registry import StorageRegistry
 from emberrtc.storage.spool import Spool
@@ -174,8 +176,10 @@ class RecordingOutputs:
         height: int | None,
         group: str | None = None,
         content_type: str | None = None,
+        transcoded: bool = False,
     ) -> str:
-        """The file at ``path`` (in the spool) is finished: upload it, then send ``RECORD_FILE_COMPLETE``.
+        """The file at ``path`` (in the spool) is finished: upload it, then send ``RECORD_FILE_COMPLETE``,
+        and count its seconds for the app (``transcoded``: its video was re-encoded; see ``domain.usage``).
         Returns the group key (one per recording file)."""
         group = group or new_hex_id()
         f = await describe(path, target.location, target.bucket, target.object_name, content_type)
@@ -202,6 +206,19 @@ class RecordingOutputs:
                 fields=fields,
                 now=now,
                 hold_group=group,
+            )
+            record_file(
+                s,
+                app_id=job.app_id,
+                job_id=job.job_id,
+                object_name=target.object_name,
+                record_format=record_format,
+                start_time=start_time,
+                end_time=end_time,
+                transcoded=transcoded,
+                width=width,
+                height=height,
+                now=now,
             )
 
         await self._db.run(work)

@@ -31,6 +31,8 @@ class FileStarted:
     bucket: str
     object_name: str
     start_time: float
+    # As in FileCompleted (fixed for the file's life): lets a file salvaged after a crash be counted right.
+    transcoded: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,9 @@ class FileCompleted:
     duration: float  # seconds of media in the file (interruptions merged into it are not counted)
     width: int | None
     height: int | None
+    # The file's video was re-encoded (VP8, or H.264 above the cap) rather than passed through; False for
+    # audio-only files. Usage accounting counts these seconds as transcoded. Absent in older lines: False.
+    transcoded: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,19 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class PushState:
+    """An RTMP push (spec 4.4 ``publish_param.rtmp_urls``, ``recording.rtmp``) changed state: ``connected``;
+    ``retrying`` (an attempt failed or the connection broke; ``detail`` says why and when the next attempt
+    is); ``stopped`` (the URL left the plan, or the job ended). ``url`` is masked (no credentials, query
+    or stream key: ``rtmp://host/app/***``); ``target`` tells apart URLs that mask alike."""
+
+    target: str
+    url: str
+    state: str
+    detail: str
+
+
+@dataclass(frozen=True)
 class WorkerError:
     """Something went wrong; ``fatal``: the worker is ending because of it."""
 
@@ -100,7 +118,16 @@ class Exited:
 
 
 Report = (
-    Ready | FileStarted | PartCompleted | FileCompleted | MediaState | KeyframeRequest | Progress | WorkerError | Exited
+    Ready
+    | FileStarted
+    | PartCompleted
+    | FileCompleted
+    | MediaState
+    | KeyframeRequest
+    | Progress
+    | PushState
+    | WorkerError
+    | Exited
 )
 
 _TYPES: dict[str, type[Any]] = {
@@ -111,6 +138,7 @@ _TYPES: dict[str, type[Any]] = {
     "media_state": MediaState,
     "keyframe_request": KeyframeRequest,
     "progress": Progress,
+    "push_state": PushState,
     "error": WorkerError,
     "exited": Exited,
 }

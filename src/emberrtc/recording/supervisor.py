@@ -24,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import fcntl
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -51,7 +53,9 @@ from emberrtc.recording.reports import (
     WorkerError,
 )
 from emberrtc.recording.rtp import configure_socket
+from emberrtc.recording.salvage import salvage
 from emberrtc.recording.source import ForwardTarget, MediaSource
+from emberrtc.recording.worker import JOURNAL, LOCK
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +86,7 @@ class Outputs(Protocol):
         height: int | None,
         group: str | None = None,
         content_type: str | None = None,
+        transcoded: bool = False,
     ) -> str: ...
 
     async def job_over(self, job: JobRef, *, detail_message: str | None = None) -> str | None: ...
@@ -194,6 +199,7 @@ class RecordingSupervisor:
             self._close_sockets(sockets)
             raise
         ref = JobRef(job.app_id, job.job_id, job.room_id, job.stream_name)
+        SpoolJournal(self._spool_root / job.job_id).write_ref(ref)
         j = _Job(job, ref, plan, fmt, sockets)
         self._running[job.job_id] = j
         j.task = asyncio.create_task(self._supervise(j), name=f"recording-{job.job_id}")
@@ -214,6 +220,7 @@ class RecordingSupervisor:
     async def stop(self, job_id: str) -> None:
         j = self._running.get(job_id)
         if j is None or j.task is None:
+            await self._over_after_restart(job_id)
             return
         j.stopping = True
         if asyncio.current_task() is j.task:
@@ -316,6 +323,8 @@ class RecordingSupervisor:
         try:
             while True:
                 status = await self._run_worker(j)
+                if j.open_files:
+                    await self._salvage_open_files(j, j.fatal or _describe_exit(status))
                 if j.restarting and not (j.stopping or j.closing):
                     j.restarting = False
                     continue
@@ -323,7 +332,6 @@ class RecordingSupervisor:
                     break
                 # Unasked, a worker never ends: whatever its status, this job lost its recorder.
                 reason = j.fatal or _describe_exit(status)
-                self._lost_files(j, reason)
                 now = time.monotonic()
                 j.crashes = [t for t in j.crashes if now - t < self.restart_window] + [now]
                 if len(j.crashes) > self.max_restarts:
@@ -350,6 +358,7 @@ class RecordingSupervisor:
                 await self._stop_forward(job_id)
                 try:
                     await self._outputs.job_over(j.ref, detail_message=detail)
+                    SpoolJournal(self._spool_root / job_id).clear()
                 except Exception:
                     log.exception("job %s: CLOUD_RECORD_OVER could not be recorded", job_id)
 
@@ -432,37 +441,15 @@ class RecordingSupervisor:
 
     async def _handle(self, j: _Job, report: Report) -> None:
         job_id = j.spec.job_id
-        group = f"{job_id}-{getattr(report, 'file_id', '')}"
-        if isinstance(report, FileStarted):
-            j.open_files[report.file_id] = report
-            j.names.add(report.object_name)
-            await self._outputs.file_started(
-                j.ref,
-                record_format=report.record_format,
-                target=FileTarget(report.location, report.bucket, report.object_name),
-                start_time=report.start_time,
-            )
-        elif isinstance(report, PartCompleted):
-            await self._outputs.store_part(
-                j.ref,
-                path=Path(report.path),
-                target=FileTarget(report.location, report.bucket, report.object_name),
-                group=group,
-            )
-        elif isinstance(report, FileCompleted):
-            j.open_files.pop(report.file_id, None)
-            await self._outputs.file_completed(
-                j.ref,
-                record_format=report.record_format,
-                path=Path(report.path),
-                target=FileTarget(report.location, report.bucket, report.object_name),
-                start_time=report.start_time,
-                end_time=report.end_time,
-                width=report.width,
-                height=report.height,
-                group=group,
-            )
-        elif isinstance(report, MediaState) and self._jobs is not None:
+        if isinstance(report, FileStarted | PartCompleted | FileCompleted):
+            if isinstance(report, FileStarted):
+                j.open_files[report.file_id] = report
+                j.names.add(report.object_name)
+            elif isinstance(report, FileCompleted):
+                j.open_files.pop(report.file_id, None)
+            await self._store(j.ref, report)
+            SpoolJournal(self._spool_root / job_id).handled(report)
+        if isinstance(report, MediaState) and self._jobs is not None:
             if report.state == "recording":
                 await self._jobs.mark_running(job_id, "recording")
             elif report.state == "idle" and not (j.stopping or j.closing):
@@ -474,13 +461,112 @@ class RecordingSupervisor:
         elif isinstance(report, Exited):
             j.exited = True
 
-    def _lost_files(self, j: _Job, reason: str) -> None:
-        for f in j.open_files.values():
-            log.error(
-                "job %s: file %s (%s) was not finished: the worker %s", j.spec.job_id, f.path, f.object_name, reason
+    async def _store(self, ref: JobRef, report: FileStarted | PartCompleted | FileCompleted) -> None:
+        """A file report to the outputs: the callback for a new file, the upload (and callback) of a part
+        or a complete file."""
+        target = FileTarget(report.location, report.bucket, report.object_name)
+        group = f"{ref.job_id}-{report.file_id}"
+        if isinstance(report, FileStarted):
+            await self._outputs.file_started(
+                ref, record_format=report.record_format, target=target, start_time=report.start_time
             )
-            j.lost.append(f.object_name)
-        j.open_files.clear()
+        elif isinstance(report, PartCompleted):
+            await self._outputs.store_part(ref, path=Path(report.path), target=target, group=group)
+        else:
+            await self._outputs.file_completed(
+                ref,
+                record_format=report.record_format,
+                path=Path(report.path),
+                target=target,
+                start_time=report.start_time,
+                end_time=report.end_time,
+                width=report.width,
+                height=report.height,
+                group=group,
+                transcoded=report.transcoded,
+            )
+
+    async def _salvage_open_files(self, j: _Job, reason: str) -> None:
+        """The worker ended with files it did not finish: keep what they hold (``salvage.py``)."""
+        for started in list(j.open_files.values()):
+            saved = await asyncio.to_thread(salvage, started)
+            if saved is None:
+                log.error(
+                    "job %s: file %s (%s) held no media when the worker %s",
+                    j.spec.job_id, started.path, started.object_name, reason,
+                )  # fmt: skip
+                j.open_files.pop(started.file_id, None)
+                j.lost.append(started.object_name)
+                continue
+            log.warning(
+                "job %s: the worker %s; file %s kept up to %.1f s",
+                j.spec.job_id, reason, started.object_name, saved.completed.duration,
+            )  # fmt: skip
+            for part in saved.parts:
+                await self._handle(j, part)
+            await self._handle(j, saved.completed)
+
+    # --- after a restart ----------------------------------------------------------------------------------
+
+    async def _over_after_restart(self, job_id: str) -> None:
+        """A job that recorded in an earlier server run stopped before it recorded again (its media did not
+        come back): it still gets its ``CLOUD_RECORD_OVER``."""
+        journal = SpoolJournal(self._spool_root / job_id)
+        ref = journal.ref()
+        if ref is None:
+            return
+        try:
+            await self._outputs.job_over(ref)
+        except Exception:
+            log.exception("job %s: CLOUD_RECORD_OVER could not be recorded", job_id)
+            return
+        journal.clear()
+
+    async def recover(self, lock_timeout: float | None = None) -> int:
+        """What workers of a previous server run left in the spool: every file report the server did not
+        handle (the journal says which), in order, and every file a worker did not finish, salvaged. Waits
+        for such a worker to exit first (it finishes its files when its server goes away). Returns how many
+        reports were handled."""
+        if not self._spool_root.is_dir():
+            return 0
+        count = 0
+        timeout = self.stop_timeout if lock_timeout is None else lock_timeout
+        for folder in sorted(p for p in self._spool_root.iterdir() if (p / JOURNAL).exists()):
+            journal = SpoolJournal(folder)
+            ref = journal.ref()
+            if ref is None:
+                log.error("spool %s has a journal but no job.json: its files are left as they are", folder)
+                continue
+            if not await asyncio.to_thread(journal.wait_unlocked, timeout):
+                log.error(
+                    "job %s: its old worker still runs after %.0f s; its files are left for later", ref.job_id, timeout
+                )
+                continue
+            entries = journal.entries()
+            done = journal.handled_keys()
+            finished = {r.file_id for r in entries if isinstance(r, FileCompleted)}
+            finished |= {k.split(":", 1)[1] for k in done if k.startswith("completed:")}
+            unfinished = [r for r in entries if isinstance(r, FileStarted) and r.file_id not in finished]
+            try:
+                for report in entries:
+                    if _key(report) not in done:
+                        await self._store(ref, report)
+                        journal.handled(report)
+                        count += 1
+                # Files no worker finished (killed with the server, or before it): keep what they hold.
+                for started in unfinished:
+                    saved = await asyncio.to_thread(salvage, started)
+                    if saved is None:
+                        log.error("job %s: file %s held no media", ref.job_id, started.object_name)
+                        continue
+                    outcome: list[PartCompleted | FileCompleted] = [*saved.parts, saved.completed]
+                    for part in outcome:
+                        await self._store(ref, part)
+                        journal.handled(part)
+                        count += 1
+            except Exception:
+                log.exception("job %s: recovering its files failed; they stay in the spool", ref.job_id)
+        return count
 
     async def _stop_forward(self, job_id: str) -> None:
         try:
@@ -496,3 +582,87 @@ def _describe_exit(status: int) -> str:
         except ValueError:
             return f"was killed by signal {-status}"
     return f"exited with status {status}"
+
+
+JOB_FILE = "job.json"  # the job's identity, for a server that restarts without the job in memory
+HANDLED = "handled.jsonl"  # keys of the journal's reports the server has handled
+
+
+def _key(report: FileStarted | PartCompleted | FileCompleted) -> str:
+    if isinstance(report, FileStarted):
+        return f"started:{report.file_id}"
+    if isinstance(report, PartCompleted):
+        return f"part:{report.path}"
+    return f"completed:{report.file_id}"
+
+
+class SpoolJournal:
+    """A job's spool folder as the server sees it: the worker's journal (``worker.JOURNAL``), which of its
+    reports the server has handled, and who the job is."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def write_ref(self, ref: JobRef) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".{JOB_FILE}.tmp"
+        tmp.write_text(json.dumps(dataclasses.asdict(ref)))
+        tmp.replace(self.folder / JOB_FILE)
+
+    def ref(self) -> JobRef | None:
+        try:
+            return JobRef(**json.loads((self.folder / JOB_FILE).read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def entries(self) -> list[FileStarted | PartCompleted | FileCompleted]:
+        out: list[FileStarted | PartCompleted | FileCompleted] = []
+        try:
+            lines = (self.folder / JOURNAL).read_bytes().splitlines()
+        except FileNotFoundError:
+            return out
+        for line in lines:
+            try:
+                report = reports.decode(line)
+            except ValueError:
+                continue  # a line torn by a crash
+            if isinstance(report, FileStarted | PartCompleted | FileCompleted):
+                out.append(report)
+        return out
+
+    def handled_keys(self) -> set[str]:
+        try:
+            return set((self.folder / HANDLED).read_text().splitlines())
+        except FileNotFoundError:
+            return set()
+
+    def handled(self, report: FileStarted | PartCompleted | FileCompleted) -> None:
+        with (self.folder / HANDLED).open("a") as fh:
+            fh.write(_key(report) + "\n")
+
+    def wait_unlocked(self, timeout: float) -> bool:
+        """Wait (blocking) until no worker holds the job's lock; False after ``timeout`` seconds."""
+        path = self.folder / LOCK
+        if not path.exists():
+            return True
+        fd = os.open(path, os.O_RDWR)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    return True
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        return False
+                    time.sleep(0.05)
+        finally:
+            os.close(fd)
+
+    def clear(self) -> None:
+        """The job is over and everything in the journal handled: forget it (the media files stay until
+        their upload is confirmed)."""
+        for name in (JOURNAL, HANDLED, JOB_FILE, LOCK):
+            with contextlib.suppress(FileNotFoundError):
+                (self.folder / name).unlink()

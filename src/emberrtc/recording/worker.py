@@ -8,8 +8,10 @@
   the last ``exited``.
 - **stdin**: commands, one JSON line each: ``{"cmd": "stop"}`` finishes every file and exits;
   ``{"cmd": "update", "plan": "<plan JSON>"}`` applies a new plan from the next file. End of stdin (the
-  server died) also stops; reports that can no longer be delivered are appended to ``unreported.jsonl``
-  in the spool folder, so a restarted server can still store the finished files.
+  server died) also stops: the files are finished all the same.
+- **spool folder**: ``journal.jsonl`` has every file report (see :class:`Reporter`), ``worker.lock`` is
+  held while the worker runs; with them a restarted server stores, reports or salvages whatever the
+  worker left (``supervisor.RecordingSupervisor.recover``).
 - **signals**: SIGTERM stops like ``stop``; SIGINT is ignored (a terminal's Ctrl-C is the server's to
   handle, and it stops its workers).
 - **stderr**: log lines. Exit status 0 after a stop, 2 after a fatal error (reported first).
@@ -22,6 +24,7 @@ arrives between rounds and while frames are being encoded.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -45,29 +48,45 @@ _BATCH = 4096  # most datagrams read from one socket in one round
 _TICK = 0.05  # seconds between pipeline ticks (a fraction of the jitter buffer's wait)
 _ROUND = 0.02  # shortest time between two rounds of reading while packets trickle in (live media)
 _FEW = 8  # a round with fewer datagrams than this waits for the next; a backlog is read without pause
-UNREPORTED = "unreported.jsonl"
+JOURNAL = "journal.jsonl"  # file reports of every worker run of the job, in order
+LOCK = "worker.lock"  # held by the job's worker while it runs
 
 
 class Reporter:
-    """Writes reports to stdout; once the parent is gone, to ``unreported.jsonl`` in the spool."""
+    """Writes reports to stdout (while the parent listens) and every file report to the job's journal.
+
+    The journal (``journal.jsonl`` in the spool folder, flushed and synced per line) is what a restarted
+    server reads to store and report the files of a worker whose reports it never received (its
+    predecessor was killed, or the worker outlived it), and to salvage files the worker could not finish."""
 
     def __init__(self, out: IO[bytes], spool: Path) -> None:
         self._out = out
-        self._spool = spool
+        spool.mkdir(parents=True, exist_ok=True)
+        self._journal = (spool / JOURNAL).open("ab")
         self.parent_gone = False
 
     def __call__(self, report: Report) -> None:
         line = (reports.encode(report) + "\n").encode()
+        if isinstance(report, reports.FileCompleted | reports.PartCompleted | reports.FileStarted):
+            self._journal.write(line)
+            self._journal.flush()
+            os.fsync(self._journal.fileno())
         if not self.parent_gone:
             try:
                 self._out.write(line)
                 self._out.flush()
-                return
             except (BrokenPipeError, ValueError, OSError):
                 self.parent_gone = True
-        if isinstance(report, reports.FileCompleted | reports.PartCompleted | reports.FileStarted):
-            with (self._spool / UNREPORTED).open("ab") as fh:
-                fh.write(line)
+
+
+def hold_job_lock(spool: Path) -> int:
+    """Take the job's lock (``worker.lock`` in its spool folder) for this process's lifetime: a restarted
+    server waits on it before reading the journal, so it never reads a journal still being written. A worker
+    of the same job still finishing its files makes this one wait."""
+    spool.mkdir(parents=True, exist_ok=True)
+    fd = os.open(spool / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
 
 
 def _arrival(item: tuple[float, str, bytes]) -> float:
@@ -79,6 +98,7 @@ class Worker:
         self.plan = plan
         self._stdin = stdin_fd
         self._buffer = pending
+        self._lock = hold_job_lock(Path(plan.spool_dir))
         self._reporter = Reporter(stdout, Path(plan.spool_dir))
         self._stopping: str | None = None
 

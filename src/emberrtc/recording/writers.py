@@ -40,6 +40,12 @@ from emberrtc.recording.video import VIDEO_TIME_BASE, VideoPacket
 
 _SETTLE = 0.5  # seconds of video past a cut after which audio for the old file is no longer awaited
 
+#: MP4 files are fragmented (ISO BMFF ``moof``/``mdat`` pairs after an empty ``moov``), a fragment every
+#: 2 s of media: a worker that dies (SIGKILL, power loss) leaves a file that is valid up to its last
+#: complete fragment, which ``salvage.py`` keeps. Players, browsers and ffmpeg read such files as any MP4.
+#: ``flush_packets``: each fragment goes to the file when it is complete, not when an I/O buffer fills.
+MP4_FRAGMENTS = {"movflags": "empty_moov+default_base_moof", "frag_duration": "2000000", "flush_packets": "1"}
+
 
 class FileContext(Protocol):
     """What writers need from the pipeline: names, wall-clock times and a way to report."""
@@ -67,7 +73,8 @@ class Muxer:
         audio: AudioStream | None,
     ) -> None:
         self.path = path
-        self._c = av.open(str(path), "w", format=container_format)
+        options = MP4_FRAGMENTS if container_format == "mp4" else {}
+        self._c = av.open(str(path), "w", format=container_format, options=dict(options))
         self._video = None
         self._audio = None
         if video_size is not None:
@@ -340,7 +347,16 @@ class FileWriter:
     def _report_started(self, f: _File) -> None:
         n, start = f.naming, self._ctx.wall_at(f.start)
         self._ctx.report(
-            FileStarted(f.file_id, self.record_format, str(f.path), n.location, n.bucket, f.object_name, start)
+            FileStarted(
+                f.file_id,
+                self.record_format,
+                str(f.path),
+                n.location,
+                n.bucket,
+                f.object_name,
+                start,
+                transcoded=f.video_size is not None and not f.passthrough,
+            )
         )
 
     def _report_completed(self, f: _File) -> None:
@@ -359,6 +375,7 @@ class FileWriter:
                 duration=max(0.0, f.end - f.start),
                 width=width,
                 height=height,
+                transcoded=f.video_size is not None and not f.passthrough,
             )
         )
 

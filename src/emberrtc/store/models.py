@@ -113,7 +113,7 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_app_state", "app_id", "state"),
         # spec 4.4.1 / RTC.00001006: one unfinished single-stream job per room and user (per slot: API jobs,
-    # automatic camera jobs and automatic screen jobs are counted apart)
+        # automatic camera jobs and automatic screen jobs are counted apart)
         Index(
             "uq_jobs_individual_active",
             "app_id",
@@ -286,3 +286,35 @@ class RoomSession(Base):
     device_model: Mapped[str | None] = mapped_column(String(128), nullable=True)
     #: Kinds of the streams published during the session (``camera``, ``screen``), in order of first publication.
     published_streams: Mapped[list[str]] = mapped_column(JSON)
+
+
+class UsageEntry(Base):
+    """Recorded and transcoded seconds of one recording file on one UTC day (``domain.usage``).
+
+    One row per file (``job_id``, ``object_name``) and day: a file spanning midnight has a row for each
+    day. The unique key makes counting a file idempotent (a replayed completion inserts nothing); totals
+    are ``SUM ... GROUP BY day``.
+    """
+
+    __tablename__ = "usage_entries"
+    __table_args__ = (
+        UniqueConstraint("job_id", "object_name", "day", name="uq_usage_entries_file_day"),
+        Index("ix_usage_entries_app_day", "app_id", "day"),
+    )
+
+    entry_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.app_id", ondelete="CASCADE"))
+    job_id: Mapped[str] = mapped_column(String(32))
+    #: The file's object name (MP4 file or HLS playlist) in storage.
+    object_name: Mapped[str] = mapped_column(Text)
+    #: UTC day, ``YYYY-MM-DD``.
+    day: Mapped[str] = mapped_column(String(10))
+    recorded_seconds: Mapped[float] = mapped_column(Double)
+    #: ``recorded_seconds`` when the file's video was re-encoded, else 0.
+    transcoded_seconds: Mapped[float] = mapped_column(Double)
+    #: ``MP4`` or ``HLS``.
+    record_format: Mapped[str] = mapped_column(String(16))
+    #: The file's video size (None for audio-only files): the statistics API splits usage by resolution.
+    width: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    height: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    create_time: Mapped[float] = mapped_column(Double)

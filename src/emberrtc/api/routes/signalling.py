@@ -448,6 +448,12 @@ class _Connection:
         if isinstance(message, PublishMessage):
             sdp, tracks = await plane.publish(participant, message.stream, message.sdp)
             await self.svc.room_sessions.publish(admission.session_id, str(message.stream))
+            try:
+                await self.svc.jobs.auto_record(
+                    admission.app_id, admission.room_id, admission.user_id, str(message.stream)
+                )
+            except Exception:  # recording must never cost the publisher its stream; the fault is logged
+                log.exception("automatic recording of %s's %s failed", admission.user_id, message.stream)
             return {"type": "published", "stream": str(message.stream), "sdp": sdp, "tracks": tracks}
         if isinstance(message, UnpublishMessage):
             await plane.unpublish(participant, message.stream)

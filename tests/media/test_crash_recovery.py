@@ -1,0 +1,259 @@
+"""``kill -9`` of ``ember serve`` mid-recording, then a restart (recording issue, crash safety).
+
+A real ``ember serve`` process (Janus as its child, SQLite in a data folder) records two users. It is
+killed with SIGKILL while both publish. Its Janus dies with it, and its recording workers finish their
+files. The restarted server must then:
+
+- store the files the workers finished after their server died, and send their ``RECORD_FILE_COMPLETE``;
+- resume the job of the user who comes back (a new file, same job), and stop the job of the user who does
+  not with ``IDLE_TIMEOUT`` once its ``max_idle_time`` has passed, each with ``CLOUD_RECORD_OVER``;
+- have lost nothing: every callback signed, in order per job, every file readable with the right colour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.media.conftest import MEDIA_IP
+from tests.recording.readback import read_back
+from tests.support.http_receiver import HttpReceiver
+from tests.support.server import free_port
+from tests.support.waiting import until
+
+from emberrtc.callbacks.signature import verify
+from emberrtc.client import ColourVideoTrack, RoomClient, ToneAudioTrack
+from emberrtc.media.janus_process import janus_pids
+from emberrtc.synthetic import colour_distance, median_rgb
+
+pytestmark = pytest.mark.media
+
+EMBER = str(Path(sys.executable).parent / "ember")
+AUTH_KEY = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+JOBS = "individual-stream-jobs"
+RED, BLUE, GREEN = (220, 30, 30), (30, 60, 220), (30, 200, 60)
+WIDTH, HEIGHT = 320, 240
+
+
+class EmberServe:
+    """``ember serve`` as users run it, on a data folder that outlives the process."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = data_dir / "serve.log"
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
+        env.update(EMBER_MEDIA_IP=MEDIA_IP, EMBER_RATE_LIMITS="off", EMBER_JOB_TICK="0.2")
+        return env
+
+    def cli(self, *args: str) -> dict[str, Any]:
+        r = subprocess.run(
+            [EMBER, *args, "--json", "--data-dir", str(self.data_dir)], capture_output=True, text=True, env=self._env()
+        )
+        assert r.returncode == 0, r.stderr
+        return dict(json.loads(r.stdout))
+
+    def _spawn(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [EMBER, "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._env(),
+            )
+
+    async def start(self) -> None:
+        self._spawn()
+
+        async def answers() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                pytest.fail(f"ember serve exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}")
+            try:
+                async with httpx.AsyncClient(trust_env=False) as c:
+                    return (await c.get(f"{self.url}/openapi.json", timeout=2)).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await until(answers, within=60, what="ember serve to answer")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+async def api(server: EmberServe, token: str, method: str, path: str, body: Any = None) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=server.url, headers={"X-Auth-Token": token}, trust_env=False) as c:
+        return await c.request(method, path, json=body, timeout=15)
+
+
+async def login(server: EmberServe, name: str, password: str) -> str:
+    identity = {
+        "methods": ["password"],
+        "password": {"user": {"name": name, "password": password, "domain": {"name": name}}},
+    }
+    body = {"auth": {"identity": identity, "scope": {"project": {"name": "ember"}}}}
+    async with httpx.AsyncClient(trust_env=False) as c:
+        r = await c.post(f"{server.url}/v3/auth/tokens", json=body)
+    assert r.status_code == 201, r.text
+    return r.headers["X-Subject-Token"]
+
+
+async def join_and_publish(
+    server: EmberServe, app_id: str, app_key: str, user: str, colour: tuple[int, int, int]
+) -> RoomClient:
+    # Janus may still be starting right after the server answers: a refused join is tried again.
+    async def joined() -> RoomClient | None:
+        try:
+            return await RoomClient.join(server.url, app_id=app_id, room_id="crash-room", user_id=user, app_key=app_key)
+        except Exception:
+            return None
+
+    client: RoomClient = await until(joined, within=30, what=f"{user} joins")
+    await client.publish(
+        "camera", video=ColourVideoTrack(colour, width=WIDTH, height=HEIGHT), audio=ToneAudioTrack(440.0), codec="h264"
+    )
+    return client
+
+
+async def test_kill_9_of_the_server_mid_recording_loses_nothing(tmp_path: Path) -> None:
+    server = EmberServe(tmp_path / "data")
+    server.data_dir.mkdir()
+    tenant = server.cli("tenant", "create", "crashco", "--password", "crash-password-1")
+    assert tenant
+    receiver = await HttpReceiver().start()
+    clients: list[RoomClient] = []
+    try:
+        await server.start()
+        token = await login(server, "crashco", "crash-password-1")
+        created = await api(server, token, "POST", "/v2/apps", {"app_name": "crash"})
+        assert created.status_code == 201, created.text
+        app_id = created.json()["app_id"]
+        app_key = (await api(server, token, "GET", f"/v2/apps/{app_id}")).json()["authentication"]["app_key"]
+        callback = {"url": receiver.url + "/events", "auth_key": AUTH_KEY}
+        assert (await api(server, token, "PUT", f"/v2/apps/{app_id}/record-callback", callback)).status_code == 200
+        rule = {
+            "obs_addr": {"location": "local", "project_id": "p", "bucket": "crash-records"},
+            "record_formats": ["MP4"],
+            "mp4_config": {"record_cycle": 60},
+        }
+        rule_id = (await api(server, token, "POST", f"/v2/apps/{app_id}/record-rules", rule)).json()["rule_id"]
+
+        clients.append(await join_and_publish(server, app_id, app_key, "ann", RED))
+        clients.append(await join_and_publish(server, app_id, app_key, "ben", GREEN))
+        jobs: dict[str, str] = {}
+        for user in ("ann", "ben"):
+            body = {
+                "room_id": "crash-room",
+                "user_id": user,
+                "record_param": {"record_rule_id": rule_id},
+                "max_idle_time": 15,
+            }
+            r = await api(server, token, "POST", f"/v2/apps/{app_id}/{JOBS}", body)
+            assert r.status_code == 201, r.text
+            jobs[user] = r.json()["job_id"]
+
+        async def state(user: str) -> dict[str, Any]:
+            r = await api(server, token, "GET", f"/v2/apps/{app_id}/{JOBS}/{jobs[user]}")
+            assert r.status_code == 200, r.text
+            return dict(r.json())
+
+        for user in jobs:
+            await until(lambda u=user: _is(state(u), "RUNNING"), within=30, what=f"{user}'s job RUNNING")
+        began = time.monotonic()
+        await asyncio.sleep(5.0)  # the length of the first files, not a synchronisation
+        janus_dir = server.data_dir / "janus"
+        assert janus_pids(janus_dir)
+
+        server.kill9()
+        first_length = time.monotonic() - began
+        # Janus dies with its server (parent-death signal): no room outlives the server that ran it.
+        await until(lambda: not janus_pids(janus_dir), within=10, what="Janus to die with ember serve")
+        for client in clients:  # their server is gone: hang up what is left of the calls
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.leave(), 5)
+        clients.clear()
+
+        await server.start()
+        token = await login(server, "crashco", "crash-password-1")  # tokens survive too; a new one is fine
+        # The files the workers finished after the kill are stored and reported by the new server.
+        files = await until(lambda: len(_events(receiver, "RECORD_FILE_COMPLETE")) >= 2, within=30, what="first files")
+        assert files
+        for user in jobs:
+            s = await state(user)
+            assert s["state"] == "RUNNING" and "restarted" in s["description"], s
+
+        # ann comes back: her job records on into a new file. ben does not: his job stops after 15 s.
+        clients.append(await join_and_publish(server, app_id, app_key, "ann", BLUE))
+        await until(
+            lambda: len(_events(receiver, "RECORD_NEW_FILE_START", jobs["ann"])) >= 2,
+            within=30,
+            what="ann's second file",
+        )
+        await asyncio.sleep(3.0)  # the length of ann's second file
+        r = await api(server, token, "DELETE", f"/v2/apps/{app_id}/{JOBS}/{jobs['ann']}")
+        assert r.status_code == 204, r.text
+        ben = await until(lambda: _is(state("ben"), "STOPPED"), within=30, what="ben's job to stop")
+        assert ben["stop_reason"] == "IDLE_TIMEOUT"
+        for user in jobs:
+            await until(lambda u=user: _events(receiver, "CLOUD_RECORD_OVER", jobs[u]), within=30, what=f"{user} over")
+    finally:
+        for client in clients:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.leave(), 10)
+        server.stop()
+        await receiver.stop()
+
+    assert all(verify(AUTH_KEY, r.headers, r.body) for r in receiver.answered())
+    ann = [e["event_type"] for e in _events(receiver, None, jobs["ann"])]
+    assert ann == ["RECORD_NEW_FILE_START", "RECORD_FILE_COMPLETE"] * 2 + ["CLOUD_RECORD_OVER"], ann
+    ben = [e["event_type"] for e in _events(receiver, None, jobs["ben"])]
+    assert ben == ["RECORD_NEW_FILE_START", "RECORD_FILE_COMPLETE", "CLOUD_RECORD_OVER"], ben
+
+    storage = server.data_dir / "storage" / "crash-records"
+    expected = {(jobs["ann"], 0): RED, (jobs["ann"], 1): BLUE, (jobs["ben"], 0): GREEN}
+    for (job_id, index), colour in expected.items():
+        complete = _events(receiver, "RECORD_FILE_COMPLETE", job_id)[index]
+        rb = await asyncio.to_thread(read_back, storage / complete["obs_object"])
+        assert (rb.video_codec, rb.audio_codec) == ("h264", "aac")
+        assert colour_distance(median_rgb(rb.middle_frame), colour) < 25
+        if index == 0:  # recorded up to the kill: nothing of it lost
+            assert first_length - 1.5 <= rb.duration <= first_length + 3.0, (rb.duration, first_length)
+
+
+async def _is(state: Any, wanted: str) -> dict[str, Any] | None:
+    s = await state
+    return s if s["state"] == wanted else None
+
+
+def _events(receiver: HttpReceiver, event_type: str | None, job_id: str | None = None) -> list[dict[str, Any]]:
+    bodies = [json.loads(r.body) for r in receiver.answered()]
+    return [
+        b
+        for b in bodies
+        if (event_type is None or b["event_type"] == event_type) and (job_id is None or b["job_id"] == job_id)
+    ]
