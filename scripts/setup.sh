@@ -45,6 +45,9 @@ ember_setup() {
   if [ "$what" = "test" ]; then
     # chromium: the browser SDK's test drives headless Chromium with fake camera and microphone.
     ember_apt_install chromium
+    # nginx + libnginx-mod-rtmp: a real RTMP server on loopback for the RTMP push tests
+    # (tests/support/rtmp_server.py runs its own nginx from a temp folder; the system service is not used).
+    ember_apt_install nginx libnginx-mod-rtmp
   fi
   ember_venv "$what"
 }

@@ -66,6 +66,7 @@ class Services:
     async def close(self) -> None:
         # No new job starts; running ones finish their files (reported to the outputs) and stay resumable.
         await self.supervisor.stop()
+        await self.jobs.close()
         if self.recorder is not None:
             await self.recorder.close()
         if self.media_source is not None:

@@ -309,6 +309,12 @@ class JobService:
         task.add_done_callback(self._starting.discard)
         return spec.job_id
 
+    async def close(self) -> None:
+        """Server shutdown: automatic jobs being handed to the engine are left for the next run."""
+        for task in list(self._starting):
+            task.cancel()
+        await asyncio.gather(*self._starting, return_exceptions=True)
+
     async def _start_when_present(self, spec: JobSpec) -> None:
         try:
             if await self.media.has_stream(spec.app_id, spec.room_id, spec.user_id, spec.params.get("video_type")):
@@ -365,6 +371,17 @@ class JobService:
             job.description = "waiting for media"
 
         await self._db.run(work)
+
+    async def describe(self, job_id: str, description: str) -> None:
+        """A new ``description`` for a job that is not over (e.g. the state of its RTMP pushes)."""
+        now = self._clock.now()
+        await self._db.run(
+            lambda s: s.execute(
+                update(Job)
+                .where(Job.job_id == job_id, Job.state != STOPPED)
+                .values(description=description, update_time=now)
+            )
+        )
 
     async def mark_stopped(self, job_id: str, reason: str, description: str) -> bool:
         """Stop the job (once); tell the engine to finish its files. True if this call stopped it."""

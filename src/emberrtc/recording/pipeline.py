@@ -1,9 +1,15 @@
-"""One job's media path: RTP in, files out (source -> transform -> sink).
+"""One job's media path: RTP in, files and RTMP pushes out (source -> transform -> sink).
 
 ::
 
     UDP datagram -> RtpPacket -> JitterBuffer -> Depacketizer -> Timeline -> VideoPath / AudioPath
                  -> Mp4Writer / HlsWriter -> files in the spool + reports
+                 -> RtmpPush (one per ``publish_param.rtmp_urls`` URL) -> FLV to the URL (``rtmp.py``)
+
+A plan may have files only, RTMP pushes only, or both. Pushes get the same H.264 and AAC packets as the
+writers; their network I/O happens off this thread (``rtmp.py``), and a push that waits for a keyframe
+(just connected, or after dropping a backlog) gets one like a writer that cuts: forced when transcoding,
+asked of the publisher in passthrough. ``update`` with a new plan adds and removes pushes at once.
 
 The pipeline is single-threaded and does no I/O of its own besides writing files: the worker process
 (``worker.py``) feeds it datagrams and ticks it; tests can drive it directly with fake clocks. Times
@@ -25,6 +31,7 @@ from emberrtc.recording.audio import AudioPacket, AudioPath
 from emberrtc.recording.depacketizer import Depacketizer, EncodedFrame, OpusDepacketizer
 from emberrtc.recording.plan import HLS, MP4, ObjectNaming, RecordingPlan
 from emberrtc.recording.reports import KeyframeRequest, MediaState, Progress, Report
+from emberrtc.recording.rtmp import RtmpPush
 from emberrtc.recording.rtp import JitterBuffer, Released, RtpPacket, is_rtcp
 from emberrtc.recording.timeline import Timeline
 from emberrtc.recording.video import VideoPacket, VideoPath
@@ -74,6 +81,9 @@ class Pipeline:
             self._add_track(AUDIO, plan.audio.codec, plan.audio.clock_rate)
         self._writers: list[FileWriter] = []
         self._add_writers(plan)
+        self._pushes: dict[str, RtmpPush] = {}  # by URL
+        self._ending: list[RtmpPush] = []  # removed from the plan, still finishing their stream
+        self._add_pushes(plan)
         self.packets = 0
         self.bad_packets = 0
         self._started_at: float | None = None
@@ -126,11 +136,18 @@ class Pipeline:
         video = self._tracks.get(VIDEO)
         if video is not None and video.depacketizer.waiting_for_keyframe and not self._idle and self.packets:
             self._ask_keyframe("waiting for a keyframe")
+        self._poll_pushes()
 
     def update(self, plan: RecordingPlan) -> None:
         """A changed rule (``PUT`` of ``record_param``): formats, cycles and names apply from the next file.
-        Inputs (codecs, ports) do not change here; a new source needs a new worker."""
+        Changed ``rtmp_urls`` (``PUT`` of ``publish_param``): pushes start and stop at once. Inputs (codecs,
+        ports) do not change here; a new source needs a new worker."""
         self.plan = plan
+        for url in [u for u in self._pushes if u not in plan.rtmp_urls]:
+            push = self._pushes.pop(url)
+            push.close()
+            self._ending.append(push)
+        self._add_pushes(plan)
         self._names |= set(plan.reserved_names)
         for w in self._writers:
             if isinstance(w, Mp4Writer):
@@ -160,6 +177,15 @@ class Pipeline:
         for w in self._writers:
             w.close()
         self._writers = []
+        # Every push ends its stream at once, in parallel, within one deadline.
+        pushes, self._pushes = [*self._pushes.values(), *self._ending], {}
+        for push in pushes:
+            push.close()
+        deadline = time.monotonic() + self.plan.timing.push_connect_timeout + 2.0
+        for push in pushes:
+            push.join(deadline)
+        self._ending = pushes
+        self._poll_pushes()
 
     # --- FileContext (for the writers) ----------------------------------------------------------------------
 
@@ -201,6 +227,23 @@ class Pipeline:
         if plan.hls is not None and HLS not in have:
             self._writers.append(HlsWriter(plan.hls, self, plan.timing, has_video, template))
 
+    def _add_pushes(self, plan: RecordingPlan) -> None:
+        template = self._audio.template if self._audio is not None else None
+        for url in plan.rtmp_urls:
+            if url not in self._pushes:
+                self._pushes[url] = RtmpPush(url, has_video=plan.video is not None, audio=template, timing=plan.timing)
+
+    def _poll_pushes(self) -> None:
+        """Report the pushes' state changes (they happen on their threads; reports are sent from here)."""
+        for push in [*self._pushes.values(), *self._ending]:
+            for state in push.poll():
+                self._report(state)
+        if any(p.done for p in self._ending):
+            self._ending = [p for p in self._ending if not p.done]
+
+    def _push_wants_keyframe(self) -> bool:
+        return any(p.wants_keyframe for p in self._pushes.values())
+
     def _retire_done(self) -> None:
         if any(w.done for w in self._writers):
             self._writers = [w for w in self._writers if not w.done]
@@ -218,10 +261,13 @@ class Pipeline:
         r = self._r = place.time
         if track.kind == VIDEO and self._video is not None:
             # Transcoding: force a keyframe where a writer must cut. Passthrough: ask the publisher.
-            force = any(w.wants_keyframe(r, False) for w in self._writers)
+            push_waits = self._push_wants_keyframe()
+            force = push_waits or any(w.wants_keyframe(r, False) for w in self._writers)
             wrote = self._write_video(self._video.push(frame, round(r * 90_000), force))
             if self._video.passthrough and any(w.wants_keyframe(r, True) for w in self._writers):
                 self._ask_keyframe("a file or segment is due to start")
+            elif self._video.passthrough and push_waits:
+                self._ask_keyframe("an RTMP push starts with a keyframe")
         elif track.kind == AUDIO and self._audio is not None:
             wrote = self._write_audio(self._audio.push(frame, round(r * self._audio.sample_rate)))
         else:
@@ -232,18 +278,24 @@ class Pipeline:
             self._report(MediaState("recording", "recording"))
 
     def _write_video(self, packets: list[VideoPacket]) -> bool:
-        wrote = False
+        """To the writers and the pushes. True if media went out (into a file, or to the pushes: a push
+        that is not connected still counts, the job is live)."""
+        wrote = bool(packets) and bool(self._pushes)
         for pkt in packets:
             for w in self._writers:
                 wrote = w.video(pkt) or wrote
+            for push in self._pushes.values():
+                push.video(pkt)
         return wrote
 
     def _write_audio(self, packets: list[AudioPacket]) -> bool:
-        wrote = False
+        wrote = bool(packets) and bool(self._pushes)
         rate = self._audio.sample_rate if self._audio is not None else 48_000
         for pkt in packets:
             for w in self._writers:
                 wrote = w.audio(pkt, rate) or wrote
+            for push in self._pushes.values():
+                push.audio(pkt, rate)
         return wrote
 
     def _ask_keyframe(self, reason: str) -> None:

@@ -10,6 +10,9 @@ Decisions documented here:
   Ember's mapping, as (long side, short side) so portrait video is capped alike: ``LD`` 320x180,
   ``SD`` 640x360, ``HD`` 1280x720, ``FHD`` 1920x1080 (the default). A stream within the cap keeps its
   size; a larger one is scaled down to fit, keeping its aspect ratio.
+- A job's plan has files (``mp4``/``hls``, from its record rule), RTMP pushes (``rtmp_urls``, from
+  ``publish_param``, spec Table 4-27; checked as the API checks them: ``rtmp://`` or ``rtmps://`` with a
+  host), or both. A job with neither cannot be planned.
 - Video: H.264 within the cap is recorded without re-encoding (passthrough); VP8, or H.264 above the cap,
   is transcoded to H.264 (libx264 ``ultrafast``). Audio: Opus is always transcoded to AAC-LC 48 kHz.
 - Object names: ``obs_addr.object`` joined with the format's ``record_prefix`` (default
@@ -34,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from emberrtc.domain.ports import JobSpec
 
@@ -55,6 +59,15 @@ _VARIABLE = re.compile(r"\{([a-z_]+)\}")
 
 class PlanError(ValueError):
     """The job cannot be turned into a recording plan (nothing to record, unsupported codec...)."""
+
+
+def check_rtmp_url(url: str) -> str:
+    """An RTMP push URL as the API accepts it (``api.schemas.common.RtmpUrl``): ``rtmp://`` or ``rtmps://``
+    with a host and no whitespace."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("rtmp", "rtmps") or not parts.hostname or any(c.isspace() for c in url):
+        raise PlanError("an RTMP URL must be rtmp:// or rtmps:// with a host")
+    return url
 
 
 def file_start_time(ts: float) -> str:
@@ -198,6 +211,15 @@ class Timing:
     video_wait: float = 2.0
     #: Report progress every this many processed packets (flow control for faster-than-real-time feeds).
     progress_packets: int = 25
+    #: RTMP push (``recording.rtmp``): most media (seconds) queued per URL; beyond, the queue is dropped
+    #: and the push resumes at the next keyframe.
+    push_buffer: float = 5.0
+    #: RTMP push: first retry delay after a failure; it doubles per failed attempt up to ``push_retry_max``.
+    push_retry: float = 1.0
+    push_retry_max: float = 30.0
+    #: RTMP push: longest wait for a connection, and longest a write may block before the connection
+    #: counts as broken.
+    push_connect_timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -219,12 +241,16 @@ class RecordingPlan:
     timing: Timing = field(default_factory=Timing)
     #: Object names this job's earlier workers used: a new file never takes one (it would overwrite it).
     reserved_names: tuple[str, ...] = ()
+    #: spec Table 4-27 ``publish_param.rtmp_urls``: push the stream as FLV to each (``recording.rtmp``).
+    rtmp_urls: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.video is None and self.audio is None:
             raise PlanError("nothing to record: no video and no audio")
-        if self.mp4 is None and self.hls is None:
-            raise PlanError("nothing to record to: no MP4 and no HLS output")
+        if self.mp4 is None and self.hls is None and not self.rtmp_urls:
+            raise PlanError("nothing to record to: no MP4 or HLS output and no RTMP URL")
+        for url in self.rtmp_urls:
+            check_rtmp_url(url)
         if self.video is not None and self.video.codec not in (H264, VP8):
             raise PlanError(f"video codec {self.video.codec} cannot be recorded (H264 or VP8)")
         if self.audio is not None and self.audio.codec != OPUS:
@@ -279,14 +305,16 @@ def build_plan(
     encoding: Encoding | None = None,
     timing: Timing | None = None,
 ) -> RecordingPlan:
-    """The plan for a single-stream job (spec 4.4) recording with its rule (spec 4.9)."""
+    """The plan for a single-stream job (spec 4.4): files with its rule (spec 4.9), if it has one, and an
+    RTMP push to each of its ``publish_param.rtmp_urls`` (spec Table 4-27), if any."""
     if job.kind != "individual":
         raise PlanError(f"{job.kind} jobs are not recorded by this engine yet")
     rule = job.record_rule
-    if rule is None:
-        raise PlanError("the job has no record_param: nothing to record")
     params = job.params
-    obs = rule["obs_addr"]
+    rtmp_urls = tuple((params.get("publish_param") or {}).get("rtmp_urls") or ())
+    if rule is None and not rtmp_urls:
+        raise PlanError("the job has no record_param and no publish_param.rtmp_urls: nothing to record or push")
+    obs = rule["obs_addr"] if rule is not None else {"location": "", "bucket": ""}
     video = None
     # spec Table 4-26: video_type defaults to CAMERASTREAM; the media plane forwards the stream it names.
     if source.video_codec is not None:
@@ -316,6 +344,7 @@ def build_plan(
             bucket=obs["bucket"],
         )
 
+    rule = rule or {}  # no record_param: no files
     formats = rule.get("record_formats") or []
     mp4 = hls = None
     if MP4 in formats:
@@ -351,4 +380,5 @@ def build_plan(
         hls=hls,
         encoding=encoding or Encoding(),
         timing=timing or Timing(),
+        rtmp_urls=rtmp_urls,
     )

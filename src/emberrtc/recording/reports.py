@@ -92,14 +92,17 @@ class Progress:
 @dataclass(frozen=True)
 class PushState:
     """An RTMP push (spec 4.4 ``publish_param.rtmp_urls``, ``recording.rtmp``) changed state: ``connected``;
-    ``retrying`` (an attempt failed or the connection broke; ``detail`` says why and when the next attempt
-    is); ``stopped`` (the URL left the plan, or the job ended). ``url`` is masked (no credentials, query
-    or stream key: ``rtmp://host/app/***``); ``target`` tells apart URLs that mask alike."""
+    ``retrying`` (an attempt failed or the connection broke: ``detail`` says why, e.g. "Connection
+    refused"; ``attempt`` failed attempts in a row, the next in ``retry_in`` seconds); ``stopped`` (the URL
+    left the plan, or the job ended). ``url`` is masked (no credentials, query or stream key:
+    ``rtmp://host/app/***``); ``target`` tells apart URLs that mask alike."""
 
     target: str
     url: str
     state: str
     detail: str
+    attempt: int = 0
+    retry_in: float | None = None
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ from emberrtc.recording.reports import (
     KeyframeRequest,
     MediaState,
     PartCompleted,
+    PushState,
     Report,
     WorkerError,
 )
@@ -99,6 +100,8 @@ class JobEvents(Protocol):
 
     async def mark_idle(self, job_id: str) -> None: ...
 
+    async def describe(self, job_id: str, description: str) -> None: ...
+
     async def mark_stopped(self, job_id: str, reason: str, description: str) -> bool: ...
 
 
@@ -120,6 +123,8 @@ class _Job:
     exited: bool = False
     lost: list[str] = field(default_factory=list)
     names: set[str] = field(default_factory=set)  # object names of the job's files so far
+    pushes: dict[str, PushState] = field(default_factory=dict)  # RTMP pushes by target, latest state
+    media: str | None = None  # the latest MediaState: "recording" | "idle"
 
     def plan_now(self) -> RecordingPlan:
         """The plan with the names taken so far reserved (a restarted worker must not reuse them)."""
@@ -171,10 +176,11 @@ class RecordingSupervisor:
     async def start(self, job: JobSpec) -> None:
         if job.job_id in self._running:
             return
-        if job.record_rule is None:
-            raise RecordingFault("the job has no record_param; RTMP-only jobs are not supported yet")
-        obs = job.record_rule["obs_addr"]
-        await self._outputs.check_target(obs["location"], obs["bucket"])
+        if job.record_rule is None and not (job.params.get("publish_param") or {}).get("rtmp_urls"):
+            raise RecordingFault("the job has no record_param and no publish_param.rtmp_urls: nothing to do")
+        if job.record_rule is not None:  # RTMP only: no files, no storage to check
+            obs = job.record_rule["obs_addr"]
+            await self._outputs.check_target(obs["location"], obs["bucket"])
         sockets = self._bind(job)
         try:
             target = ForwardTarget(
@@ -205,7 +211,8 @@ class RecordingSupervisor:
         j.task = asyncio.create_task(self._supervise(j), name=f"recording-{job.job_id}")
 
     async def update(self, job: JobSpec) -> None:
-        """A new ``record_param`` (rule): the worker applies it from the next file."""
+        """A new ``record_param`` (rule): the worker applies it from the next file. New
+        ``publish_param.rtmp_urls``: the worker starts and stops pushes at once."""
         j = self._running.get(job.job_id)
         if j is None:
             return
@@ -450,10 +457,22 @@ class RecordingSupervisor:
             await self._store(j.ref, report)
             SpoolJournal(self._spool_root / job_id).handled(report)
         if isinstance(report, MediaState) and self._jobs is not None:
+            j.media = report.state
             if report.state == "recording":
-                await self._jobs.mark_running(job_id, "recording")
+                await self._jobs.mark_running(job_id, _description(j))
             elif report.state == "idle" and not (j.stopping or j.closing):
                 await self._jobs.mark_idle(job_id)
+        elif isinstance(report, PushState):
+            before = _description(j)
+            if report.state == "stopped":
+                j.pushes.pop(report.target, None)
+            else:
+                j.pushes[report.target] = report
+            if report.state == "retrying":
+                log.warning("job %s: RTMP push to %s: %s", job_id, report.url, report.detail)
+            after = _description(j)
+            if after != before and self._jobs is not None and not (j.stopping or j.closing):
+                await self._jobs.describe(job_id, after)
         elif isinstance(report, WorkerError):
             log.error("job %s: recording worker: %s", job_id, report.reason)
             if report.fatal:
@@ -666,3 +685,20 @@ class SpoolJournal:
         for name in (JOURNAL, HANDLED, JOB_FILE, LOCK):
             with contextlib.suppress(FileNotFoundError):
                 (self.folder / name).unlink()
+
+
+def _description(j: _Job) -> str:
+    """The job's ``description`` while it runs: what it does, and any RTMP URL that is not pushing and why
+    ("recording; pushing to 1 of 2 RTMP URLs; rtmp://host/app/***: retrying (Connection refused)")."""
+    parts = []
+    if j.media == "idle":
+        parts.append("waiting for media")
+    elif j.plan.formats:
+        parts.append("recording")
+    urls = len(j.plan.rtmp_urls)
+    if urls:
+        up = sum(1 for p in j.pushes.values() if p.state == "connected")
+        what = f"{urls} RTMP URL{'s' if urls > 1 else ''}"
+        parts.append(f"pushing to {what}" if up == urls else f"pushing to {up} of {what}")
+        parts += [f"{p.url}: {p.state} ({p.detail})" for p in j.pushes.values() if p.state != "connected"]
+    return "; ".join(parts)[:1000]
