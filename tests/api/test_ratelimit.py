@@ -132,3 +132,32 @@ def test_limits_off_by_default_in_tests(server: ServerThread, http: httpx.Client
     """The fixture restores the server's setting: without it, 70 quick calls all succeed."""
     assert server.services is not None and server.services.rate_limiter.enabled is False
     assert all(http.get("/v2/apps").status_code == 200 for _ in range(70))
+
+
+def test_blocked_peeks_without_taking_and_full_buckets_are_forgotten() -> None:
+    from emberrtc.api import ratelimit
+    from emberrtc.api.ratelimit import RateLimiter
+    from emberrtc.config import RateLimit
+    from emberrtc.domain.errors import RateLimited
+
+    clock = ManualClock(1000.0)
+    limiter = RateLimiter({"refused_joins": RateLimit(2, 10.0)}, clock)
+    assert limiter.blocked("10.0.0.9", "refused_joins") is None
+    limiter.check("10.0.0.9", "refused_joins")
+    assert limiter.blocked("10.0.0.9", "refused_joins") is None  # peeking takes nothing
+    limiter.check("10.0.0.9", "refused_joins")
+    assert limiter.blocked("10.0.0.9", "refused_joins") == pytest.approx(5.0)
+    with pytest.raises(RateLimited):
+        limiter.check("10.0.0.9", "refused_joins")
+    clock.advance(5.0)
+    assert limiter.blocked("10.0.0.9", "refused_joins") is None
+    assert limiter.blocked("elsewhere", "unknown-category") is None
+
+    # Many addresses: once their buckets refill they are dropped, so the map does not grow without end.
+    n = ratelimit._PRUNE_AT
+    for i in range(n + 5):
+        limiter.check(f"a{i}", "refused_joins")
+    clock.advance(10.0)  # every one of those buckets is full again
+    for i in range(n + 5):
+        limiter.check(f"b{i}", "refused_joins")
+    assert len(limiter._buckets) <= n + 5  # the a-buckets are gone; the b-buckets are still in use

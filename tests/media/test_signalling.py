@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.media.conftest import MediaApp
+from tests.conftest import make_settings
+from tests.media.conftest import MEDIA_IP, MediaApp, new_app
 from tests.media.media_checks import assert_colour, video_report, with_deadline
+from tests.support.server import ServerThread
 from websockets.asyncio.client import connect
 
 from emberrtc.client import ColourVideoTrack, JoinRefusedError, RoomClient, ToneAudioTrack, sign_join
 from emberrtc.client.room import signalling_url
+from emberrtc.config import RateLimit
 
 pytestmark = pytest.mark.media
 
@@ -102,6 +107,35 @@ async def test_refused_joins(media_app: MediaApp, case: str, code: str) -> None:
         assert session["state"] == "FAIL"
         assert session["fail_reason"].startswith(code)
         assert not media_app.plane.running(media_app.app_id, room)
+
+
+async def test_a_client_refused_too_often_is_refused_at_once(tmp_path: Path) -> None:
+    """Refused joins are limited per client address (``refused_joins``): past the limit a join is refused
+    with RTC.00001023 before any check, and nothing more is recorded, even with a good signature."""
+    settings = replace(
+        make_settings(tmp_path),
+        media_enabled=True,
+        media_ip=MEDIA_IP,
+        rate_limits_enabled=True,
+        rate_limits={"refused_joins": RateLimit(3, 60.0)},
+    )
+    server = await asyncio.to_thread(lambda: ServerThread(settings).start())
+    try:
+        app = await asyncio.to_thread(new_app, server)
+        ctime = int(time.time()) + 3600
+        bad = sign_join("not-the-key", app.app_id, "r-limit", "mallory", ctime)
+        for _ in range(3):
+            with pytest.raises(JoinRefusedError) as refused:
+                await join(app, "r-limit", "mallory", ctime=ctime, signature=bad)
+            assert refused.value.code == "RTC.00001001"
+        with pytest.raises(JoinRefusedError) as refused:
+            await join(app, "r-limit", "mallory")  # a good signature, too late
+        assert refused.value.code == "RTC.00001023"
+        _, sessions = await app.records("r-limit")
+        assert [s["state"] for s in sessions] == ["FAIL"] * 3
+        app.http.close()
+    finally:
+        await asyncio.to_thread(server.stop)
 
 
 async def test_auth_disabled_joins_without_signature(media_app: MediaApp) -> None:

@@ -334,9 +334,22 @@ class _Connection:
             device_model=message.device_model,
             client_ip=self.ws.client.host if self.ws.client else None,
         )
+        # A client refused again and again is refused at once, without the checks and the FAIL record each
+        # refusal costs (the limiter's ``refused_joins`` category, per client address).
+        address = request.client_ip or "unknown"
+        wait = self.svc.rate_limiter.blocked(address, "refused_joins")
+        if wait is not None:
+            throttled = E.RateLimited(
+                f"too many refused joins from {address}; retry after {wait:.0f} s", retry_after=wait
+            )
+            await self.send_error(throttled, message.id)
+            await self.close(CLOSE_REFUSED)
+            return
         try:
             admission = await self.svc.room_sessions.admit(request)
         except E.EmberError as exc:
+            with contextlib.suppress(E.RateLimited):
+                self.svc.rate_limiter.check(address, "refused_joins")
             await self.send_error(exc, message.id)
             await self.close(CLOSE_REFUSED)
             return
