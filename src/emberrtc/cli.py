@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import sys
@@ -137,7 +138,18 @@ async def _serve(args: argparse.Namespace) -> None:
     app = create_app(services)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
     logging.getLogger(__name__).info("Ember data folder: %s", settings.data_dir.resolve())
+    _tune_gc()
     await _CleanExitServer(config).serve()
+
+
+def _tune_gc() -> None:
+    """What was built at start (modules, services, the app) lives as long as the server: out of the
+    collector's sight (``gc.freeze``). Requests that wait on the database survive young collections, and
+    with the default thresholds they trigger full collections over that large heap every few hundred
+    requests; fewer, larger young generations keep those rare (docs/decisions.md, bench/api.py)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(5000, 10, 10)
 
 
 async def _bot(args: argparse.Namespace) -> None:

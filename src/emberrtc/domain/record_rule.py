@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import functools
+import json
+import sqlite3
+from types import SimpleNamespace
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import JSON, Table, bindparam, select
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -60,6 +64,10 @@ def _normalise(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# A replaced rule keeps its id and creation time (and its app: the conflict is on app_id and location).
+_KEPT = ("rule_id", "app_id", "create_time")
+
+
 @functools.cache
 def _upsert_statement(dialect: str) -> Any:
     """spec 4.9.1 create-or-replace as one statement, the unique (app_id, location) key deciding which.
@@ -70,11 +78,32 @@ def _upsert_statement(dialect: str) -> Any:
     table = cast(Table, RecordRule.__table__)
     insert = sqlite_insert if dialect == "sqlite" else pg_insert
     ins = insert(table).values({c.name: bindparam(c.name, type_=c.type) for c in table.c})
-    kept = ("rule_id", "app_id", "create_time")  # a replaced rule keeps its id and creation time
     return ins.on_conflict_do_update(
         index_elements=["app_id", "location"],
-        set_={c.name: ins.excluded[c.name] for c in table.c if c.name not in kept},
+        set_={c.name: ins.excluded[c.name] for c in table.c if c.name not in _KEPT},
     ).returning(*table.c)
+
+
+@functools.cache
+def _sqlite_upsert() -> tuple[str, tuple[str, ...], frozenset[str]]:
+    """The same statement as ``_upsert_statement("sqlite")``, as SQL for the DB-API connection: its SQL
+    text, the column order of what it returns, and the JSON columns (stored as ``json.dumps`` text, as
+    SQLAlchemy's JSON type stores them)."""
+    table = cast(Table, RecordRule.__table__)
+    stmt = _upsert_statement("sqlite")
+    sql = str(stmt.compile(dialect=sqlite_dialect.dialect(paramstyle="named")))
+    columns = tuple(c.name for c in table.c)
+    return sql, columns, frozenset(c.name for c in table.c if isinstance(c.type, JSON))
+
+
+def _sqlite_create_or_replace(sql: str, params: dict[str, Any], conn: sqlite3.Connection) -> tuple[Any, ...]:
+    """The create-or-replace upsert through the DB-API connection (run by ``Database.run_sqlite``)."""
+    try:
+        # fetchall: step the statement to its end, so it is finished before the COMMIT
+        (row,) = conn.execute(sql, params).fetchall()
+    except sqlite3.IntegrityError as exc:  # the app was deleted meanwhile (foreign key)
+        raise AppNotExist(f"app {params['app_id']} does not exist") from exc
+    return tuple(row)
 
 
 class RecordRuleService:
@@ -98,6 +127,16 @@ class RecordRuleService:
             "create_time": now,
             "update_time": now,
         }
+        if self._db.dialect == "sqlite":
+            # The same SQL and stored values as the SQLAlchemy path below, without its per-call cost
+            # (~20 us against ~270 us through a session; docs/decisions.md).
+            sql, columns, json_columns = _sqlite_upsert()
+            stored = {k: json.dumps(v) if k in json_columns else v for k, v in params.items()}
+            row = await self._db.run_sqlite(functools.partial(_sqlite_create_or_replace, sql, stored))
+            # The row is ``params`` but for the columns a replace keeps (the statement sets every other
+            # column from ``params``): decoding the JSON columns back would only give ``params`` again.
+            kept = {k: v for k, v in zip(columns, row, strict=True) if k in _KEPT}
+            return rule_view(SimpleNamespace(**{**params, **kept}))
         stmt = _upsert_statement(self._db.dialect)
 
         def work(s: Session) -> dict[str, Any]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from emberrtc.api.auth import authorise, services
+from emberrtc.api.auth import AuthorisedRoute, authorised, caller
 from emberrtc.api.schemas.apps import AutoRecordBody, CreateAppBody, ListAppsQuery, RecordCallbackBody
 from emberrtc.api.schemas.responses import (
     App,
@@ -18,12 +18,9 @@ from emberrtc.api.schemas.responses import (
     RecordCallbackResponse,
     doc,
 )
-from emberrtc.bootstrap import Services
 from emberrtc.domain.app import ACTIVATION, DEACTIVATION
-from emberrtc.domain.tenant import Principal
 
-router = APIRouter(prefix="/v2/apps")
-Svc = Annotated[Services, Depends(services)]
+router = APIRouter(prefix="/v2/apps", route_class=AuthorisedRoute)
 
 
 @router.post(
@@ -33,21 +30,27 @@ Svc = Annotated[Services, Depends(services)]
     summary="Creating an Application (4.5.1)",
     responses=doc(CreateAppResponse, 201),
 )
-async def create_app(body: CreateAppBody, svc: Svc, who: Principal = authorise("apps")) -> JSONResponse:
+@authorised("apps")
+async def create_app(body: CreateAppBody, request: Request) -> JSONResponse:
+    who, svc = caller(request)
     return JSONResponse(await svc.apps.create(who, body.app_name), status_code=201)
 
 
 @router.get(
     "", tags=["Application management"], summary="Listing Applications (4.5.2)", responses=doc(ListAppsResponse, 200)
 )
-async def list_apps(q: Annotated[ListAppsQuery, Query()], svc: Svc, who: Principal = authorise("apps")) -> JSONResponse:
+@authorised("apps")
+async def list_apps(q: Annotated[ListAppsQuery, Query()], request: Request) -> JSONResponse:
+    who, svc = caller(request)
     return JSONResponse(await svc.apps.list_apps(who, q.state.value if q.state else None, q.offset, q.limit))
 
 
 @router.get(
     "/{app_id}", tags=["Application management"], summary="Querying an Application (4.5.3)", responses=doc(App, 200)
 )
-async def show_app(app_id: str, svc: Svc, who: Principal = authorise("apps")) -> JSONResponse:
+@authorised("apps")
+async def show_app(app_id: str, request: Request) -> JSONResponse:
+    who, svc = caller(request)
     return JSONResponse(await svc.apps.show(who, app_id))
 
 
@@ -58,7 +61,9 @@ async def show_app(app_id: str, svc: Svc, who: Principal = authorise("apps")) ->
     summary="Deleting an Application (4.5.4)",
     responses=doc(None, 204),
 )
-async def delete_app(app_id: str, svc: Svc, who: Principal = authorise("apps")) -> Response:
+@authorised("apps")
+async def delete_app(app_id: str, request: Request) -> Response:
+    who, svc = caller(request)
     await svc.apps.delete(who, app_id)
     return Response(status_code=204)
 
@@ -69,7 +74,9 @@ async def delete_app(app_id: str, svc: Svc, who: Principal = authorise("apps")) 
     summary="Enabling an Application (4.5.5)",
     responses=doc(AppStateResponse, 200),
 )
-async def enable_app(app_id: str, svc: Svc, who: Principal = authorise("apps")) -> JSONResponse:
+@authorised("apps")
+async def enable_app(app_id: str, request: Request) -> JSONResponse:
+    who, svc = caller(request)
     return JSONResponse(await svc.apps.set_state(who, app_id, ACTIVATION))
 
 
@@ -79,7 +86,9 @@ async def enable_app(app_id: str, svc: Svc, who: Principal = authorise("apps")) 
     summary="Disabling an Application (4.5.6)",
     responses=doc(AppStateResponse, 200),
 )
-async def disable_app(app_id: str, svc: Svc, who: Principal = authorise("apps")) -> JSONResponse:
+@authorised("apps")
+async def disable_app(app_id: str, request: Request) -> JSONResponse:
+    who, svc = caller(request)
     return JSONResponse(await svc.apps.set_state(who, app_id, DEACTIVATION))
 
 
@@ -89,9 +98,9 @@ async def disable_app(app_id: str, svc: Svc, who: Principal = authorise("apps"))
     summary="Configuring a Recording Event Callback (4.3.1)",
     responses=doc(RecordCallbackResponse, 200),
 )
-async def update_record_callback(
-    app_id: str, body: RecordCallbackBody, svc: Svc, who: Principal = authorise("record_callback")
-) -> JSONResponse:
+@authorised("record_callback")
+async def update_record_callback(app_id: str, body: RecordCallbackBody, request: Request) -> JSONResponse:
+    who, svc = caller(request)
     events = [e.value for e in body.notify_event_subscription] if body.notify_event_subscription else None
     return JSONResponse(await svc.apps.set_record_callback(who, app_id, body.url, body.auth_key, events))
 
@@ -102,7 +111,9 @@ async def update_record_callback(
     summary="Querying a Recording Event Callback (4.3.2)",
     responses=doc(RecordCallbackResponse, 200),
 )
-async def show_record_callback(app_id: str, svc: Svc, who: Principal = authorise("record_callback")) -> JSONResponse:
+@authorised("record_callback")
+async def show_record_callback(app_id: str, request: Request) -> JSONResponse:
+    who, svc = caller(request)
     return JSONResponse(await svc.apps.show_record_callback(who, app_id))
 
 
@@ -112,9 +123,9 @@ async def show_record_callback(app_id: str, svc: Svc, who: Principal = authorise
     summary="Updating the Automatic Recording Configuration (4.6.1)",
     responses=doc(AutoRecordResponse, 200),
 )
-async def update_auto_record(
-    app_id: str, body: AutoRecordBody, svc: Svc, who: Principal = authorise("auto_record")
-) -> JSONResponse:
+@authorised("auto_record")
+async def update_auto_record(app_id: str, body: AutoRecordBody, request: Request) -> JSONResponse:
+    who, svc = caller(request)
     return JSONResponse(await svc.apps.set_auto_record(who, app_id, body.mode.value, body.record_rule_id))
 
 
@@ -124,5 +135,7 @@ async def update_auto_record(
     summary="Querying the Automatic Recording Configuration (4.6.2)",
     responses=doc(AutoRecordResponse, 200),
 )
-async def show_auto_record(app_id: str, svc: Svc, who: Principal = authorise("auto_record")) -> JSONResponse:
+@authorised("auto_record")
+async def show_auto_record(app_id: str, request: Request) -> JSONResponse:
+    who, svc = caller(request)
     return JSONResponse(await svc.apps.show_auto_record(who, app_id))
