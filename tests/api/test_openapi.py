@@ -11,6 +11,7 @@ def test_openapi_documents_requests_and_responses(server) -> None:
     paths = spec["paths"]
     create = paths["/v2/apps/{app_id}/record-rules"]["post"]
     assert create["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/RecordRuleBody")
+    assert [(p["name"], p["in"], p["required"]) for p in create["parameters"]] == [("app_id", "path", True)]
     assert create["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].endswith("/RecordRule")
     assert create["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
     schemas = spec["components"]["schemas"]

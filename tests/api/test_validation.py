@@ -119,6 +119,13 @@ def test_malformed_body(ctx: Ctx, method: str, path: str, content: bytes) -> Non
     assert_error(r, 400, MALFORMED)
 
 
+@pytest.mark.parametrize(("method", "path"), BODY_ENDPOINTS, ids=[f"{m} {p}" for m, p in BODY_ENDPOINTS])
+def test_a_body_that_is_not_sent_as_json_is_malformed(ctx: Ctx, method: str, path: str) -> None:
+    url = path.format(app=ctx.app_id, rule=ctx.rule_id)
+    r = ctx.http.request(method, url, content=b'{"app_name": "x"}', headers={"Content-Type": "text/plain"})
+    assert_error(r, 400, MALFORMED)
+
+
 # --- 4.5.1 app_name ------------------------------------------------------------------------------------
 
 

@@ -8,11 +8,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from emberrtc.api.json_response import JSONResponse
 from emberrtc.domain import errors as E
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,10 @@ def _loc(err: dict[str, Any]) -> str:
     return ".".join(parts) or "body"
 
 
+# The body is not a JSON object: FastAPI's types, and pydantic-core's when validating JSON (api/body.py).
+_NOT_AN_OBJECT = ("model_attributes_type", "dict_type", "model_type")
+
+
 def validation_error(errors: list[dict[str, Any]]) -> E.EmberError:
     """Pick the catalogue error for a list of Pydantic errors (spec 6.2).
 
@@ -68,7 +72,10 @@ def validation_error(errors: list[dict[str, Any]]) -> E.EmberError:
     body_level = first(
         lambda e: (
             e["type"] == "json_invalid"
-            or (tuple(e.get("loc", ())) == ("body",) and e["type"] in ("model_attributes_type", "dict_type"))
+            or (
+                tuple(e.get("loc", ())) == ("body",)
+                and e["type"] in ("model_attributes_type", "dict_type", "model_type")
+            )
             # No body at all. A model validator's ``missing_error`` (a field this combination needs) also sits
             # at ("body",), but with the parsed body as input: that one is RTC.00001005.
             or (tuple(e.get("loc", ())) == ("body",) and e["type"] == "missing" and e.get("input") is None)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import JSONResponse
 
 from emberrtc.api.auth import AuthorisedRoute, authorised, caller
+from emberrtc.api.json_response import JSONResponse
 from emberrtc.api.schemas.apps import AutoRecordBody, CreateAppBody, ListAppsQuery, RecordCallbackBody
 from emberrtc.api.schemas.responses import (
     App,

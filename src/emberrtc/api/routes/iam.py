@@ -6,9 +6,9 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
 
 from emberrtc.api.auth import authenticate, services
+from emberrtc.api.json_response import JSONResponse
 from emberrtc.bootstrap import Services
 from emberrtc.domain.clock import spec_time
 from emberrtc.domain.errors import InvalidParameterValue, MalformedRequestBody, MissingParameter, Unauthenticated

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
-from fastapi.responses import JSONResponse
 
 from emberrtc.api.auth import authorise, services
+from emberrtc.api.json_response import JSONResponse
 from emberrtc.api.schemas.jobs import IndividualJobBody, MixJobBody, UpdateIndividualJobBody, UpdateMixJobBody
 from emberrtc.api.schemas.responses import IndividualJob, MixJob, doc
 from emberrtc.bootstrap import Services

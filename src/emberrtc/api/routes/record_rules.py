@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import JSONResponse
 
 from emberrtc.api.auth import AuthorisedRoute, authorised, caller
+from emberrtc.api.body import body_doc, parse_body
+from emberrtc.api.json_response import JSONResponse
 from emberrtc.api.schemas.record_rules import ListRulesQuery, RecordRuleBody
 from emberrtc.api.schemas.responses import ListRulesResponse, RecordRule, doc
 
@@ -18,12 +19,19 @@ RULES = "record_rules"  # spec Table 1-2: the rate-limit category
 
 
 @router.post(
-    "", status_code=201, summary="Creating or Updating a Recording Rule (4.9.1)", responses=doc(RecordRule, 201)
+    "",
+    status_code=201,
+    summary="Creating or Updating a Recording Rule (4.9.1)",
+    responses=doc(RecordRule, 201),
+    openapi_extra=body_doc(RecordRuleBody, "app_id"),
 )
 @authorised(RULES)
-async def create_record_rule(app_id: str, body: RecordRuleBody, request: Request) -> JSONResponse:
+async def create_record_rule(request: Request) -> JSONResponse:
+    # The hottest write: no parameters for FastAPI to solve, the body validated from its bytes (api/body.py).
     who, svc = caller(request)
-    return JSONResponse(await svc.rules.create_or_replace(who, app_id, body.model_dump(mode="json")), status_code=201)
+    body = await parse_body(RecordRuleBody, request)
+    rule = await svc.rules.create_or_replace(who, request.path_params["app_id"], body.model_dump(mode="json"))
+    return JSONResponse(rule, status_code=201)
 
 
 @router.get("", summary="Listing Recording Rules (4.9.2)", responses=doc(ListRulesResponse, 200))
