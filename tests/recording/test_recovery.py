@@ -31,6 +31,7 @@ from emberrtc.recording.plan import (
 from emberrtc.recording.reports import FileStarted, PartCompleted, Ready
 from emberrtc.recording.salvage import complete_mp4_length
 from emberrtc.recording.supervisor import RecordingSupervisor, SpoolJournal
+from emberrtc.recording.worker import JOURNAL
 from emberrtc.synthetic import colour_distance, median_rgb
 from tests.recording.engine import FakeOutputs, FakeSource
 from tests.recording.publisher import Publisher
@@ -170,6 +171,6 @@ async def test_a_job_that_does_not_resume_still_gets_its_record_over(tmp_path: P
     await supervisor.stop(REF.job_id)  # the job service stops it: its media did not come back
     (over,) = outputs.named("job_over")
     assert over.args["job"] == REF
-    assert not (tmp_path / "spool" / REF.job_id / "journal.jsonl").exists()
+    assert not (tmp_path / "spool" / REF.job_id / JOURNAL).exists()
     await supervisor.stop(REF.job_id)
     assert len(outputs.named("job_over")) == 1

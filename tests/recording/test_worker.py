@@ -11,6 +11,7 @@ from pathlib import Path
 from emberrtc.recording import reports
 from emberrtc.recording.plan import AudioInput, Endpoint, Mp4Output, ObjectNaming, RecordingPlan, VideoCap, VideoInput
 from emberrtc.recording.reports import Exited, FileCompleted, FileStarted, Ready
+from emberrtc.recording.worker import JOURNAL
 from tests.recording.publisher import Publisher
 from tests.recording.readback import read_back
 
@@ -86,7 +87,7 @@ def test_a_worker_finishes_its_files_when_the_server_goes_away(tmp_path: Path) -
     worker.stdin.close()  # ... and nobody writes
     assert worker.wait(timeout=30) == 0
     # The journal beside the files has every file report, for a restarted server to store what it missed.
-    lines = (tmp_path / "spool" / "journal.jsonl").read_text().splitlines()
+    lines = (tmp_path / "spool" / JOURNAL).read_text().splitlines()
     journal = list(map(reports.decode, lines))
     assert [type(r) for r in journal] == [FileStarted, FileCompleted]
     done = journal[1]

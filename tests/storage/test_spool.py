@@ -44,3 +44,24 @@ def test_node_id_is_stable(tmp_path: Path) -> None:
     first = Spool(tmp_path / "spool").node_id()
     assert len(first) == 32 and Spool(tmp_path / "spool").node_id() == first
     assert Spool(tmp_path / "other").node_id() != first
+
+
+def test_the_recording_bookkeeping_keeps_no_finished_folder_alive(tmp_path: Path) -> None:
+    from emberrtc.recording.supervisor import HANDLED, JOB_FILE
+    from emberrtc.recording.worker import JOURNAL, LOCK
+
+    spool = Spool(tmp_path / "spool")
+    media = spool.path_for("job1", "a.mp4")
+    media.write_bytes(b"a")
+    for name in (JOURNAL, LOCK, HANDLED, JOB_FILE):
+        assert name.startswith(".")  # never a media file's name (those start with a letter or digit)
+        (media.parent / name).write_text("x")
+    spool.finish_job("job1")
+    assert media.exists() and (media.parent / JOURNAL).exists()  # the file is still to be uploaded
+    spool.remove(media)
+    assert not (tmp_path / "spool" / "job1").exists()
+
+    folder = spool.path_for("job2", "b.mp4").parent
+    (folder / JOURNAL).write_text("x")
+    spool.finish_job("job2")  # all uploaded before the job ended
+    assert not folder.exists()

@@ -554,7 +554,7 @@ class RecordingSupervisor:
             journal = SpoolJournal(folder)
             ref = journal.ref()
             if ref is None:
-                log.error("spool %s has a journal but no job.json: its files are left as they are", folder)
+                log.error("spool %s has a journal but no %s: its files are left as they are", folder, JOB_FILE)
                 continue
             if not await asyncio.to_thread(journal.wait_unlocked, timeout):
                 log.error(
@@ -603,8 +603,8 @@ def _describe_exit(status: int) -> str:
     return f"exited with status {status}"
 
 
-JOB_FILE = "job.json"  # the job's identity, for a server that restarts without the job in memory
-HANDLED = "handled.jsonl"  # keys of the journal's reports the server has handled
+JOB_FILE = ".job.json"  # the job's identity, for a server that restarts without the job in memory
+HANDLED = ".handled.jsonl"  # keys of the journal's reports the server has handled
 
 
 def _key(report: FileStarted | PartCompleted | FileCompleted) -> str:
@@ -624,7 +624,7 @@ class SpoolJournal:
 
     def write_ref(self, ref: JobRef) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f".{JOB_FILE}.tmp"
+        tmp = self.folder / f"{JOB_FILE}.tmp"
         tmp.write_text(json.dumps(dataclasses.asdict(ref)))
         tmp.replace(self.folder / JOB_FILE)
 

@@ -9,7 +9,7 @@
 - **stdin**: commands, one JSON line each: ``{"cmd": "stop"}`` finishes every file and exits;
   ``{"cmd": "update", "plan": "<plan JSON>"}`` applies a new plan from the next file. End of stdin (the
   server died) also stops: the files are finished all the same.
-- **spool folder**: ``journal.jsonl`` has every file report (see :class:`Reporter`), ``worker.lock`` is
+- **spool folder**: ``.journal.jsonl`` has every file report (see :class:`Reporter`), ``.worker.lock`` is
   held while the worker runs; with them a restarted server stores, reports or salvages whatever the
   worker left (``supervisor.RecordingSupervisor.recover``).
 - **signals**: SIGTERM stops like ``stop``; SIGINT is ignored (a terminal's Ctrl-C is the server's to
@@ -48,14 +48,15 @@ _BATCH = 4096  # most datagrams read from one socket in one round
 _TICK = 0.05  # seconds between pipeline ticks (a fraction of the jitter buffer's wait)
 _ROUND = 0.02  # shortest time between two rounds of reading while packets trickle in (live media)
 _FEW = 8  # a round with fewer datagrams than this waits for the next; a backlog is read without pause
-JOURNAL = "journal.jsonl"  # file reports of every worker run of the job, in order
-LOCK = "worker.lock"  # held by the job's worker while it runs
+# In the job's spool folder, dot files like the spool's own marks (storage.spool): never a media file's name.
+JOURNAL = ".journal.jsonl"  # file reports of every worker run of the job, in order
+LOCK = ".worker.lock"  # held by the job's worker while it runs
 
 
 class Reporter:
     """Writes reports to stdout (while the parent listens) and every file report to the job's journal.
 
-    The journal (``journal.jsonl`` in the spool folder, flushed and synced per line) is what a restarted
+    The journal (``.journal.jsonl`` in the spool folder, flushed and synced per line) is what a restarted
     server reads to store and report the files of a worker whose reports it never received (its
     predecessor was killed, or the worker outlived it), and to salvage files the worker could not finish."""
 
@@ -80,7 +81,7 @@ class Reporter:
 
 
 def hold_job_lock(spool: Path) -> int:
-    """Take the job's lock (``worker.lock`` in its spool folder) for this process's lifetime: a restarted
+    """Take the job's lock (``.worker.lock`` in its spool folder) for this process's lifetime: a restarted
     server waits on it before reading the journal, so it never reads a journal still being written. A worker
     of the same job still finishing its files makes this one wait."""
     spool.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,8 @@ from emberrtc.storage.errors import InvalidObjectName
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,254}$")
 # Marks a job folder whose job is over (a name no spool file can have: those start with a letter or digit).
+# Other dot files are the recording engine's bookkeeping beside the media (its journal, its lock): once the
+# job is over they keep no folder alive.
 _OVER = ".job-over"
 
 
@@ -59,7 +61,9 @@ class Spool:
             names = {p.name for p in folder.iterdir()}
         except FileNotFoundError:
             return
-        if names == {_OVER}:
+        if _OVER in names and all(n.startswith(".") for n in names):
+            for name in names - {_OVER}:
+                (folder / name).unlink(missing_ok=True)
             (folder / _OVER).unlink(missing_ok=True)
             try:
                 folder.rmdir()
