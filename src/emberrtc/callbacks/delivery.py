@@ -26,6 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from emberrtc.callbacks.outbox import subscribed, valid_callback_url
 from emberrtc.callbacks.signature import signed_headers
+from emberrtc.domain.background import BackgroundTask
 from emberrtc.domain.clock import Clock
 from emberrtc.domain.retry import Backoff
 from emberrtc.domain.secrets import SecretBox
@@ -99,7 +100,7 @@ class CallbackDelivery:
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundTask("ember-callback-delivery", self._run)
         self._inflight: dict[str, asyncio.Task[None]] = {}
 
     # --- lifecycle -------------------------------------------------------------------------------------
@@ -116,16 +117,11 @@ class CallbackDelivery:
         return self._client
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="ember-callback-delivery")
+        self._loop.start()
 
     async def stop(self) -> None:
         """Stop sending. Events cut off mid-send are offered again at once to the next loop."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._loop.stop()
         cut = list(self._inflight)
         for t in list(self._inflight.values()):
             t.cancel()

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from emberrtc.domain import mix_layout
 from emberrtc.domain.app import ACTIVATION, drop_none, load_app, require_active
+from emberrtc.domain.background import BackgroundTask
 from emberrtc.domain.clock import Clock, spec_time
 from emberrtc.domain.errors import EmberError, JobDone, JobNotExist, JobRunning, RecordRuleNotExist
 from emberrtc.domain.ports import JobSpec, MediaPlane, RecordingEngine
@@ -580,18 +581,13 @@ class JobSupervisor:
     def __init__(self, jobs: JobService, interval: float) -> None:
         self._jobs = jobs
         self._interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundTask("job-supervisor", self._run)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="job-supervisor")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await self._loop.stop()
 
     async def _run(self) -> None:
         while True:

@@ -21,6 +21,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from emberrtc.domain.background import BackgroundTask
 from emberrtc.domain.clock import Clock
 from emberrtc.domain.retry import Backoff
 from emberrtc.domain.secrets import new_hex_id
@@ -147,7 +148,7 @@ class Uploader:
         self._concurrency = max(1, concurrency)
         self._poll = poll_interval
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundTask("ember-uploader", self._run)
         self._inflight: set[str] = set()
         #: Hooks run inside the transaction that stores a group's last file (``RecordingOutputs`` releases
         #: the file's completion callback there).
@@ -158,15 +159,10 @@ class Uploader:
     # --- lifecycle -------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="ember-uploader")
+        self._loop.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._loop.stop()
 
     def wake(self) -> None:
         """Look for due uploads now (after registering one, or after moving a test clock)."""
