@@ -137,7 +137,7 @@ async def _serve(args: argparse.Namespace) -> None:
     _CleanExitServer = _clean_exit_server()
     app = create_app(services)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
-    logging.getLogger(__name__).info("Ember data folder: %s", settings.data_dir.resolve())
+    logging.getLogger(__name__).info("Ember data folder: %s", settings.data_dir)
     _tune_gc()
     await _CleanExitServer(config).serve()
 

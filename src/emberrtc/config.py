@@ -10,6 +10,11 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 
+def absolute_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` with ``~`` expanded, made absolute against the current folder and normalised (``..``)."""
+    return Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+
+
 @dataclass(frozen=True)
 class RateLimit:
     """``count`` requests per ``period`` seconds, per tenant and API category (spec Table 1-2)."""
@@ -121,6 +126,10 @@ class Settings:
     callback_concurrency: int = 16
 
     def __post_init__(self) -> None:
+        # Every path Ember derives from the data folder (database, Janus config, spool, storage) must mean
+        # the same file whatever the working directory of whoever opens it (Janus runs with its config
+        # folder as cwd): the folder is made absolute once, here, with ``~`` expanded.
+        object.__setattr__(self, "data_dir", absolute_path(self.data_dir))
         if not 5 <= self.auto_record_max_idle_time <= 43200:
             # the range of max_idle_time in the API (spec Table 4-26)
             raise ValueError(f"auto_record_max_idle_time must be 5-43200 seconds, not {self.auto_record_max_idle_time}")

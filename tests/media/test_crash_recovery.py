@@ -15,10 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,8 +23,8 @@ import httpx
 import pytest
 from tests.media.conftest import MEDIA_IP
 from tests.recording.readback import read_back
+from tests.support.ember_serve import EmberServe
 from tests.support.http_receiver import HttpReceiver
-from tests.support.server import free_port
 from tests.support.waiting import until
 
 from emberrtc.callbacks.signature import verify
@@ -38,72 +34,14 @@ from emberrtc.synthetic import colour_distance, median_rgb
 
 pytestmark = pytest.mark.media
 
-EMBER = str(Path(sys.executable).parent / "ember")
 AUTH_KEY = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 JOBS = "individual-stream-jobs"
 RED, BLUE, GREEN = (220, 30, 30), (30, 60, 220), (30, 200, 60)
 WIDTH, HEIGHT = 320, 240
 
 
-class EmberServe:
-    """``ember serve`` as users run it, on a data folder that outlives the process."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = data_dir / "serve.log"
-
-    def _env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
-        env.update(EMBER_MEDIA_IP=MEDIA_IP, EMBER_RATE_LIMITS="off", EMBER_JOB_TICK="0.2")
-        return env
-
-    def cli(self, *args: str) -> dict[str, Any]:
-        r = subprocess.run(
-            [EMBER, *args, "--json", "--data-dir", str(self.data_dir)], capture_output=True, text=True, env=self._env()
-        )
-        assert r.returncode == 0, r.stderr
-        return dict(json.loads(r.stdout))
-
-    def _spawn(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [EMBER, "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self._env(),
-            )
-
-    async def start(self) -> None:
-        self._spawn()
-
-        async def answers() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                pytest.fail(f"ember serve exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}")
-            try:
-                async with httpx.AsyncClient(trust_env=False) as c:
-                    return (await c.get(f"{self.url}/openapi.json", timeout=2)).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        await until(answers, within=60, what="ember serve to answer")
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+def ember_serve(data_dir: Path) -> EmberServe:
+    return EmberServe(data_dir, env={"EMBER_MEDIA_IP": MEDIA_IP, "EMBER_RATE_LIMITS": "off", "EMBER_JOB_TICK": "0.2"})
 
 
 async def api(server: EmberServe, token: str, method: str, path: str, body: Any = None) -> httpx.Response:
@@ -141,7 +79,7 @@ async def join_and_publish(
 
 
 async def test_kill_9_of_the_server_mid_recording_loses_nothing(tmp_path: Path) -> None:
-    server = EmberServe(tmp_path / "data")
+    server = ember_serve(tmp_path / "data")
     server.data_dir.mkdir()
     tenant = server.cli("tenant", "create", "crashco", "--password", "crash-password-1")
     assert tenant

@@ -22,6 +22,8 @@ from typing import IO
 
 import httpx
 
+from emberrtc.config import absolute_path
+
 from .janus_config import JanusConfig
 
 __all__ = [
@@ -99,9 +101,11 @@ class JanusProcess:
         SIGKILL. A run lasting ``healthy_after`` seconds resets the restart backoff.
         """
         self.config = config
-        self.config_dir = Path(config_dir)
+        # Janus runs with the config folder as its working directory: relative paths would be taken
+        # relative to it a second time (data/janus/data/janus/janus.jcfg).
+        self.config_dir = absolute_path(config_dir)
         self.binary = os.fspath(binary)
-        self.log_path = Path(log_path) if log_path is not None else self.config_dir / "janus.log"
+        self.log_path = absolute_path(log_path) if log_path is not None else self.config_dir / "janus.log"
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
         self.backoff = backoff or Backoff()

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .ice_interfaces import ice_warning
 from .janus_client import (
     JanusClient,
     JanusClientError,
@@ -138,6 +139,24 @@ class NegotiationError(MediaPlaneError):
 
 class MediaUnavailableError(MediaPlaneError):
     """Janus is not running or failed to answer (a service fault)."""
+
+
+class MediaNetworkError(MediaUnavailableError):
+    """Janus could not set up ICE: it has no address a client could reach (a fault of the server's set-up)."""
+
+
+def _refused(exc: JanusError, what: str, media_ip: str) -> MediaPlaneError:
+    """The error for Janus refusing an SDP: the client's mistake, unless Janus could not set up ICE at all
+    (``media_ip``: the plane's ``EMBER_MEDIA_IP``, to say why in the log)."""
+    if "ICE" not in exc.reason:
+        return NegotiationError(f"the media server refused the {what}: {exc.reason}")
+    detail = ice_warning(media_ip) or "see janus.log in the data folder"
+    log.error("Janus could not set up ICE for a client's %s (%s): %s", what, exc.reason, detail)
+    return MediaNetworkError(
+        f"the media server cannot carry media: it could not set up ICE ({exc.reason}). It has no network "
+        "address clients can reach (Janus never uses loopback); the server's operator must run it on a "
+        "reachable interface and set EMBER_MEDIA_IP (the server's log says more)"
+    )
 
 
 # -- events -------------------------------------------------------------------------------------------
@@ -387,8 +406,11 @@ class JanusMediaPlane:
     # -- lifecycle ------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start Janus and wait until it answers."""
+        """Start Janus and wait until it answers; warn in the log when no client could reach its media."""
         self.check_installed(self.process.binary)
+        warning = await asyncio.to_thread(ice_warning, self.process.config.ice_enforce_list or "")
+        if warning:
+            log.warning("%s", warning)
         await self.process.start()
 
     async def stop(self) -> None:
@@ -587,7 +609,7 @@ class JanusMediaPlane:
                 published = await handle.publish({"type": "offer", "sdp": offer_sdp})
             except JanusError as exc:
                 await self._detach([handle])
-                raise NegotiationError(f"the media server refused the offer: {exc.reason}") from exc
+                raise _refused(exc, "offer", self.process.config.ice_enforce_list or "") from exc
             except JanusClientError as exc:
                 await self._detach([handle])
                 raise MediaUnavailableError(f"the media server did not answer: {exc}") from exc
@@ -688,7 +710,7 @@ class JanusMediaPlane:
         except JanusError as exc:
             if p._subscriptions.get(subscription) is not sub:
                 raise NotFoundError(f"subscription {subscription} has ended") from exc
-            raise NegotiationError(f"the media server refused the answer: {exc.reason}") from exc
+            raise _refused(exc, "answer", self.process.config.ice_enforce_list or "") from exc
         except JanusClientError as exc:
             raise MediaUnavailableError(f"the media server did not answer: {exc}") from exc
 

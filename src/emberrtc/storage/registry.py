@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from emberrtc.config import Settings
+from emberrtc.config import Settings, absolute_path
 from emberrtc.domain.clock import Clock
 from emberrtc.storage.download_link import DownloadLinks, load_or_create_key
 from emberrtc.storage.errors import InvalidObjectName, UnknownStorageLocation
@@ -122,7 +122,7 @@ class StorageRegistry:
         for name, cfg in load_locations(settings).items():
             if cfg.type == "local":
                 default_root = "storage" if name == DEFAULT_LOCATION else f"storage-{name}"
-                root = Path(cfg.root) if cfg.root else settings.data_dir / default_root
+                root = absolute_path(cfg.root) if cfg.root else settings.data_dir / default_root
                 stores[name] = LocalStore(name, root, links, create_buckets=cfg.create_buckets)
             else:
                 stores[name] = S3Store(

@@ -1,0 +1,26 @@
+"""Configuration: the data folder is absolute once, whatever form it was given in (issue: first run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from emberrtc.config import Settings
+
+
+def test_data_folder_is_absolute_in_every_form(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "h"))
+    assert Settings().data_dir == tmp_path / "data"  # the default ./data
+    assert Settings().with_env({"EMBER_DATA_DIR": "~/a b/../c"}).data_dir == tmp_path / "h" / "c"
+    assert Settings(data_dir=Path("x y")).data_dir == tmp_path / "x y"
+    assert Settings(data_dir=Path("/abs/olute")).data_dir == Path("/abs/olute")
+
+
+def test_data_folder_is_fixed_when_settings_are_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Made absolute at start: a later change of working folder (Janus runs in its config folder) changes nothing.
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(data_dir=Path("data"))
+    monkeypatch.chdir("/")
+    assert settings.data_dir == tmp_path / "data"
