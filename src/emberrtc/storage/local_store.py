@@ -17,6 +17,7 @@ from pathlib import Path
 
 from emberrtc.storage.download_link import DownloadLinks
 from emberrtc.storage.errors import BucketNotExist, InvalidObjectName, ObjectNotExist
+from emberrtc.storage.hls_playlist import MAX_PLAYLIST_BYTES, PlaylistTooLarge
 from emberrtc.storage.object_store import (
     ObjectInfo,
     ObjectStore,
@@ -181,6 +182,15 @@ class LocalStore(ObjectStore):
         if info is None:
             raise ObjectNotExist(f"object {name!r} does not exist in bucket {bucket!r}")
         return self.object_path(bucket, name), info.content_type
+
+    def read_playlist(self, bucket: str, name: str) -> str:
+        """An HLS playlist's text, for serving it with signed segment links (blocking; small files)."""
+        path = self._existing(bucket, name)
+        with path.open("rb") as f:
+            data = f.read(MAX_PLAYLIST_BYTES + 1)
+        if len(data) > MAX_PLAYLIST_BYTES:
+            raise PlaylistTooLarge(f"playlist {name!r} is larger than {MAX_PLAYLIST_BYTES} bytes")
+        return data.decode("utf-8", "replace")
 
     def download_url(self, bucket: str, name: str) -> str:
         validate_bucket(bucket)

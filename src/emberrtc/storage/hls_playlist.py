@@ -1,0 +1,90 @@
+"""An HLS recording's playlist, served with a signed link for each of its own segments.
+
+A recording's ``download_url`` names its playlist (``{folder}/{stem}.m3u8``), and the playlist names its
+segments relative to itself (``{stem}_00000.ts``, written by ``recording.writers.HlsWriter``). A player
+resolves those names against the playlist's URL and drops its query string, so a link signed for the
+playlist alone reaches nothing else. When a genuine playlist link is followed, the playlist is served
+rewritten: each line naming one of the recording's own segments gets a link signed for that segment,
+expiring when the playlist's link does. The grant is exactly the files the playlist lists:
+
+- a segment must be a bare file name beside the playlist (no scheme, no ``/`` even encoded, no ``..``, no
+  query or fragment) whose name starts with the playlist's stem and an underscore, as the writer names
+  them: a sibling recording in the same folder (``{stem2}_00000.ts``) is never signed;
+- any other line is served as it was, unsigned (a player cannot follow it: the ``/files`` route asks
+  for a signature over each object).
+
+(The alternative, one signature over the recording's folder prefix, was not taken: record prefixes are
+the user's, and several recordings may share a folder.)
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from pathlib import PurePosixPath
+from urllib.parse import unquote
+
+from emberrtc.storage.errors import InvalidObjectName
+from emberrtc.storage.object_store import validate_object_name
+
+log = logging.getLogger(__name__)
+
+PLAYLIST_SUFFIX = ".m3u8"
+PLAYLIST_CONTENT_TYPE = "application/vnd.apple.mpegurl"
+SEGMENT_SUFFIX = ".ts"
+#: A playlist bigger than this is not served signed (12 h of 2 s segments is ~1.5 MB).
+MAX_PLAYLIST_BYTES = 16 * 1024 * 1024
+
+# What may appear, as written, in a segment line: an RFC 3986 path segment without ':' (so never a
+# scheme), '/', '?' or '#'. Percent-escapes are decoded and checked again below.
+_BARE_NAME = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=@%-]+")
+
+
+class PlaylistTooLarge(InvalidObjectName):
+    """A playlist too large to serve with signed segment links."""
+
+
+def is_playlist(name: str) -> bool:
+    return name.lower().endswith(PLAYLIST_SUFFIX)
+
+
+def segment_object(playlist_name: str, uri: str) -> str | None:
+    """The object a playlist line names, when it is one of the recording's own segments; else None."""
+    if not _BARE_NAME.fullmatch(uri):
+        return None
+    try:
+        name = unquote(uri, errors="strict")
+    except UnicodeDecodeError:
+        return None
+    stem = PurePosixPath(playlist_name).name[: -len(PLAYLIST_SUFFIX)]
+    if "/" in name or "\\" in name or not name.startswith(f"{stem}_") or not name.endswith(SEGMENT_SUFFIX):
+        return None
+    folder, sep, _ = playlist_name.rpartition("/")
+    obj = f"{folder}{sep}{name}"
+    try:
+        return validate_object_name(obj)
+    except InvalidObjectName:
+        return None
+
+
+def sign_playlist(text: str, playlist_name: str, link: Callable[[str, str], str]) -> str:
+    """``text`` with each of the recording's own segment lines replaced by ``link(uri, object_name)``."""
+    out: list[str] = []
+    unsigned = 0
+    for line in text.splitlines():
+        uri = line.strip()
+        if not uri or uri.startswith("#"):
+            out.append(line)
+            continue
+        obj = segment_object(playlist_name, uri)
+        if obj is None:
+            unsigned += 1
+            out.append(line)
+        else:
+            out.append(link(uri, obj))
+    if unsigned:
+        log.warning(
+            "playlist %r names %d line(s) that are not its own segments: served unsigned", playlist_name, unsigned
+        )
+    return "\n".join(out) + "\n"
