@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import os
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import parse_qs, urljoin, urlsplit
 
+import av
 import httpx
 import pytest
 
 from emberrtc.domain.clock import ManualClock
 from emberrtc.storage.local_store import LocalStore
-from tests.support.server import ServerThread
+from emberrtc.storage.s3_store import S3Store
+from emberrtc.synthetic import ColourVideo, colour_distance, median_rgb
+from tests.conftest import make_settings
+from tests.support.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoS3
+from tests.support.server import ServerThread, free_port
 
 
 def _path(url: str) -> str:
@@ -223,3 +233,109 @@ def test_a_playlist_signs_only_its_own_segments(server: ServerThread, tmp_path: 
     uris = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert uris[0].startswith("r_00000.ts?expires=") and "signature=" in uris[0]
     assert uris[1:] == hostile  # served as written, with no grant a player could follow
+
+
+# --- HLS on an S3 location: Ember serves the playlist, each segment comes from S3 presigned ------------
+
+
+@pytest.fixture(scope="module")
+def moto_s3() -> Iterator[MotoS3]:
+    s3 = MotoS3().start()
+    try:
+        yield s3
+    finally:
+        s3.stop()
+
+
+@pytest.fixture
+def s3_server(moto_s3: MotoS3, tmp_path: Path) -> Iterator[ServerThread]:
+    port = free_port()
+    s3 = {
+        "type": "s3",
+        "endpoint": moto_s3.endpoint,
+        "region": REGION,
+        "access_key": ACCESS_KEY,
+        "secret_key": SECRET_KEY,
+        "addressing_style": "path",
+        "url_ttl": 600,
+    }
+    settings = replace(
+        make_settings(tmp_path / "data"),
+        port=port,
+        public_url=f"http://127.0.0.1:{port}",
+        storage_locations=json.dumps({"obs": s3}),
+    )
+    srv = ServerThread(settings).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _make_hls(folder: Path, stem: str, seconds: int = 3) -> int:
+    """An HLS recording of ``seconds`` of blue 320x180 H.264 in 1 s segments, made by FFmpeg's muxer."""
+    video = ColourVideo((30, 60, 220), width=320, height=180, fps=25)
+    frames = seconds * 25
+    options = {"hls_time": "1", "hls_list_size": "0", "hls_playlist_type": "vod"}
+    options["hls_segment_filename"] = str(folder / f"{stem}_%05d.ts")
+    with av.open(str(folder / f"{stem}.m3u8"), "w", format="hls", options=options) as out:
+        stream = out.add_stream("libx264", rate=25, options={"preset": "ultrafast", "g": "25"})
+        stream.width, stream.height, stream.pix_fmt = 320, 180, "yuv420p"
+        for n in range(frames):
+            out.mux(stream.encode(video.frame(n)))
+        out.mux(stream.encode(None))
+    return frames
+
+
+def test_an_s3_hls_link_plays_with_presigned_segments(s3_server: ServerThread, moto_s3: MotoS3, tmp_path: Path) -> None:
+    assert s3_server.services is not None
+    store = s3_server.services.storage.get("obs")
+    assert isinstance(store, S3Store)
+    bucket = moto_s3.new_bucket()
+    folder = "app/HLS/s3rec"
+    made = tmp_path / "made"
+    made.mkdir()
+    frames = _make_hls(made, "rec")
+    (made / "sib_00000.ts").write_bytes(b"sibling")
+    for f in made.iterdir():
+        s3_server.call(store.put_file(bucket, f"{folder}/{f.name}", f))
+    playlist = f"{folder}/rec.m3u8"
+
+    # The playlist's download_url is Ember's; an MP4's stays a presigned URL straight to S3.
+    url = store.download_url(bucket, playlist)
+    assert url.startswith(f"{s3_server.url}/files/obs/{bucket}/{folder}/rec.m3u8?expires=")
+    assert store.download_url(bucket, f"{folder}/x.mp4").startswith(f"{moto_s3.endpoint}/{bucket}/")
+    expires = int(url.split("expires=")[1].split("&")[0])
+    assert abs(expires - (time.time() + 600)) < 5  # the location's url_ttl
+
+    with httpx.Client(trust_env=False) as http:
+        r = http.get(url)
+        assert r.status_code == 200 and r.headers["content-type"] == "application/vnd.apple.mpegurl"
+        segments = [line for line in r.text.splitlines() if line and not line.startswith("#")]
+        stored = sorted(p.name for p in made.glob("rec_*.ts"))
+        assert len(segments) == len(stored) >= 3
+        for link, name in zip(segments, stored, strict=True):
+            parts = urlsplit(link)
+            query = parse_qs(parts.query)
+            assert f"{parts.scheme}://{parts.netloc}" == moto_s3.endpoint
+            assert parts.path == f"/{bucket}/{folder}/{name}"
+            # Valid as long as the playlist's link, no longer.
+            signed_at = datetime.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
+            assert abs(signed_at + int(query["X-Amz-Expires"][0]) - expires) <= 2
+            got = http.get(link)
+            assert got.status_code == 200 and got.content == (made / name).read_bytes()
+        # Ember serves no other object of an S3 location, even with a genuine signature of its own.
+        links = s3_server.services.storage.links
+        assert links is not None
+        segment = f"{folder}/{stored[0]}"
+        r = http.get(f"{s3_server.url}/files/obs/{bucket}/{segment}?{links.query('obs', bucket, segment, expires)}")
+        assert r.status_code == 404 and r.json()["error_code"] == "RTC.00001024"
+        # Tampered: refused before S3 is asked.
+        r = http.get(url.replace("rec.m3u8", "sib.m3u8"))
+        assert r.status_code == 403
+
+    # A player follows it whole: every frame, blue.
+    with av.open(url) as c:
+        decoded = list(c.decode(video=0))
+    assert len(decoded) == frames
+    assert colour_distance(median_rgb(decoded[-1]), (30, 60, 220)) < 25

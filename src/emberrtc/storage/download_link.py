@@ -48,9 +48,13 @@ class DownloadLinks:
         """The query string that grants ``name`` until ``expires`` (UNIX seconds)."""
         return f"expires={expires}&signature={self._signature(location, bucket, name, expires)}"
 
-    def url(self, location: str, bucket: str, name: str, *, expires_at: int | None = None) -> str:
-        """A link valid until ``expires_at`` (UNIX seconds; default: now + ``ttl``)."""
-        expires = int(self._clock.now()) + self.ttl if expires_at is None else expires_at
+    def url(
+        self, location: str, bucket: str, name: str, *, expires_at: int | None = None, ttl: int | None = None
+    ) -> str:
+        """A link valid until ``expires_at`` (UNIX seconds; default: now + ``ttl``, default ``self.ttl``)."""
+        if expires_at is None:
+            expires_at = int(self._clock.now()) + (self.ttl if ttl is None else ttl)
+        expires = expires_at
         path = "/".join(quote(p, safe="") for p in (location, bucket)) + "/" + quote(name, safe="/")
         return f"{self.base_url}{FILES_PREFIX}/{path}?{self.query(location, bucket, name, expires)}"
 

@@ -13,6 +13,11 @@ expiring when the playlist's link does. The grant is exactly the files the playl
 - any other line is served as it was, unsigned (a player cannot follow it: the ``/files`` route asks
   for a signature over each object).
 
+On the local backend a segment's link is relative (``{stem}_00000.ts?expires=T&signature=S``, the
+``/files`` route's own kind); on an S3 location without a public base URL the playlist's
+``download_url`` is an Ember link too, and each segment's is an S3 presigned URL valid until ``T``
+(so segments go from S3 straight to the player; Ember serves only the playlist).
+
 (The alternative, one signature over the recording's folder prefix, was not taken: record prefixes are
 the user's, and several recordings may share a folder.)
 """
@@ -25,8 +30,8 @@ from collections.abc import Callable
 from pathlib import PurePosixPath
 from urllib.parse import unquote
 
-from emberrtc.storage.errors import InvalidObjectName
-from emberrtc.storage.object_store import validate_object_name
+from emberrtc.storage.errors import InvalidObjectName, ObjectNotExist
+from emberrtc.storage.object_store import ObjectStore, validate_object_name
 
 log = logging.getLogger(__name__)
 
@@ -88,3 +93,22 @@ def sign_playlist(text: str, playlist_name: str, link: Callable[[str, str], str]
             "playlist %r names %d line(s) that are not its own segments: served unsigned", playlist_name, unsigned
         )
     return "\n".join(out) + "\n"
+
+
+async def read_playlist(store: ObjectStore, bucket: str, name: str) -> str:
+    """A stored playlist's text (:class:`ObjectNotExist` if absent, :class:`PlaylistTooLarge` if too big)."""
+    info = await store.head(bucket, name)
+    if info is None:
+        raise ObjectNotExist(f"object {name!r} does not exist in bucket {bucket!r}")
+    if info.size > MAX_PLAYLIST_BYTES:
+        raise PlaylistTooLarge(f"playlist {name!r} is larger than {MAX_PLAYLIST_BYTES} bytes")
+    data = await store.get(bucket, name)
+    if len(data) > MAX_PLAYLIST_BYTES:  # replaced meanwhile
+        raise PlaylistTooLarge(f"playlist {name!r} is larger than {MAX_PLAYLIST_BYTES} bytes")
+    return data.decode("utf-8", "replace")
+
+
+async def signed_playlist(store: ObjectStore, bucket: str, name: str, expires: int) -> str:
+    """The playlist ``name`` with a link for each of its own segments, valid until ``expires``."""
+    text = await read_playlist(store, bucket, name)
+    return sign_playlist(text, name, lambda uri, obj: store.segment_url(bucket, obj, uri, expires))

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from emberrtc.storage.download_link import DownloadLinks
 from emberrtc.storage.errors import BucketNotExist, InvalidObjectName, ObjectNotExist
-from emberrtc.storage.hls_playlist import MAX_PLAYLIST_BYTES, PlaylistTooLarge
 from emberrtc.storage.object_store import (
     ObjectInfo,
     ObjectStore,
@@ -183,16 +182,11 @@ class LocalStore(ObjectStore):
             raise ObjectNotExist(f"object {name!r} does not exist in bucket {bucket!r}")
         return self.object_path(bucket, name), info.content_type
 
-    def read_playlist(self, bucket: str, name: str) -> str:
-        """An HLS playlist's text, for serving it with signed segment links (blocking; small files)."""
-        path = self._existing(bucket, name)
-        with path.open("rb") as f:
-            data = f.read(MAX_PLAYLIST_BYTES + 1)
-        if len(data) > MAX_PLAYLIST_BYTES:
-            raise PlaylistTooLarge(f"playlist {name!r} is larger than {MAX_PLAYLIST_BYTES} bytes")
-        return data.decode("utf-8", "replace")
-
     def download_url(self, bucket: str, name: str) -> str:
         validate_bucket(bucket)
         validate_object_name(name)
         return self.links.url(self.location, bucket, name)
+
+    def segment_url(self, bucket: str, name: str, written: str, expires: int) -> str:
+        # Relative, as the playlist wrote it: resolved against the playlist's own link, wherever it is served.
+        return f"{written}?{self.links.query(self.location, bucket, name, expires)}"

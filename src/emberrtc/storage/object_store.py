@@ -129,3 +129,8 @@ class ObjectStore(ABC):
     @abstractmethod
     def download_url(self, bucket: str, name: str) -> str:
         """A URL from which the application can download the object (the callback's ``download_url``)."""
+
+    @abstractmethod
+    def segment_url(self, bucket: str, name: str, written: str, expires: int) -> str:
+        """Where a player fetches segment ``name`` (named ``written`` in its playlist) until ``expires``
+        (UNIX seconds), in a playlist served by Ember (``storage.hls_playlist``)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,9 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from emberrtc.storage.download_link import DownloadLinks
 from emberrtc.storage.errors import BucketNotExist, ObjectNotExist, StorageUnavailable
+from emberrtc.storage.hls_playlist import is_playlist
 from emberrtc.storage.object_store import (
     ObjectInfo,
     ObjectStore,
@@ -65,11 +68,13 @@ def _error_code(exc: ClientError) -> str:
 
 
 class S3Store(ObjectStore):
-    def __init__(self, location: str, settings: S3Settings) -> None:
+    def __init__(self, location: str, settings: S3Settings, links: DownloadLinks | None = None) -> None:
         if settings.addressing_style not in ("virtual", "path", "auto"):
             raise ValueError(f"addressing_style must be virtual, path or auto, not {settings.addressing_style!r}")
         self.location = location
         self.settings = settings
+        #: Ember's own links, for HLS playlists (served by Ember with presigned segment URLs).
+        self.links = links
         config = Config(
             signature_version="s3v4",
             s3={"addressing_style": settings.addressing_style},
@@ -184,9 +189,22 @@ class S3Store(ObjectStore):
         if self.settings.public_base_url:
             base = self.settings.public_base_url.format(bucket=bucket).rstrip("/")
             return f"{base}/{quote(name, safe='/')}"
+        ttl = min(self.settings.url_ttl, MAX_PRESIGN_SECONDS)
+        if self.links is not None and is_playlist(name):
+            # A presigned playlist names its segments relatively, and a player resolves those without the
+            # playlist's query (no grant): Ember serves the playlist, with a presigned URL per segment.
+            return self.links.url(self.location, bucket, name, ttl=ttl)
+        return self.presigned_url(bucket, name, ttl)
+
+    def presigned_url(self, bucket: str, name: str, expires_in: int) -> str:
+        """A SigV4 presigned GET of one object, valid ``expires_in`` seconds (1 s to 7 days) from now."""
         url: str = self._client.generate_presigned_url(
             "get_object",
             Params={"Bucket": bucket, "Key": name},
-            ExpiresIn=min(self.settings.url_ttl, MAX_PRESIGN_SECONDS),
+            ExpiresIn=max(1, min(expires_in, MAX_PRESIGN_SECONDS)),
         )
         return url
+
+    def segment_url(self, bucket: str, name: str, written: str, expires: int) -> str:
+        # Presigning counts from the wall clock (X-Amz-Date), so the time left is taken from it too.
+        return self.presigned_url(bucket, name, expires - int(time.time()))
