@@ -8,8 +8,9 @@ rewritten: each line naming one of the recording's own segments gets a link sign
 expiring when the playlist's link does. The grant is exactly the files the playlist lists:
 
 - a segment must be a bare file name beside the playlist (no scheme, no ``/`` even encoded, no ``..``, no
-  query or fragment) whose name starts with the playlist's stem and an underscore, as the writer names
-  them: a sibling recording in the same folder (``{stem2}_00000.ts``) is never signed;
+  query or fragment) named exactly ``{stem}_{digits}.ts`` after the playlist's stem, as the writer names
+  them: no segment of a sibling recording in the same folder can match, even one whose stem starts with
+  this one's (``{stem}_x_00000.ts``);
 - any other line is served as it was, unsigned (a player cannot follow it: the ``/files`` route asks
   for a signature over each object).
 
@@ -74,7 +75,12 @@ class _OwnSegments:
             name = unquote(uri, errors="strict") if "%" in uri else uri
         except UnicodeDecodeError:
             return None
-        if "/" in name or "\\" in name or not name.startswith(self.prefix) or not name.endswith(SEGMENT_SUFFIX):
+        # Exactly ``{stem}_{digits}.ts``: the stem is the playlist's own (so no '/' either), and the
+        # digits-only index means no sibling's segment matches, even one whose stem starts with this one's.
+        if not (name.startswith(self.prefix) and name.endswith(SEGMENT_SUFFIX)):
+            return None
+        index = name[len(self.prefix) : -len(SEGMENT_SUFFIX)]
+        if not (index.isascii() and index.isdigit()):
             return None
         try:
             return validate_object_name(self.folder + name)
