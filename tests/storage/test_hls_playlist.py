@@ -61,12 +61,12 @@ def test_signed_playlist_keeps_every_tag_and_signs_each_own_segment_once() -> No
         "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.000,\nst_1_00000.ts\n"
         "#EXTINF:1.500,\nother_00000.ts\n#EXT-X-ENDLIST\n"
     )
-    calls: list[tuple[str, str]] = []
+    calls: list[list[tuple[str, str]]] = []
 
-    def link(uri: str, obj: str) -> str:
-        calls.append((uri, obj))
-        return f"{uri}?signed"
+    def links(segments: list[tuple[str, str]]) -> list[str]:
+        calls.append(segments)
+        return [f"{uri}?signed" for uri, _ in segments]
 
-    out = sign_playlist(text, PLAYLIST, link)
+    out = sign_playlist(text, PLAYLIST, links)
     assert out == text.replace("st_1_00000.ts\n", "st_1_00000.ts?signed\n")
-    assert calls == [("st_1_00000.ts", "app/HLS/st_1/st_1_00000.ts")]
+    assert calls == [[("st_1_00000.ts", "app/HLS/st_1/st_1_00000.ts")]]

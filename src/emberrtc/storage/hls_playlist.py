@@ -88,22 +88,29 @@ class _OwnSegments:
             return None
 
 
-def sign_playlist(text: str, playlist_name: str, link: Callable[[str, str], str]) -> str:
-    """``text`` with each of the recording's own segment lines replaced by ``link(uri, object_name)``."""
+def sign_playlist(text: str, playlist_name: str, links: Callable[[list[tuple[str, str]]], list[str]]) -> str:
+    """``text`` with each of the recording's own segment lines replaced by its link: ``links`` gets the
+    ``(uri, object name)`` of every own segment, in order, and returns their links in the same order."""
     own = _OwnSegments(playlist_name)
-    out: list[str] = []
+    out = text.splitlines()
+    signed: list[int] = []
+    segments: list[tuple[str, str]] = []
     unsigned = 0
-    for line in text.splitlines():
+    for i, line in enumerate(out):
         uri = line.strip()
         if not uri or uri.startswith("#"):
-            out.append(line)
             continue
         obj = own.object(uri)
         if obj is None:
             unsigned += 1
-            out.append(line)
         else:
-            out.append(link(uri, obj))
+            signed.append(i)
+            segments.append((uri, obj))
+    made = links(segments) if segments else []
+    if len(made) != len(segments):
+        raise ValueError(f"{len(segments)} segment links asked for, {len(made)} made")
+    for i, link in zip(signed, made, strict=True):
+        out[i] = link
     if unsigned:
         log.warning(
             "playlist %r names %d line(s) that are not its own segments: served unsigned", playlist_name, unsigned
@@ -127,7 +134,7 @@ async def read_playlist(store: ObjectStore, bucket: str, name: str) -> str:
 async def signed_playlist(store: ObjectStore, bucket: str, name: str, expires: int) -> str:
     """The playlist ``name`` with a link for each of its own segments, valid until ``expires``."""
     text = await read_playlist(store, bucket, name)
-    # Off the event loop: ~6-15 us a segment for local links (an hour of 2 s segments ~10 ms), more to presign.
+    # Off the event loop: ~6-15 us a segment for local links (an hour of 2 s segments ~10 ms).
     return await asyncio.to_thread(
-        sign_playlist, text, name, lambda uri, obj: store.segment_url(bucket, obj, uri, expires)
+        sign_playlist, text, name, lambda segments: store.segment_urls(bucket, segments, expires)
     )

@@ -187,6 +187,6 @@ class LocalStore(ObjectStore):
         validate_object_name(name)
         return self.links.url(self.location, bucket, name)
 
-    def segment_url(self, bucket: str, name: str, written: str, expires: int) -> str:
-        # Relative, as the playlist wrote it: resolved against the playlist's own link, wherever it is served.
-        return f"{written}?{self.links.query(self.location, bucket, name, expires)}"
+    def segment_urls(self, bucket: str, segments: list[tuple[str, str]], expires: int) -> list[str]:
+        # Relative, as the playlist wrote them: resolved against the playlist's own link, wherever it is served.
+        return [f"{written}?{self.links.query(self.location, bucket, name, expires)}" for written, name in segments]

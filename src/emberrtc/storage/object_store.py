@@ -131,6 +131,6 @@ class ObjectStore(ABC):
         """A URL from which the application can download the object (the callback's ``download_url``)."""
 
     @abstractmethod
-    def segment_url(self, bucket: str, name: str, written: str, expires: int) -> str:
-        """Where a player fetches segment ``name`` (named ``written`` in its playlist) until ``expires``
-        (UNIX seconds), in a playlist served by Ember (``storage.hls_playlist``)."""
+    def segment_urls(self, bucket: str, segments: list[tuple[str, str]], expires: int) -> list[str]:
+        """Where a player fetches each of a playlist's segments (``(as the playlist writes it, object name)``)
+        until ``expires`` (UNIX seconds), in the playlist as Ember serves it (``storage.hls_playlist``)."""
