@@ -54,9 +54,8 @@ class DownloadLinks:
         """A link valid until ``expires_at`` (UNIX seconds; default: now + ``ttl``, default ``self.ttl``)."""
         if expires_at is None:
             expires_at = int(self._clock.now()) + (self.ttl if ttl is None else ttl)
-        expires = expires_at
         path = "/".join(quote(p, safe="") for p in (location, bucket)) + "/" + quote(name, safe="/")
-        return f"{self.base_url}{FILES_PREFIX}/{path}?{self.query(location, bucket, name, expires)}"
+        return f"{self.base_url}{FILES_PREFIX}/{path}?{self.query(location, bucket, name, expires_at)}"
 
     def verify(self, location: str, bucket: str, name: str, expires: str, signature: str) -> int:
         """The link's expiry (UNIX seconds); :class:`DownloadLinkInvalid` unless it is genuine and unexpired."""
