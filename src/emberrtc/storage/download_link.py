@@ -3,6 +3,8 @@
 A link is ``{base}/files/{location}/{bucket}/{object}?expires=T&signature=S`` with
 ``S = hex(HMAC-SHA256(server key, location \\n bucket \\n object \\n T))``: whoever holds the link may
 download that one object until ``T`` (UNIX seconds); nothing else under ``/files`` is reachable.
+An HLS playlist's link reaches its segments too: the playlist is served with a link of this kind for
+each of its own segments, with the same ``T`` (``storage.hls_playlist``).
 """
 
 from __future__ import annotations
@@ -42,15 +44,21 @@ class DownloadLinks:
         msg = f"{location}\n{bucket}\n{name}\n{expires}".encode()
         return hmac.new(self._key, msg, hashlib.sha256).hexdigest()
 
-    def url(self, location: str, bucket: str, name: str, *, expires_at: int | None = None) -> str:
-        """A link valid until ``expires_at`` (UNIX seconds; default: now + ``ttl``)."""
-        expires = int(self._clock.now()) + self.ttl if expires_at is None else expires_at
-        sig = self._signature(location, bucket, name, expires)
-        path = "/".join(quote(p, safe="") for p in (location, bucket)) + "/" + quote(name, safe="/")
-        return f"{self.base_url}{FILES_PREFIX}/{path}?expires={expires}&signature={sig}"
+    def query(self, location: str, bucket: str, name: str, expires: int) -> str:
+        """The query string that grants ``name`` until ``expires`` (UNIX seconds)."""
+        return f"expires={expires}&signature={self._signature(location, bucket, name, expires)}"
 
-    def verify(self, location: str, bucket: str, name: str, expires: str, signature: str) -> None:
-        """Raise :class:`DownloadLinkInvalid` unless the link is genuine and has not expired."""
+    def url(
+        self, location: str, bucket: str, name: str, *, expires_at: int | None = None, ttl: int | None = None
+    ) -> str:
+        """A link valid until ``expires_at`` (UNIX seconds; default: now + ``ttl``, default ``self.ttl``)."""
+        if expires_at is None:
+            expires_at = int(self._clock.now()) + (self.ttl if ttl is None else ttl)
+        path = "/".join(quote(p, safe="") for p in (location, bucket)) + "/" + quote(name, safe="/")
+        return f"{self.base_url}{FILES_PREFIX}/{path}?{self.query(location, bucket, name, expires_at)}"
+
+    def verify(self, location: str, bucket: str, name: str, expires: str, signature: str) -> int:
+        """The link's expiry (UNIX seconds); :class:`DownloadLinkInvalid` unless it is genuine and unexpired."""
         try:
             when = int(expires)
         except ValueError:
@@ -60,3 +68,4 @@ class DownloadLinks:
             raise DownloadLinkInvalid("the download link's signature does not verify")
         if self._clock.now() > when:
             raise DownloadLinkInvalid("the download link has expired")
+        return when

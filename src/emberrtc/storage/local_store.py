@@ -186,3 +186,7 @@ class LocalStore(ObjectStore):
         validate_bucket(bucket)
         validate_object_name(name)
         return self.links.url(self.location, bucket, name)
+
+    def segment_urls(self, bucket: str, segments: list[tuple[str, str]], expires: int) -> list[str]:
+        # Relative, as the playlist wrote them: resolved against the playlist's own link, wherever it is served.
+        return [f"{written}?{self.links.query(self.location, bucket, name, expires)}" for written, name in segments]

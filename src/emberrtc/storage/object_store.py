@@ -129,3 +129,8 @@ class ObjectStore(ABC):
     @abstractmethod
     def download_url(self, bucket: str, name: str) -> str:
         """A URL from which the application can download the object (the callback's ``download_url``)."""
+
+    @abstractmethod
+    def segment_urls(self, bucket: str, segments: list[tuple[str, str]], expires: int) -> list[str]:
+        """Where a player fetches each of a playlist's segments (``(as the playlist writes it, object name)``)
+        until ``expires`` (UNIX seconds), in the playlist as Ember serves it (``storage.hls_playlist``)."""

@@ -136,6 +136,7 @@ class StorageRegistry:
                         public_base_url=cfg.public_base_url,
                         url_ttl=min(cfg.url_ttl or settings.download_url_ttl, MAX_PRESIGN_SECONDS),
                     ),
+                    links,
                 )
         return cls(stores, links)
 
@@ -150,6 +151,10 @@ class StorageRegistry:
             known = ", ".join(self.locations) or "none"
             raise UnknownStorageLocation(f"storage location {location!r} is not configured on this server ({known})")
         return store
+
+    def find(self, location: str) -> ObjectStore | None:
+        """The backend for ``location``, else None."""
+        return self._stores.get(location)
 
     def local(self, location: str) -> LocalStore | None:
         """The local backend for ``location`` (what the ``/files`` route serves), else None."""

@@ -10,18 +10,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
+import hmac
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from emberrtc.storage.download_link import DownloadLinks
 from emberrtc.storage.errors import BucketNotExist, ObjectNotExist, StorageUnavailable
+from emberrtc.storage.hls_playlist import is_playlist
 from emberrtc.storage.object_store import (
     ObjectInfo,
     ObjectStore,
@@ -65,11 +70,13 @@ def _error_code(exc: ClientError) -> str:
 
 
 class S3Store(ObjectStore):
-    def __init__(self, location: str, settings: S3Settings) -> None:
+    def __init__(self, location: str, settings: S3Settings, links: DownloadLinks | None = None) -> None:
         if settings.addressing_style not in ("virtual", "path", "auto"):
             raise ValueError(f"addressing_style must be virtual, path or auto, not {settings.addressing_style!r}")
         self.location = location
         self.settings = settings
+        #: Ember's own links, for HLS playlists (served by Ember with presigned segment URLs).
+        self.links = links
         config = Config(
             signature_version="s3v4",
             s3={"addressing_style": settings.addressing_style},
@@ -184,9 +191,86 @@ class S3Store(ObjectStore):
         if self.settings.public_base_url:
             base = self.settings.public_base_url.format(bucket=bucket).rstrip("/")
             return f"{base}/{quote(name, safe='/')}"
+        ttl = min(self.settings.url_ttl, MAX_PRESIGN_SECONDS)
+        if self.links is not None and is_playlist(name):
+            # A presigned playlist names its segments relatively, and a player resolves those without the
+            # playlist's query (no grant): Ember serves the playlist, with a presigned URL per segment.
+            return self.links.url(self.location, bucket, name, ttl=ttl)
+        return self.presigned_url(bucket, name, ttl)
+
+    def presigned_url(self, bucket: str, name: str, expires_in: int) -> str:
+        """A SigV4 presigned GET of one object, valid ``expires_in`` seconds (1 s to 7 days) from now."""
         url: str = self._client.generate_presigned_url(
             "get_object",
             Params={"Bucket": bucket, "Key": name},
-            ExpiresIn=min(self.settings.url_ttl, MAX_PRESIGN_SECONDS),
+            ExpiresIn=max(1, min(expires_in, MAX_PRESIGN_SECONDS)),
         )
         return url
+
+    def segment_urls(self, bucket: str, segments: list[tuple[str, str]], expires: int) -> list[str]:
+        if not segments:
+            return []
+        # Presigning counts from the wall clock (X-Amz-Date), so the time left is taken from it too.
+        expires_in = expires - int(time.time())
+        names = [name for _, name in segments]
+        first = self.presigned_url(bucket, names[0], expires_in)
+        # botocore takes ~0.2-0.9 ms a URL (an hour of 2 s segments: over a second); the same signature
+        # for the other keys costs an HMAC each. Used only when it reproduces botocore's first URL exactly.
+        signer = QuerySigner.like(first, names[0], self.settings.secret_key)
+        if signer is None:
+            return [first, *(self.presigned_url(bucket, name, expires_in) for name in names[1:])]
+        return [first, *(signer.url(name) for name in names[1:])]
+
+
+class QuerySigner:
+    """SigV4 query-string signing of GETs of other keys of a bucket, with the very parameters (endpoint,
+    addressing, credential scope, X-Amz-Date, X-Amz-Expires) of one URL botocore presigned.
+
+    :meth:`like` checks itself first: it recomputes the given URL's signature and gives up (None) unless
+    it is byte for byte botocore's, so any endpoint or setting it does not follow falls back to botocore.
+    """
+
+    _PARAMS = ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires", "X-Amz-SignedHeaders")
+
+    def __init__(self, base: str, netloc: str, prefix: str, params: dict[str, str], key: bytes) -> None:
+        self._base, self._netloc, self._prefix, self._key = base, netloc, prefix, key
+        self._query = "&".join(f"{_aws_quote(k)}={_aws_quote(params[k])}" for k in self._PARAMS)
+        self._date, self._scope = params["X-Amz-Date"], params["X-Amz-Credential"].split("/", 1)[1]
+
+    @classmethod
+    def like(cls, presigned: str, name: str, secret_key: str) -> QuerySigner | None:
+        if not secret_key:
+            return None  # credentials from the environment's chain: botocore keeps them
+        parts = urlsplit(presigned)
+        params = dict(parse_qsl(parts.query, keep_blank_values=True))
+        quoted = quote(name, safe="/~")
+        if (
+            set(params) != {*cls._PARAMS, "X-Amz-Signature"}
+            or params["X-Amz-Algorithm"] != "AWS4-HMAC-SHA256"
+            or params["X-Amz-SignedHeaders"] != "host"
+            or not parts.path.endswith("/" + quoted)
+            or parts.fragment
+        ):
+            return None
+        scope = params["X-Amz-Credential"].split("/")
+        if len(scope) != 5 or scope[4] != "aws4_request":
+            return None
+        _, day, region, service, _ = scope
+        key = f"AWS4{secret_key}".encode()
+        for part in (day, region, service, "aws4_request"):
+            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+        signer = cls(f"{parts.scheme}://{parts.netloc}", parts.netloc, parts.path[: -len(quoted)], params, key)
+        return signer if signer.url(name) == presigned else None
+
+    def url(self, name: str) -> str:
+        path = self._prefix + quote(name, safe="/~")
+        canonical = f"GET\n{path}\n{self._query}\nhost:{self._netloc}\n\nhost\nUNSIGNED-PAYLOAD"
+        digest = hashlib.sha256(canonical.encode()).hexdigest()
+        signature = hmac.new(
+            self._key, f"AWS4-HMAC-SHA256\n{self._date}\n{self._scope}\n{digest}".encode(), hashlib.sha256
+        ).hexdigest()
+        return f"{self._base}{path}?{self._query}&X-Amz-Signature={signature}"
+
+
+def _aws_quote(value: str) -> str:
+    return quote(value, safe="-_.~")

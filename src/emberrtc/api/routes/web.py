@@ -1,7 +1,10 @@
-"""The browser SDK (``/sdk/ember-rtc.js``) and a demo room page (``/demo``). Not part of the SparkRTC API.
+"""The browser SDK (``/sdk/ember-rtc.js``), a demo room page (``/demo``) and a recording player
+(``/player``). Not part of the SparkRTC API.
 
-Both are static files shipped in the package (``emberrtc/api/static``); the demo page joins rooms through
-the signalling WebSocket like any other client.
+All are static files shipped in the package (``emberrtc/api/static``); the demo page joins rooms through
+the signalling WebSocket like any other client. The player plays a recording's ``download_url``: HLS
+through hls.js (vendored, ``static/vendor/README.md`` says from where) where the browser has no HLS of
+its own, MP4 natively.
 """
 
 from __future__ import annotations
@@ -26,3 +29,15 @@ async def sdk() -> FileResponse:
 async def demo() -> FileResponse:
     """A page to join a room with camera and microphone, see and hear the others and share the screen."""
     return FileResponse(STATIC / "demo.html", media_type="text/html; charset=utf-8")
+
+
+@router.get("/player")
+async def player() -> FileResponse:
+    """A page that plays a recording from its ``download_url`` (given after ``#url=``)."""
+    return FileResponse(STATIC / "player.html", media_type="text/html; charset=utf-8")
+
+
+@router.get("/player/hls.light.min.js")
+async def hls_js() -> FileResponse:
+    """hls.js (Apache-2.0), for browsers without HLS of their own."""
+    return FileResponse(STATIC / "vendor" / "hls.light.min.js", media_type="text/javascript; charset=utf-8")
