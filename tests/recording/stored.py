@@ -98,8 +98,11 @@ async def record_hls(
         await supervisor.stop("h1")
     finally:
         await supervisor.close()
-    (done,) = outputs.named("file_completed")
-    target: FileTarget = done.args["target"]
+    # One file, unless a stall of this (shared, busy) machine outlasted the timing's gap and cut a second one:
+    # the first is the one played back.
+    completed = outputs.named("file_completed")
+    assert completed, "no file was completed"
+    target: FileTarget = completed[0].args["target"]
     assert len(outputs.named("store_part")) >= 3
     local = await asyncio.to_thread(read_back, store.object_path(target.bucket, target.object_name))
     return Recorded(server, store, target, seconds, local)
