@@ -24,6 +24,7 @@ from typing import Any
 
 from emberrtc.config import Settings
 from emberrtc.domain.errors import EmberError
+from emberrtc.domain.redaction import MaskUrlsFilter
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -136,7 +137,11 @@ async def _serve(args: argparse.Namespace) -> None:
     services = await build(settings)
     _CleanExitServer = _clean_exit_server()
     app = create_app(services)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+    # log_config=None: uvicorn's loggers go through the root handler and its URL masking (main()), like
+    # every other line, instead of handlers of their own.
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="info", access_log=False, log_config=None
+    )
     logging.getLogger(__name__).info("Ember data folder: %s", settings.data_dir.resolve())
     _tune_gc()
     await _CleanExitServer(config).serve()
@@ -269,10 +274,21 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _configure_logging() -> None:
+    """INFO to stderr, with every URL's credentials and query masked (``domain/redaction.py``): URLs
+    reach the log from Ember's lines and from libraries' messages and tracebacks alike."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(MaskUrlsFilter())
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # httpx logs every request's URL at INFO (a callback's query token, each Janus admin call): WARNING only.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    _configure_logging()
     try:
         asyncio.run(args.run(args))
     except EmberError as exc:

@@ -368,6 +368,7 @@ class JanusMediaPlane:
         config = JanusConfig(
             http_port=_free_loopback_port(),
             admin_port=_free_loopback_port(),
+            ws_port=_free_loopback_port(),
             ice_enforce_list=settings.media_ip or None,
             rtp_port_range=_port_range(settings.media_ports),
         )
