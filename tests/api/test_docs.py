@@ -71,6 +71,12 @@ def test_docs_pages_load_only_ember_served_assets(server, path: str, assets: set
 
 
 def test_swagger_ui_is_configured_to_stay_offline(server) -> None:
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        # Whatever a bundled script tries, the browser may fetch from this server only.
+        policy = httpx.get(f"{server.url}{path}").headers["content-security-policy"]
+        directives = {d.split()[0]: d.split()[1:] for d in policy.split("; ")}
+        assert directives["default-src"] == ["'self'"], policy
+        assert all("http" not in " ".join(sources) for sources in directives.values()), policy
     text, _ = _page_urls(server.url, "/docs")
     # The validator badge would send the description's URL to validator.swagger.io.
     assert '"validatorUrl": null' in text

@@ -4,7 +4,8 @@ FastAPI's default pages load Swagger UI, ReDoc, their favicon and (for ReDoc) Go
 CDNs, so on a machine without Internet access (or behind a strict firewall) ``/docs`` is blank. Ember
 serves the same files itself, from the ``fastapi-offline`` package (a dependency, so they are installed
 with Ember, editable or not), under ``/docs/assets/``. Nothing on these pages is fetched from another
-host.
+host: the pages load only Ember's URLs, and their Content-Security-Policy lets the browser fetch nothing
+else (ReDoc's sidebar would otherwise load its vendor's logo from a CDN).
 """
 
 from __future__ import annotations
@@ -34,6 +35,27 @@ ASSETS = {
 }
 
 
+#: Only this server: the pages' own inline init script and styles, Swagger UI's data: icons, ReDoc's
+#: search worker (a blob:). Anything else a bundled script tries to load is refused by the browser.
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self' 'unsafe-inline'",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data:",
+        "font-src 'self' data:",
+        "worker-src 'self' blob:",
+        "connect-src 'self'",
+        "frame-ancestors 'self'",
+    ]
+)
+
+
+def _offline(page: HTMLResponse) -> HTMLResponse:
+    page.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    return page
+
+
 def _openapi_url(request: Request) -> str:
     # The app's own, with the prefix the app is mounted under (root_path), as FastAPI's default pages do.
     return str(request.scope.get("root_path", "")).rstrip("/") + str(request.app.openapi_url)
@@ -46,7 +68,7 @@ def _asset(request: Request, name: str) -> str:
 @router.get("/docs")
 async def swagger_ui(request: Request) -> HTMLResponse:
     """Swagger UI for the OpenAPI description, with every asset served by Ember."""
-    return get_swagger_ui_html(
+    page = get_swagger_ui_html(
         openapi_url=_openapi_url(request),
         title=f"{request.app.title} - Swagger UI",
         swagger_js_url=_asset(request, "swagger-ui-bundle.js"),
@@ -56,24 +78,26 @@ async def swagger_ui(request: Request) -> HTMLResponse:
         # No validator badge: Swagger UI would send the description's URL to validator.swagger.io.
         swagger_ui_parameters={"validatorUrl": None},
     )
+    return _offline(page)
 
 
 @router.get(OAUTH2_REDIRECT_PATH)
 async def swagger_ui_redirect() -> HTMLResponse:
     """The page Swagger UI's OAuth2 flow returns to (it loads nothing from elsewhere)."""
-    return get_swagger_ui_oauth2_redirect_html()
+    return _offline(get_swagger_ui_oauth2_redirect_html())
 
 
 @router.get("/redoc")
 async def redoc(request: Request) -> HTMLResponse:
     """ReDoc for the OpenAPI description, with every asset served by Ember and no web fonts."""
-    return get_redoc_html(
+    page = get_redoc_html(
         openapi_url=_openapi_url(request),
         title=f"{request.app.title} - ReDoc",
         redoc_js_url=_asset(request, "redoc.standalone.js"),
         redoc_favicon_url=_asset(request, "favicon.png"),
         with_google_fonts=False,
     )
+    return _offline(page)
 
 
 @router.get(ASSETS_PATH + "/{name}")
