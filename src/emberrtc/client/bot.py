@@ -26,6 +26,7 @@ from websockets.exceptions import WebSocketException
 
 from emberrtc.client.room import JoinRefusedError, Publication, RoomClient, RoomError
 from emberrtc.client.synthetic import ColourVideoTrack, ToneAudioTrack, parse_colour
+from emberrtc.domain.redaction import mask_url, mask_urls
 
 EXIT_STOPPED, EXIT_REFUSED, EXIT_ENDED = 0, 2, 3
 #: Python's status for an uncaught exception, and the shell's for Ctrl-C before the bot has joined.
@@ -155,7 +156,7 @@ async def run_bot(options: BotOptions, *, out: TextIO = sys.stdout, stop: asynci
         say(f"join refused: {exc}")
         return EXIT_REFUSED
     except (OSError, WebSocketException, TimeoutError) as exc:
-        say(f"cannot reach {options.server}: {exc}")
+        say(f"cannot reach {mask_url(options.server)}: {mask_urls(str(exc))}")
         return EXIT_REFUSED
     except RoomError as exc:
         say(f"join failed: {exc}")

@@ -39,6 +39,8 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
+from emberrtc.domain.redaction import mask_url
+
 from .janus_config import JanusConfig
 
 __all__ = [
@@ -358,7 +360,7 @@ class JanusClient:
             async with asyncio.timeout(self.timeout):
                 reply = await answer
         except (ConnectionClosed, OSError) as exc:
-            raise JanusTransportError(f"{message['janus']} to Janus at {self.url}: {exc!r}") from exc
+            raise JanusTransportError(f"{message['janus']} to Janus at {mask_url(self.url)}: {exc!r}") from exc
         except TimeoutError as exc:
             raise JanusTransportError(f"{message['janus']}: no answer from Janus in {self.timeout} s") from exc
         finally:
@@ -381,7 +383,7 @@ class JanusClient:
                         proxy=None,
                     )
                 except (OSError, WebSocketException, TimeoutError) as exc:
-                    raise JanusTransportError(f"cannot connect to Janus at {self.url}: {exc!r}") from exc
+                    raise JanusTransportError(f"cannot connect to Janus at {mask_url(self.url)}: {exc!r}") from exc
                 self._reader = asyncio.create_task(self._read(self._socket), name="janus-api-socket")
             return self._socket
 
@@ -441,11 +443,11 @@ class JanusClient:
             response = await self._http.post(url, json=payload, timeout=self.timeout)
             answer = response.json()
         except httpx.HTTPError as exc:
-            raise JanusTransportError(f"POST {url}: {exc!r}") from exc
+            raise JanusTransportError(f"POST {mask_url(url)}: {exc!r}") from exc
         except ValueError as exc:
-            raise JanusTransportError(f"POST {url}: answer is not JSON ({response.status_code})") from exc
+            raise JanusTransportError(f"POST {mask_url(url)}: answer is not JSON ({response.status_code})") from exc
         if not isinstance(answer, dict):
-            raise JanusTransportError(f"POST {url}: unexpected answer {answer!r}")
+            raise JanusTransportError(f"POST {mask_url(url)}: unexpected answer")
         if answer.get("janus") == "error":
             error = answer.get("error", {})
             raise JanusApiError(int(error.get("code", JanusApiErrorCode.UNKNOWN)), str(error.get("reason", "")))
