@@ -18,12 +18,15 @@ import gc
 import json
 import logging
 import sys
+import textwrap
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from emberrtc.config import Settings
 from emberrtc.domain.errors import EmberError
+from emberrtc.domain.redaction import MaskUrlsFilter
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -136,7 +139,11 @@ async def _serve(args: argparse.Namespace) -> None:
     services = await build(settings)
     _CleanExitServer = _clean_exit_server()
     app = create_app(services)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+    # log_config=None: uvicorn's loggers go through the root handler and its URL masking (main()), like
+    # every other line, instead of handlers of their own.
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="info", access_log=False, log_config=None
+    )
     logging.getLogger(__name__).info("Ember data folder: %s", settings.data_dir)
     _tune_gc()
     await _CleanExitServer(config).serve()
@@ -163,6 +170,9 @@ async def _bot(args: argparse.Namespace) -> None:
     except ValueError as exc:
         print(f"ember bot: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    if not args.report_every >= 0:  # also NaN
+        print("ember bot: --report-every must be 0 (no media lines) or a number of seconds", file=sys.stderr)
+        raise SystemExit(2)
     for name in ("aioice", "aiortc"):  # their INFO lines are per ICE check and per packet burst
         logging.getLogger(name).setLevel(logging.WARNING)
     options = BotOptions(
@@ -175,14 +185,38 @@ async def _bot(args: argparse.Namespace) -> None:
         tone=args.tone,
         screen=args.screen,
         codec=args.codec,
+        report_every=args.report_every,
     )
     status = await run_bot(options)
     if status:
         raise SystemExit(status)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose epilog can come from ``epilog_from``, called only when the help is printed
+    (``ember bot``'s exit statuses live in a module that imports aiortc: too slow for every command)."""
+
+    def __init__(self, *args: Any, epilog_from: Callable[[], str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.epilog_from = epilog_from
+
+    def format_help(self) -> str:
+        if self.epilog_from is not None:
+            self.epilog = self.epilog_from()
+        return super().format_help()
+
+
+def _bot_exit_statuses() -> str:
+    from emberrtc.client.bot import EXIT_STATUSES
+
+    wrap = textwrap.TextWrapper(width=100, initial_indent="", subsequent_indent=" " * 7)
+    return "exit status:\n" + "\n".join(
+        wrap.fill(f"  {status:<4} {why}") for status, why in sorted(EXIT_STATUSES.items())
+    )
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(
+    top = _Parser(
         prog="ember",
         description="Ember: a self-hosted real-time audio/video server speaking the SparkRTC server API.",
     )
@@ -253,8 +287,11 @@ def parser() -> argparse.ArgumentParser:
         "bot",
         help="join a room and publish a synthetic camera (colour, moving marker, tone) until stopped",
         description="Join a room as USER and publish a synthetic camera: a solid colour with a moving "
-        "marker and a tone. Signs its own join with the app key. Runs until Ctrl-C (exit 0); exits 3 "
-        "printing why when removed or when the room is dismissed, 2 when the join is refused.",
+        "marker and a tone. Signs its own join with the app key. Every few seconds it prints what it sends "
+        "(frames, bitrate) and what the server reports receiving. Runs until Ctrl-C; exits printing why when "
+        "removed, when the room is dismissed or when the join is refused (exit statuses below).",
+        epilog_from=_bot_exit_statuses,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     bot.add_argument("--server", required=True, help="Ember's URL, e.g. http://127.0.0.1:8080")
     bot.add_argument("--app-id", required=True, help="application ID")
@@ -265,14 +302,32 @@ def parser() -> argparse.ArgumentParser:
     bot.add_argument("--tone", type=float, default=440.0, help="tone frequency in Hz (default 440)")
     bot.add_argument("--screen", action="store_true", help="also publish a screen-share stream")
     bot.add_argument("--codec", choices=("h264", "vp8"), help="video codec (default: the server's choice)")
+    bot.add_argument(
+        "--report-every",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds between the lines saying what is sent and received (default 5; 0: none)",
+    )
     bot.set_defaults(run=_bot)
     return top
 
 
+def _configure_logging() -> None:
+    """INFO to stderr, with every URL's credentials and query masked (``domain/redaction.py``): URLs
+    reach the log from Ember's lines and from libraries' messages and tracebacks alike."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(MaskUrlsFilter())
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # httpx logs every request's URL at INFO (a callback's query token, each Janus admin call): WARNING only.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    _configure_logging()
     try:
         asyncio.run(args.run(args))
     except EmberError as exc:

@@ -84,6 +84,9 @@ class Settings:
     media_ports: str = ""
     #: Most streams (camera or screen, each with its audio) published at once in one room.
     room_max_streams: int = 64
+    #: Seconds between the keepalives of Ember's Janus session; below Janus's 60 s ``session_timeout``.
+    #: ``EMBER_JANUS_KEEPALIVE``.
+    janus_keepalive: float = 25.0
 
     # --- object storage (storage/) -------------------------------------------------------------------
     #: Where recordings go, per record-rule ``obs_addr.location``. Without configuration there is one
@@ -130,6 +133,9 @@ class Settings:
         # the same file whatever the working directory of whoever opens it (Janus runs with its config
         # folder as cwd): the folder is made absolute once, here, with ``~`` expanded.
         object.__setattr__(self, "data_dir", absolute_path(self.data_dir))
+        if not 0.1 <= self.janus_keepalive <= 50:
+            # Janus drops a session after 60 s without a request (janus_config.JanusConfig.session_timeout).
+            raise ValueError(f"janus_keepalive must be 0.1-50 seconds, not {self.janus_keepalive}")
         if not 5 <= self.auto_record_max_idle_time <= 43200:
             # the range of max_idle_time in the API (spec Table 4-26)
             raise ValueError(f"auto_record_max_idle_time must be 5-43200 seconds, not {self.auto_record_max_idle_time}")

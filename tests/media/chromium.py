@@ -189,6 +189,17 @@ class Chromium:
             if event.get("method") == method and (session_id is None or event.get("sessionId") == session_id):
                 return event
 
+    def events_so_far(self, method: str, session_id: str | None = None) -> list[dict[str, Any]]:
+        """The CDP events ``method`` (of ``session_id``) received and not yet consumed; others are kept."""
+        found, kept = [], []
+        while not self._events.empty():
+            event = self._events.get_nowait()
+            matches = event.get("method") == method and (session_id is None or event.get("sessionId") == session_id)
+            (found if matches else kept).append(event)
+        for event in kept:
+            self._events.put_nowait(event)
+        return found
+
     async def open(self, url: str) -> Page:
         """A new tab showing ``url``, returned once the page has loaded."""
         target = await self.send("Target.createTarget", {"url": "about:blank"})

@@ -80,6 +80,7 @@ def make_config(**overrides: object) -> JanusConfig:
     settings: dict[str, object] = {
         "http_port": free_tcp_port(),
         "admin_port": free_tcp_port(),
+        "ws_port": free_tcp_port(),
         "ice_enforce_list": MEDIA_IP,
     }
     settings.update(overrides)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -116,9 +117,28 @@ async def test_bot_exits_when_the_room_is_dismissed(media_app: MediaApp) -> None
         assert any("the room was dismissed" in line for line in b.lines), b.lines
 
 
-async def test_bot_leaves_cleanly_on_sigterm(media_app: MediaApp) -> None:
-    async with bot(media_app, "--room", "bots3", "--user", "bot3") as b:
+MEDIA_LINE = re.compile(
+    r"camera(?: \(media is flowing\))?: video (\d+) frames sent \(([\d.]+)/s, (\d+) kbit/s\), "
+    r"server received (\d+) packets, (\d+) lost; audio (\d+) frames sent \(([\d.]+)/s, (\d+) kbit/s\), "
+    r"server received (\d+) packets"
+)
+
+
+async def test_bot_says_media_is_flowing_then_leaves_cleanly_on_sigterm(media_app: MediaApp) -> None:
+    async with bot(media_app, "--room", "bots3", "--user", "bot3", "--report-every", "1") as b:
         await with_deadline(b.line_containing("publishing camera"), 30)
+        await with_deadline(b.line_containing("camera (media is flowing)"), 15)
+        # A line once Janus's receiver reports have come back: what was sent, at what rate, what arrived.
+        report = await with_deadline(b.line_containing("lost; audio"), 15)
+        match = MEDIA_LINE.search(report)
+        assert match, report
+        video_frames, fps, video_kbps, video_packets, lost = (float(g) for g in match.groups()[:5])
+        audio_frames, audio_fps, audio_kbps, audio_packets = (float(g) for g in match.groups()[5:])
+        assert video_frames >= 30 and audio_frames >= 50
+        assert 15 <= fps <= 35, report  # 30 fps camera, rate measured over one second
+        assert 35 <= audio_fps <= 65, report  # 20 ms audio frames
+        assert video_kbps > 10 and audio_kbps > 10, report  # a flat colour compresses to little
+        assert video_packets > 0 and audio_packets > 0 and lost <= video_packets / 10, report
         b.process.send_signal(signal.SIGTERM)
         assert await with_deadline(b.exit_status(), 10) == 0
         assert any("left the room" in line for line in b.lines), b.lines

@@ -44,14 +44,17 @@ def _fake_lib(tmp_path: Path) -> Path:
     return lib
 
 
-def test_folder_loads_only_videoroom_and_http(tmp_path: Path) -> None:
-    config = JanusConfig(http_port=18088, admin_port=17088, ice_enforce_list="10.77.0.1", lib_dir=_fake_lib(tmp_path))
+def test_folder_loads_only_videoroom_http_and_websockets(tmp_path: Path) -> None:
+    config = JanusConfig(
+        http_port=18088, admin_port=17088, ws_port=18188, ice_enforce_list="10.77.0.1", lib_dir=_fake_lib(tmp_path)
+    )
     folder = config.write(tmp_path / "conf")
 
     assert sorted(path.name for path in folder.iterdir()) == [
         "janus.jcfg",
         "janus.plugin.videoroom.jcfg",
         "janus.transport.http.jcfg",
+        "janus.transport.websockets.jcfg",
     ]
     core = _parse((folder / "janus.jcfg").read_text())
     plugins_disabled = str(core["plugins"]["disable"]).split(",")
@@ -59,8 +62,8 @@ def test_folder_loads_only_videoroom_and_http(tmp_path: Path) -> None:
     # Known plugins and any the package adds later are all disabled.
     assert {"libjanus_echotest.so", "libjanus_streaming.so", "libjanus_future.so"} <= set(plugins_disabled)
     transports_disabled = str(core["transports"]["disable"]).split(",")
-    assert "libjanus_http.so" not in transports_disabled
-    assert {"libjanus_websockets.so", "libjanus_pfunix.so"} <= set(transports_disabled)
+    assert "libjanus_http.so" not in transports_disabled and "libjanus_websockets.so" not in transports_disabled
+    assert {"libjanus_mqtt.so", "libjanus_pfunix.so"} <= set(transports_disabled)
     assert "libjanus_sampleevh.so" in str(core["events"]["disable"])
     assert core["events"]["broadcast"] is False
     assert core["loggers"]["disable"] == "libjanus_jsonlog.so"
@@ -68,9 +71,11 @@ def test_folder_loads_only_videoroom_and_http(tmp_path: Path) -> None:
 
 
 def test_network_settings(tmp_path: Path) -> None:
-    config = JanusConfig(http_port=18088, admin_port=17088, ice_enforce_list="10.77.0.1", rtp_port_range=(30000, 30999))
+    config = JanusConfig(
+        http_port=18088, admin_port=17088, ws_port=18188, ice_enforce_list="10.77.0.1", rtp_port_range=(30000, 30999)
+    )
     files = {name: _parse(render_jcfg(sections)) for name, sections in config.files().items()}
-    core, http = files["janus.jcfg"], files["janus.transport.http.jcfg"]
+    core, http, ws = files["janus.jcfg"], files["janus.transport.http.jcfg"], files["janus.transport.websockets.jcfg"]
 
     nat = core["nat"]
     assert nat["ice_enforce_list"] == "10.77.0.1"
@@ -92,18 +97,22 @@ def test_network_settings(tmp_path: Path) -> None:
         "admin_acl": "127.",
     }
     assert {key: http["admin"].get(key) for key in expected_admin} == expected_admin
+    expected_ws = {"ws": True, "wss": False, "ws_port": 18188, "ws_ip": "127.0.0.1", "ws_acl": "127."}
+    assert {key: ws["general"].get(key) for key in expected_ws} == expected_ws
+    assert ws["admin"] == {"admin_ws": False, "admin_wss": False}
     assert config.http_url == "http://127.0.0.1:18088/janus"
+    assert config.ws_url == "ws://127.0.0.1:18188"
     assert config.admin_url == "http://127.0.0.1:17088/admin"
 
 
 def test_interface_name_is_not_used_as_sdp_address() -> None:
-    core = JanusConfig(http_port=1, admin_port=2, ice_enforce_list="ember0").files()["janus.jcfg"]
+    core = JanusConfig(http_port=1, admin_port=2, ws_port=3, ice_enforce_list="ember0").files()["janus.jcfg"]
     assert core["nat"]["ice_enforce_list"] == "ember0"
     assert "interface" not in core["general"]
 
 
 def test_secrets_are_random_and_required(tmp_path: Path) -> None:
-    first, second = JanusConfig(http_port=1, admin_port=2), JanusConfig(http_port=1, admin_port=2)
+    first, second = JanusConfig(http_port=1, admin_port=2, ws_port=3), JanusConfig(1, 2, 3)
     secrets = {first.api_secret, first.admin_secret, first.room_admin_key, second.api_secret}
     assert len(secrets) == 4 and all(len(secret) >= 24 for secret in secrets)
 
@@ -128,11 +137,13 @@ def test_rendering_quotes_and_rejects_control_characters() -> None:
 @pytest.mark.parametrize(
     "settings",
     [
-        {"http_port": 0, "admin_port": 2},
-        {"http_port": 1, "admin_port": 70000},
-        {"http_port": 5, "admin_port": 5},
-        {"http_port": 1, "admin_port": 2, "rtp_port_range": (40000, 30000)},
-        {"http_port": 1, "admin_port": 2, "debug_level": 9},
+        {"http_port": 0, "admin_port": 2, "ws_port": 3},
+        {"http_port": 1, "admin_port": 70000, "ws_port": 3},
+        {"http_port": 1, "admin_port": 2, "ws_port": 0},
+        {"http_port": 5, "admin_port": 5, "ws_port": 3},
+        {"http_port": 1, "admin_port": 3, "ws_port": 3},
+        {"http_port": 1, "admin_port": 2, "ws_port": 3, "rtp_port_range": (40000, 30000)},
+        {"http_port": 1, "admin_port": 2, "ws_port": 3, "debug_level": 9},
     ],
 )
 def test_invalid_settings_are_refused(settings: dict[str, object]) -> None:

@@ -92,7 +92,7 @@ def push_plan(tmp: Path, urls: list[str], *, mp4: bool = False, **kw: Any) -> Re
 
 def test_urls_are_masked_in_reports() -> None:
     assert mask_url("rtmp://user:secret@live.example.com:1936/app/streamkey?token=t#x") == (
-        "rtmp://live.example.com:1936/app/***"
+        "rtmp://***@live.example.com:1936/app/***?***"
     )
     assert mask_url("rtmps://host/app") == "rtmps://host/app"
     assert mask_url("rtmp://your.rtmp-server.com") == "rtmp://your.rtmp-server.com"

@@ -9,7 +9,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
 from emberrtc.api import errors
-from emberrtc.api.routes import apps, files, iam, jobs, record_rules, rooms, signalling, stats, web
+from emberrtc.api.routes import apps, docs, files, iam, jobs, record_rules, rooms, signalling, stats, web
 from emberrtc.bootstrap import Services
 
 DESCRIPTION = """Ember speaks the Huawei Cloud SparkRTC server API (v2 management, IAM token and AK/SK
@@ -41,12 +41,15 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
             if manage_lifecycle:
                 await services.close()
 
-    app = FastAPI(title="Ember", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    # docs_url/redoc_url None: routes/docs.py serves both pages with their assets from the package (offline).
+    app = FastAPI(
+        title="Ember", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.services = services
     errors.install(app)
     for module in (iam, record_rules, apps):
         _add_routes(app, module.router)
-    for module in (jobs, rooms, stats, signalling, files, web):
+    for module in (jobs, rooms, stats, signalling, files, web, docs):
         app.include_router(module.router)
     app.add_middleware(errors.RequestIdMiddleware)
     return app

@@ -28,6 +28,7 @@ from emberrtc.callbacks.outbox import subscribed, valid_callback_url
 from emberrtc.callbacks.signature import signed_headers
 from emberrtc.domain.background import BackgroundTask
 from emberrtc.domain.clock import Clock
+from emberrtc.domain.redaction import mask_urls
 from emberrtc.domain.retry import Backoff
 from emberrtc.domain.secrets import SecretBox
 from emberrtc.store.database import Database
@@ -259,7 +260,9 @@ class CallbackDelivery:
         except TimeoutError:
             return _Outcome(False, error=f"no answer within {self.timeout:g} s")
         except httpx.HTTPError as exc:
-            return _Outcome(False, error=f"{type(exc).__name__}: {exc}"[:2000])
+            # The message can quote the URL (an invalid one, say): its user-info and query stay out of the
+            # log and of the stored last error.
+            return _Outcome(False, error=mask_urls(f"{type(exc).__name__}: {exc}")[:2000])
         if 200 <= r.status_code < 300:
             return _Outcome(True, status=r.status_code)
         hint = " (redirects are not followed)" if 300 <= r.status_code < 400 else ""

@@ -2,9 +2,13 @@
 
 The camera is 640x360 at 30 fps: a solid colour with a white square sweeping across once a second, and
 a sine tone. ``--screen`` adds a screen-share stream (the complementary colour, 15 fps). The bot signs its
-own join with the app key. Exit status: 0 when stopped (SIGINT/SIGTERM; it leaves cleanly), 2 when the
-join is refused or the server cannot be reached, 3 when removed, the room is dismissed, or the connection
-ends (the reason is printed).
+own join with the app key. Every few seconds it prints what each stream sends: frames handed to the
+encoder (counted on the tracks), bitrate (the RTCPeerConnection's ``outbound-rtp`` bytes) and what the
+server acknowledges (``remote-inbound-rtp``, from Janus's RTCP receiver reports).
+
+Exit status (:data:`EXIT_STATUSES`, printed by ``ember bot --help``): 0 when stopped (SIGINT/SIGTERM; it
+leaves cleanly), 2 when the arguments are wrong, the server cannot be reached or the join is refused, 3
+when removed, the room is dismissed, the connection ends or publishing fails (the reason is printed).
 """
 
 from __future__ import annotations
@@ -13,15 +17,30 @@ import asyncio
 import contextlib
 import signal
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
-from websockets.exceptions import InvalidHandshake, InvalidURI
+from websockets.exceptions import WebSocketException
 
-from emberrtc.client.room import JoinRefusedError, RoomClient, RoomError
+from emberrtc.client.room import JoinRefusedError, Publication, RoomClient, RoomError
 from emberrtc.client.synthetic import ColourVideoTrack, ToneAudioTrack, parse_colour
+from emberrtc.domain.redaction import mask_url, mask_urls
 
 EXIT_STOPPED, EXIT_REFUSED, EXIT_ENDED = 0, 2, 3
+#: Python's status for an uncaught exception, and the shell's for Ctrl-C before the bot has joined.
+EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+
+#: Every status ``ember bot`` can end with, and why (the ``--help`` text lists them).
+EXIT_STATUSES = {
+    EXIT_STOPPED: "stopped with Ctrl-C or SIGTERM: it left the room cleanly",
+    EXIT_ERROR: "an unexpected error (a bug: the traceback is printed)",
+    EXIT_REFUSED: "bad arguments, the server cannot be reached, or the join is refused (the reason is printed)",
+    EXIT_ENDED: "removed from the room, the room dismissed, the connection ended or publishing failed "
+    "(the reason is printed)",
+    EXIT_INTERRUPTED: "interrupted with Ctrl-C before it had joined",
+}
 
 CAMERA_SIZE, CAMERA_FPS = (640, 360), 30
 SCREEN_SIZE, SCREEN_FPS = (640, 360), 15
@@ -38,6 +57,71 @@ class BotOptions:
     tone: float = 440.0
     screen: bool = False
     codec: str | None = None
+    #: Seconds between the media lines (0: none).
+    report_every: float = 5.0
+
+
+class MediaMeter:
+    """What one published stream sends, measured for real: frames the tracks handed to the encoder,
+    bytes the RTCPeerConnection sent (``outbound-rtp``) and what the server says it received
+    (``remote-inbound-rtp``, from its RTCP receiver reports). Rates are over the time since the last line."""
+
+    def __init__(
+        self,
+        publication: Publication,
+        video: ColourVideoTrack | None,
+        audio: ToneAudioTrack | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.publication = publication
+        self.tracks = {"video": video, "audio": audio}
+        self.clock = clock
+        self._since = clock()
+        self._last: dict[str, tuple[int, int]] = {}
+        #: Whether every track has sent bytes yet (the first such line says media is flowing).
+        self.flowing = False
+
+    async def line(self) -> str:
+        """One line: per kind, frames sent and their rate, bitrate, and the server's receiver report."""
+        report = await self.publication.pc.getStats()
+        sent = {stat.kind: stat for stat in report.values() if stat.type == "outbound-rtp"}
+        received = {stat.kind: stat for stat in report.values() if stat.type == "remote-inbound-rtp"}
+        now = self.clock()
+        elapsed = max(now - self._since, 1e-6)
+        parts = []
+        flowing = True
+        for kind, track in self.tracks.items():
+            if track is None:
+                continue
+            frames = track.frames
+            bytes_sent = int(sent[kind].bytesSent) if kind in sent else 0
+            last_frames, last_bytes = self._last.get(kind, (0, 0))
+            self._last[kind] = (frames, bytes_sent)
+            fps = (frames - last_frames) / elapsed
+            kbps = (bytes_sent - last_bytes) * 8 / 1000 / elapsed
+            flowing = flowing and bytes_sent > last_bytes
+            text = f"{kind} {frames} frames sent ({fps:.1f}/s, {kbps:.0f} kbit/s)"
+            if kind in received:
+                stat = received[kind]
+                text += f", server received {stat.packetsReceived} packets, {stat.packetsLost} lost"
+            else:
+                text += ", no receiver report from the server yet"
+            parts.append(text)
+        self._since = now
+        prefix = self.publication.stream
+        if flowing and not self.flowing:
+            prefix += " (media is flowing)"
+        elif not flowing:
+            prefix += " (NOT flowing: nothing sent since the last line)"
+        self.flowing = flowing
+        return f"{prefix}: " + "; ".join(parts)
+
+
+async def _report_media(meters: list[MediaMeter], every: float, say: Callable[[str], None]) -> None:
+    while True:
+        await asyncio.sleep(every)  # the reporting period, not a synchronisation
+        for meter in meters:
+            say(await meter.line())
 
 
 def _why(final: dict[str, object]) -> str:
@@ -71,8 +155,11 @@ async def run_bot(options: BotOptions, *, out: TextIO = sys.stdout, stop: asynci
     except JoinRefusedError as exc:
         say(f"join refused: {exc}")
         return EXIT_REFUSED
-    except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
-        say(f"cannot reach {options.server}: {exc}")
+    except (OSError, WebSocketException, TimeoutError) as exc:
+        say(f"cannot reach {mask_url(options.server)}: {mask_urls(str(exc))}")
+        return EXIT_REFUSED
+    except RoomError as exc:
+        say(f"join failed: {exc}")
         return EXIT_REFUSED
 
     stop = stop or asyncio.Event()
@@ -81,33 +168,33 @@ async def run_bot(options: BotOptions, *, out: TextIO = sys.stdout, stop: asynci
     for sig in signals:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
+    meters: list[MediaMeter] = []
+    reporter: asyncio.Task[None] | None = None
     try:
         say(f"joined room {options.room} as {options.user} (session {room.session_id})")
         try:
             width, height = CAMERA_SIZE
-            await room.publish(
-                "camera",
-                video=ColourVideoTrack(rgb, width=width, height=height, fps=CAMERA_FPS),
-                audio=ToneAudioTrack(options.tone),
-                codec=options.codec,
-            )
+            video = ColourVideoTrack(rgb, width=width, height=height, fps=CAMERA_FPS)
+            audio = ToneAudioTrack(options.tone)
+            camera = await room.publish("camera", video=video, audio=audio, codec=options.codec)
+            meters.append(MediaMeter(camera, video, audio))
             colour = "#{:02x}{:02x}{:02x}".format(*rgb)
             codec = options.codec or "the server's codec"
             say(f"publishing camera: {colour} with a moving marker, {options.tone:g} Hz tone, {codec}")
             if options.screen:
                 width, height = SCREEN_SIZE
                 complement = (255 - rgb[0], 255 - rgb[1], 255 - rgb[2])
-                await room.publish(
-                    "screen",
-                    video=ColourVideoTrack(complement, width=width, height=height, fps=SCREEN_FPS),
-                    codec=options.codec,
-                )
+                shared = ColourVideoTrack(complement, width=width, height=height, fps=SCREEN_FPS)
+                screen = await room.publish("screen", video=shared, codec=options.codec)
+                meters.append(MediaMeter(screen, shared, None))
                 say("publishing screen: #{:02x}{:02x}{:02x}".format(*complement))
         except RoomError as exc:
             if not room.ended.done():
                 say(f"publishing failed: {exc}")
                 await room.leave()
                 return EXIT_ENDED
+        if options.report_every > 0:
+            reporter = asyncio.create_task(_report_media(meters, options.report_every, say), name="bot-media-lines")
         stopped: asyncio.Future[object] = asyncio.ensure_future(stop.wait())
         ended: asyncio.Future[object] = asyncio.ensure_future(asyncio.shield(room.ended))
         try:
@@ -123,6 +210,10 @@ async def run_bot(options: BotOptions, *, out: TextIO = sys.stdout, stop: asynci
         say("left the room")
         return EXIT_STOPPED
     finally:
+        if reporter is not None:
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter
         for sig in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)

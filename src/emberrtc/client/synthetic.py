@@ -56,11 +56,15 @@ class ColourVideoTrack(MediaStreamTrack):
         self.width, self.height, self.fps = width, height, fps
         self._source = ColourVideo(rgb, width=width, height=height, fps=fps)
         self._pace = _Paced(1 / fps)
+        #: Frames handed to the consumer (for a published track: to the encoder) so far.
+        self.frames = 0
 
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        return self._source.frame(await self._pace.next())
+        frame = self._source.frame(await self._pace.next())
+        self.frames += 1
+        return frame
 
 
 class ToneAudioTrack(MediaStreamTrack):
@@ -75,8 +79,12 @@ class ToneAudioTrack(MediaStreamTrack):
             frequency, sample_rate=_SAMPLE_RATE, samples_per_frame=int(_SAMPLE_RATE * _AUDIO_PTIME), amplitude=amplitude
         )
         self._pace = _Paced(_AUDIO_PTIME)
+        #: Frames handed to the consumer (for a published track: to the encoder) so far.
+        self.frames = 0
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        return self._source.frame(await self._pace.next())
+        frame = self._source.frame(await self._pace.next())
+        self.frames += 1
+        return frame

@@ -1,18 +1,26 @@
-"""Async client for Janus's HTTP API and admin API, with the videoroom requests Ember uses.
+"""Async client for Janus's API (over its WebSocket transport) and admin API (over HTTP), with the
+videoroom requests Ember uses.
+
+Why a WebSocket for the Janus API: over HTTP, a session's events come from a long-poll ``GET`` that can
+carry the API secret only in its query string (Janus reads it from nowhere else), so the secret would
+sit in a URL every 30 s, where HTTP clients, proxies and access logs write URLs. Over the WebSocket
+every request is a JSON message with the secret inside, and Janus pushes the events of the sessions
+created on that connection down the same socket. Admin requests are POSTs with the secret in the body.
 
 Layers, as Janus names them:
 
-- :class:`JanusClient`: one Janus instance (its API and admin API URLs and secrets). Admin requests
+- :class:`JanusClient`: one Janus instance (its API WebSocket and admin API URLs and secrets): one
+  WebSocket, opened at the first request and shared by every session. Admin requests
   (``list_sessions``, ``list_handles``, ``handle_info``) live here.
-- :class:`JanusSession`: a Janus session. It long-polls the session's event stream in the background
-  (asynchronous plugin answers and events arrive there) and sends keepalives so Janus does not reap it.
+- :class:`JanusSession`: a Janus session. Its events (asynchronous plugin answers and notifications)
+  arrive on the client's WebSocket; it sends keepalives so Janus does not reap it.
 - :class:`PluginHandle`: a handle attached to a plugin; :class:`VideoRoomHandle` adds the videoroom
   requests (``create``, ``exists``, ``list``, ``listparticipants``, ``kick``, ``destroy``,
   ``rtp_forward``, ``stop_rtp_forward``, joins, ``publish``/``start`` and keyframe requests).
 
 Failures raise :class:`JanusError` subclasses carrying Janus's numeric code: :class:`JanusApiError`
 for the core API (``janus/apierror.h``) and :class:`VideoRoomError` for the plugin (its
-``JANUS_VIDEOROOM_ERROR_*`` codes). HTTP-level failures raise :class:`JanusTransportError`.
+``JANUS_VIDEOROOM_ERROR_*`` codes). Connection failures raise :class:`JanusTransportError`.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import json
 import logging
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -27,6 +36,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, WebSocketException
+
+from emberrtc.domain.redaction import mask_url
 
 from .janus_config import JanusConfig
 
@@ -60,8 +73,8 @@ RoomId = str | int
 ParticipantId = str | int
 Json = dict[str, Any]
 
-# Janus answers a long poll after 30 s without events; the read timeout must outlast that.
-_LONG_POLL_TIMEOUT = 45.0
+# The WebSocket subprotocol of the Janus API (the admin API's is "janus-admin-protocol").
+_SUBPROTOCOL = "janus-protocol"
 # Unconsumed events per handle kept before the oldest are dropped: a handle nobody reads from
 # must not grow without bound.
 _EVENT_QUEUE_SIZE = 256
@@ -227,10 +240,12 @@ def _transaction() -> str:
 
 
 class JanusClient:
-    """Talks to one Janus instance over its HTTP API and admin API.
+    """Talks to one Janus instance: its API over the WebSocket at ``url`` (``ws://host:port``), its admin
+    API over HTTP at ``admin_url``.
 
     ``room_admin_key`` is the videoroom ``admin_key``; it is added to the requests that need it.
-    Pass ``http`` to share an :class:`httpx.AsyncClient` (it is then not closed by :meth:`aclose`).
+    Pass ``http`` to share an :class:`httpx.AsyncClient` for the admin API (it is then not closed by
+    :meth:`aclose`). Requests wait ``timeout`` seconds at most for their answer.
     """
 
     def __init__(
@@ -253,13 +268,18 @@ class JanusClient:
         self._own_http = http is None
         # trust_env=False: a proxy from the environment must never see loopback API traffic.
         self._http = http or httpx.AsyncClient(timeout=timeout, trust_env=False)
-        self._sessions: set[JanusSession] = set()
+        self._sessions: dict[int, JanusSession] = {}
+        self._socket: ClientConnection | None = None
+        self._socket_lock = asyncio.Lock()
+        self._reader: asyncio.Task[None] | None = None
+        #: Requests sent and not answered yet, by transaction.
+        self._answers: dict[str, asyncio.Future[Json]] = {}
 
     @classmethod
     def from_config(cls, config: JanusConfig, **kwargs: Any) -> JanusClient:
         """A client for the Janus instance described by ``config``."""
         return cls(
-            config.http_url,
+            config.ws_url,
             api_secret=config.api_secret,
             admin_url=config.admin_url,
             admin_secret=config.admin_secret,
@@ -274,10 +294,16 @@ class JanusClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Destroy the sessions this client created and close its HTTP connections."""
-        for session in list(self._sessions):
+        """Destroy the sessions this client created and close its connections."""
+        for session in list(self._sessions.values()):
             with contextlib.suppress(JanusClientError):
                 await session.destroy()
+        socket, reader = self._socket, self._reader
+        if socket is not None:
+            await socket.close()
+        if reader is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
         if self._own_http:
             await self._http.aclose()
 
@@ -285,16 +311,16 @@ class JanusClient:
 
     async def info(self) -> Json:
         """The server's ``info`` answer (version, plugins, transports)."""
-        return await self._request("GET", f"{self.url}/info")
+        return await self.post({"janus": "info"})
 
     async def create_session(self, *, keepalive_interval: float = 25.0) -> JanusSession:
         """Create a session and start its event poller and keepalive loop.
 
         ``keepalive_interval`` must stay below Janus's ``session_timeout`` (60 s by default).
         """
-        answer = await self.post(self.url, {"janus": "create"})
+        answer = await self.post({"janus": "create"})
         session = JanusSession(self, int(answer["data"]["id"]), keepalive_interval)
-        self._sessions.add(session)
+        self._sessions[session.id] = session
         session._start()
         return session
 
@@ -318,12 +344,85 @@ class JanusClient:
 
     # -- plumbing --
 
-    async def post(self, url: str, message: Json) -> Json:
-        """POST a Janus API message (adding transaction and secret); raise on a Janus error."""
-        payload = {"transaction": _transaction(), **message}
+    async def post(self, message: Json) -> Json:
+        """Send a Janus API message (adding transaction and secret) and return its answer; raise on a
+        Janus error. Messages for a session or handle carry ``session_id`` and ``handle_id``."""
+        # A plugin message brings its own transaction: its asynchronous answer is awaited by it.
+        transaction = str(message.get("transaction") or _transaction())
+        payload = {**message, "transaction": transaction}
         if self.api_secret is not None:
             payload["apisecret"] = self.api_secret
-        return await self._request("POST", url, payload)
+        answer = asyncio.get_running_loop().create_future()
+        self._answers[transaction] = answer
+        try:
+            socket = await self._connected()
+            await socket.send(json.dumps(payload))
+            async with asyncio.timeout(self.timeout):
+                reply = await answer
+        except (ConnectionClosed, OSError) as exc:
+            raise JanusTransportError(f"{message['janus']} to Janus at {mask_url(self.url)}: {exc!r}") from exc
+        except TimeoutError as exc:
+            raise JanusTransportError(f"{message['janus']}: no answer from Janus in {self.timeout} s") from exc
+        finally:
+            self._answers.pop(transaction, None)
+        if reply.get("janus") == "error":
+            error = reply.get("error", {})
+            raise JanusApiError(int(error.get("code", JanusApiErrorCode.UNKNOWN)), str(error.get("reason", "")))
+        return reply
+
+    async def _connected(self) -> ClientConnection:
+        async with self._socket_lock:
+            if self._socket is None:
+                try:
+                    # proxy=None: a proxy from the environment must never see loopback API traffic.
+                    self._socket = await connect(
+                        self.url,
+                        subprotocols=[_SUBPROTOCOL],  # type: ignore[list-item]
+                        open_timeout=self.timeout,
+                        max_size=None,  # Janus's answers carry whole SDPs; it is our own process
+                        proxy=None,
+                    )
+                except (OSError, WebSocketException, TimeoutError) as exc:
+                    raise JanusTransportError(f"cannot connect to Janus at {mask_url(self.url)}: {exc!r}") from exc
+                self._reader = asyncio.create_task(self._read(self._socket), name="janus-api-socket")
+            return self._socket
+
+    async def _read(self, socket: ClientConnection) -> None:
+        """Hand every message Janus sends to the request it answers, else to the session it is for."""
+        reason = "connection to Janus closed"
+        try:
+            async for raw in socket:
+                try:
+                    message = json.loads(raw)
+                except ValueError:
+                    log.warning("janus sent a message that is not JSON; ignored")
+                    continue
+                if not isinstance(message, dict):
+                    continue
+                answer = self._answers.pop(message.get("transaction", ""), None)
+                if answer is not None and not answer.done():
+                    answer.set_result(message)
+                    continue
+                session = self._sessions.get(message.get("session_id", 0))
+                if session is None:
+                    log.debug("janus message for no session of ours: %r", message.get("janus"))
+                elif message.get("janus") == "timeout":
+                    log.info("janus timed out session %d", session.id)
+                    await session._close("timed out by Janus")
+                else:
+                    session._dispatch(message)
+        except ConnectionClosed as exc:
+            reason = f"connection to Janus lost: {exc}"
+        finally:
+            if self._socket is socket:
+                self._socket = None
+            for answer in self._answers.values():
+                if not answer.done():
+                    answer.set_exception(JanusTransportError(reason))
+            # Janus ends the sessions of a closed connection: nothing more will ever arrive for them.
+            for session in list(self._sessions.values()):
+                log.info("janus session %d lost: %s", session.id, reason)
+                await session._close(reason)
 
     async def _admin(self, session_id: int | None, handle_id: int | None, message: Json) -> Json:
         if self.admin_url is None:
@@ -336,39 +435,26 @@ class JanusClient:
         payload = {"transaction": _transaction(), **message}
         if self.admin_secret is not None:
             payload["admin_secret"] = self.admin_secret
-        return await self._request("POST", url, payload)
+        return await self._request(url, payload)
 
-    async def _request(
-        self,
-        method: str,
-        url: str,
-        payload: Json | None = None,
-        *,
-        http_timeout: float | None = None,
-        params: Mapping[str, str] | None = None,
-    ) -> Json:
+    async def _request(self, url: str, payload: Json) -> Json:
+        """POST an admin API message (the secret travels in the body, never in the URL)."""
         try:
-            response = await self._http.request(
-                method,
-                url,
-                json=payload,
-                params=params,
-                timeout=http_timeout if http_timeout is not None else self.timeout,
-            )
+            response = await self._http.post(url, json=payload, timeout=self.timeout)
             answer = response.json()
         except httpx.HTTPError as exc:
-            raise JanusTransportError(f"{method} {url}: {exc!r}") from exc
+            raise JanusTransportError(f"POST {mask_url(url)}: {exc!r}") from exc
         except ValueError as exc:
-            raise JanusTransportError(f"{method} {url}: answer is not JSON ({response.status_code})") from exc
-        if not isinstance(answer, dict) and not isinstance(answer, list):
-            raise JanusTransportError(f"{method} {url}: unexpected answer {answer!r}")
-        if isinstance(answer, dict) and answer.get("janus") == "error":
+            raise JanusTransportError(f"POST {mask_url(url)}: answer is not JSON ({response.status_code})") from exc
+        if not isinstance(answer, dict):
+            raise JanusTransportError(f"POST {mask_url(url)}: unexpected answer")
+        if answer.get("janus") == "error":
             error = answer.get("error", {})
             raise JanusApiError(int(error.get("code", JanusApiErrorCode.UNKNOWN)), str(error.get("reason", "")))
-        return answer  # type: ignore[return-value]  # lists only come back from long polls
+        return answer
 
     def _forget(self, session: JanusSession) -> None:
-        self._sessions.discard(session)
+        self._sessions.pop(session.id, None)
 
 
 _H = TypeVar("_H", bound="PluginHandle")
@@ -385,7 +471,6 @@ class JanusSession:
         self.client = client
         self.id = session_id
         self.keepalive_interval = keepalive_interval
-        self.url = f"{client.url}/{session_id}"
         self._handles: dict[int, PluginHandle] = {}
         self._pending: dict[str, asyncio.Future[Json]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -402,10 +487,7 @@ class JanusSession:
         await self._closed.wait()
 
     def _start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._poll_events(), name=f"janus-session-{self.id}-events"),
-            asyncio.create_task(self._keepalive_loop(), name=f"janus-session-{self.id}-keepalive"),
-        ]
+        self._tasks = [asyncio.create_task(self._keepalive_loop(), name=f"janus-session-{self.id}-keepalive")]
 
     async def attach(self, plugin: str) -> PluginHandle:
         """Attach a handle to ``plugin`` (a package name such as ``janus.plugin.videoroom``)."""
@@ -417,25 +499,29 @@ class JanusSession:
 
     async def keepalive(self) -> None:
         """Tell Janus the session is still in use (resets its ``session_timeout``)."""
-        await self.post(self.url, {"janus": "keepalive"})
+        await self.post({"janus": "keepalive"})
 
     async def destroy(self) -> None:
         """Destroy the session in Janus (detaching its handles) and stop the background tasks."""
         if self.closed:
             return
         try:
-            await self.post(self.url, {"janus": "destroy"})
+            await self.post({"janus": "destroy"})
         finally:
             await self._close("destroyed")
 
-    async def post(self, url: str, message: Json) -> Json:
-        """POST a message within this session, failing fast if the session is closed."""
+    async def post(self, message: Json, handle_id: int | None = None) -> Json:
+        """Send a message within this session (to one of its handles), failing fast if the session is
+        closed."""
         if self.closed:
             raise SessionClosedError(f"session {self.id} is closed: {self.close_reason}")
-        return await self.client.post(url, message)
+        addressed = {**message, "session_id": self.id}
+        if handle_id is not None:
+            addressed["handle_id"] = handle_id
+        return await self.client.post(addressed)
 
     async def _attach(self, plugin: str, kind: type[_H]) -> _H:
-        answer = await self.post(self.url, {"janus": "attach", "plugin": plugin})
+        answer = await self.post({"janus": "attach", "plugin": plugin})
         handle = kind(self, int(answer["data"]["id"]), plugin)
         self._handles[handle.id] = handle
         return handle
@@ -467,29 +553,12 @@ class JanusSession:
             except JanusClientError as exc:
                 log.warning("keepalive for janus session %d failed: %s", self.id, exc)
 
-    async def _poll_events(self) -> None:
-        params: dict[str, str] = {"maxev": "10"}
-        if self.client.api_secret is not None:
-            params["apisecret"] = self.client.api_secret
-        while True:
-            try:
-                answer = await self.client._request(
-                    "GET", self.url, None, http_timeout=_LONG_POLL_TIMEOUT, params=params
-                )
-            except JanusClientError as exc:
-                # Janus restarted (session unknown) or went away: nothing more will ever arrive.
-                log.info("janus session %d lost: %s", self.id, exc)
-                await self._close(f"event poll failed: {exc}")
-                return
-            for event in answer if isinstance(answer, list) else [answer]:
-                self._dispatch(event)
-
     def _dispatch(self, event: Json) -> None:
         kind = event.get("janus")
         if kind == "keepalive":
             return
         future = self._pending.pop(event.get("transaction", ""), None)
-        # "ack" never reaches the poll; what carries the request's transaction is its real answer.
+        # The request's "ack" went to the request itself; what carries its transaction here is its real answer.
         if future is not None and not future.done():
             future.set_result(event)
             return
@@ -521,7 +590,6 @@ class PluginHandle:
         self.session = session
         self.id = handle_id
         self.plugin = plugin
-        self.url = f"{session.url}/{handle_id}"
         self.events: asyncio.Queue[Json] = asyncio.Queue(maxsize=_EVENT_QUEUE_SIZE)
 
     async def message(self, body: Json, jsep: Json | None = None) -> PluginResponse:
@@ -537,7 +605,7 @@ class PluginHandle:
         if jsep is not None:
             message["jsep"] = jsep
         try:
-            answer = await self.session.post(self.url, message)
+            answer = await self.session.post(message, self.id)
             if answer.get("janus") == "ack":
                 async with asyncio.timeout(self.session.client.timeout):
                     answer = await future
@@ -554,16 +622,16 @@ class PluginHandle:
             message["candidate"] = dict(candidate)
         else:
             message["candidates"] = list(candidate)
-        await self.session.post(self.url, message)
+        await self.session.post(message, self.id)
 
     async def hangup(self) -> None:
         """Close the handle's PeerConnection, keeping the handle."""
-        await self.session.post(self.url, {"janus": "hangup"})
+        await self.session.post({"janus": "hangup"}, self.id)
 
     async def detach(self) -> None:
         """Detach from the plugin; the handle is unusable afterwards."""
         try:
-            await self.session.post(self.url, {"janus": "detach"})
+            await self.session.post({"janus": "detach"}, self.id)
         finally:
             self.session._forget_handle(self.id)
 

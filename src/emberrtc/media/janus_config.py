@@ -1,8 +1,9 @@
 """Generate the private configuration folder Ember runs Janus with.
 
 Janus reads a folder of libconfig (``.jcfg``) files. Ember never uses the system's ``/etc/janus``: it
-writes its own folder with only the videoroom plugin and the HTTP transport (Janus API and admin API)
-loaded, both bound to loopback and protected by random secrets. Clients never talk to Janus directly
+writes its own folder with only the videoroom plugin, the WebSocket transport (the Janus API Ember uses)
+and the HTTP transport (admin API, and the ``info`` endpoint the supervisor polls) loaded, all bound to
+loopback and protected by random secrets. Clients never talk to Janus directly
 (DESIGN.md, "Media plane"), so nothing here is meant to be reachable from outside the host.
 
 No STUN or TURN server is configured and mDNS resolution is off, so Janus sends no traffic anywhere on
@@ -21,6 +22,7 @@ from pathlib import Path
 
 __all__ = [
     "HTTP_TRANSPORT",
+    "WEBSOCKETS_TRANSPORT",
     "VIDEOROOM_PLUGIN",
     "JanusConfig",
     "render_jcfg",
@@ -29,6 +31,7 @@ __all__ = [
 #: Shared-object names of the only plugin and transport Ember loads.
 VIDEOROOM_PLUGIN = "libjanus_videoroom.so"
 HTTP_TRANSPORT = "libjanus_http.so"
+WEBSOCKETS_TRANSPORT = "libjanus_websockets.so"
 
 # What Debian's janus 1.1 package ships. Used for the ``disable`` lists when the library folders cannot
 # be read (for instance when generating a config on a machine without Janus); otherwise the folders'
@@ -87,6 +90,9 @@ class JanusConfig:
     http_port: int
     #: TCP port of the admin API (``http://bind_ip:admin_port/admin``).
     admin_port: int
+    #: TCP port of the Janus API over WebSocket (``ws://bind_ip:ws_port``), the one Ember's client uses:
+    #: secrets travel inside its messages, never in a URL (the HTTP long poll would need them in one).
+    ws_port: int
     #: Address both HTTP servers bind to. Loopback: only Ember talks to Janus.
     bind_ip: str = "127.0.0.1"
     #: Secret every Janus API request must carry (``apisecret``).
@@ -110,12 +116,12 @@ class JanusConfig:
     lib_dir: Path | None = None
 
     def __post_init__(self) -> None:
-        for name in ("http_port", "admin_port"):
+        for name in ("http_port", "admin_port", "ws_port"):
             port = getattr(self, name)
             if not 0 < port < 65536:
                 raise ValueError(f"{name} must be a TCP port number, got {port}")
-        if self.http_port == self.admin_port:
-            raise ValueError("http_port and admin_port must differ")
+        if len({self.http_port, self.admin_port, self.ws_port}) != 3:
+            raise ValueError("http_port, admin_port and ws_port must differ")
         if self.rtp_port_range is not None:
             low, high = self.rtp_port_range
             if not 0 < low <= high < 65536:
@@ -127,6 +133,11 @@ class JanusConfig:
     def http_url(self) -> str:
         """Base URL of the Janus API."""
         return f"http://{_url_host(self.bind_ip)}:{self.http_port}/janus"
+
+    @property
+    def ws_url(self) -> str:
+        """URL of the Janus API WebSocket."""
+        return f"ws://{_url_host(self.bind_ip)}:{self.ws_port}"
 
     @property
     def admin_url(self) -> str:
@@ -193,8 +204,12 @@ class JanusConfig:
             "certificates": {},
             "media": media,
             "nat": nat,
-            "plugins": {"disable": _disable_list(lib_dir, "plugins", _KNOWN_PLUGINS, keep=VIDEOROOM_PLUGIN)},
-            "transports": {"disable": _disable_list(lib_dir, "transports", _KNOWN_TRANSPORTS, keep=HTTP_TRANSPORT)},
+            "plugins": {"disable": _disable_list(lib_dir, "plugins", _KNOWN_PLUGINS, keep=(VIDEOROOM_PLUGIN,))},
+            "transports": {
+                "disable": _disable_list(
+                    lib_dir, "transports", _KNOWN_TRANSPORTS, keep=(HTTP_TRANSPORT, WEBSOCKETS_TRANSPORT)
+                )
+            },
             "loggers": {"disable": _disable_list(lib_dir, "loggers", _KNOWN_LOGGERS)},
             "events": {
                 "broadcast": False,
@@ -222,6 +237,19 @@ class JanusConfig:
             },
             "cors": {},
         }
+        websockets_jcfg: dict[str, dict[str, JcfgValue]] = {
+            "general": {
+                "json": "compact",
+                "ws": True,
+                "ws_port": self.ws_port,
+                "ws_ip": self.bind_ip,
+                "wss": False,
+                # libwebsockets' own log lines: errors and warnings only.
+                "ws_logging": "err,warn",
+                **_acl("ws_acl", self.bind_ip),
+            },
+            "admin": {"admin_ws": False, "admin_wss": False},
+        }
         videoroom_jcfg: dict[str, dict[str, JcfgValue]] = {
             "general": {
                 "admin_key": self.room_admin_key,
@@ -232,6 +260,7 @@ class JanusConfig:
         return {
             "janus.jcfg": janus_jcfg,
             "janus.transport.http.jcfg": http_jcfg,
+            "janus.transport.websockets.jcfg": websockets_jcfg,
             "janus.plugin.videoroom.jcfg": videoroom_jcfg,
         }
 
@@ -278,12 +307,12 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _disable_list(lib_dir: Path | None, kind: str, known: Iterable[str], keep: str | None = None) -> str:
+def _disable_list(lib_dir: Path | None, kind: str, known: Iterable[str], keep: Iterable[str] = ()) -> str:
     names = set(known)
     if lib_dir is not None and (lib_dir / kind).is_dir():
         # Janus loads every file whose name ends in .so (not the versioned libfoo.so.1 links).
         names.update(path.name for path in (lib_dir / kind).glob("*.so"))
-    names.discard(keep or "")
+    names.difference_update(keep)
     return ",".join(sorted(names))
 
 

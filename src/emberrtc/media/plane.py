@@ -357,9 +357,11 @@ class JanusMediaPlane:
         backoff: Backoff | None = None,
         max_streams: int = 64,
         settle_timeout: float = 1.0,
+        keepalive: float = 25.0,
     ) -> None:
         """``max_streams`` caps the streams published at once in one room; ``settle_timeout`` bounds how
-        long :meth:`remove_users` and :meth:`dismiss` wait for the connections to record departures."""
+        long :meth:`remove_users` and :meth:`dismiss` wait for the connections to record departures;
+        ``keepalive`` is the seconds between the keepalives of the plane's Janus session."""
         self.process = JanusProcess(
             config,
             config_dir,
@@ -371,6 +373,7 @@ class JanusMediaPlane:
         self.client = JanusClient.from_config(config)
         self.max_streams = max_streams
         self.settle_timeout = settle_timeout
+        self.keepalive = keepalive
         self._rooms: dict[tuple[str, str], _Room] = {}
         self._session: JanusSession | None = None
         self._control: VideoRoomHandle | None = None
@@ -387,11 +390,16 @@ class JanusMediaPlane:
         config = JanusConfig(
             http_port=_free_loopback_port(),
             admin_port=_free_loopback_port(),
+            ws_port=_free_loopback_port(),
             ice_enforce_list=settings.media_ip or None,
             rtp_port_range=_port_range(settings.media_ports),
         )
         return cls(
-            config, settings.data_dir / "janus", binary=settings.janus_binary, max_streams=settings.room_max_streams
+            config,
+            settings.data_dir / "janus",
+            binary=settings.janus_binary,
+            max_streams=settings.room_max_streams,
+            keepalive=settings.janus_keepalive,
         )
 
     @staticmethod
@@ -455,7 +463,7 @@ class JanusMediaPlane:
                 if not self.process.ready:
                     raise MediaUnavailableError("the media server is not running")
                 try:
-                    self._session = await self.client.create_session()
+                    self._session = await self.client.create_session(keepalive_interval=self.keepalive)
                     self._control = await self._session.attach_videoroom()
                 except JanusClientError as exc:
                     raise MediaUnavailableError(f"the media server did not answer: {exc}") from exc

@@ -59,11 +59,11 @@ from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import IO, Any
-from urllib.parse import urlsplit
 
 import av
 from av.audio.stream import AudioStream
 
+from emberrtc.domain import redaction
 from emberrtc.domain.retry import Backoff
 from emberrtc.recording.audio import AudioPacket
 from emberrtc.recording.plan import Timing
@@ -80,21 +80,10 @@ _MS = Fraction(1, 1000)  # FLV timestamps are milliseconds
 
 
 def mask_url(url: str) -> str:
-    """``url`` fit for reports and logs: no user or password, query or fragment, and every path segment
-    after the application (the stream key) as ``***``: ``rtmp://u:p@host/app/key?t=1`` ->
-    ``rtmp://host/app/***``."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    netloc = f"{host}:{port}" if port else host
-    segments = [s for s in parts.path.split("/") if s]
-    path = "/".join(segments[:1] + (["***"] if len(segments) > 1 else []))
-    return f"{parts.scheme}://{netloc}/{path}" if path else f"{parts.scheme}://{netloc}"
+    """``url`` fit for reports and logs (:func:`emberrtc.domain.redaction.mask_url`): user-info and query
+    as ``***``, no fragment, and every path segment after the application (the stream key) as ``***``:
+    ``rtmp://u:p@host/app/key?t=1`` -> ``rtmp://***@host/app/***?***``."""
+    return redaction.mask_url(url, keep_segments=1)
 
 
 def target_id(url: str) -> str:

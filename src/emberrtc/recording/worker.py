@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 from typing import IO
 
+from emberrtc.domain.redaction import MaskUrlsFilter
 from emberrtc.recording import reports
 from emberrtc.recording.pipeline import AUDIO, VIDEO, Pipeline
 from emberrtc.recording.plan import RecordingPlan
@@ -239,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(MaskUrlsFilter())  # an RTMP URL's stream key, an S3 URL's signature
     stdin = sys.stdin.fileno()
     pending = b""
     if argv[0] == "-":

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from emberrtc.domain.background import BackgroundTask
 from emberrtc.domain.clock import Clock
+from emberrtc.domain.redaction import mask_urls
 from emberrtc.domain.retry import Backoff
 from emberrtc.domain.secrets import new_hex_id
 from emberrtc.storage.errors import StorageUnavailable
@@ -298,7 +299,8 @@ class Uploader:
         now = self._clock.now()
         attempts = row.attempts + 1
         delay = self._backoff.delay(attempts)
-        message = f"{type(exc).__name__}: {exc}"[:2000]
+        # botocore quotes endpoint URLs in its messages: no credentials or signatures in the log.
+        message = mask_urls(f"{type(exc).__name__}: {exc}")[:2000]
         log.warning(
             "upload of %s/%s failed (attempt %d, retry in %.0f s): %s",
             row.bucket,

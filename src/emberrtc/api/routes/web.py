@@ -1,5 +1,5 @@
-"""The browser SDK (``/sdk/ember-rtc.js``), a demo room page (``/demo``) and a recording player
-(``/player``). Not part of the SparkRTC API.
+"""The welcome page (``/``), the browser SDK (``/sdk/ember-rtc.js``), a demo room page (``/demo``) and a
+recording player (``/player``). Not part of the SparkRTC API.
 
 All are static files shipped in the package (``emberrtc/api/static``); the demo page joins rooms through
 the signalling WebSocket like any other client. The player plays a recording's ``download_url``: HLS
@@ -17,6 +17,12 @@ from fastapi.responses import FileResponse
 router = APIRouter(tags=["Browser SDK"], include_in_schema=False)
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
+
+
+@router.get("/")
+async def welcome() -> FileResponse:
+    """What this server is, and where to go from here: the API documentation and the demo room."""
+    return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
 
 
 @router.get("/sdk/ember-rtc.js")
