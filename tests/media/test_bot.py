@@ -150,3 +150,34 @@ async def test_bot_refused_join_says_why(media_app: MediaApp) -> None:
     async with bot(media_app, "--room", "bots4", "--user", "bot4", key="0" * 32) as b:
         assert await with_deadline(b.exit_status(), 30) == 2
         assert any("join refused" in line and "RTC.00001001" in line for line in b.lines), b.lines
+
+
+RECEIVED_LINE = re.compile(
+    r"from (\w+)/camera: video (\d+) frames received \(([\d.]+)/s\), (\d+) packets, (\d+) lost; "
+    r"audio (\d+) frames received \(([\d.]+)/s\), (\d+) packets, (\d+) lost; (\d+) kbit/s"
+)
+
+
+async def test_two_bots_receive_each_other(media_app: MediaApp) -> None:
+    room = ("--room", "bots5", "--report-every", "1", "--codec", "vp8")
+    async with bot(media_app, *room, "--user", "bot5a", "--color", "red") as first:
+        await with_deadline(first.line_containing("publishing camera"), 30)
+        async with bot(media_app, *room, "--user", "bot5b", "--color", "blue") as second:
+            # Each subscribes to the other's camera and counts what it decodes.
+            for receiver, sender in ((first, "bot5b"), (second, "bot5a")):
+                await with_deadline(receiver.line_containing(f"receiving {sender}/camera"), 15)
+                line = ""
+                while not ((match := RECEIVED_LINE.search(line)) and int(match.group(2)) >= 30):
+                    line = await with_deadline(receiver.line_containing(f"from {sender}/camera: video"), 15)
+                assert match.group(1) == sender
+                video_frames, fps, packets, lost = (float(match.group(i)) for i in (2, 3, 4, 5))
+                audio_frames, audio_fps, kbps = (float(match.group(i)) for i in (6, 7, 10))
+                assert 10 <= fps <= 40, line  # a 30 fps camera, over one second on a busy machine
+                assert audio_frames > 0 and 20 <= audio_fps <= 80, line
+                assert packets > 0 and lost <= packets / 10 and kbps > 10, line
+            second.process.send_signal(signal.SIGTERM)
+            assert await with_deadline(second.exit_status(), 10) == 0
+        # The first bot sees the second's camera end, and says so.
+        await with_deadline(first.line_containing("stopped receiving bot5b/camera"), 15)
+        first.process.send_signal(signal.SIGTERM)
+        assert await with_deadline(first.exit_status(), 10) == 0
