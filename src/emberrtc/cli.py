@@ -186,6 +186,7 @@ async def _bot(args: argparse.Namespace) -> None:
         screen=args.screen,
         codec=args.codec,
         report_every=args.report_every,
+        receive=not args.no_receive,
     )
     status = await run_bot(options)
     if status:
@@ -286,10 +287,15 @@ def parser() -> argparse.ArgumentParser:
     bot = sub.add_parser(
         "bot",
         help="join a room and publish a synthetic camera (colour, moving marker, tone) until stopped",
-        description="Join a room as USER and publish a synthetic camera: a solid colour with a moving "
-        "marker and a tone. Signs its own join with the app key. Every few seconds it prints what it sends "
-        "(frames, bitrate) and what the server reports receiving. Runs until Ctrl-C; exits printing why when "
-        "removed, when the room is dismissed or when the join is refused (exit statuses below).",
+        # Filled here: the raw formatter (for the exit statuses below) does not wrap the description.
+        description=textwrap.fill(
+            "Join a room as USER and publish a synthetic camera: a solid colour with a moving marker and a "
+            "tone. Signs its own join with the app key, and receives the others' streams. Every few seconds it "
+            "prints what it sends (frames, bitrate, what the server reports receiving) and what it receives. "
+            "Runs until Ctrl-C; exits printing why when removed, when the room is dismissed or when the join "
+            "is refused (exit statuses below).",
+            width=100,
+        ),
         epilog_from=_bot_exit_statuses,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -308,6 +314,9 @@ def parser() -> argparse.ArgumentParser:
         default=5.0,
         metavar="SECONDS",
         help="seconds between the lines saying what is sent and received (default 5; 0: none)",
+    )
+    bot.add_argument(
+        "--no-receive", action="store_true", help="do not receive the others' streams (by default, every one)"
     )
     bot.set_defaults(run=_bot)
     return top

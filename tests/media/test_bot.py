@@ -135,8 +135,9 @@ async def test_bot_says_media_is_flowing_then_leaves_cleanly_on_sigterm(media_ap
         video_frames, fps, video_kbps, video_packets, lost = (float(g) for g in match.groups()[:5])
         audio_frames, audio_fps, audio_kbps, audio_packets = (float(g) for g in match.groups()[5:])
         assert video_frames >= 30 and audio_frames >= 50
-        assert 15 <= fps <= 35, report  # 30 fps camera, rate measured over one second
-        assert 35 <= audio_fps <= 65, report  # 20 ms audio frames
+        # A 30 fps camera and 20 ms audio frames, over about a second; a stalled loop catches up in bursts.
+        assert 10 <= fps <= 60, report
+        assert 20 <= audio_fps <= 100, report
         assert video_kbps > 10 and audio_kbps > 10, report  # a flat colour compresses to little
         assert video_packets > 0 and audio_packets > 0 and lost <= video_packets / 10, report
         b.process.send_signal(signal.SIGTERM)
@@ -150,3 +151,41 @@ async def test_bot_refused_join_says_why(media_app: MediaApp) -> None:
     async with bot(media_app, "--room", "bots4", "--user", "bot4", key="0" * 32) as b:
         assert await with_deadline(b.exit_status(), 30) == 2
         assert any("join refused" in line and "RTC.00001001" in line for line in b.lines), b.lines
+
+
+RECEIVED_LINE = re.compile(
+    r"from (\w+)/camera: video (\d+) frames received \(([\d.]+)/s\), (\d+) packets, (\d+) lost; "
+    r"audio (\d+) frames received \(([\d.]+)/s\), (\d+) packets, (\d+) lost; (\d+) kbit/s"
+)
+
+
+async def test_two_bots_receive_each_other(media_app: MediaApp) -> None:
+    room = ("--room", "bots5", "--report-every", "1", "--codec", "vp8")
+    async with bot(media_app, *room, "--user", "bot5a", "--color", "red") as first:
+        await with_deadline(first.line_containing("publishing camera"), 30)
+        async with bot(media_app, *room, "--user", "bot5b", "--color", "blue") as second:
+            # Each subscribes to the other's camera and counts what it decodes.
+            for receiver, sender in ((first, "bot5b"), (second, "bot5a")):
+                await with_deadline(receiver.line_containing(f"receiving {sender}/camera"), 15)
+                # The first line with frames covers the connection's setup too; the next one a second of flow.
+                line = ""
+                while not ((match := RECEIVED_LINE.search(line)) and int(match.group(2)) > 0):
+                    line = await with_deadline(receiver.line_containing(f"from {sender}/camera: video"), 15)
+                before = int(match.group(2))
+                line = await with_deadline(receiver.line_containing(f"from {sender}/camera: video"), 15)
+                match = RECEIVED_LINE.search(line)
+                assert match and match.group(1) == sender, line
+                video_frames, fps, packets, lost = (float(match.group(i)) for i in (2, 3, 4, 5))
+                audio_frames, audio_fps, kbps = (float(match.group(i)) for i in (6, 7, 10))
+                assert video_frames > before, line
+                # A 30 fps camera and 50 audio frames a second, over about a second: a busy machine delivers
+                # in bursts after a stall, so only the order of magnitude is checked.
+                assert 5 <= fps <= 90, line
+                assert audio_frames > 0 and 10 <= audio_fps <= 150, line
+                assert packets > 0 and lost <= packets / 10 and kbps > 10, line
+            second.process.send_signal(signal.SIGTERM)
+            assert await with_deadline(second.exit_status(), 10) == 0
+        # The first bot sees the second's camera end, and says so.
+        await with_deadline(first.line_containing("stopped receiving bot5b/camera"), 15)
+        first.process.send_signal(signal.SIGTERM)
+        assert await with_deadline(first.exit_status(), 10) == 0

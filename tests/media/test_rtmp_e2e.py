@@ -61,9 +61,12 @@ async def test_a_job_without_record_param_pushes_to_rtmp(media_app: MediaApp, rt
             job = await _job(media_app, job_id)
             assert job["state"] != "STOPPED", job
             text = job.get("description") or ""
-            return job if job["state"] == "RUNNING" and "pushing to 1 of 2 RTMP URLs" in text else None
+            # The bad URL is reported once its first attempt has failed, which can be after the good one
+            # connected (each attempt starts its own process).
+            wanted = ("pushing to 1 of 2 RTMP URLs", ": retrying (")
+            return job if job["state"] == "RUNNING" and all(part in text for part in wanted) else None
 
-        running = await until(described, within=30.0, what="the job running, one URL pushing")
+        running = await until(described, within=30.0, what="the job running, one URL pushing, one retrying")
         started = time.monotonic()
         assert f"{mask_url(bad)}: retrying (Connection refused)" in running["description"]
         assert "secret-key" not in running["description"]

@@ -2,9 +2,11 @@
 
 The camera is 640x360 at 30 fps: a solid colour with a white square sweeping across once a second, and
 a sine tone. ``--screen`` adds a screen-share stream (the complementary colour, 15 fps). The bot signs its
-own join with the app key. Every few seconds it prints what each stream sends: frames handed to the
-encoder (counted on the tracks), bitrate (the RTCPeerConnection's ``outbound-rtp`` bytes) and what the
-server acknowledges (``remote-inbound-rtp``, from Janus's RTCP receiver reports).
+own join with the app key, and receives every stream the others in the room publish. Every few seconds
+it prints what each of its streams sends: frames handed to the encoder (counted on the tracks), bitrate
+(the RTCPeerConnection's ``outbound-rtp`` bytes) and what the server acknowledges (``remote-inbound-rtp``,
+from Janus's RTCP receiver reports); and what each received stream brings: frames decoded (counted as
+they are read from the tracks), packets (``inbound-rtp``) and bitrate (the transport's bytes received).
 
 Exit status (:data:`EXIT_STATUSES`, printed by ``ember bot --help``): 0 when stopped (SIGINT/SIGTERM; it
 leaves cleanly), 2 when the arguments are wrong, the server cannot be reached or the join is refused, 3
@@ -22,9 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from websockets.exceptions import WebSocketException
 
-from emberrtc.client.room import JoinRefusedError, Publication, RoomClient, RoomError
+from emberrtc.client.room import JoinRefusedError, Publication, RoomClient, RoomError, Subscription
 from emberrtc.client.synthetic import ColourVideoTrack, ToneAudioTrack, parse_colour
 from emberrtc.domain.redaction import mask_url, mask_urls
 
@@ -59,6 +62,8 @@ class BotOptions:
     codec: str | None = None
     #: Seconds between the media lines (0: none).
     report_every: float = 5.0
+    #: Receive (and count) every stream the others publish.
+    receive: bool = True
 
 
 class MediaMeter:
@@ -117,11 +122,103 @@ class MediaMeter:
         return f"{prefix}: " + "; ".join(parts)
 
 
-async def _report_media(meters: list[MediaMeter], every: float, say: Callable[[str], None]) -> None:
+class ReceiveMeter:
+    """What one received stream brings, measured for real: frames decoded from its tracks (counted as they
+    are read), packets (``inbound-rtp``) and bytes (the transport's) its RTCPeerConnection received."""
+
+    def __init__(self, subscription: Subscription, clock: Callable[[], float] = time.monotonic) -> None:
+        self.subscription = subscription
+        self.clock = clock
+        self.frames = {"video": 0, "audio": 0}
+        self._since = clock()
+        self._last: dict[str, int] = {}
+        tracks = {"video": subscription.video, "audio": subscription.audio}
+        self._readers = [
+            asyncio.create_task(self._read(kind, track), name=f"bot-receive-{subscription.user_id}-{kind}")
+            for kind, track in tracks.items()
+            if track is not None
+        ]
+
+    @property
+    def name(self) -> str:
+        return f"{self.subscription.user_id}/{self.subscription.stream}"
+
+    async def _read(self, kind: str, track: MediaStreamTrack) -> None:
+        # Reading is what decodes the frames (and keeps aiortc's queue from growing).
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                await track.recv()
+                self.frames[kind] += 1
+
+    async def line(self) -> str:
+        """One line: per kind, frames received and their rate, packets and losses; the stream's bitrate."""
+        report = await self.subscription.pc.getStats()
+        inbound = {stat.kind: stat for stat in report.values() if stat.type == "inbound-rtp"}
+        received = sum(int(stat.bytesReceived) for stat in report.values() if stat.type == "transport")
+        now = self.clock()
+        elapsed = max(now - self._since, 1e-6)
+        parts = []
+        for kind, frames in self.frames.items():
+            if kind not in inbound and not frames:
+                continue
+            fps = (frames - self._last.get(kind, 0)) / elapsed
+            self._last[kind] = frames
+            text = f"{kind} {frames} frames received ({fps:.1f}/s)"
+            if kind in inbound:
+                text += f", {inbound[kind].packetsReceived} packets, {inbound[kind].packetsLost} lost"
+            parts.append(text)
+        kbps = (received - self._last.get("bytes", 0)) * 8 / 1000 / elapsed
+        self._last["bytes"] = received
+        self._since = now
+        return f"from {self.name}: " + "; ".join(parts) + f"; {kbps:.0f} kbit/s"
+
+    async def close(self) -> None:
+        for reader in self._readers:
+            reader.cancel()
+        for reader in self._readers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+
+async def _receive_new_streams(
+    room: RoomClient, receiving: dict[tuple[str, str], ReceiveMeter], say: Callable[[str], None]
+) -> None:
+    """Subscribe to every stream of the others not received yet; forget the ones that ended."""
+    for key, meter in list(receiving.items()):
+        if meter.subscription.ended.is_set():
+            await meter.close()
+            del receiving[key]
+            say(f"stopped receiving {meter.name} ({meter.subscription.end_reason})")
+    for user, peer in list(room.participants.items()):
+        for stream in list(peer.streams):
+            if (user, stream) in receiving:
+                continue
+            try:
+                subscription = await room.subscribe(user, stream)
+            except RoomError as exc:
+                say(f"cannot receive {user}/{stream}: {exc}")
+                continue
+            receiving[(user, stream)] = ReceiveMeter(subscription)
+            say(f"receiving {user}/{stream}")
+
+
+async def _report_media(
+    room: RoomClient,
+    meters: list[MediaMeter],
+    receiving: dict[tuple[str, str], ReceiveMeter] | None,
+    every: float,
+    say: Callable[[str], None],
+) -> None:
+    """Every ``every`` seconds: pick up the streams published since, then one line per stream."""
     while True:
+        if receiving is not None:
+            await _receive_new_streams(room, receiving, say)
         await asyncio.sleep(every)  # the reporting period, not a synchronisation
         for meter in meters:
             say(await meter.line())
+        for receiver in list((receiving or {}).values()):
+            if not receiver.subscription.ended.is_set():
+                say(await receiver.line())
 
 
 def _why(final: dict[str, object]) -> str:
@@ -169,6 +266,7 @@ async def run_bot(options: BotOptions, *, out: TextIO = sys.stdout, stop: asynci
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
     meters: list[MediaMeter] = []
+    receiving: dict[tuple[str, str], ReceiveMeter] | None = {} if options.receive else None
     reporter: asyncio.Task[None] | None = None
     try:
         say(f"joined room {options.room} as {options.user} (session {room.session_id})")
@@ -194,7 +292,9 @@ async def run_bot(options: BotOptions, *, out: TextIO = sys.stdout, stop: asynci
                 await room.leave()
                 return EXIT_ENDED
         if options.report_every > 0:
-            reporter = asyncio.create_task(_report_media(meters, options.report_every, say), name="bot-media-lines")
+            reporter = asyncio.create_task(
+                _report_media(room, meters, receiving, options.report_every, say), name="bot-media-lines"
+            )
         stopped: asyncio.Future[object] = asyncio.ensure_future(stop.wait())
         ended: asyncio.Future[object] = asyncio.ensure_future(asyncio.shield(room.ended))
         try:
@@ -214,6 +314,8 @@ async def run_bot(options: BotOptions, *, out: TextIO = sys.stdout, stop: asynci
             reporter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reporter
+        for receiver in (receiving or {}).values():
+            await receiver.close()
         for sig in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
