@@ -46,6 +46,11 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+import emberrtc.client.room as client_room  # noqa: E402
+from aiortc import RTCPeerConnection  # noqa: E402
+from aiortc.codecs.vpx import VpxPayloadDescriptor  # noqa: E402
+from aiortc.rtcrtpreceiver import RTCRtpReceiver  # noqa: E402
+from aiortc.rtp import RtpPacket  # noqa: E402
 from emberrtc.client import ColourVideoTrack, RoomClient, Subscription, ToneAudioTrack  # noqa: E402
 
 WIDTH, HEIGHT, FPS = 640, 360, 30
@@ -101,6 +106,74 @@ def child_pid(parent: int, comm: str) -> int | None:
             if ppid == parent and name == comm:
                 return int(entry.name)
     return None
+
+
+# -- where the time goes (the joiner's process only) ----------------------------------------------------
+
+#: Phases of a subscription, in the order they happen, as reported per remote.
+PHASES = ("offer", "answered", "ice", "dtls", "rtp", "keyframe", "frame")
+
+
+class Trace:
+    """Timestamps (``perf_counter``) of what the joiner's aiortc saw, per PeerConnection and per receiver.
+
+    Diagnostic only: it wraps the client's PeerConnection factory (``offer``: the server's offer arrived and
+    the client makes its PeerConnection; ICE and DTLS states from the public events) and aiortc's receiver
+    packet handler (first video RTP, first VP8 keyframe RTP), which is private aiortc API.
+    """
+
+    def __init__(self) -> None:
+        self.pcs: dict[RTCPeerConnection, dict[str, float]] = {}
+        self.receivers: dict[RTCRtpReceiver, dict[str, float]] = {}
+
+    def install(self) -> None:
+        make_pc = client_room._peer_connection
+        handle_rtp = RTCRtpReceiver._handle_rtp_packet
+        trace = self
+
+        def traced_pc() -> RTCPeerConnection:
+            pc = make_pc()
+            marks = trace.pcs[pc] = {"offer": time.perf_counter()}
+
+            @pc.on("iceconnectionstatechange")
+            def _ice() -> None:
+                # aiortc's ICE goes from "checking" to "completed" once a candidate pair works.
+                if pc.iceConnectionState == "completed":
+                    marks.setdefault("ice", time.perf_counter())
+
+            @pc.on("connectionstatechange")
+            def _state() -> None:
+                if pc.connectionState == "connected":
+                    marks.setdefault("dtls", time.perf_counter())
+
+            return pc
+
+        async def traced_rtp(receiver: RTCRtpReceiver, packet: RtpPacket, arrival_time_ms: int) -> None:
+            marks = trace.receivers.setdefault(receiver, {})
+            if "rtp" not in marks and receiver.track is not None and receiver.track.kind == "video":
+                marks["rtp"] = time.perf_counter()
+            if "rtp" in marks and "keyframe" not in marks and packet.payload:
+                with contextlib.suppress(ValueError, IndexError):
+                    desc, data = VpxPayloadDescriptor.parse(packet.payload)
+                    # RFC 7741 4.3: a VP8 keyframe's first partition has the P bit of its header clear.
+                    if desc.partition_start and desc.partition_id == 0 and data and not data[0] & 1:
+                        marks["keyframe"] = time.perf_counter()
+            await handle_rtp(receiver, packet, arrival_time_ms)
+
+        client_room._peer_connection = traced_pc  # type: ignore[assignment]
+        RTCRtpReceiver._handle_rtp_packet = traced_rtp  # type: ignore[method-assign]
+
+    def phases(self, sub: Subscription, t0: float, answered: float, frame: float) -> dict[str, float]:
+        """Seconds from the join's start to each phase of one subscription's video (missing: not seen)."""
+        marks = {"answered": answered, "frame": frame}
+        marks.update({k: v - t0 for k, v in self.pcs.get(sub.pc, {}).items()})
+        receiver = next((t.receiver for t in sub.pc.getTransceivers() if t.receiver.track is sub.video), None)
+        if receiver is not None:
+            marks.update({k: v - t0 for k, v in self.receivers.get(receiver, {}).items()})
+        return marks
+
+
+TRACE = Trace()
 
 
 # -- participants (each in its own process) -----------------------------------------------------------
@@ -162,6 +235,7 @@ async def _joiner(
 ) -> list[dict[str, list[float]]]:
     """Per join, seconds from the start of the join to: ``joined``, each subscription negotiated
     (``subscribed``), each remote's first decoded video frame (``first_frame``); lists sorted."""
+    TRACE.install()
     results: list[dict[str, list[float]]] = []
     for n in range(joins):
         drains: list[asyncio.Task[None]] = []
@@ -174,12 +248,13 @@ async def _joiner(
 
             async def first_frame(
                 user_id: str, stream: str, room: RoomClient = room, t0: float = t0
-            ) -> tuple[float, float, Subscription]:
+            ) -> tuple[float, float, Subscription, dict[str, float]]:
                 sub = await room.subscribe(user_id, stream)
                 subscribed = time.perf_counter() - t0
                 assert sub.video is not None
                 await sub.video.recv()
-                return subscribed, time.perf_counter() - t0, sub
+                frame = time.perf_counter() - t0
+                return subscribed, frame, sub, TRACE.phases(sub, t0, subscribed, frame)
 
             async with asyncio.timeout(30):
                 publish = asyncio.create_task(
@@ -197,6 +272,8 @@ async def _joiner(
                     "joined": [joined],
                     "subscribed": sorted(f[0] for f in firsts),
                     "first_frame": sorted(f[1] for f in firsts),
+                    # The phases of the remote seen last: where the slowest remote's time went.
+                    "slowest": [max(firsts, key=lambda f: f[1])[3].get(k, -1.0) for k in PHASES],
                 }
             )
             drains += [asyncio.create_task(_drain(f[2])) for f in firsts]
@@ -338,6 +415,12 @@ def bench(args: argparse.Namespace) -> None:
         f"phases (p50 ms from the join's start): joined {p50('joined', 0):.0f}, first subscription negotiated "
         f"{p50('subscribed', 0):.0f}, last {p50('subscribed', -1):.0f}, first remote frame {p50('first_frame', 0):.0f}"
     )
+    slowest = ", ".join(
+        f"{k} {statistics.median(r['slowest'][i] for r in results) * 1000:.0f}" for i, k in enumerate(PHASES)
+    )
+    print(f"slowest remote of each join, p50 ms from the join's start: {slowest}")
+    for r in results:
+        print("  slowest: " + ", ".join(f"{k} {v * 1000:.0f}" for k, v in zip(PHASES, r["slowest"], strict=True)))
     print(f"cores: {os.cpu_count()}, window {wall:.1f} s, codec {args.codec}, {WIDTH}x{HEIGHT}@{FPS}, 4 publishers")
     print(
         f"join-to-first-remote-frame p50 {statistics.median(first):.0f} ms p95 {percentile(first, 0.95):.0f} ms "
