@@ -46,11 +46,12 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-import emberrtc.client.room as client_room  # noqa: E402
 from aiortc import RTCPeerConnection  # noqa: E402
 from aiortc.codecs.vpx import VpxPayloadDescriptor  # noqa: E402
 from aiortc.rtcrtpreceiver import RTCRtpReceiver  # noqa: E402
 from aiortc.rtp import RtpPacket  # noqa: E402
+
+import emberrtc.client.room as client_room  # noqa: E402
 from emberrtc.client import ColourVideoTrack, RoomClient, Subscription, ToneAudioTrack  # noqa: E402
 
 WIDTH, HEIGHT, FPS = 640, 360, 30
@@ -167,7 +168,8 @@ class Trace:
         """Seconds from the join's start to each phase of one subscription's video (missing: not seen)."""
         marks = {"answered": answered, "frame": frame}
         marks.update({k: v - t0 for k, v in self.pcs.get(sub.pc, {}).items()})
-        receiver = next((t.receiver for t in sub.pc.getTransceivers() if t.receiver.track is sub.video), None)
+        video_mids = {str(t["mid"]) for t in sub.tracks if t.get("type") == "video"}
+        receiver = next((t.receiver for t in sub.pc.getTransceivers() if t.mid in video_mids), None)
         if receiver is not None:
             marks.update({k: v - t0 for k, v in self.receivers.get(receiver, {}).items()})
         return marks

@@ -125,6 +125,10 @@ class SubscribedTrack(MediaStreamTrack):
         if not receive.done():
             receive.cancel()
             raise MediaStreamError
+        if self._stopped.done():
+            # Ended while a frame came: the frame (or the source's own end) is not this subscription's.
+            receive.exception()
+            raise MediaStreamError
         return receive.result()
 
     def stop(self) -> None:
@@ -473,13 +477,22 @@ class RoomClient:
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "offer"))
                 self._attach_tracks(pc, subs)
-                await pc.setLocalDescription(await pc.createAnswer())
+                answer = await pc.createAnswer()
+                # DTLS server, not client (RFC 5763 5: the answerer picks). As client, aiortc sends its
+                # ClientHello the moment its ICE check succeeds, which can be before Janus has set up DTLS
+                # for the PeerConnection; the lost hello is resent after OpenSSL's 1 s timer (bench/rooms.py
+                # saw this in a quarter of joins). As server it waits for Janus's hello.
+                sdp = answer.sdp.replace("a=setup:active", "a=setup:passive")
+                await pc.setLocalDescription(RTCSessionDescription(sdp, "answer"))
                 await self._request({"type": "answer", "sdp": pc.localDescription.sdp})
             except BaseException:
                 for sub in subs:
                     self.subscriptions.pop(sub.id, None)
                     self._end_subscription(sub, "negotiation failed")
                 raise
+        elif pc is not None:
+            # Streams resumed on the PeerConnection as it is (an earlier subscription's, paused since).
+            self._attach_tracks(pc, subs)
         return subs
 
     @staticmethod

@@ -810,6 +810,11 @@ class VideoRoomHandle(PluginHandle):
         handle (``unsubscribe``); answered like :meth:`subscribe`."""
         return await self.message({"request": "unsubscribe", "streams": [dict(stream) for stream in streams]})
 
+    async def configure_streams(self, streams: Sequence[Mapping[str, Any]]) -> Json:
+        """Change streams of this subscriber handle without a renegotiation (``configure`` with
+        ``streams``: ``[{"mid": subscriber mid, "send": bool}]``); ``send`` false pauses a stream's relay."""
+        return (await self.message({"request": "configure", "streams": [dict(stream) for stream in streams]})).data
+
     async def start(self, answer: Json) -> Json:
         """Answer a subscription's offer (``start``); media then flows to the subscriber."""
         return (await self.message({"request": "start"}, jsep=answer)).data

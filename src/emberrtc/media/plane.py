@@ -285,6 +285,11 @@ class _Subscriber:
     offer_pending: bool = False
     #: Publications the pending offer adds.
     adding: list[_Publication] = field(default_factory=list)
+    #: Streams of ended subscriptions, paused in Janus but still on the PeerConnection: a later subscription
+    #: to the same publication resumes them with no renegotiation. Janus drops them when their publisher
+    #: goes. (Janus would reuse a removed m-line for the next stream, and aiortc's receiver does not survive
+    #: its m-line going inactive and active again.)
+    parked: dict[_Publication, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -673,6 +678,8 @@ class JanusMediaPlane:
                 if sub.publication is pub:
                     del q._subscriptions[sub.id]
                     q.events.put_nowait(SubscriptionEnded(sub.id, p.user_id, kind, why))
+            if q._subscriber is not None:
+                q._subscriber.parked.pop(pub, None)
         if pub.live:
             self._broadcast(room, StreamUnpublished(p.user_id, kind), exclude=p)
         return handles
@@ -737,7 +744,19 @@ class JanusMediaPlane:
                 targets.append((target, pub))
             if not targets:
                 raise NotFoundError("no stream to subscribe to")
-            streams = [{"feed": pub.feed_id} for _, pub in targets]
+            parked = subscriber.parked if subscriber is not None else {}
+            resumed = [(target, pub) for target, pub in targets if pub in parked]
+            added = [(target, pub) for target, pub in targets if pub not in parked]
+            if subscriber is not None and resumed:
+                await self._resume(subscriber, [pub for _, pub in resumed])
+            views: list[SubscriptionView] = []
+            for target, pub in resumed:
+                sub = _Subscription(secrets.token_hex(8), p, target, pub, parked.pop(pub))
+                p._subscriptions[sub.id] = sub
+                views.append(sub.view())
+            if not added:
+                return views, None
+            streams = [{"feed": pub.feed_id} for _, pub in added]
             fresh = subscriber is None
             try:
                 if subscriber is None:
@@ -761,8 +780,8 @@ class JanusMediaPlane:
             # Janus lists every stream of the PeerConnection; the new ones are the active streams of each
             # feed on a mid no subscription holds yet.
             taken = {t["mid"] for sub in p._subscriptions.values() for t in sub.tracks}
-            views: list[SubscriptionView] = []
-            for target, pub in targets:
+            taken.update(t["mid"] for tracks in subscriber.parked.values() for t in tracks)
+            for target, pub in added:
                 codecs = {t.get("mid"): t.get("codec") for t in pub.tracks}
                 tracks = [
                     {
@@ -783,8 +802,19 @@ class JanusMediaPlane:
                     raise MediaUnavailableError(f"the media server offered no SDP: {response.data!r}")
                 return views, None
             subscriber.offer_pending = True
-            subscriber.adding = [pub for _, pub in targets]
+            subscriber.adding = [pub for _, pub in added]
             return views, str(response.jsep["sdp"])
+
+    async def _resume(self, subscriber: _Subscriber, publications: list[_Publication]) -> None:
+        """Relay parked streams again (no renegotiation) and ask their publishers for a keyframe."""
+        mids = [t["mid"] for pub in publications for t in subscriber.parked[pub]]
+        try:
+            await subscriber.handle.configure_streams([{"mid": mid, "send": True} for mid in mids])
+        except JanusError as exc:
+            raise NotFoundError(f"the media server refused the subscription: {exc.reason}") from exc
+        except JanusClientError as exc:
+            raise MediaUnavailableError(f"the media server did not answer: {exc}") from exc
+        await self._request_keyframes(publications)
 
     async def answer(self, p: Participant, subscription: str | None, answer_sdp: str) -> None:
         """Complete the last renegotiation of the participant's subscriber PeerConnection with the client's
@@ -810,30 +840,27 @@ class JanusMediaPlane:
                 await self._request_keyframes(adding)
 
     async def unsubscribe(self, p: Participant, subscription: str) -> str | None:
-        """End a subscription; return Janus's SDP offer dropping its streams (None if none is needed),
-        which the client answers with :meth:`answer`."""
+        """End a subscription. Its streams are paused, not removed, so no renegotiation is needed (None is
+        returned; an SDP offer to answer would be returned otherwise); subscribing to the same stream again
+        resumes them."""
         async with self._participant_room(p):
             sub = p._subscriptions.get(subscription)
             subscriber = p._subscriber
             if sub is None or subscriber is None:
                 raise NotFoundError(f"no subscription {subscription}")
-            if subscriber.offer_pending:
-                raise RenegotiationPendingError("answer the last subscription offer before unsubscribing")
             del p._subscriptions[sub.id]
             if not sub.tracks:
                 return None
             try:
-                response = await subscriber.handle.unsubscribe([{"sub_mid": t["mid"]} for t in sub.tracks])
+                await subscriber.handle.configure_streams([{"mid": t["mid"], "send": False} for t in sub.tracks])
             except JanusError as exc:
                 # The feed went away meanwhile: Janus already dropped its streams.
                 log.debug("unsubscribing %s: %s", sub.id, exc)
                 return None
             except JanusClientError as exc:
                 raise MediaUnavailableError(f"the media server did not answer: {exc}") from exc
-            if response.jsep is None:
-                return None
-            subscriber.offer_pending = True
-            return str(response.jsep["sdp"])
+            subscriber.parked[sub.publication] = sub.tracks
+            return None
 
     async def _request_keyframes(self, publications: Iterable[_Publication]) -> None:
         async def one(pub: _Publication) -> None:

@@ -5,9 +5,10 @@ Every message is a JSON object with a ``type``. A request may carry an ``id`` (n
 audio and/or video. SDP is exchanged whole (no trickle): both sides put their ICE candidates in it.
 
 Each published stream has its own PeerConnection. Everything a participant receives comes on ONE subscriber
-PeerConnection (Janus multistream): the first subscription creates it, later ones and unsubscriptions
-renegotiate it. The server always offers and the client answers; one renegotiation at a time (a
-``subscribe`` or ``unsubscribe`` while an offer is unanswered is refused). Ask for several streams in one
+PeerConnection (Janus multistream): the first subscription creates it, later ones renegotiate it. The
+server always offers and the client answers; one renegotiation at a time (a ``subscribe`` while an offer
+is unanswered is refused). Ending a subscription pauses its streams without a renegotiation; subscribing
+to the same stream again resumes them (a reply without ``sdp``: the tracks are already there). Ask for several streams in one
 ``subscribe`` to get them in one renegotiation. A subscription's ``tracks`` give its ``mid`` in that
 PeerConnection (and the publisher's ``feed_mid``), so the client knows which received track is whose.
 
@@ -25,8 +26,8 @@ Client -> server:
 ``"stream"}, ...]}``                                       streams; all are subscribed, or none.
 ``{"type": "answer", "sdp", "subscription"?}``             SDP answer to the last offer. Reply
                                                            ``subscribed``.
-``{"type": "unsubscribe", "subscription"}``                Reply ``unsubscribed``, with an SDP offer to
-                                                           answer when the PeerConnection changed.
+``{"type": "unsubscribe", "subscription"}``                Reply ``unsubscribed`` (if it carries an
+                                                           ``sdp`` offer, answer it).
 ``{"type": "leave"}``                                      Final event ``left``; the server closes (1000).
 ``{"type": "ping"}``                                       Reply ``pong``.
 ======================================================== ==================================================
@@ -92,7 +93,7 @@ from pydantic import (
 from starlette.websockets import WebSocketState
 
 from emberrtc.api.errors import validation_error
-from emberrtc.api.schemas.common import RoomId, UserId
+from emberrtc.api.schemas.common import RoomId, UserId, combination_error, missing_error
 from emberrtc.bootstrap import Services
 from emberrtc.domain import errors as E
 from emberrtc.domain.room_session import Admission, JoinRequest
@@ -194,9 +195,9 @@ class SubscribeMessage(_Message):
     def _one_form(self) -> SubscribeMessage:
         single = self.user_id is not None or self.stream is not None
         if self.streams is not None and single:
-            raise ValueError("give either user_id and stream, or streams")
+            raise combination_error("give either user_id and stream, or streams")
         if self.streams is None and (self.user_id is None or self.stream is None):
-            raise ValueError("user_id and stream (or streams) are required")
+            raise missing_error("user_id and stream (or streams) are required")
         return self
 
     def wanted(self) -> list[tuple[str, StreamKind]]:

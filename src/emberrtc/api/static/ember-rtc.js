@@ -413,7 +413,9 @@ export class EmberRoom extends EventTarget {
       const pc = peerConnection();
       pc.addEventListener("track", (e) => {
         const sub = this._byMid.get(e.transceiver.mid);
-        if (sub && this.subscriptions.has(sub.id)) sub.mediaStream.addTrack(e.track);
+        if (sub && this.subscriptions.has(sub.id) && !sub.mediaStream.getTracks().includes(e.track)) {
+        sub.mediaStream.addTrack(e.track);
+      }
       });
       this.subscriberPc = pc;
     }
@@ -443,6 +445,14 @@ export class EmberRoom extends EventTarget {
       } catch (err) {
         for (const sub of subs) this._endSubscription(sub, "negotiation failed");
         throw err;
+      }
+    }
+    // Streams resumed with no renegotiation (an earlier subscription's, paused since) fire no "track" event.
+    for (const transceiver of pc ? pc.getTransceivers() : []) {
+      const sub = this._byMid.get(transceiver.mid);
+      const track = transceiver.receiver.track;
+      if (sub && subs.includes(sub) && track && !sub.mediaStream.getTracks().includes(track)) {
+        sub.mediaStream.addTrack(track);
       }
     }
     for (const sub of subs) this._emit("subscription", sub);
