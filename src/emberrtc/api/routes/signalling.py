@@ -8,9 +8,9 @@ Each published stream has its own PeerConnection. Everything a participant recei
 PeerConnection (Janus multistream): the first subscription creates it, later ones renegotiate it. The
 server always offers and the client answers; one renegotiation at a time (a ``subscribe`` while an offer
 is unanswered is refused). Ending a subscription pauses its streams without a renegotiation; subscribing
-to the same stream again resumes them (a reply without ``sdp``: the tracks are already there). Ask for several streams in one
-``subscribe`` to get them in one renegotiation. A subscription's ``tracks`` give its ``mid`` in that
-PeerConnection (and the publisher's ``feed_mid``), so the client knows which received track is whose.
+to the same stream again resumes them (a reply without ``sdp``: the tracks are already there). Ask for
+several streams in one ``subscribe`` to get them in one renegotiation. A subscription's ``tracks`` give its
+``mid`` in that PeerConnection (and the publisher's ``feed_mid``), so the client knows which track is whose.
 
 Client -> server:
 
