@@ -168,6 +168,20 @@ async def test_browser_follows_streams_coming_and_going(media_app: MediaApp, tmp
             await playing(page, {"carl/camera", "dora/camera"})
             # All of it on the first subscriber RTCPeerConnection.
             assert await page.evaluate(f"window.firstPc === {pc_id}")
+
+            # The application removes Carl: his subscription ends in the browser, Dora's plays on.
+            removed = await media_app.post(
+                f"/v2/apps/{media_app.app_id}/rooms/{room_id}/batch-remove-users", {"user_ids": ["carl"]}
+            )
+            assert removed.status_code == 202, removed.text
+            await playing(page, {"dora/camera"})
+            # Dismissing the room ends the browser's session and drops its subscriber RTCPeerConnection.
+            dismissed = await media_app.post(f"/v2/apps/{media_app.app_id}/rooms/{room_id}/dismiss")
+            assert dismissed.status_code == 202, dismissed.text
+            await page.wait_for("window.emberDemo.status === 'ended'", 10)
+            assert await page.evaluate(
+                "window.firstPc.connectionState === 'closed' && window.emberDemo.room === null"
+            ), await page.evaluate("[window.firstPc.connectionState, String(window.emberDemo.room)]")
         finally:
             for client in others.values():
                 await client.leave()
