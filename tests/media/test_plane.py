@@ -28,6 +28,7 @@ from emberrtc.media.plane import (
     Ended,
     EndReason,
     JanusMediaPlane,
+    NegotiationError,
     NotFoundError,
     Participant,
     RenegotiationPendingError,
@@ -265,11 +266,20 @@ async def test_one_subscriber_handle_carries_every_stream(plane: JanusMediaPlane
         views, offer = await plane.subscribe_many(viewer, [("alice", StreamKind.CAMERA), ("bob", StreamKind.CAMERA)])
         assert [(v.user_id, v.stream) for v in views] == [("alice", StreamKind.CAMERA), ("bob", StreamKind.CAMERA)]
         assert sorted(t["type"] for v in views for t in v.tracks) == ["audio", "audio", "video", "video"]
-        handle = viewer._subscriber.handle if viewer._subscriber else None
         # One offer at a time: nothing more until this one is answered.
         with pytest.raises(RenegotiationPendingError):
             await plane.subscribe(viewer, "alice", StreamKind.CAMERA)
+        # An answer Janus refuses ends the subscriber handle (Janus would wait on it forever) and says so.
+        with pytest.raises(NegotiationError):
+            await plane.answer(viewer, None, "not SDP")
+        for view in views:
+            ended = await _next(viewer, lambda e: isinstance(e, SubscriptionEnded))
+            assert isinstance(ended, SubscriptionEnded) and ended.subscription == view.id
+        assert isinstance(await _next(viewer, lambda e: True), SubscriberClosed)
+        assert viewer._subscriber is None
+        views, offer = await plane.subscribe_many(viewer, [("alice", StreamKind.CAMERA), ("bob", StreamKind.CAMERA)])
         await _answer(plane, viewer, sub_pc, offer)
+        handle = viewer._subscriber.handle if viewer._subscriber else None
         with pytest.raises(AlreadySubscribedError):
             await plane.subscribe(viewer, "alice", StreamKind.CAMERA)
         with pytest.raises(NotFoundError):

@@ -829,6 +829,8 @@ class JanusMediaPlane:
             try:
                 await subscriber.handle.start({"type": "answer", "sdp": answer_sdp})
             except JanusError as exc:
+                # Janus would wait for an answer forever: start the next subscription on a new handle.
+                await self._detach(self._close_subscriber(p, "the answer was refused"))
                 raise NegotiationError(f"the media server refused the answer: {exc.reason}") from exc
             except JanusClientError as exc:
                 raise MediaUnavailableError(f"the media server did not answer: {exc}") from exc
@@ -890,15 +892,17 @@ class JanusMediaPlane:
                 async with p.room.lock:
                     if p._subscriber is subscriber:
                         subscriber.watcher = None  # this task: not to be cancelled by itself
-                        await self._detach(self._drop_subscriber(p))
-                        for sub in list(p._subscriptions.values()):
-                            ended = SubscriptionEnded(
-                                sub.id, sub.publisher.user_id, sub.publication.kind, "connection ended"
-                            )
-                            p.events.put_nowait(ended)
-                        p._subscriptions.clear()
-                        p.events.put_nowait(SubscriberClosed("the subscriber connection ended"))
+                        await self._detach(self._close_subscriber(p, "the subscriber connection ended"))
                 return
+
+    def _close_subscriber(self, p: Participant, why: str) -> list[VideoRoomHandle]:
+        """End every subscription of ``p`` and its subscriber PeerConnection, telling the client; return the
+        handle to detach."""
+        for sub in list(p._subscriptions.values()):
+            p.events.put_nowait(SubscriptionEnded(sub.id, sub.publisher.user_id, sub.publication.kind, why))
+        p._subscriptions.clear()
+        p.events.put_nowait(SubscriberClosed(why))
+        return self._drop_subscriber(p)
 
     # -- the MediaPlane port (room management, recording) -----------------------------------------------
 
