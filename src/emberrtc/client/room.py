@@ -108,33 +108,40 @@ class Publication:
 
 class SubscribedTrack(MediaStreamTrack):
     """One subscription's track, received on the shared subscriber PeerConnection: its ``recv()`` raises
-    ``MediaStreamError`` once the subscription ends, while the PeerConnection carries on."""
+    ``MediaStreamError`` once the subscription ends, while the PeerConnection (and the receiver this reads
+    from, which a later subscription to the same stream may use again) carries on."""
 
     def __init__(self, source: MediaStreamTrack) -> None:
         super().__init__()
         self.kind = source.kind
         self._source = source
-        self._stopped: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        #: Tasks waiting in recv(), and those of them that stop() cancelled.
+        self._readers: set[asyncio.Task[Any]] = set()
+        self._stopped_readers: set[asyncio.Task[Any]] = set()
 
     async def recv(self) -> Any:
         if self.readyState != "live":
             raise MediaStreamError
-        receive: asyncio.Future[Any] = asyncio.ensure_future(self._source.recv())
-        waiters: set[asyncio.Future[Any]] = {receive, self._stopped}
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        if not receive.done():
-            receive.cancel()
-            raise MediaStreamError
-        if self._stopped.done():
-            # Ended while a frame came: the frame (or the source's own end) is not this subscription's.
-            receive.exception()
-            raise MediaStreamError
-        return receive.result()
+        task = asyncio.current_task()
+        assert task is not None
+        self._readers.add(task)
+        try:
+            # Awaited directly (no task per frame: a room's worth of tracks reads hundreds a second).
+            return await self._source.recv()
+        except asyncio.CancelledError:
+            if task not in self._stopped_readers:
+                raise
+            task.uncancel()  # stop()'s cancellation, not the caller's
+            raise MediaStreamError from None
+        finally:
+            self._readers.discard(task)
+            self._stopped_readers.discard(task)
 
     def stop(self) -> None:
         super().stop()
-        if not self._stopped.done():
-            self._stopped.set_result(None)
+        for task in self._readers:
+            self._stopped_readers.add(task)
+            task.cancel()
 
 
 @dataclass(eq=False)
