@@ -57,7 +57,7 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver  # noqa: E402
 from aiortc.rtp import RtpPacket  # noqa: E402
 
 import emberrtc.client.room as client_room  # noqa: E402
-from emberrtc.client import ColourVideoTrack, RoomClient, Subscription, ToneAudioTrack  # noqa: E402
+from emberrtc.client import ColourVideoTrack, RoomClient, RoomError, Subscription, ToneAudioTrack  # noqa: E402
 
 WIDTH, HEIGHT, FPS = 640, 360, 30
 MEDIA_IP = "10.77.0.1"
@@ -117,29 +117,48 @@ def child_pid(parent: int, comm: str) -> int | None:
 # -- where the time goes (the joiner's process only) ----------------------------------------------------
 
 #: Phases of a subscription, in the order they happen, as reported per remote.
-PHASES = ("offer", "answered", "ice", "dtls", "rtp", "keyframe", "frame")
+PHASES = ("asked", "offer", "local", "answered", "ice", "dtls", "rtp", "keyframe", "frame")
 
 
 class Trace:
     """Timestamps (``perf_counter``) of what the joiner's aiortc saw, per PeerConnection and per receiver.
 
-    Diagnostic only: it wraps the client's PeerConnection factory (``offer``: the server's offer arrived and
-    the client makes its PeerConnection; ICE and DTLS states from the public events) and aiortc's receiver
-    packet handler (first video RTP, first VP8 keyframe RTP), which is private aiortc API.
+    Diagnostic only: it wraps the client's requests (``asked``: the subscribe for that remote sent), its
+    PeerConnection factory (``offer``: the server's offer arrived and the client makes its PeerConnection;
+    ``local``: its answer is ready, with candidates, and goes to the server; ICE and DTLS states from the
+    public events) and aiortc's receiver packet handler (first video RTP, first VP8 keyframe RTP), which is
+    private aiortc API.
     """
 
     def __init__(self) -> None:
         self.pcs: dict[RTCPeerConnection, dict[str, float]] = {}
         self.receivers: dict[RTCRtpReceiver, dict[str, float]] = {}
+        #: (user_id, stream) -> when the subscribe naming it was sent.
+        self.asked: dict[tuple[str, str], float] = {}
 
     def install(self) -> None:
         make_pc = client_room._peer_connection
         handle_rtp = RTCRtpReceiver._handle_rtp_packet
+        request = client_room.RoomClient._request
         trace = self
+
+        async def traced_request(room: RoomClient, message: dict[str, Any]) -> dict[str, Any]:
+            if message.get("type") == "subscribe":
+                now = time.perf_counter()
+                for ref in message.get("streams") or [message]:
+                    trace.asked[(ref["user_id"], ref["stream"])] = now
+            return await request(room, message)
 
         def traced_pc() -> RTCPeerConnection:
             pc = make_pc()
             marks = trace.pcs[pc] = {"offer": time.perf_counter()}
+            set_local = pc.setLocalDescription
+
+            async def traced_set_local(description: Any) -> None:
+                await set_local(description)
+                marks.setdefault("local", time.perf_counter())
+
+            pc.setLocalDescription = traced_set_local  # type: ignore[method-assign, assignment]
 
             @pc.on("iceconnectionstatechange")
             def _ice() -> None:
@@ -167,11 +186,14 @@ class Trace:
             await handle_rtp(receiver, packet, arrival_time_ms)
 
         client_room._peer_connection = traced_pc  # type: ignore[assignment]
+        client_room.RoomClient._request = traced_request  # type: ignore[method-assign, assignment]
         RTCRtpReceiver._handle_rtp_packet = traced_rtp  # type: ignore[method-assign, assignment]
 
     def phases(self, sub: Subscription, t0: float, answered: float, frame: float) -> dict[str, float]:
         """Seconds from the join's start to each phase of one subscription's video (missing: not seen)."""
         marks = {"answered": answered, "frame": frame}
+        if (sub.user_id, sub.stream) in self.asked:
+            marks["asked"] = self.asked[(sub.user_id, sub.stream)] - t0
         marks.update({k: v - t0 for k, v in self.pcs.get(sub.pc, {}).items()})
         video_mids = {str(t["mid"]) for t in sub.tracks if t.get("type") == "video"}
         receiver = next((t.receiver for t in sub.pc.getTransceivers() if t.mid in video_mids), None)
@@ -203,7 +225,13 @@ async def _resident(server: str, app_id: str, app_key: str, user: str, codec: st
     async def follow(user_id: str, stream: str) -> None:
         if (user_id, stream) in drains:
             return
-        sub = await room.subscribe(user_id, stream)
+        try:
+            sub = await room.subscribe(user_id, stream)
+        except RoomError as exc:
+            # The joiner left (or stopped) between its announcement and this subscription: a race every
+            # room has; the next announcement is followed again.
+            print(f"{user}: not following {user_id}'s {stream}: {exc}", file=sys.stderr)
+            return
         drains[(user_id, stream)] = asyncio.create_task(_drain(sub))
 
     try:

@@ -175,3 +175,34 @@ async def test_one_renegotiation_at_a_time(media_app: MediaApp) -> None:
     finally:
         await viewer.leave()
         await publisher.leave()
+
+
+async def test_a_failed_subscriber_peer_connection_is_replaced(media_app: MediaApp) -> None:
+    publishers = await _publishers(media_app, "failed", ["red", "blue"])
+    viewer = await _join(media_app, "failed", "viewer")
+    try:
+        for name in ("red", "blue"):
+            await with_deadline(viewer.wait_stream(name), 15)
+        red, blue = await asyncio.gather(viewer.subscribe("red"), viewer.subscribe("blue"))
+        await asyncio.gather(_shows(red, COLOURS["red"]), _shows(blue, COLOURS["blue"]))
+        broken = viewer.subscriber_pc
+        assert broken is not None
+        # The client's side of the transport goes away (as when ICE consent is lost).
+        await broken.getTransceivers()[0].receiver.transport.stop()
+        await asyncio.gather(_track_ends(red), _track_ends(blue))
+        assert red.end_reason == blue.end_reason == "connection failed"
+        # The client ends them while resetting, holding its renegotiation lock: once it has the lock again,
+        # the server has been told and answered.
+        async with asyncio.timeout(5), viewer._negotiation:
+            pass
+        participant = media_app.plane._rooms[(media_app.app_id, "failed")].participants["viewer"]
+        assert participant._subscriber is None and not participant._subscriptions
+        assert viewer.subscriber_pc is None and broken.connectionState == "closed"
+        # The next subscriptions start a new PeerConnection, and play.
+        red, blue = await asyncio.gather(viewer.subscribe("red"), viewer.subscribe("blue"))
+        assert viewer.subscriber_pc is not broken
+        await asyncio.gather(_shows(red, COLOURS["red"]), _shows(blue, COLOURS["blue"]))
+    finally:
+        await viewer.leave()
+        for client in publishers.values():
+            await client.leave()

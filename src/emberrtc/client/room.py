@@ -473,6 +473,7 @@ class RoomClient:
         pc = self.subscriber_pc
         if pc is None and reply.get("sdp"):
             pc = self.subscriber_pc = _peer_connection()
+            pc.on("connectionstatechange", lambda pc=pc: self._on_subscriber_state(pc))
         subs: list[Subscription] = []
         for entry in reply.get(what, []):
             assert pc is not None
@@ -501,6 +502,26 @@ class RoomClient:
             # Streams resumed on the PeerConnection as it is (an earlier subscription's, paused since).
             self._attach_tracks(pc, subs)
         return subs
+
+    def _on_subscriber_state(self, pc: RTCPeerConnection) -> None:
+        # A subscriber PeerConnection that fails (ICE consent lost, DTLS failed) carries nothing more: end
+        # its subscriptions and have the server drop its side, so the next subscription starts afresh.
+        if pc.connectionState in ("failed", "closed") and pc is self.subscriber_pc and not self.ended.done():
+            task = asyncio.create_task(self._reset_subscriber(pc), name=f"room-client-{self.user_id}-reset")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _reset_subscriber(self, pc: RTCPeerConnection) -> None:
+        async with self._negotiation:
+            if pc is not self.subscriber_pc:
+                return
+            self.subscriber_pc = None
+            for sub in [s for s in self.subscriptions.values() if s.pc is pc]:
+                del self.subscriptions[sub.id]
+                self._end_subscription(sub, "connection failed")
+            with contextlib.suppress(RoomError):
+                await self._request({"type": "close_subscriber"})
+            await pc.close()
 
     @staticmethod
     def _attach_tracks(pc: RTCPeerConnection, subs: list[Subscription]) -> None:

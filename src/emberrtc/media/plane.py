@@ -864,6 +864,13 @@ class JanusMediaPlane:
             subscriber.parked[sub.publication] = sub.tracks
             return None
 
+    async def close_subscriber(self, p: Participant) -> None:
+        """Drop the participant's subscriber PeerConnection and every subscription on it, at the client's
+        request (its side of the PeerConnection failed); the next subscription starts a new one."""
+        async with self._participant_room(p):
+            p._subscriptions.clear()
+            await self._detach(self._drop_subscriber(p))
+
     async def _request_keyframes(self, publications: Iterable[_Publication]) -> None:
         async def one(pub: _Publication) -> None:
             if not pub.video:

@@ -28,6 +28,9 @@ Client -> server:
                                                            ``subscribed``.
 ``{"type": "unsubscribe", "subscription"}``                Reply ``unsubscribed`` (if it carries an
                                                            ``sdp`` offer, answer it).
+``{"type": "close_subscriber"}``                           The client's subscriber PeerConnection failed:
+                                                           every subscription ends (no events for them).
+                                                           Reply ``subscriber_closed``.
 ``{"type": "leave"}``                                      Final event ``left``; the server closes (1000).
 ``{"type": "ping"}``                                       Reply ``pong``.
 ======================================================== ==================================================
@@ -218,6 +221,10 @@ class UnsubscribeMessage(_Message):
     subscription: Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
+class CloseSubscriberMessage(_Message):
+    type: Literal["close_subscriber"]
+
+
 class LeaveMessage(_Message):
     type: Literal["leave"]
 
@@ -232,6 +239,7 @@ InRoomMessage = Annotated[
     | SubscribeMessage
     | AnswerMessage
     | UnsubscribeMessage
+    | CloseSubscriberMessage
     | LeaveMessage
     | PingMessage
     | JoinMessage,
@@ -548,6 +556,9 @@ class _Connection:
             if offer is not None:
                 unsubscribed["sdp"] = offer
             return unsubscribed
+        if isinstance(message, CloseSubscriberMessage):
+            await plane.close_subscriber(participant)
+            return {"type": "subscriber_closed", "reason": "closed by the client"}
         if isinstance(message, PingMessage):
             return {"type": "pong"}
         raise _ProtocolError(E.InvalidParameterValue("already joined"), message.id)

@@ -411,6 +411,13 @@ export class EmberRoom extends EventTarget {
     const reply = await this._request(request);
     if (reply.sdp && !this.subscriberPc) {
       const pc = peerConnection();
+      // A subscriber RTCPeerConnection that fails carries nothing more: end its subscriptions and have
+      // the server drop its side, so the next subscription starts afresh.
+      pc.addEventListener("connectionstatechange", () => {
+        if (["failed", "closed"].includes(pc.connectionState) && pc === this.subscriberPc && !this.endedWith) {
+          this._serialised(() => this._resetSubscriber(pc));
+        }
+      });
       pc.addEventListener("track", (e) => {
         const sub = this._byMid.get(e.transceiver.mid);
         if (sub && this.subscriptions.has(sub.id) && !sub.mediaStream.getTracks().includes(e.track)) {
@@ -457,6 +464,15 @@ export class EmberRoom extends EventTarget {
     }
     for (const sub of subs) this._emit("subscription", sub);
     return subs;
+  }
+
+  async _resetSubscriber(pc) {
+    if (pc !== this.subscriberPc) return;
+    this.subscriberPc = null;
+    for (const sub of [...this.subscriptions.values()]) if (sub.pc === pc) this._endSubscription(sub, "connection failed");
+    this._byMid.clear();
+    await this._request({ type: "close_subscriber" }).catch(() => {});
+    pc.close();
   }
 
   /** Stop receiving a stream. */
