@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.exceptions import InvalidStateError
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from websockets.asyncio.client import ClientConnection, connect
@@ -445,10 +446,14 @@ class RoomClient:
                     if not future.done():
                         future.set_exception(exc)
                 return
-            except BaseException as exc:
+            except Exception as exc:
                 for *_, future in wanted:
                     if not future.done():
                         future.set_exception(exc)
+                return
+            except BaseException:
+                for *_, future in wanted:
+                    future.cancel()
                 raise
             for (*_, future), sub in zip(wanted, subs, strict=True):
                 if not future.done():
@@ -493,10 +498,13 @@ class RoomClient:
                 sdp = answer.sdp.replace("a=setup:active", "a=setup:passive")
                 await pc.setLocalDescription(RTCSessionDescription(sdp, "answer"))
                 await self._request({"type": "answer", "sdp": pc.localDescription.sdp})
-            except BaseException:
+            except BaseException as exc:
                 for sub in subs:
                     self.subscriptions.pop(sub.id, None)
                     self._end_subscription(sub, "negotiation failed")
+                if isinstance(exc, InvalidStateError):
+                    # Closed meanwhile: the server dropped it (subscriber_closed) or the client reset it.
+                    raise RoomError("RTC.00002000", "the subscriber connection closed while negotiating") from exc
                 raise
         elif pc is not None:
             # Streams resumed on the PeerConnection as it is (an earlier subscription's, paused since).
