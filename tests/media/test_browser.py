@@ -113,8 +113,9 @@ _FRAMES_BY_SUBSCRIPTION = """(async () => {
 
 
 async def test_browser_follows_streams_coming_and_going(media_app: MediaApp, tmp_path: Path) -> None:
-    """One browser receives Python publishers that come, add a screen share, stop it, leave and come back:
-    every stream on the one subscriber RTCPeerConnection, each playing."""
+    """One browser receives Python publishers that come, add a screen share, stop it, leave and come back,
+    and unsubscribes and subscribes again itself: every stream on the one subscriber RTCPeerConnection, each
+    playing; then removal of a publisher and dismissal of the room."""
     reason = chromium_skip_reason()
     if reason is not None:
         pytest.skip(reason)
@@ -165,6 +166,14 @@ async def test_browser_follows_streams_coming_and_going(media_app: MediaApp, tmp
             await others.pop("dora").leave()
             await playing(page, {"carl/camera"})
             await publisher("dora", (30, 60, 220))
+            await playing(page, {"carl/camera", "dora/camera"})
+            # The page unsubscribes from Dora and subscribes again: paused, then resumed.
+            await page.evaluate(
+                "(async () => { const r = window.emberDemo.room;"
+                " await r.unsubscribe([...r.subscriptions.values()].find((s) => s.userId === 'dora')); })()"
+            )
+            await playing(page, {"carl/camera"})
+            await page.evaluate("window.emberDemo.room.subscribe('dora', 'camera').then((s) => s.id)")
             await playing(page, {"carl/camera", "dora/camera"})
             # All of it on the first subscriber RTCPeerConnection.
             assert await page.evaluate(f"window.firstPc === {pc_id}")
