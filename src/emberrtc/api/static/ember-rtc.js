@@ -238,9 +238,10 @@ export class EmberRoom extends EventTarget {
       const sub = this.subscriptions.get(message.subscription);
       if (sub) this._endSubscription(sub, message.reason || "ended");
     } else if (type === "subscriber_closed") {
-      if (this.subscriberPc) this.subscriberPc.close();
+      const pc = this.subscriberPc;
       this.subscriberPc = null;
       this._byMid.clear();
+      if (pc) pc.close();
     }
     if (FINAL_EVENTS.includes(type)) this.endedWith = message;
     this._emit(type, message);
@@ -421,8 +422,8 @@ export class EmberRoom extends EventTarget {
       pc.addEventListener("track", (e) => {
         const sub = this._byMid.get(e.transceiver.mid);
         if (sub && this.subscriptions.has(sub.id) && !sub.mediaStream.getTracks().includes(e.track)) {
-        sub.mediaStream.addTrack(e.track);
-      }
+          sub.mediaStream.addTrack(e.track);
+        }
       });
       this.subscriberPc = pc;
     }
@@ -469,7 +470,9 @@ export class EmberRoom extends EventTarget {
   async _resetSubscriber(pc) {
     if (pc !== this.subscriberPc) return;
     this.subscriberPc = null;
-    for (const sub of [...this.subscriptions.values()]) if (sub.pc === pc) this._endSubscription(sub, "connection failed");
+    for (const sub of [...this.subscriptions.values()]) {
+      if (sub.pc === pc) this._endSubscription(sub, "connection failed");
+    }
     this._byMid.clear();
     await this._request({ type: "close_subscriber" }).catch(() => {});
     pc.close();
@@ -525,8 +528,9 @@ export class EmberRoom extends EventTarget {
     for (const sub of [...this.subscriptions.values()]) this._endSubscription(sub, sub.endReason || "left the room");
     for (const w of this._wanted) w.reject(new RoomError("RTC.00002000", "not in the room any more"));
     this._wanted = [];
-    if (this.subscriberPc) this.subscriberPc.close();
+    const pc = this.subscriberPc;
     this.subscriberPc = null;
+    if (pc) pc.close();
     for (const publication of this.publications.values()) {
       publication.pc.close();
       publication.mediaStream.getTracks().forEach((t) => t.stop());
