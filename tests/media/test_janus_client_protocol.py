@@ -215,3 +215,44 @@ async def test_sessions_close_when_janus_times_them_out_or_the_connection_drops(
         assert not third.closed
         assert len(janus.subprotocols) == 2
         await client.aclose()
+
+
+async def test_multistream_subscriber_requests() -> None:
+    def updated(body: dict[str, Any]) -> dict[str, Any]:
+        # Like Janus: subscribe/unsubscribe answer "updated", with an offer when the session changed; the
+        # answer is an event after the request's ack.
+        request = body["body"]["request"]
+        data = {"videoroom": "updated" if request != "configure" else "event", "streams": []}
+        event = {
+            "janus": "event",
+            "session_id": SESSION,
+            "sender": HANDLE,
+            "transaction": body["transaction"],
+            "plugindata": {"data": data},
+            **({"jsep": {"type": "offer", "sdp": "v=0"}} if request in ("join", "subscribe") else {}),
+        }
+        asyncio.get_running_loop().call_later(0.01, janus.push, event)
+        return {"janus": "ack", "session_id": SESSION}
+
+    async with ScriptedJanus(updated) as janus:
+        client = _client(janus)
+        handle = await (await client.create_session()).attach_videoroom()
+        async with asyncio.timeout(5):
+            await handle.join_subscriber("room", [{"feed": "alice"}], autoupdate=False)
+            added = await handle.subscribe([{"feed": "bob"}, {"feed": "carol"}])
+            removed = await handle.unsubscribe([{"sub_mid": "1"}])
+            await handle.configure_streams([{"mid": "0", "send": False}])
+        assert added.jsep == {"type": "offer", "sdp": "v=0"} and removed.jsep is None
+        assert [r["body"] for r in janus.requests if r["janus"] == "message"] == [
+            {
+                "request": "join",
+                "ptype": "subscriber",
+                "room": "room",
+                "streams": [{"feed": "alice"}],
+                "autoupdate": False,
+            },
+            {"request": "subscribe", "streams": [{"feed": "bob"}, {"feed": "carol"}]},
+            {"request": "unsubscribe", "streams": [{"sub_mid": "1"}]},
+            {"request": "configure", "streams": [{"mid": "0", "send": False}]},
+        ]
+        await client.aclose()

@@ -1,7 +1,9 @@
 """The media plane against a real Janus, with aiortc peers doing the WebRTC side (no signalling server).
 
 Covers rooms per (app, room), presence and stream events, publish/subscribe with decoded content,
-removal and dismissal (subscribers hung up and told), and a Janus crash followed by lazy room re-creation.
+multistream subscriptions (one subscriber handle per participant, renegotiated one offer at a time, ended
+subscriptions paused and resumed), removal and dismissal (subscribers hung up and told), and a Janus crash
+followed by lazy room re-creation.
 """
 
 from __future__ import annotations
@@ -22,15 +24,19 @@ from emberrtc.client.synthetic import ColourVideoTrack, ToneAudioTrack, median_r
 from emberrtc.media.janus_process import Backoff
 from emberrtc.media.plane import (
     AlreadyPublishedError,
+    AlreadySubscribedError,
     Ended,
     EndReason,
     JanusMediaPlane,
+    NegotiationError,
     NotFoundError,
     Participant,
+    RenegotiationPendingError,
     RoomEvent,
     StreamKind,
     StreamPublished,
     StreamUnpublished,
+    SubscriberClosed,
     SubscriptionEnded,
     UserJoined,
     UserLeft,
@@ -233,3 +239,81 @@ async def test_janus_crash_ends_participants_and_rooms_come_back(plane: JanusMed
     finally:
         for pc in pcs:
             await pc.close()
+
+
+async def _answer(plane: JanusMediaPlane, p: Participant, pc: Any, offer: str | None) -> None:
+    assert offer is not None
+    await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+    await pc.setLocalDescription(await pc.createAnswer())
+    await plane.answer(p, None, pc.localDescription.sdp)
+
+
+def _video_of(pc: Any, tracks: list[dict[str, Any]]) -> Any:
+    [mid] = [t["mid"] for t in tracks if t["type"] == "video"]
+    return next(t.receiver.track for t in pc.getTransceivers() if t.mid == mid)
+
+
+async def test_one_subscriber_handle_carries_every_stream(plane: JanusMediaPlane) -> None:
+    alice, _ = await plane.join(APP_A, "r5", "alice", session_id="sa")
+    bob, _ = await plane.join(APP_A, "r5", "bob", session_id="sb")
+    viewer, _ = await plane.join(APP_A, "r5", "viewer", session_id="sv")
+    pcs = [await _publish(plane, alice, StreamKind.CAMERA, RED), await _publish(plane, bob, StreamKind.CAMERA, BLUE)]
+    sub_pc = _pc()
+    pcs.append(sub_pc)
+    try:
+        for _ in range(2):
+            await _next(viewer, lambda e: isinstance(e, StreamPublished))
+        views, offer = await plane.subscribe_many(viewer, [("alice", StreamKind.CAMERA), ("bob", StreamKind.CAMERA)])
+        assert [(v.user_id, v.stream) for v in views] == [("alice", StreamKind.CAMERA), ("bob", StreamKind.CAMERA)]
+        assert sorted(t["type"] for v in views for t in v.tracks) == ["audio", "audio", "video", "video"]
+        # One offer at a time: nothing more until this one is answered.
+        with pytest.raises(RenegotiationPendingError):
+            await plane.subscribe(viewer, "alice", StreamKind.CAMERA)
+        # An answer Janus refuses ends the subscriber handle (Janus would wait on it forever) and says so.
+        with pytest.raises(NegotiationError):
+            await plane.answer(viewer, None, "not SDP")
+        for view in views:
+            ended = await _next(viewer, lambda e: isinstance(e, SubscriptionEnded))
+            assert isinstance(ended, SubscriptionEnded) and ended.subscription == view.id
+        assert isinstance(await _next(viewer, lambda e: True), SubscriberClosed)
+        assert viewer._subscriber is None
+        views, offer = await plane.subscribe_many(viewer, [("alice", StreamKind.CAMERA), ("bob", StreamKind.CAMERA)])
+        await _answer(plane, viewer, sub_pc, offer)
+        handle = viewer._subscriber.handle if viewer._subscriber else None
+        with pytest.raises(AlreadySubscribedError):
+            await plane.subscribe(viewer, "alice", StreamKind.CAMERA)
+        with pytest.raises(NotFoundError):
+            await plane.answer(viewer, None, "v=0")  # no offer pending
+        alice_video, bob_video = (_video_of(sub_pc, v.tracks) for v in views)
+        async with asyncio.timeout(10):
+            red, blue = await asyncio.gather(alice_video.recv(), bob_video.recv())
+        assert all(abs(a - b) <= COLOUR_TOLERANCE for a, b in zip(median_rgb(red), RED, strict=True))
+        assert all(abs(a - b) <= COLOUR_TOLERANCE for a, b in zip(median_rgb(blue), BLUE, strict=True))
+
+        # Unsubscribing pauses the streams (no offer); subscribing again resumes them, on the same mids.
+        assert await plane.unsubscribe(viewer, views[0].id) is None
+        again_id, again_offer, again_tracks = await plane.subscribe(viewer, "alice", StreamKind.CAMERA)
+        assert again_offer is None and again_id != views[0].id and again_tracks == views[0].tracks
+        async with asyncio.timeout(10):
+            await alice_video.recv()
+
+        # Bob leaving ends his subscription only; the viewer keeps its one handle.
+        await plane.leave(bob)
+        ended = await _next(viewer, lambda e: isinstance(e, SubscriptionEnded))
+        assert isinstance(ended, SubscriptionEnded) and (ended.subscription, ended.user_id) == (views[1].id, "bob")
+        assert viewer._subscriber is not None and viewer._subscriber.handle is handle
+        assert list(viewer._subscriptions) == [again_id]
+
+        # Janus hanging up the subscriber PeerConnection ends every subscription on it, then says so.
+        assert handle is not None
+        await handle.hangup()
+        ended = await _next(viewer, lambda e: isinstance(e, SubscriptionEnded))
+        assert isinstance(ended, SubscriptionEnded) and ended.subscription == again_id
+        closed = await _next(viewer, lambda e: True)
+        assert isinstance(closed, SubscriberClosed)
+        assert viewer._subscriber is None and not viewer._subscriptions
+    finally:
+        for pc in pcs:
+            await pc.close()
+    for p in (alice, viewer):
+        await plane.leave(p)

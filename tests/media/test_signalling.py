@@ -22,6 +22,8 @@ from emberrtc.config import RateLimit
 
 pytestmark = pytest.mark.media
 
+_CAMERA_OF_BOB = {"user_id": "bob", "stream": "camera"}
+
 RED = (220, 30, 30)
 
 
@@ -202,6 +204,20 @@ async def test_protocol_errors(media_app: MediaApp) -> None:
             ({"type": "publish", "id": 5, "stream": "camera", "sdp": "this is not SDP"}, "RTC.00001003"),
             ({"type": "dance", "id": 6}, "RTC.00001003"),
             ({"type": "publish", "id": 7, "stream": "camera"}, "RTC.00001005"),
+            ({"type": "subscribe", "id": 8, "user_id": "bob"}, "RTC.00001005"),
+            ({"type": "subscribe", "id": 9, "streams": []}, "RTC.00001003"),
+            ({"type": "subscribe", "id": 10, "streams": [{"user_id": "bob", "stream": "tv"}]}, "RTC.00001003"),
+            (
+                {"type": "subscribe", "id": 11, "user_id": "bob", "stream": "camera", "streams": [{"user_id": "bob"}]},
+                "RTC.00001005",
+            ),
+            (
+                {"type": "subscribe", "id": 12, "user_id": "bob", "stream": "camera", "streams": [_CAMERA_OF_BOB]},
+                "RTC.00001004",
+            ),
+            ({"type": "subscribe", "id": 13, "streams": [_CAMERA_OF_BOB] * 65}, "RTC.00001003"),
+            ({"type": "answer", "id": 14, "sdp": "v=0"}, "RTC.00001003"),
+            ({"type": "unsubscribe", "id": 15, "subscription": "nope"}, "RTC.00001003"),
         ):
             future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
             client._pending[message["id"]] = future  # type: ignore[index]

@@ -6,7 +6,8 @@ own join with the app key, and receives every stream the others in the room publ
 it prints what each of its streams sends: frames handed to the encoder (counted on the tracks), bitrate
 (the RTCPeerConnection's ``outbound-rtp`` bytes) and what the server acknowledges (``remote-inbound-rtp``,
 from Janus's RTCP receiver reports); and what each received stream brings: frames decoded (counted as
-they are read from the tracks), packets (``inbound-rtp``) and bitrate (the transport's bytes received).
+they are read from the tracks) and packets (``inbound-rtp`` of its receivers); and the bitrate of all it
+receives (the subscriber connection's transport bytes: every received stream shares it).
 
 Exit status (:data:`EXIT_STATUSES`, printed by ``ember bot --help``): 0 when stopped (SIGINT/SIGTERM; it
 leaves cleanly), 2 when the arguments are wrong, the server cannot be reached or the join is refused, 3
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
+from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from websockets.exceptions import WebSocketException
 
@@ -122,9 +124,29 @@ class MediaMeter:
         return f"{prefix}: " + "; ".join(parts)
 
 
+class ReceivedBytes:
+    """The bitrate of everything received: the subscriber RTCPeerConnection's transport bytes."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._pc: RTCPeerConnection | None = None
+        self._bytes = 0
+        self._since = clock()
+
+    async def line(self, pc: RTCPeerConnection) -> str:
+        report = await pc.getStats()
+        received = sum(int(stat.bytesReceived) for stat in report.values() if stat.type == "transport")
+        if pc is not self._pc:  # a new subscriber connection (the old one failed): count from zero
+            self._pc, self._bytes = pc, 0
+        now = self.clock()
+        kbps = (received - self._bytes) * 8 / 1000 / max(now - self._since, 1e-6)
+        self._bytes, self._since = received, now
+        return f"receiving {kbps:.0f} kbit/s in all"
+
+
 class ReceiveMeter:
     """What one received stream brings, measured for real: frames decoded from its tracks (counted as they
-    are read), packets (``inbound-rtp``) and bytes (the transport's) its RTCPeerConnection received."""
+    are read), packets and losses (``inbound-rtp`` of its own receivers)."""
 
     def __init__(self, subscription: Subscription, clock: Callable[[], float] = time.monotonic) -> None:
         self.subscription = subscription
@@ -151,10 +173,15 @@ class ReceiveMeter:
                 self.frames[kind] += 1
 
     async def line(self) -> str:
-        """One line: per kind, frames received and their rate, packets and losses; the stream's bitrate."""
-        report = await self.subscription.pc.getStats()
-        inbound = {stat.kind: stat for stat in report.values() if stat.type == "inbound-rtp"}
-        received = sum(int(stat.bytesReceived) for stat in report.values() if stat.type == "transport")
+        """One line: per kind, frames received and their rate, packets and losses of this stream's own
+        receivers (every stream shares the one subscriber RTCPeerConnection: its bytes are counted once, by
+        :class:`ReceivedBytes`)."""
+        mids = {str(t.get("mid")) for t in self.subscription.tracks}
+        inbound = {}
+        for transceiver in self.subscription.pc.getTransceivers():
+            if transceiver.mid is not None and str(transceiver.mid) in mids:
+                report = await transceiver.receiver.getStats()
+                inbound.update({stat.kind: stat for stat in report.values() if stat.type == "inbound-rtp"})
         now = self.clock()
         elapsed = max(now - self._since, 1e-6)
         parts = []
@@ -167,10 +194,8 @@ class ReceiveMeter:
             if kind in inbound:
                 text += f", {inbound[kind].packetsReceived} packets, {inbound[kind].packetsLost} lost"
             parts.append(text)
-        kbps = (received - self._last.get("bytes", 0)) * 8 / 1000 / elapsed
-        self._last["bytes"] = received
         self._since = now
-        return f"from {self.name}: " + "; ".join(parts) + f"; {kbps:.0f} kbit/s"
+        return f"from {self.name}: " + "; ".join(parts)
 
     async def close(self) -> None:
         for reader in self._readers:
@@ -209,16 +234,20 @@ async def _report_media(
     every: float,
     say: Callable[[str], None],
 ) -> None:
-    """Every ``every`` seconds: pick up the streams published since, then one line per stream."""
+    """Every ``every`` seconds: pick up the streams published since, then one line per stream, and the
+    bitrate of all that is received."""
+    received = ReceivedBytes()
     while True:
         if receiving is not None:
             await _receive_new_streams(room, receiving, say)
         await asyncio.sleep(every)  # the reporting period, not a synchronisation
         for meter in meters:
             say(await meter.line())
-        for receiver in list((receiving or {}).values()):
-            if not receiver.subscription.ended.is_set():
-                say(await receiver.line())
+        live = [r for r in (receiving or {}).values() if not r.subscription.ended.is_set()]
+        for receiver in live:
+            say(await receiver.line())
+        if live:
+            say(await received.line(live[0].subscription.pc))
 
 
 def _why(final: dict[str, object]) -> str:

@@ -1,8 +1,10 @@
 """A participant in an Ember room, on aiortc: join, publish, subscribe, leave.
 
 Speaks the signalling protocol of :mod:`emberrtc.api.routes.signalling` over one WebSocket; each
-published stream and each subscription is its own aiortc PeerConnection (no ICE servers: the client
-never contacts a public STUN server; bundled, so audio and video share one transport).
+published stream is its own aiortc PeerConnection, and every subscription comes on one subscriber
+PeerConnection that the server renegotiates (no ICE servers: the client never contacts a public STUN
+server; bundled, so all media shares one transport). :meth:`RoomClient.subscribe` calls made together
+(``asyncio.gather``) are sent as one request, so one renegotiation.
 
     async with await RoomClient.join("http://127.0.0.1:8080", app_id=..., room_id="r1", user_id="alice",
                                      app_key=...) as room:
@@ -30,7 +32,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamTrack
+from aiortc.exceptions import InvalidStateError
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -104,16 +107,55 @@ class Publication:
     tracks: list[dict[str, Any]]
 
 
+class SubscribedTrack(MediaStreamTrack):
+    """One subscription's track, received on the shared subscriber PeerConnection: its ``recv()`` raises
+    ``MediaStreamError`` once the subscription ends, while the PeerConnection (and the receiver this reads
+    from, which a later subscription to the same stream may use again) carries on."""
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self._source = source
+        #: Tasks waiting in recv(), and those of them that stop() cancelled.
+        self._readers: set[asyncio.Task[Any]] = set()
+        self._stopped_readers: set[asyncio.Task[Any]] = set()
+
+    async def recv(self) -> Any:
+        if self.readyState != "live":
+            raise MediaStreamError
+        task = asyncio.current_task()
+        assert task is not None
+        self._readers.add(task)
+        try:
+            # Awaited directly (no task per frame: a room's worth of tracks reads hundreds a second).
+            return await self._source.recv()
+        except asyncio.CancelledError:
+            if task not in self._stopped_readers:
+                raise
+            task.uncancel()  # stop()'s cancellation, not the caller's
+            raise MediaStreamError from None
+        finally:
+            self._readers.discard(task)
+            self._stopped_readers.discard(task)
+
+    def stop(self) -> None:
+        super().stop()
+        for task in self._readers:
+            self._stopped_readers.add(task)
+            task.cancel()
+
+
 @dataclass(eq=False)
 class Subscription:
-    """Another participant's stream this client receives. ``video``/``audio`` are aiortc tracks; their
-    ``recv()`` raises ``MediaStreamError`` once the subscription ends."""
+    """Another participant's stream this client receives. ``video``/``audio`` are its tracks; their
+    ``recv()`` raises ``MediaStreamError`` once the subscription ends. ``pc`` is the subscriber
+    PeerConnection, shared by every subscription of this client."""
 
     id: str
     user_id: str
     stream: str
     pc: RTCPeerConnection
-    #: Tracks as the publisher negotiated them: ``mid``, ``type``, ``codec``.
+    #: Its tracks in ``pc``: ``mid``, ``type``, ``codec`` (and the publisher's ``feed_mid``).
     tracks: list[dict[str, Any]] = field(default_factory=list)
     video: MediaStreamTrack | None = None
     audio: MediaStreamTrack | None = None
@@ -150,6 +192,13 @@ class RoomClient:
         self.ended: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.publications: dict[str, Publication] = {}
         self.subscriptions: dict[str, Subscription] = {}
+        #: The subscriber PeerConnection (made by the first subscription; None again if the server closes it).
+        self.subscriber_pc: RTCPeerConnection | None = None
+        #: One renegotiation of the subscriber PeerConnection at a time.
+        self._negotiation = asyncio.Lock()
+        #: Subscriptions asked for and not yet requested: (user_id, stream, future).
+        self._wanted: list[tuple[str, str, asyncio.Future[Subscription]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Condition()
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(2)
@@ -290,7 +339,11 @@ class RoomClient:
         elif kind == "subscription_ended":
             sub = self.subscriptions.pop(event["subscription"], None)
             if sub is not None:
-                await self._end_subscription(sub, event.get("reason", "ended"))
+                self._end_subscription(sub, event.get("reason", "ended"))
+        elif kind == "subscriber_closed":
+            pc, self.subscriber_pc = self.subscriber_pc, None
+            if pc is not None:
+                await pc.close()
         async with self._changed:
             self.history.append(event)
             self._changed.notify_all()
@@ -360,42 +413,154 @@ class RoomClient:
                 await publication.pc.close()
 
     async def subscribe(self, user_id: str, stream: str = "camera") -> Subscription:
-        """Receive another participant's stream; its tracks are ready when this returns."""
-        reply = await self._request({"type": "subscribe", "user_id": user_id, "stream": stream})
-        pc = _peer_connection()
-        sub = Subscription(reply["subscription"], user_id, stream, pc, reply.get("tracks", []))
+        """Receive another participant's stream; its tracks are ready when this returns. Calls made
+        together go to the server as one request, so they cost one renegotiation between them."""
+        future: asyncio.Future[Subscription] = asyncio.get_running_loop().create_future()
+        self._wanted.append((user_id, stream, future))
+        if len(self._wanted) == 1:
+            task = asyncio.create_task(self._subscribe_wanted(), name=f"room-client-{self.user_id}-subscribe")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await future
 
-        @pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            if track.kind == "video" and sub.video is None:
-                sub.video = track
-            elif track.kind == "audio" and sub.audio is None:
-                sub.audio = track
+    async def _subscribe_wanted(self) -> None:
+        async with self._negotiation:
+            # Taken once the lock is held: every subscribe() made meanwhile joins this request.
+            wanted, self._wanted = self._wanted, []
+            if not wanted:
+                return
+            try:
+                if len(wanted) == 1:
+                    user_id, stream, _ = wanted[0]
+                    request: dict[str, Any] = {"type": "subscribe", "user_id": user_id, "stream": stream}
+                else:
+                    request = {"type": "subscribe", "streams": [{"user_id": u, "stream": s} for u, s, _ in wanted]}
+                subs = await self._renegotiate(request, "subscriptions")
+            except RoomError as exc:
+                if len(wanted) > 1 and not self.ended.done():
+                    # All or none: ask one by one so that one stream gone does not fail the others.
+                    for user_id, stream, future in wanted:
+                        await self._subscribe_one(user_id, stream, future)
+                    return
+                for *_, future in wanted:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
+            except Exception as exc:
+                for *_, future in wanted:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
+            except BaseException:
+                for *_, future in wanted:
+                    future.cancel()
+                raise
+            for (*_, future), sub in zip(wanted, subs, strict=True):
+                if not future.done():
+                    future.set_result(sub)
 
-        self.subscriptions[sub.id] = sub
+    async def _subscribe_one(self, user_id: str, stream: str, future: asyncio.Future[Subscription]) -> None:
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "offer"))
-            await pc.setLocalDescription(await pc.createAnswer())
-            await self._request({"type": "answer", "subscription": sub.id, "sdp": pc.localDescription.sdp})
-        except BaseException:
-            self.subscriptions.pop(sub.id, None)
+            [sub] = await self._renegotiate(
+                {"type": "subscribe", "user_id": user_id, "stream": stream}, "subscriptions"
+            )
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+            return
+        if not future.done():
+            future.set_result(sub)
+
+    async def _renegotiate(self, request: dict[str, Any], what: str) -> list[Subscription]:
+        """Send a request whose reply may carry Janus's offer for the subscriber PeerConnection, answer it,
+        and return the subscriptions the reply lists under ``what`` (made ready: tracks attached)."""
+        reply = await self._request(request)
+        pc = self.subscriber_pc
+        if pc is None and reply.get("sdp"):
+            pc = self.subscriber_pc = _peer_connection()
+            pc.on("connectionstatechange", lambda pc=pc: self._on_subscriber_state(pc))
+        subs: list[Subscription] = []
+        for entry in reply.get(what, []):
+            assert pc is not None
+            sub = Subscription(entry["subscription"], entry["user_id"], entry["stream"], pc, entry.get("tracks", []))
+            self.subscriptions[sub.id] = sub
+            subs.append(sub)
+        if reply.get("sdp"):
+            assert pc is not None
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "offer"))
+                self._attach_tracks(pc, subs)
+                answer = await pc.createAnswer()
+                # DTLS server, not client (RFC 5763 5: the answerer picks). As client, aiortc sends its
+                # ClientHello the moment its ICE check succeeds, which can be before Janus has set up DTLS
+                # for the PeerConnection; the lost hello is resent after OpenSSL's 1 s timer (bench/rooms.py
+                # saw this in a quarter of joins). As server it waits for Janus's hello.
+                sdp = answer.sdp.replace("a=setup:active", "a=setup:passive")
+                await pc.setLocalDescription(RTCSessionDescription(sdp, "answer"))
+                await self._request({"type": "answer", "sdp": pc.localDescription.sdp})
+            except BaseException as exc:
+                for sub in subs:
+                    self.subscriptions.pop(sub.id, None)
+                    self._end_subscription(sub, "negotiation failed")
+                if isinstance(exc, InvalidStateError):
+                    # Closed meanwhile: the server dropped it (subscriber_closed) or the client reset it.
+                    raise RoomError("RTC.00002000", "the subscriber connection closed while negotiating") from exc
+                raise
+        elif pc is not None:
+            # Streams resumed on the PeerConnection as it is (an earlier subscription's, paused since).
+            self._attach_tracks(pc, subs)
+        return subs
+
+    def _on_subscriber_state(self, pc: RTCPeerConnection) -> None:
+        # A subscriber PeerConnection that fails (ICE consent lost, DTLS failed) carries nothing more: end
+        # its subscriptions and have the server drop its side, so the next subscription starts afresh.
+        if pc.connectionState in ("failed", "closed") and pc is self.subscriber_pc and not self.ended.done():
+            task = asyncio.create_task(self._reset_subscriber(pc), name=f"room-client-{self.user_id}-reset")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _reset_subscriber(self, pc: RTCPeerConnection) -> None:
+        async with self._negotiation:
+            if pc is not self.subscriber_pc:
+                return
+            self.subscriber_pc = None
+            for sub in [s for s in self.subscriptions.values() if s.pc is pc]:
+                del self.subscriptions[sub.id]
+                self._end_subscription(sub, "connection failed")
+            with contextlib.suppress(RoomError):
+                await self._request({"type": "close_subscriber"})
             await pc.close()
-            raise
-        return sub
+
+    @staticmethod
+    def _attach_tracks(pc: RTCPeerConnection, subs: list[Subscription]) -> None:
+        by_mid = {t.mid: t for t in pc.getTransceivers()}
+        for sub in subs:
+            for track in sub.tracks:
+                transceiver = by_mid.get(str(track["mid"]))
+                if transceiver is None:
+                    continue
+                received = SubscribedTrack(transceiver.receiver.track)
+                if received.kind == "video" and sub.video is None:
+                    sub.video = received
+                elif received.kind == "audio" and sub.audio is None:
+                    sub.audio = received
 
     async def unsubscribe(self, sub: Subscription) -> None:
         """Stop receiving a stream."""
         if self.subscriptions.pop(sub.id, None) is None:
             return
         try:
-            await self._request({"type": "unsubscribe", "subscription": sub.id})
+            async with self._negotiation:
+                await self._renegotiate({"type": "unsubscribe", "subscription": sub.id}, "none")
         finally:
-            await self._end_subscription(sub, "unsubscribed")
+            self._end_subscription(sub, "unsubscribed")
 
-    async def _end_subscription(self, sub: Subscription, reason: str) -> None:
+    def _end_subscription(self, sub: Subscription, reason: str) -> None:
         sub.end_reason = reason
         sub.ended.set()
-        await sub.pc.close()
+        for track in (sub.video, sub.audio):
+            if track is not None:
+                track.stop()
 
     # -- leaving --------------------------------------------------------------------------------------
 
@@ -415,10 +580,16 @@ class RoomClient:
 
     async def _hang_up(self) -> None:
         pcs = [p.pc for p in self.publications.values()]
+        if self.subscriber_pc is not None:
+            pcs.append(self.subscriber_pc)
         subs = list(self.subscriptions.values())
         self.publications.clear()
         self.subscriptions.clear()
+        self.subscriber_pc = None
         for sub in subs:
-            sub.end_reason = sub.end_reason or "left the room"
-            sub.ended.set()
-        await asyncio.gather(*(pc.close() for pc in pcs + [s.pc for s in subs]), return_exceptions=True)
+            self._end_subscription(sub, sub.end_reason or "left the room")
+        for _, _, future in self._wanted:
+            if not future.done():
+                future.set_exception(RoomError("RTC.00002000", "not in the room any more"))
+        self._wanted.clear()
+        await asyncio.gather(*(pc.close() for pc in pcs), return_exceptions=True)

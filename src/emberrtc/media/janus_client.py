@@ -668,7 +668,8 @@ class VideoRoomHandle(PluginHandle):
     """A handle on ``janus.plugin.videoroom`` with typed wrappers for the requests Ember uses.
 
     Room-management requests can go through any handle; a handle used to ``join`` becomes that
-    participant's publisher or subscriber handle (one PeerConnection each).
+    participant's publisher or subscriber handle (one PeerConnection each; a subscriber handle may carry
+    the streams of several publishers).
     """
 
     def _plugin_error(self, code: int, reason: str) -> JanusError:
@@ -840,22 +841,47 @@ class VideoRoomHandle(PluginHandle):
         private_id: int | None = None,
         token: str | None = None,
         pin: str | None = None,
+        autoupdate: bool | None = None,
     ) -> PluginResponse:
         """Subscribe to ``streams`` (``[{"feed": publisher_id, "mid": ...}]``, ``mid`` optional);
-        returns the ``attached`` data and Janus's SDP offer, to be answered with :meth:`start`."""
+        returns the ``attached`` data (its ``streams``: the subscriber's ``mid`` of each, with ``feed_id``,
+        ``feed_mid``, ``type``) and Janus's SDP offer, to be answered with :meth:`start`.
+
+        One subscriber handle (one PeerConnection) can carry streams of many publishers (Janus 1.x
+        multistream); :meth:`subscribe` and :meth:`unsubscribe` change them later. ``autoupdate=False``
+        stops Janus from sending a new offer by itself when a subscribed publisher goes away (its streams
+        are then dropped at the next renegotiation)."""
         body: Json = {
             "request": "join",
             "ptype": "subscriber",
             "room": room,
             "streams": [dict(stream) for stream in streams],
         }
-        for key, value in (("private_id", private_id), ("token", token), ("pin", pin)):
+        for key, value in (("private_id", private_id), ("token", token), ("pin", pin), ("autoupdate", autoupdate)):
             if value is not None:
                 body[key] = value
         response = await self.message(body)
         if response.jsep is None:
             raise JanusTransportError(f"subscription answered without SDP: {response.data!r}")
         return response
+
+    async def subscribe(self, streams: Sequence[Mapping[str, Any]]) -> PluginResponse:
+        """Add ``streams`` (as in :meth:`join_subscriber`) to this subscriber handle (``subscribe``).
+
+        Returns the ``updated`` data (every stream of the handle, old and new) and, when the session
+        changed, a new SDP offer to answer with :meth:`start`. While an earlier offer is unanswered Janus
+        postpones the change (``updating``, no offer): answer first."""
+        return await self.message({"request": "subscribe", "streams": [dict(stream) for stream in streams]})
+
+    async def unsubscribe(self, streams: Sequence[Mapping[str, Any]]) -> PluginResponse:
+        """Remove streams (``[{"sub_mid": mid}]`` or ``[{"feed": publisher_id}]``) from this subscriber
+        handle (``unsubscribe``); answered like :meth:`subscribe`."""
+        return await self.message({"request": "unsubscribe", "streams": [dict(stream) for stream in streams]})
+
+    async def configure_streams(self, streams: Sequence[Mapping[str, Any]]) -> Json:
+        """Change streams of this subscriber handle without a renegotiation (``configure`` with
+        ``streams``: ``[{"mid": subscriber mid, "send": bool}]``); ``send`` false pauses a stream's relay."""
+        return (await self.message({"request": "configure", "streams": [dict(stream) for stream in streams]})).data
 
     async def start(self, answer: Json) -> Json:
         """Answer a subscription's offer (``start``); media then flows to the subscriber."""

@@ -8,7 +8,9 @@ a :class:`~emberrtc.media.janus_client.JanusClient`, and keeps the live state of
   and destroyed when its last participant goes. After Janus restarts it is created again on the next join.
 - A participant is one user in one room. Presence lives here, not in Janus: Janus only sees the
   participant's published streams (one Janus publisher *feed* per stream, ``"{user_id}/{stream}/{tag}"``)
-  and subscriptions (one Janus subscriber handle, so one PeerConnection, per subscribed stream).
+  and subscriptions. Subscriptions are Janus 1.x *multistream*: one subscriber handle, so one
+  PeerConnection (one ICE, one DTLS handshake), per participant carries every stream it receives;
+  subscribing and unsubscribing renegotiate it (Janus offers, the client answers).
 - A stream is ``camera`` or ``screen``, each with optional audio. It is announced to the room once its
   PeerConnection is up (Janus ``webrtcup``).
 - Each participant has a queue of :data:`RoomEvent` values for its signalling connection to deliver. A
@@ -30,8 +32,8 @@ import logging
 import secrets
 import shutil
 import socket
-from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AlreadyPublishedError",
+    "AlreadySubscribedError",
     "Ended",
     "EndReason",
     "Feed",
@@ -64,12 +67,15 @@ __all__ = [
     "NotFoundError",
     "Participant",
     "PeerView",
+    "RenegotiationPendingError",
     "RoomEvent",
     "StreamKind",
     "StreamPublished",
     "StreamUnpublished",
     "StreamView",
+    "SubscriberClosed",
     "SubscriptionEnded",
+    "SubscriptionView",
     "UserJoined",
     "UserLeft",
 ]
@@ -131,6 +137,15 @@ class NotFoundError(MediaPlaneError):
 
 class AlreadyPublishedError(MediaPlaneError):
     """The participant already publishes a stream of that kind (a client mistake)."""
+
+
+class AlreadySubscribedError(MediaPlaneError):
+    """The participant already receives that stream (a client mistake)."""
+
+
+class RenegotiationPendingError(MediaPlaneError):
+    """The participant's subscriber PeerConnection has an offer still to answer (a client mistake: a
+    client renegotiates one change at a time)."""
 
 
 class NegotiationError(MediaPlaneError):
@@ -199,6 +214,14 @@ class SubscriptionEnded:
 
 
 @dataclass(frozen=True)
+class SubscriberClosed:
+    """The participant's subscriber PeerConnection is gone (Janus hung it up); every subscription on it
+    ended (each told first with :class:`SubscriptionEnded`). The next subscription starts a new one."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Ended:
     """The last event a participant receives: it is out of the room."""
 
@@ -206,7 +229,7 @@ class Ended:
     message: str
 
 
-RoomEvent = UserJoined | UserLeft | StreamPublished | StreamUnpublished | SubscriptionEnded | Ended
+RoomEvent = UserJoined | UserLeft | StreamPublished | StreamUnpublished | SubscriptionEnded | SubscriberClosed | Ended
 
 
 @dataclass(frozen=True)
@@ -223,6 +246,17 @@ class PeerView:
     user_id: str
     nickname: str | None
     streams: list[StreamView]
+
+
+@dataclass(frozen=True)
+class SubscriptionView:
+    """A subscription as its client sees it: its ID, whose stream, and its tracks in the participant's
+    subscriber PeerConnection (``mid`` there, ``type``, ``codec``, and the publisher's ``feed_mid``)."""
+
+    id: str
+    user_id: str
+    stream: StreamKind
+    tracks: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -259,13 +293,35 @@ class _Publication:
 
 
 @dataclass(eq=False)
+class _Subscriber:
+    """A participant's one subscriber PeerConnection: a Janus multistream subscriber handle."""
+
+    handle: VideoRoomHandle
+    watcher: asyncio.Task[None] | None = None
+    #: Janus said ``webrtcup``: the PeerConnection is up (streams added later need a keyframe asked for).
+    up: bool = False
+    #: An offer went to the client and its answer has not come back yet.
+    offer_pending: bool = False
+    #: Publications the pending offer adds.
+    adding: list[_Publication] = field(default_factory=list)
+    #: Streams of ended subscriptions, paused in Janus but still on the PeerConnection: a later subscription
+    #: to the same publication resumes them with no renegotiation. Janus drops them when their publisher
+    #: goes. (Janus would reuse a removed m-line for the next stream, and aiortc's receiver does not survive
+    #: its m-line going inactive and active again.)
+    parked: dict[_Publication, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
 class _Subscription:
     id: str
     subscriber: Participant
     publisher: Participant
     publication: _Publication
-    handle: VideoRoomHandle
-    watcher: asyncio.Task[None] | None = None
+    #: Its tracks in the subscriber PeerConnection (see :class:`SubscriptionView`).
+    tracks: list[dict[str, Any]]
+
+    def view(self) -> SubscriptionView:
+        return SubscriptionView(self.id, self.publisher.user_id, self.publication.kind, self.tracks)
 
 
 class Participant:
@@ -285,6 +341,7 @@ class Participant:
         self.end_reason: EndReason | None = None
         self._publications: dict[StreamKind, _Publication] = {}
         self._subscriptions: dict[str, _Subscription] = {}
+        self._subscriber: _Subscriber | None = None
         self._settled = asyncio.Event()
 
     @property
@@ -586,8 +643,8 @@ class JanusMediaPlane:
         handles: list[VideoRoomHandle] = []
         for kind in list(p._publications):
             handles += self._unpublish_locked(room, p, kind, "the publisher left")
-        for sub in list(p._subscriptions.values()):
-            handles += self._drop_subscription(sub)
+        p._subscriptions.clear()
+        handles += self._drop_subscriber(p)
         p.events.put_nowait(Ended(reason, _END_MESSAGES[reason]))
         self._broadcast(room, UserLeft(p.user_id, reason), exclude=p)
         return handles
@@ -642,12 +699,17 @@ class JanusMediaPlane:
     def _unpublish_locked(self, room: _Room, p: Participant, kind: StreamKind, why: str) -> list[VideoRoomHandle]:
         pub = p._publications.pop(kind)
         _cancel(pub.watcher)
+        # Janus drops the feed's streams from every subscriber PeerConnection itself when its handle goes;
+        # the subscribers' handles have autoupdate off, so the m-lines go inactive at their next
+        # renegotiation instead of each subscriber getting an offer now.
         handles = [pub.handle]
         for q in room.participants.values():
             for sub in list(q._subscriptions.values()):
                 if sub.publication is pub:
-                    handles += self._drop_subscription(sub)
+                    del q._subscriptions[sub.id]
                     q.events.put_nowait(SubscriptionEnded(sub.id, p.user_id, kind, why))
+            if q._subscriber is not None:
+                q._subscriber.parked.pop(pub, None)
         if pub.live:
             self._broadcast(room, StreamUnpublished(p.user_id, kind), exclude=p)
         return handles
@@ -681,73 +743,203 @@ class JanusMediaPlane:
 
     # -- subscribing ----------------------------------------------------------------------------------
 
-    async def subscribe(self, p: Participant, user_id: str, kind: StreamKind) -> tuple[str, str, list[dict[str, Any]]]:
-        """Subscribe to another participant's stream; return the subscription ID, Janus's SDP offer
-        and the track list. The client answers with :meth:`answer`."""
+    async def subscribe(
+        self, p: Participant, user_id: str, kind: StreamKind
+    ) -> tuple[str, str | None, list[dict[str, Any]]]:
+        """Subscribe to one stream: :meth:`subscribe_many` with one, as (subscription ID, offer, tracks)."""
+        [view], offer = await self.subscribe_many(p, [(user_id, kind)])
+        return view.id, offer, view.tracks
+
+    async def subscribe_many(
+        self, p: Participant, wanted: Sequence[tuple[str, StreamKind]]
+    ) -> tuple[list[SubscriptionView], str | None]:
+        """Subscribe to other participants' streams on the participant's one subscriber PeerConnection
+        (created by the first subscription); return the subscriptions and Janus's SDP offer (None if the
+        PeerConnection did not change), which the client answers with :meth:`answer`.
+
+        Several streams in one request make one offer, so one renegotiation (at the first subscription,
+        one ICE and one DTLS handshake) for all of them."""
         async with self._participant_room(p) as room:
-            target = room.participants.get(user_id)
-            pub = target._publications.get(kind) if target is not None else None
-            if target is None or pub is None:
-                raise NotFoundError(f"{user_id} publishes no {kind} stream in this room")
-            session, _ = await self._janus()
+            subscriber = p._subscriber
+            if subscriber is not None and subscriber.offer_pending:
+                raise RenegotiationPendingError("answer the last subscription offer before subscribing again")
+            targets: list[tuple[Participant, _Publication]] = []
+            for user_id, kind in dict.fromkeys(wanted):
+                target = room.participants.get(user_id)
+                pub = target._publications.get(kind) if target is not None else None
+                if target is None or pub is None:
+                    raise NotFoundError(f"{user_id} publishes no {kind} stream in this room")
+                if any(sub.publication is pub for sub in p._subscriptions.values()):
+                    raise AlreadySubscribedError(f"you already receive {user_id}'s {kind} stream")
+                targets.append((target, pub))
+            if not targets:
+                raise NotFoundError("no stream to subscribe to")
+            parked = subscriber.parked if subscriber is not None else {}
+            resumed = [(target, pub) for target, pub in targets if pub in parked]
+            added = [(target, pub) for target, pub in targets if pub not in parked]
+            if subscriber is not None and resumed:
+                await self._resume(subscriber, [pub for _, pub in resumed])
+            views: list[SubscriptionView] = []
+            for target, pub in resumed:
+                sub = _Subscription(secrets.token_hex(8), p, target, pub, parked.pop(pub))
+                p._subscriptions[sub.id] = sub
+                views.append(sub.view())
+            if not added:
+                return views, None
+            streams = [{"feed": pub.feed_id} for _, pub in added]
+            fresh = subscriber is None
             try:
-                handle = await session.attach_videoroom()
-            except JanusClientError as exc:
-                raise MediaUnavailableError(f"the media server did not answer: {exc}") from exc
-            try:
-                offer = await handle.join_subscriber(room.janus_id, [{"feed": pub.feed_id}])
+                if subscriber is None:
+                    session, _ = await self._janus()
+                    handle = await session.attach_videoroom()
+                    try:
+                        response = await handle.join_subscriber(room.janus_id, streams, autoupdate=False)
+                    except JanusClientError:
+                        await self._detach([handle])
+                        raise
+                    subscriber = p._subscriber = _Subscriber(handle)
+                    subscriber.watcher = asyncio.create_task(
+                        self._watch_subscriber(p, subscriber), name=f"subscriber-{p.user_id}"
+                    )
+                else:
+                    response = await subscriber.handle.subscribe(streams)
             except JanusError as exc:
-                await self._detach([handle])
                 raise NotFoundError(f"the media server refused the subscription: {exc.reason}") from exc
             except JanusClientError as exc:
-                await self._detach([handle])
                 raise MediaUnavailableError(f"the media server did not answer: {exc}") from exc
-            assert offer.jsep is not None
-            sub = _Subscription(secrets.token_hex(8), p, target, pub, handle)
-            p._subscriptions[sub.id] = sub
-            sub.watcher = asyncio.create_task(self._watch_subscriber(sub), name=f"subscriber-{sub.id}")
-            return sub.id, str(offer.jsep["sdp"]), pub.tracks
+            # Janus lists every stream of the PeerConnection; the new ones are the active streams of each
+            # feed on a mid no subscription holds yet.
+            taken = {t["mid"] for sub in p._subscriptions.values() for t in sub.tracks}
+            taken.update(t["mid"] for tracks in subscriber.parked.values() for t in tracks)
+            for target, pub in added:
+                codecs = {t.get("mid"): t.get("codec") for t in pub.tracks}
+                tracks = [
+                    {
+                        "mid": str(s["mid"]),
+                        "type": s.get("type"),
+                        "codec": codecs.get(s.get("feed_mid")),
+                        "feed_mid": s.get("feed_mid"),
+                    }
+                    for s in response.data.get("streams", [])
+                    if s.get("feed_id") == pub.feed_id and s.get("active", True) and str(s["mid"]) not in taken
+                ]
+                taken.update(t["mid"] for t in tracks)
+                sub = _Subscription(secrets.token_hex(8), p, target, pub, tracks)
+                p._subscriptions[sub.id] = sub
+                views.append(sub.view())
+            if response.jsep is None:
+                if fresh:
+                    raise MediaUnavailableError(f"the media server offered no SDP: {response.data!r}")
+                return views, None
+            subscriber.offer_pending = True
+            subscriber.adding = [pub for _, pub in added]
+            return views, str(response.jsep["sdp"])
 
-    async def answer(self, p: Participant, subscription: str, answer_sdp: str) -> None:
-        """Complete a subscription with the client's SDP answer; media then flows."""
-        sub = p._subscriptions.get(subscription)
-        if sub is None or p.end_reason is not None:
-            raise NotFoundError(f"no subscription {subscription}")
+    async def _resume(self, subscriber: _Subscriber, publications: list[_Publication]) -> None:
+        """Relay parked streams again (no renegotiation) and ask their publishers for a keyframe."""
+        mids = [t["mid"] for pub in publications for t in subscriber.parked[pub]]
         try:
-            await sub.handle.start({"type": "answer", "sdp": answer_sdp})
+            await subscriber.handle.configure_streams([{"mid": mid, "send": True} for mid in mids])
         except JanusError as exc:
-            if p._subscriptions.get(subscription) is not sub:
-                raise NotFoundError(f"subscription {subscription} has ended") from exc
-            raise _refused(exc, "answer", self.process.config.ice_enforce_list or "") from exc
+            raise NotFoundError(f"the media server refused the subscription: {exc.reason}") from exc
         except JanusClientError as exc:
             raise MediaUnavailableError(f"the media server did not answer: {exc}") from exc
+        await self._request_keyframes(publications)
 
-    async def unsubscribe(self, p: Participant, subscription: str) -> None:
-        """End a subscription."""
+    async def answer(self, p: Participant, subscription: str | None, answer_sdp: str) -> None:
+        """Complete the last renegotiation of the participant's subscriber PeerConnection with the client's
+        SDP answer; media then flows. ``subscription`` (optional) names a subscription it was made for."""
+        async with self._participant_room(p):
+            subscriber = p._subscriber
+            pending = subscriber is not None and subscriber.offer_pending
+            if subscriber is None or not pending:
+                if subscription is not None and subscription not in p._subscriptions:
+                    raise NotFoundError(f"no subscription {subscription}")
+                raise NotFoundError("no subscription offer to answer")
+            try:
+                await subscriber.handle.start({"type": "answer", "sdp": answer_sdp})
+            except JanusError as exc:
+                # Janus would wait for an answer forever: start the next subscription on a new handle.
+                await self._detach(self._close_subscriber(p, "the answer was refused"))
+                raise _refused(exc, "answer", self.process.config.ice_enforce_list or "") from exc
+            except JanusClientError as exc:
+                raise MediaUnavailableError(f"the media server did not answer: {exc}") from exc
+            subscriber.offer_pending = False
+            adding, subscriber.adding = subscriber.adding, []
+            if subscriber.up:
+                # Janus asks publishers for a keyframe when a subscriber's PeerConnection comes up, not when
+                # streams join one that is up: without one the new streams show nothing until the next.
+                await self._request_keyframes(adding)
+
+    async def unsubscribe(self, p: Participant, subscription: str) -> str | None:
+        """End a subscription. Its streams are paused, not removed, so no renegotiation is needed (None is
+        returned; an SDP offer to answer would be returned otherwise); subscribing to the same stream again
+        resumes them."""
         async with self._participant_room(p):
             sub = p._subscriptions.get(subscription)
-            if sub is None:
+            subscriber = p._subscriber
+            if sub is None or subscriber is None:
                 raise NotFoundError(f"no subscription {subscription}")
-            await self._detach(self._drop_subscription(sub))
+            del p._subscriptions[sub.id]
+            if not sub.tracks:
+                return None
+            try:
+                await subscriber.handle.configure_streams([{"mid": t["mid"], "send": False} for t in sub.tracks])
+            except JanusError as exc:
+                # The feed went away meanwhile: Janus already dropped its streams.
+                log.debug("unsubscribing %s: %s", sub.id, exc)
+                return None
+            except JanusClientError as exc:
+                raise MediaUnavailableError(f"the media server did not answer: {exc}") from exc
+            subscriber.parked[sub.publication] = sub.tracks
+            return None
 
-    def _drop_subscription(self, sub: _Subscription) -> list[VideoRoomHandle]:
-        sub.subscriber._subscriptions.pop(sub.id, None)
-        _cancel(sub.watcher)
-        return [sub.handle]
+    async def close_subscriber(self, p: Participant) -> None:
+        """Drop the participant's subscriber PeerConnection and every subscription on it, at the client's
+        request (its side of the PeerConnection failed); the next subscription starts a new one."""
+        async with self._participant_room(p):
+            p._subscriptions.clear()
+            await self._detach(self._drop_subscriber(p))
 
-    async def _watch_subscriber(self, sub: _Subscription) -> None:
-        while True:
-            event = await sub.handle.events.get()
-            if event.get("janus") in ("hangup", "detached"):
-                p = sub.subscriber
-                async with p.room.lock:
-                    if p._subscriptions.get(sub.id) is sub:
-                        sub.watcher = None
-                        await self._detach(self._drop_subscription(sub))
-                        p.events.put_nowait(
-                            SubscriptionEnded(sub.id, sub.publisher.user_id, sub.publication.kind, "connection ended")
-                        )
+    async def _request_keyframes(self, publications: Iterable[_Publication]) -> None:
+        async def one(pub: _Publication) -> None:
+            if not pub.video:
                 return
+            try:
+                await pub.handle.request_keyframe()
+            except JanusClientError as exc:  # the publisher is going away: nothing to ask for
+                log.debug("keyframe request to %s: %s", pub.feed_id, exc)
+
+        await asyncio.gather(*(one(pub) for pub in publications))
+
+    def _drop_subscriber(self, p: Participant) -> list[VideoRoomHandle]:
+        subscriber, p._subscriber = p._subscriber, None
+        if subscriber is None:
+            return []
+        _cancel(subscriber.watcher)
+        return [subscriber.handle]
+
+    async def _watch_subscriber(self, p: Participant, subscriber: _Subscriber) -> None:
+        while True:
+            event = await subscriber.handle.events.get()
+            kind = event.get("janus")
+            if kind == "webrtcup":
+                subscriber.up = True
+            elif kind in ("hangup", "detached"):
+                async with p.room.lock:
+                    if p._subscriber is subscriber:
+                        subscriber.watcher = None  # this task: not to be cancelled by itself
+                        await self._detach(self._close_subscriber(p, "the subscriber connection ended"))
+                return
+
+    def _close_subscriber(self, p: Participant, why: str) -> list[VideoRoomHandle]:
+        """End every subscription of ``p`` and its subscriber PeerConnection, telling the client; return the
+        handle to detach."""
+        for sub in list(p._subscriptions.values()):
+            p.events.put_nowait(SubscriptionEnded(sub.id, sub.publisher.user_id, sub.publication.kind, why))
+        p._subscriptions.clear()
+        p.events.put_nowait(SubscriberClosed(why))
+        return self._drop_subscriber(p)
 
     # -- the MediaPlane port (room management, recording) -----------------------------------------------
 

@@ -4,6 +4,14 @@ Every message is a JSON object with a ``type``. A request may carry an ``id`` (n
 (or ``error``) echoes it. Events carry no ``id``. Streams are ``"camera"`` or ``"screen"``; each may have
 audio and/or video. SDP is exchanged whole (no trickle): both sides put their ICE candidates in it.
 
+Each published stream has its own PeerConnection. Everything a participant receives comes on ONE subscriber
+PeerConnection (Janus multistream): the first subscription creates it, later ones renegotiate it. The
+server always offers and the client answers; one renegotiation at a time (a ``subscribe`` while an offer
+is unanswered is refused). Ending a subscription pauses its streams without a renegotiation; subscribing
+to the same stream again resumes them (a reply without ``sdp``: the tracks are already there). Ask for
+several streams in one ``subscribe`` to get them in one renegotiation. A subscription's ``tracks`` give its
+``mid`` in that PeerConnection (and the publisher's ``feed_mid``), so the client knows which track is whose.
+
 Client -> server:
 
 ======================================================== ==================================================
@@ -13,9 +21,16 @@ Client -> server:
                                                            authentication on. Reply ``joined``.
 ``{"type": "publish", "stream", "sdp"}``                   SDP offer (send-only). Reply ``published``.
 ``{"type": "unpublish", "stream"}``                        Reply ``unpublished``.
-``{"type": "subscribe", "user_id", "stream"}``             Reply ``subscription`` with Ember's SDP offer.
-``{"type": "answer", "subscription", "sdp"}``              SDP answer to that offer. Reply ``subscribed``.
-``{"type": "unsubscribe", "subscription"}``                Reply ``unsubscribed``.
+``{"type": "subscribe", "user_id", "stream"}`` or          Reply ``subscription`` with Ember's SDP offer
+``{"type": "subscribe", "streams": [{"user_id",``           for the subscriber PeerConnection. At most 64
+``"stream"}, ...]}``                                       streams; all are subscribed, or none.
+``{"type": "answer", "sdp", "subscription"?}``             SDP answer to the last offer. Reply
+                                                           ``subscribed``.
+``{"type": "unsubscribe", "subscription"}``                Reply ``unsubscribed`` (if it carries an
+                                                           ``sdp`` offer, answer it).
+``{"type": "close_subscriber"}``                           The client's subscriber PeerConnection failed:
+                                                           every subscription ends (no events for them).
+                                                           Reply ``subscriber_closed``.
 ``{"type": "leave"}``                                      Final event ``left``; the server closes (1000).
 ``{"type": "ping"}``                                       Reply ``pong``.
 ======================================================== ==================================================
@@ -25,8 +40,11 @@ Server -> client replies:
 - ``{"type": "joined", "session_id", "room_id", "user_id", "participants": [{"user_id", "nickname",
   "streams": [{"stream", "audio", "video"}]}]}``: the others already in the room and their live streams.
 - ``{"type": "published", "stream", "sdp", "tracks": [{"mid", "type", "codec"}]}``: the SDP answer.
-- ``{"type": "subscription", "subscription", "user_id", "stream", "sdp", "tracks"}``: the SDP offer.
-- ``unpublished`` ``{"stream"}``, ``subscribed`` / ``unsubscribed`` ``{"subscription"}``, ``pong``.
+- ``{"type": "subscription", "sdp", "subscriptions": [{"subscription", "user_id", "stream", "tracks":
+  [{"mid", "type", "codec", "feed_mid"}]}]}``: the SDP offer (``null`` if nothing changed) and each new
+  subscription; a ``subscribe`` naming one stream also gets that one's fields at the top level.
+- ``{"type": "unsubscribed", "subscription", "sdp"?}``: ``sdp`` is an offer to answer, when present.
+- ``unpublished`` ``{"stream"}``, ``subscribed`` ``{"subscription"?}``, ``pong``.
 - ``{"type": "error", "code", "message"}``: ``code`` from the SparkRTC catalogue (``RTC.00001001`` bad
   signature or ``ctime``, ``RTC.00001015`` unknown app, ``RTC.00001016`` disabled app, ``RTC.00001002``/
   ``RTC.00001003``/``RTC.00001005`` malformed, bad or missing fields, ``RTC.00002000`` server fault).
@@ -41,8 +59,10 @@ Server -> client events:
 - ``{"type": "user_joined", "user_id", "nickname"}``, ``{"type": "user_left", "user_id", "reason"}``
 - ``{"type": "stream_published", "user_id", "stream", "audio", "video"}`` (once its media flows),
   ``{"type": "stream_unpublished", "user_id", "stream"}``
-- ``{"type": "subscription_ended", "subscription", "user_id", "stream", "reason"}``: hang up that
-  PeerConnection.
+- ``{"type": "subscription_ended", "subscription", "user_id", "stream", "reason"}``: that subscription's
+  tracks carry nothing more (its m-lines go inactive at the next renegotiation; no offer comes for it).
+- ``{"type": "subscriber_closed", "reason"}``: the subscriber PeerConnection is gone (after a
+  ``subscription_ended`` for each subscription on it): close it; the next ``subscribe`` starts a new one.
 - Final events, after which the server closes the WebSocket: ``{"type": "removed", "reason": "removed" |
   "replaced", "message"}`` (close 4001: the application removed the user, or the same user joined again
   elsewhere), ``{"type": "dismissed", "message"}`` (close 4002), ``{"type": "disconnected", "reason":
@@ -63,11 +83,20 @@ import re
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from starlette.websockets import WebSocketState
 
 from emberrtc.api.errors import validation_error
-from emberrtc.api.schemas.common import RoomId, UserId
+from emberrtc.api.schemas.common import RoomId, UserId, combination_error, missing_error
 from emberrtc.bootstrap import Services
 from emberrtc.domain import errors as E
 from emberrtc.domain.room_session import Admission, JoinRequest
@@ -82,7 +111,9 @@ from emberrtc.media.plane import (
     StreamKind,
     StreamPublished,
     StreamUnpublished,
+    SubscriberClosed,
     SubscriptionEnded,
+    SubscriptionView,
     UserJoined,
     UserLeft,
 )
@@ -95,6 +126,8 @@ router = APIRouter(tags=["Signalling"])
 JOIN_TIMEOUT = 10.0
 #: Largest message accepted (an SDP with many candidates is a few kB).
 MAX_MESSAGE = 256 * 1024
+#: Most streams one ``subscribe`` may ask for (a room holds at most ``room_max_streams``, 64 by default).
+MAX_SUBSCRIBE_STREAMS = 64
 #: How long a leaving connection waits to flush its last events.
 FLUSH_TIMEOUT = 2.0
 
@@ -149,21 +182,47 @@ class UnpublishMessage(_Message):
     stream: StreamKind
 
 
-class SubscribeMessage(_Message):
-    type: Literal["subscribe"]
+class StreamRef(BaseModel):
+    model_config = ConfigDict(extra="ignore")
     user_id: UserId
     stream: StreamKind
 
 
+class SubscribeMessage(_Message):
+    type: Literal["subscribe"]
+    user_id: UserId | None = None
+    stream: StreamKind | None = None
+    streams: Annotated[list[StreamRef], Field(min_length=1, max_length=MAX_SUBSCRIBE_STREAMS)] | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> SubscribeMessage:
+        single = self.user_id is not None or self.stream is not None
+        if self.streams is not None and single:
+            raise combination_error("give either user_id and stream, or streams")
+        if self.streams is None and (self.user_id is None or self.stream is None):
+            raise missing_error("user_id and stream (or streams) are required")
+        return self
+
+    def wanted(self) -> list[tuple[str, StreamKind]]:
+        if self.streams is not None:
+            return [(ref.user_id, ref.stream) for ref in self.streams]
+        assert self.user_id is not None and self.stream is not None
+        return [(self.user_id, self.stream)]
+
+
 class AnswerMessage(_Message):
     type: Literal["answer"]
-    subscription: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    subscription: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
     sdp: Sdp
 
 
 class UnsubscribeMessage(_Message):
     type: Literal["unsubscribe"]
     subscription: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class CloseSubscriberMessage(_Message):
+    type: Literal["close_subscriber"]
 
 
 class LeaveMessage(_Message):
@@ -180,6 +239,7 @@ InRoomMessage = Annotated[
     | SubscribeMessage
     | AnswerMessage
     | UnsubscribeMessage
+    | CloseSubscriberMessage
     | LeaveMessage
     | PingMessage
     | JoinMessage,
@@ -242,7 +302,13 @@ def _event_json(event: RoomEvent) -> dict[str, Any]:
             "stream": str(event.stream),
             "reason": event.reason,
         }
+    if isinstance(event, SubscriberClosed):
+        return {"type": "subscriber_closed", "reason": event.reason}
     return _final_json(event)[0]
+
+
+def _subscription_json(view: SubscriptionView) -> dict[str, Any]:
+    return {"subscription": view.id, "user_id": view.user_id, "stream": str(view.stream), "tracks": view.tracks}
 
 
 def _final_json(event: Ended) -> tuple[dict[str, Any], int]:
@@ -472,21 +538,27 @@ class _Connection:
             await plane.unpublish(participant, message.stream)
             return {"type": "unpublished", "stream": str(message.stream)}
         if isinstance(message, SubscribeMessage):
-            subscription, sdp, tracks = await plane.subscribe(participant, message.user_id, message.stream)
-            return {
-                "type": "subscription",
-                "subscription": subscription,
-                "user_id": message.user_id,
-                "stream": str(message.stream),
-                "sdp": sdp,
-                "tracks": tracks,
-            }
+            views, offer_sdp = await plane.subscribe_many(participant, message.wanted())
+            subscriptions = [_subscription_json(view) for view in views]
+            reply: dict[str, Any] = {"type": "subscription", "sdp": offer_sdp, "subscriptions": subscriptions}
+            if message.streams is None:
+                reply.update(subscriptions[0])
+            return reply
         if isinstance(message, AnswerMessage):
             await plane.answer(participant, message.subscription, message.sdp)
-            return {"type": "subscribed", "subscription": message.subscription}
+            answered: dict[str, Any] = {"type": "subscribed"}
+            if message.subscription is not None:
+                answered["subscription"] = message.subscription
+            return answered
         if isinstance(message, UnsubscribeMessage):
-            await plane.unsubscribe(participant, message.subscription)
-            return {"type": "unsubscribed", "subscription": message.subscription}
+            offer = await plane.unsubscribe(participant, message.subscription)
+            unsubscribed: dict[str, Any] = {"type": "unsubscribed", "subscription": message.subscription}
+            if offer is not None:
+                unsubscribed["sdp"] = offer
+            return unsubscribed
+        if isinstance(message, CloseSubscriberMessage):
+            await plane.close_subscriber(participant)
+            return {"type": "subscriber_closed", "reason": "closed by the client"}
         if isinstance(message, PingMessage):
             return {"type": "pong"}
         raise _ProtocolError(E.InvalidParameterValue("already joined"), message.id)

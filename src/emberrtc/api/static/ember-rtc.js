@@ -2,9 +2,11 @@
 //
 // An ES module speaking Ember's signalling protocol (the docstring of
 // src/emberrtc/api/routes/signalling.py) over one WebSocket at /v1/rtc/signalling. Each published
-// stream and each subscription is its own RTCPeerConnection, with no ICE servers (nothing contacts a
-// public STUN server) and max-bundle (audio and video share one transport). SDP is exchanged whole:
-// ICE gathering completes before an offer or answer is sent (no trickle).
+// stream is its own RTCPeerConnection; everything received comes on ONE subscriber RTCPeerConnection
+// that the server renegotiates as subscriptions come and go (Janus multistream). No ICE servers
+// (nothing contacts a public STUN server) and max-bundle (all media shares one transport). SDP is
+// exchanged whole: ICE gathering completes before an offer or answer is sent (no trickle).
+// subscribe() calls made in the same turn of the event loop go to the server as one request.
 //
 //   import { EmberRoom } from "/sdk/ember-rtc.js";
 //   const room = await EmberRoom.join(location.origin, { appId, roomId, userId, ctime, signature });
@@ -177,6 +179,14 @@ export class EmberRoom extends EventTarget {
     this.publications = new Map();
     /** subscription id -> Subscription */
     this.subscriptions = new Map();
+    /** The subscriber RTCPeerConnection (made by the first subscription), or null. */
+    this.subscriberPc = null;
+    // mid in the subscriber RTCPeerConnection -> its Subscription, for tracks arriving.
+    this._byMid = new Map();
+    // Renegotiations of the subscriber RTCPeerConnection run one after the other on this chain.
+    this._negotiation = Promise.resolve();
+    // subscribe() calls not yet sent: {userId, stream, resolve, reject}.
+    this._wanted = [];
     /** The final event once out of the room, else null. */
     this.endedWith = null;
     this._pending = new Map();
@@ -227,6 +237,11 @@ export class EmberRoom extends EventTarget {
     } else if (type === "subscription_ended") {
       const sub = this.subscriptions.get(message.subscription);
       if (sub) this._endSubscription(sub, message.reason || "ended");
+    } else if (type === "subscriber_closed") {
+      const pc = this.subscriberPc;
+      this.subscriberPc = null;
+      this._byMid.clear();
+      if (pc) pc.close();
     }
     if (FINAL_EVENTS.includes(type)) this.endedWith = message;
     this._emit(type, message);
@@ -249,7 +264,7 @@ export class EmberRoom extends EventTarget {
   }
 
   _autoSubscribe(userId, stream) {
-    for (const sub of this.subscriptions.values()) {
+    for (const sub of [...this.subscriptions.values(), ...this._wanted]) {
       if (sub.userId === userId && sub.stream === stream) return;
     }
     this.subscribe(userId, stream).catch((err) => this._emit("error", err));
@@ -344,34 +359,130 @@ export class EmberRoom extends EventTarget {
   }
 
   /** Receive another participant's stream. Resolves to a Subscription {id, userId, stream, pc,
-   *  mediaStream, tracks, ended} once negotiated; also emitted as a "subscription" event. */
-  async subscribe(userId, stream = "camera") {
-    const reply = await this._request({ type: "subscribe", user_id: userId, stream });
-    const pc = peerConnection();
-    const mediaStream = new MediaStream();
-    const sub = { id: reply.subscription, userId, stream, pc, mediaStream, tracks: reply.tracks || [], endReason: null };
-    sub.ended = new Promise((resolve) => (sub._resolveEnded = resolve));
-    pc.addEventListener("track", (e) => mediaStream.addTrack(e.track));
-    this.subscriptions.set(sub.id, sub);
+   *  mediaStream, tracks, ended} once negotiated; also emitted as a "subscription" event. `pc` is the
+   *  subscriber RTCPeerConnection, shared by every subscription. Calls made together are sent as one
+   *  request, so one renegotiation. */
+  subscribe(userId, stream = "camera") {
+    return new Promise((resolve, reject) => {
+      this._wanted.push({ userId, stream, resolve, reject });
+      if (this._wanted.length === 1) this._serialised(() => this._subscribeWanted());
+    });
+  }
+
+  // Runs `step` after every renegotiation already queued; a failure does not stop the next ones.
+  _serialised(step) {
+    const run = this._negotiation.then(step);
+    this._negotiation = run.catch(() => {});
+    return run;
+  }
+
+  async _subscribeWanted() {
+    const wanted = this._wanted;
+    this._wanted = [];
+    if (!wanted.length) return;
+    const request =
+      wanted.length === 1
+        ? { type: "subscribe", user_id: wanted[0].userId, stream: wanted[0].stream }
+        : { type: "subscribe", streams: wanted.map((w) => ({ user_id: w.userId, stream: w.stream })) };
+    let subs;
     try {
-      await pc.setRemoteDescription({ type: "offer", sdp: reply.sdp });
-      await pc.setLocalDescription(await pc.createAnswer());
-      await gathered(pc);
-      await this._request({ type: "answer", subscription: sub.id, sdp: pc.localDescription.sdp });
+      subs = await this._renegotiate(request);
     } catch (err) {
-      this.subscriptions.delete(sub.id);
-      pc.close();
-      throw err;
+      if (wanted.length === 1 || this.endedWith) {
+        wanted.forEach((w) => w.reject(err));
+        return;
+      }
+      // All or none: ask one by one so that one stream gone does not fail the others.
+      for (const w of wanted) {
+        try {
+          const [sub] = await this._renegotiate({ type: "subscribe", user_id: w.userId, stream: w.stream });
+          w.resolve(sub);
+        } catch (oneErr) {
+          w.reject(oneErr);
+        }
+      }
+      return;
     }
-    this._emit("subscription", sub);
-    return sub;
+    wanted.forEach((w, i) => w.resolve(subs[i]));
+  }
+
+  // Sends a request whose reply may carry the server's offer for the subscriber RTCPeerConnection,
+  // answers it, and returns the subscriptions the reply lists (announced with a "subscription" event).
+  async _renegotiate(request) {
+    const reply = await this._request(request);
+    if (reply.sdp && !this.subscriberPc) {
+      const pc = peerConnection();
+      // A subscriber RTCPeerConnection that fails carries nothing more: end its subscriptions and have
+      // the server drop its side, so the next subscription starts afresh.
+      pc.addEventListener("connectionstatechange", () => {
+        if (["failed", "closed"].includes(pc.connectionState) && pc === this.subscriberPc && !this.endedWith) {
+          this._serialised(() => this._resetSubscriber(pc));
+        }
+      });
+      pc.addEventListener("track", (e) => {
+        const sub = this._byMid.get(e.transceiver.mid);
+        if (sub && this.subscriptions.has(sub.id) && !sub.mediaStream.getTracks().includes(e.track)) {
+          sub.mediaStream.addTrack(e.track);
+        }
+      });
+      this.subscriberPc = pc;
+    }
+    const pc = this.subscriberPc;
+    const subs = [];
+    for (const entry of reply.subscriptions || []) {
+      const sub = {
+        id: entry.subscription,
+        userId: entry.user_id,
+        stream: entry.stream,
+        pc,
+        mediaStream: new MediaStream(),
+        tracks: entry.tracks || [],
+        endReason: null,
+      };
+      sub.ended = new Promise((resolve) => (sub._resolveEnded = resolve));
+      for (const track of sub.tracks) this._byMid.set(String(track.mid), sub);
+      this.subscriptions.set(sub.id, sub);
+      subs.push(sub);
+    }
+    if (reply.sdp) {
+      try {
+        await pc.setRemoteDescription({ type: "offer", sdp: reply.sdp });
+        await pc.setLocalDescription(await pc.createAnswer());
+        await gathered(pc);
+        await this._request({ type: "answer", sdp: pc.localDescription.sdp });
+      } catch (err) {
+        for (const sub of subs) this._endSubscription(sub, "negotiation failed");
+        throw err;
+      }
+    }
+    // Streams resumed with no renegotiation (an earlier subscription's, paused since) fire no "track" event.
+    for (const transceiver of pc ? pc.getTransceivers() : []) {
+      const sub = this._byMid.get(transceiver.mid);
+      const track = transceiver.receiver.track;
+      if (sub && subs.includes(sub) && track && !sub.mediaStream.getTracks().includes(track)) {
+        sub.mediaStream.addTrack(track);
+      }
+    }
+    for (const sub of subs) this._emit("subscription", sub);
+    return subs;
+  }
+
+  async _resetSubscriber(pc) {
+    if (pc !== this.subscriberPc) return;
+    this.subscriberPc = null;
+    for (const sub of [...this.subscriptions.values()]) {
+      if (sub.pc === pc) this._endSubscription(sub, "connection failed");
+    }
+    this._byMid.clear();
+    await this._request({ type: "close_subscriber" }).catch(() => {});
+    pc.close();
   }
 
   /** Stop receiving a stream. */
   async unsubscribe(sub) {
     if (!this.subscriptions.has(sub.id)) return;
     try {
-      await this._request({ type: "unsubscribe", subscription: sub.id });
+      await this._serialised(() => this._renegotiate({ type: "unsubscribe", subscription: sub.id }));
     } finally {
       this._endSubscription(sub, "unsubscribed");
     }
@@ -379,21 +490,25 @@ export class EmberRoom extends EventTarget {
 
   _endSubscription(sub, reason) {
     if (!this.subscriptions.delete(sub.id)) return;
+    for (const track of sub.tracks) {
+      if (this._byMid.get(String(track.mid)) === sub) this._byMid.delete(String(track.mid));
+    }
+    // The shared RTCPeerConnection stays (its receivers may carry another subscription later, when the
+    // server reuses the m-line), so the tracks leave this subscription's MediaStream without being stopped.
+    sub.mediaStream.getTracks().forEach((t) => sub.mediaStream.removeTrack(t));
     sub.endReason = reason;
-    sub.pc.close();
     sub._resolveEnded(reason);
     this._emit("subscription_ended", { subscription: sub.id, userId: sub.userId, stream: sub.stream, reason, sub });
   }
 
-  /** framesDecoded summed over every video subscription (from getStats() inbound-rtp). */
+  /** framesDecoded summed over the video streams received (from getStats() inbound-rtp). */
   async framesDecoded() {
     let total = 0;
-    for (const sub of this.subscriptions.values()) {
-      const stats = await sub.pc.getStats();
-      stats.forEach((report) => {
-        if (report.type === "inbound-rtp" && report.kind === "video") total += report.framesDecoded || 0;
-      });
-    }
+    if (!this.subscriberPc) return total;
+    const stats = await this.subscriberPc.getStats();
+    stats.forEach((report) => {
+      if (report.type === "inbound-rtp" && report.kind === "video") total += report.framesDecoded || 0;
+    });
     return total;
   }
 
@@ -411,6 +526,11 @@ export class EmberRoom extends EventTarget {
 
   _hangUp() {
     for (const sub of [...this.subscriptions.values()]) this._endSubscription(sub, sub.endReason || "left the room");
+    for (const w of this._wanted) w.reject(new RoomError("RTC.00002000", "not in the room any more"));
+    this._wanted = [];
+    const pc = this.subscriberPc;
+    this.subscriberPc = null;
+    if (pc) pc.close();
     for (const publication of this.publications.values()) {
       publication.pc.close();
       publication.mediaStream.getTracks().forEach((t) => t.stop());
