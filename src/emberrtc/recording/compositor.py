@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import av
 import numpy as np
-from av.video.reformatter import VideoReformatter
+from av.video.reformatter import ColorRange, VideoReformatter
 
 from emberrtc.recording.layout import CROP, Layout, Tile
 from emberrtc.recording.mix_images import MixImages
@@ -148,7 +148,7 @@ class Compositor:
         scaler = self._scalers.get((tile.source, w, h))
         if scaler is None:
             scaler = self._scalers[(tile.source, w, h)] = VideoReformatter()
-        placed = _place(scaler.reformat(frame, width=w, height=h, format="yuv420p"), tile.width, tile.height)
+        placed = _place(_scale(scaler, frame, w, h), tile.width, tile.height)
         self._scaled[key] = (entry.generation, placed)
         return placed
 
@@ -157,7 +157,7 @@ class Compositor:
         placed = self._image_cache.get(key)
         if placed is None:
             w, h = fit_size(image.width, image.height, width, height, fit)
-            scaled = VideoReformatter().reformat(image, width=w, height=h, format="yuv420p")
+            scaled = _scale(VideoReformatter(), image, w, h)
             placed = self._image_cache[key] = _place(scaled, width, height)
         return placed
 
@@ -173,6 +173,23 @@ class Compositor:
             whole = Tile(0, 0, w, h, 0, None, None, CROP)
             _paste(base, whole, self._image(self._images.background, w, h, CROP))
         return base
+
+
+def _scale(scaler: VideoReformatter, frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
+    """``frame`` as limited-range yuv420p of ``width`` x ``height`` (what the H.264 encoder is told it gets).
+
+    Full-range pictures (PNG, JPEG, some cameras) are converted to limited range on the way; one thread:
+    one job per process, and a tile is small.
+    """
+    return scaler.reformat(
+        frame,
+        width=width,
+        height=height,
+        format="yuv420p",
+        src_color_range=frame.color_range or ColorRange.MPEG,
+        dst_color_range=ColorRange.MPEG,
+        threads=1,
+    )
 
 
 def _place(scaled: av.VideoFrame, box_w: int, box_h: int) -> _Placed:

@@ -177,6 +177,11 @@ def _even(v: float) -> int:
     return int(v) & ~1
 
 
+def _edge(v: float) -> int:
+    """The even number nearest ``v`` (>= 0)."""
+    return int(v + 1) & ~1
+
+
 def _cells(x0: int, y0: int, width: int, height: int, cols: int, rows: int) -> list[tuple[int, int, int, int]]:
     """Row-major cells that tile the rectangle exactly (even edges, no gaps, no overlap)."""
     xs = [x0 + _even(width * i / cols) for i in range(cols)] + [x0 + width]
@@ -207,16 +212,16 @@ def _sticky(users: Sequence[str], previous: Sequence[str | None], capacity: int)
     return slots
 
 
-def _user_tile(cell: tuple[int, int, int, int], p: Participant, fit: str, zorder: int = 0) -> Tile:
+def _user_tile(cell: tuple[int, int, int, int], p: Participant, fit: str, screen: bool = True) -> Tile:
     # A user without a camera (audio only, or sharing a screen only) still holds the tile; it shows the
-    # screen if that is all they send, else their background image or the canvas.
+    # screen if that is all they send (and ``screen`` allows), else their background image or the canvas.
     if p.camera:
         source: tuple[str, str] | None = (p.user_id, CAMERA)
-    elif p.screen:
+    elif p.screen and screen:
         source = (p.user_id, SCREEN)
     else:
         source = None
-    return Tile(*cell, zorder=zorder, source=source, user_id=p.user_id, fit=fit)
+    return Tile(*cell, zorder=0, source=source, user_id=p.user_id, fit=fit)
 
 
 def _nine_grids(people: Sequence[Participant], width: int, height: int, previous: Layout | None) -> Layout:
@@ -266,7 +271,8 @@ def _screen_share(
     main_tile = Tile(main_x, 0, width - strip, height, 0, main, main_user, PAD, main=True)
     cols, rows = (1, 4) if len(slots) <= 4 else (2, 8)
     cells = _cells(strip_x, 0, strip, height, cols, rows)
-    tiles = [_user_tile(cells[i], by_id[u], CROP) for i, u in enumerate(slots) if u is not None]
+    # Small tiles show cameras: a shared screen belongs on the main pane, not twice on the canvas.
+    tiles = [_user_tile(cells[i], by_id[u], CROP, screen=False) for i, u in enumerate(slots) if u is not None]
     return Layout(width, height, (main_tile, *tiles), tuple(slots))
 
 
@@ -275,9 +281,9 @@ def _custom(params: LayoutParams, people: Sequence[Participant], width: int, hei
     tiles: list[Tile] = []
     for pane in params.panes:
         # Edges rounded (not sizes), so panes that meet in the parameters meet on the canvas.
-        x, y = _even(pane.x * width), _even(pane.y * height)
-        w = min(width, _even((pane.x + pane.width) * width + 1)) - x
-        h = min(height, _even((pane.y + pane.height) * height + 1)) - y
+        x, y = _edge(pane.x * width), _edge(pane.y * height)
+        w = min(width, _edge((pane.x + pane.width) * width)) - x
+        h = min(height, _edge((pane.y + pane.height) * height)) - y
         if w <= 0 or h <= 0 or pane.user_id is None:
             continue
         who = by_id.get(pane.user_id)
