@@ -16,6 +16,9 @@
   handle, and it stops its workers).
 - **stderr**: log lines. Exit status 0 after a stop, 2 after a fatal error (reported first).
 
+A mixed-stream job (``plan.mix``) runs a :class:`~emberrtc.recording.mix_pipeline.MixPipeline` on one
+port (``mix``) instead; everything else is the same.
+
 One thread: datagrams are read in rounds at most every ``_ROUND`` seconds; each round takes what every
 socket holds and processes it in arrival order (kernel receive timestamps), so audio and video stay
 interleaved as they came, however much piled up. The kernel's socket buffer (enlarged) holds what
@@ -51,6 +54,7 @@ _FEW = 8  # a round with fewer datagrams than this waits for the next; a backlog
 # In the job's spool folder, dot files like the spool's own marks (storage.spool): never a media file's name.
 JOURNAL = ".journal.jsonl"  # file reports of every worker run of the job, in order
 LOCK = ".worker.lock"  # held by the job's worker while it runs
+MIX = "mix"  # a mixed job's one port: every stream of the room, told apart by SSRC (``mix_pipeline``)
 
 
 class Reporter:
@@ -107,11 +111,19 @@ class Worker:
         signal.signal(signal.SIGTERM, lambda *_: self._stop("terminated"))
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         sockets: dict[str, socket.socket] = {}
-        if self.plan.video is not None:
-            sockets[VIDEO] = open_socket(self.plan.video.endpoint)
-        if self.plan.audio is not None:
-            sockets[AUDIO] = open_socket(self.plan.audio.endpoint)
-        pipeline = Pipeline(self.plan, self._reporter)
+        pipeline: Pipeline
+        if self.plan.mix is not None:
+            # Imported here: single-stream workers need none of the mixing machinery.
+            from emberrtc.recording.mix_pipeline import MixPipeline
+
+            sockets[MIX] = open_socket(self.plan.mix.endpoint)
+            pipeline = MixPipeline(self.plan, self._reporter)
+        else:
+            if self.plan.video is not None:
+                sockets[VIDEO] = open_socket(self.plan.video.endpoint)
+            if self.plan.audio is not None:
+                sockets[AUDIO] = open_socket(self.plan.audio.endpoint)
+            pipeline = Pipeline(self.plan, self._reporter)
         self._reporter(Ready({k: s.getsockname()[1] for k, s in sockets.items()}, os.getpid()))
         selector = selectors.DefaultSelector()
         for kind, sock in sockets.items():
