@@ -30,7 +30,7 @@ RELEASE = 0.5
 
 @dataclass(slots=True)
 class _Input:
-    resampler: AudioResampler
+    resamplers: dict[int, AudioResampler] = field(default_factory=dict)  # by input channel count
     blocks: deque[np.ndarray] = field(default_factory=deque)  # (2, n) float32
     queued: int = 0
     level: float = 0.0  # smoothed mean square
@@ -56,11 +56,19 @@ class AudioMixer:
         """Decoded audio of one user, any rate, layout or sample format (resampled here)."""
         entry = self._inputs.get(user_id)
         if entry is None:
-            resampler = AudioResampler(format="fltp", layout="stereo", rate=self.sample_rate)
-            entry = self._inputs[user_id] = _Input(resampler)
+            entry = self._inputs[user_id] = _Input()
+        # Mono goes to both channels at its own level (FFmpeg's upmix would lower it by 3 dB).
+        mono = len(frame.layout.channels) == 1
+        resampler = entry.resamplers.get(1 if mono else 2)
+        if resampler is None:
+            layout = "mono" if mono else "stereo"
+            resampler = AudioResampler(format="fltp", layout=layout, rate=self.sample_rate)
+            entry.resamplers[1 if mono else 2] = resampler
         frame.pts = None  # the queue is the timeline: the resampler must not insert or drop for pts gaps
-        for chunk in entry.resampler.resample(frame):
+        for chunk in resampler.resample(frame):
             data = chunk.to_ndarray().astype(np.float32, copy=False)
+            if mono:
+                data = np.repeat(data, 2, axis=0)
             entry.blocks.append(data)
             entry.queued += data.shape[1]
         while entry.queued > self._max_queue and entry.blocks:
