@@ -420,12 +420,12 @@ class RecordingSupervisor:
 
     async def _fetch_images(self, job: JobSpec) -> tuple[MixImageFiles, list[str]]:
         """The job's images (spec Table 4-175) read from storage, checked and written to its spool folder
-        (``.images/``); the problems, one line each (``background_image s3://b/x.png: no such object``)."""
+        (``.image-*``); the problems, one line each (``background_image s3://b/x.png: no such object``)."""
         uris = _image_uris(job)
         if not uris:
             return MixImageFiles(), []
         location = (job.record_rule or {}).get("obs_addr", {}).get("location") or "local"
-        folder = self._spool_root / job.job_id / ".images"
+        folder = self._spool_root / job.job_id
         paths: dict[str, str] = {}
         problems: list[str] = []
         for uri in sorted(set(uris.values())):
@@ -434,7 +434,8 @@ class RecordingSupervisor:
                 if len(data) > MAX_IMAGE_BYTES:
                     raise ValueError(f"larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MiB")
                 await asyncio.to_thread(_check_image, data)
-                path = folder / hashlib.sha256(uri.encode()).hexdigest()[:24]
+                # A dot file, like the spool's bookkeeping: it keeps no finished job's folder alive.
+                path = folder / f".image-{hashlib.sha256(uri.encode()).hexdigest()[:24]}"
                 await asyncio.to_thread(_write_file, path, data)
                 paths[uri] = str(path)
             except EmberError as exc:
@@ -862,7 +863,7 @@ def _check_image(data: bytes) -> None:
 
 def _write_file(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     tmp.replace(path)
 
