@@ -218,3 +218,17 @@ def test_compose_is_cheap_when_nothing_changes() -> None:
     second = compositor.compose()
     assert {k: id(v[1]) for k, v in compositor._scaled.items()} == scaled
     assert np.array_equal(first.to_ndarray(), second.to_ndarray())
+
+
+def test_a_full_grid_then_a_gap_shows_the_background_again() -> None:
+    group = [Participant(f"u{i}", i, True, False) for i in range(4)]
+    layout = compute_layout(layout_params({"layout_template": "nine_grids_view"}), group, 640, 360)
+    compositor = Compositor(640, 360, BACKGROUND)
+    compositor.set_layout(layout)
+    for p in group:
+        compositor.update((p.user_id, "camera"), picture(320, 180, (220, 30, 30)))
+    assert all(near(compositor.compose(), *centre(t), (220, 30, 30)) for t in layout.tiles)
+    compositor.drop(("u3", "camera"))
+    frame = compositor.compose()
+    assert near(frame, *centre(layout.tiles[3]), BACKGROUND)
+    assert near(frame, *centre(layout.tiles[0]), (220, 30, 30))

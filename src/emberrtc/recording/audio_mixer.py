@@ -31,7 +31,7 @@ RELEASE = 0.5
 @dataclass(slots=True)
 class _Input:
     resamplers: dict[int, AudioResampler] = field(default_factory=dict)  # by input channel count
-    blocks: deque[np.ndarray] = field(default_factory=deque)  # (2, n) float32
+    blocks: deque[np.ndarray] = field(default_factory=deque)  # (channels, n) float32, channels 1 or 2
     queued: int = 0
     level: float = 0.0  # smoothed mean square
 
@@ -57,24 +57,31 @@ class AudioMixer:
         entry = self._inputs.get(user_id)
         if entry is None:
             entry = self._inputs[user_id] = _Input()
-        # Mono goes to both channels at its own level (FFmpeg's upmix would lower it by 3 dB).
-        mono = len(frame.layout.channels) == 1
-        resampler = entry.resamplers.get(1 if mono else 2)
-        if resampler is None:
-            layout = "mono" if mono else "stereo"
-            resampler = AudioResampler(format="fltp", layout=layout, rate=self.sample_rate)
-            entry.resamplers[1 if mono else 2] = resampler
-        frame.pts = None  # the queue is the timeline: the resampler must not insert or drop for pts gaps
-        for chunk in resampler.resample(frame):
-            data = chunk.to_ndarray().astype(np.float32, copy=False)
-            if mono:
-                data = np.repeat(data, 2, axis=0)
-            entry.blocks.append(data)
-            entry.queued += data.shape[1]
+        # Blocks are (channels, n) float32, mono kept as one channel: added to both output channels at its
+        # own level (FFmpeg's upmix would lower it by 3 dB), by broadcasting, without a copy.
+        channels = len(frame.layout.channels)
+        if frame.format.name == "fltp" and frame.sample_rate == self.sample_rate and channels <= 2:
+            # Already what the mix needs (AAC and Opus decoders give fltp 48 kHz): no resampler pass.
+            data = np.stack([np.frombuffer(memoryview(p), np.float32, frame.samples) for p in frame.planes[:channels]])
+            self._queue(entry, data)
+        else:
+            mono = channels == 1
+            resampler = entry.resamplers.get(1 if mono else 2)
+            if resampler is None:
+                layout = "mono" if mono else "stereo"
+                resampler = AudioResampler(format="fltp", layout=layout, rate=self.sample_rate)
+                entry.resamplers[1 if mono else 2] = resampler
+            frame.pts = None  # the queue is the timeline: the resampler must not insert or drop for pts gaps
+            for chunk in resampler.resample(frame):
+                self._queue(entry, chunk.to_ndarray().astype(np.float32, copy=False))
         while entry.queued > self._max_queue and entry.blocks:
             old = entry.blocks.popleft()
             entry.queued -= old.shape[1]
             self.dropped += old.shape[1]
+
+    def _queue(self, entry: _Input, data: np.ndarray) -> None:
+        entry.blocks.append(data)
+        entry.queued += data.shape[1]
 
     def remove(self, user_id: str) -> None:
         """The user left: their queued audio goes with them."""
@@ -119,9 +126,13 @@ class AudioMixer:
                 entry.blocks[0] = head[:, n:]
             entry.queued -= n
             need -= n
+        channels = max(part.shape[0] for part in parts)
         if need:
-            parts.append(np.zeros((2, need), np.float32))
-        return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0].copy()
+            parts.append(np.zeros((channels, need), np.float32))
+        if len(parts) == 1:
+            return parts[0]
+        # (a layout change inside the block: mono parts go to both channels)
+        return np.concatenate([np.broadcast_to(part, (channels, part.shape[1])) for part in parts], axis=1)
 
     def _limit(self, mix: np.ndarray, samples: int) -> None:
         """Scale ``mix`` in place so its peak stays under :data:`CEILING`: the gain drops at once to what the

@@ -15,6 +15,7 @@ else nothing (the canvas shows through). The screen-share main pane is first fil
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import av
@@ -78,6 +79,7 @@ class Compositor:
         self.width, self.height = width, height
         self._yuv = rgb_to_yuv(background_rgb)
         self._layout = Layout(width, height, (), ())
+        self._disjoint = True
         self._images = MixImages()
         self._inputs: dict[Source, _Input] = {}
         self._generation = 0
@@ -93,6 +95,7 @@ class Compositor:
         if (layout.width, layout.height) != (self.width, self.height):
             raise ValueError(f"layout is {layout.width}x{layout.height}, canvas {self.width}x{self.height}")
         self._layout = layout
+        self._disjoint = not any(_overlap(a, b) for a, b in itertools.combinations(layout.tiles, 2))
         # Scaled pictures for tile sizes no longer in use would only hold memory.
         sizes = {(t.width, t.height, t.fit) for t in layout.tiles}
         self._scaled = {k: v for k, v in self._scaled.items() if (k[1], k[2], k[3]) in sizes}
@@ -117,25 +120,30 @@ class Compositor:
 
     def compose(self) -> av.VideoFrame:
         """The canvas now: a new yuv420p frame of width x height (pts left to the caller)."""
+        paints = [(tile, placed) for tile in self._layout.tiles for placed in self._paints(tile)]
         frame = av.VideoFrame(self.width, self.height, "yuv420p")
         canvas = planes_of(frame)
-        for dst, src in zip(canvas, self._base, strict=True):
-            np.copyto(dst, src)
-        for tile in self._layout.tiles:
-            self._paint(canvas, tile)
+        # A full grid hides the whole base: copying it first would be wasted (a canvas per frame).
+        if not (self._disjoint and _covered(paints) == self.width * self.height):
+            for dst, src in zip(canvas, self._base, strict=True):
+                np.copyto(dst, src)
+        for tile, placed in paints:
+            _paste(canvas, tile, placed)
         return frame
 
-    def _paint(self, canvas: Planes, tile: Tile) -> None:
+    def _paints(self, tile: Tile) -> list[_Placed]:
+        """What a tile paints, bottom first."""
+        out = []
         if tile.main and self._images.screen is not None:
-            _paste(canvas, tile, self._image(self._images.screen, tile.width, tile.height, CROP))
+            out.append(self._image(self._images.screen, tile.width, tile.height, CROP))
         entry = self._inputs.get(tile.source) if tile.source is not None else None
         if entry is not None:
-            _paste(canvas, tile, self._picture(tile, entry))
-            return
-        if not tile.main:
+            out.append(self._picture(tile, entry))
+        elif not tile.main:
             image = self._images.for_user(tile.user_id)
             if image is not None:
-                _paste(canvas, tile, self._image(image, tile.width, tile.height, CROP))
+                out.append(self._image(image, tile.width, tile.height, CROP))
+        return out
 
     def _picture(self, tile: Tile, entry: _Input) -> _Placed:
         assert tile.source is not None
@@ -205,6 +213,16 @@ def _place(scaled: av.VideoFrame, box_w: int, box_h: int) -> _Placed:
         w, h = cw, ch
     dx, dy = ((box_w - w) // 2) & ~1, ((box_h - h) // 2) & ~1
     return _Placed((y, u, v), dx, dy, scaled)
+
+
+def _overlap(a: Tile, b: Tile) -> bool:
+    return a.x < b.x + b.width and b.x < a.x + a.width and a.y < b.y + b.height and b.y < a.y + a.height
+
+
+def _covered(paints: list[tuple[Tile, _Placed]]) -> int:
+    """Canvas area painted whole by pictures that fill their tile (of tiles that do not overlap)."""
+    whole = {id(t): t for t, p in paints if p.planes[0].shape == (t.height, t.width)}
+    return sum(t.width * t.height for t in whole.values())
 
 
 def _paste(canvas: Planes, tile: Tile, placed: _Placed) -> None:
