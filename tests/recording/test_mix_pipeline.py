@@ -5,6 +5,7 @@ the supervisor around it are in ``test_mix_supervisor.py``)."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +18,18 @@ from emberrtc.recording.plan import (
     Endpoint,
     HlsOutput,
     MixInput,
+    Timing,
     MixStream,
     Mp4Output,
     ObjectNaming,
     RecordingPlan,
 )
-from emberrtc.recording.reports import FileCompleted, KeyframeRequest, MediaState, Report
+from emberrtc.recording.reports import FileCompleted, KeyframeRequest, MediaState, PushState, Report
 from emberrtc.synthetic import colour_distance, dominant_frequency
 from tests.recording.publisher import AUDIO, Publisher
 from tests.recording.readback import first_frame_is_keyframe, read_back
+from tests.support.rtmp_server import RtmpServer, rtmp_skip_reason
+from tests.support.waiting import wait_for
 
 WALL = 1_700_000_000.0
 NAMING = ObjectNaming("rec/{record_type}/{stream}_{file_start_time}", "app1", "m_job_room", record_type="mix",
@@ -262,3 +266,44 @@ def test_nobody_publishing_is_an_interruption_and_idle(tmp_path: Path) -> None:
     for f in files:
         assert first_frame_is_keyframe(f.path)
     assert files[1].start_time - files[0].end_time == pytest.approx(4.0, abs=0.5)
+
+
+@pytest.fixture(name="rtmp", scope="module")
+def rtmp_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RtmpServer]:
+    if (reason := rtmp_skip_reason()) is not None:
+        pytest.skip(reason)
+    with RtmpServer(tmp_path_factory.mktemp("nginx")) as server:
+        yield server
+
+
+def test_the_mix_is_pushed_over_rtmp_without_files(tmp_path: Path, rtmp: RtmpServer) -> None:
+    alice = User("alice", 0, Publisher("H264", colour=RED, tone=440.0, seed=1))
+    bob = User("bob", 1, Publisher("VP8", colour=BLUE, tone=None, seed=2))
+    url = rtmp.url("mixed")
+    plan = dataclasses.replace(
+        mix_plan(tmp_path, "480x360_15_320", {"layout_template": "nine_grids_view"}, alice.streams() + bob.streams()),
+        mp4=None,
+        rtmp_urls=(url,),
+        timing=Timing(push_retry=0.2, push_retry_max=1.0),
+    )
+    d = MixDriver(plan, [alice, bob])
+
+    def connected() -> bool:
+        d.send(0.1)
+        return any(r.state == "connected" for r in d.of(PushState))
+
+    wait_for(connected, 15.0, "the push to connect")
+    d.send(3.0)
+    d.pipeline.close()
+
+    wait_for(lambda: rtmp.recorded("mixed"), 15.0, "nginx to finish recording the mix")
+    rb = read_back(rtmp.recording("mixed"))
+    assert rb.format == "flv" and (rb.video_codec, rb.width, rb.height) == ("h264", 480, 360)
+    assert (rb.audio_codec, rb.sample_rate) == ("aac", 48_000)
+    assert rb.duration >= 2.5
+    assert first_frame_is_keyframe(rtmp.recording("mixed"))
+    frame = rb.video[len(rb.video) * 2 // 3]
+    assert colour_distance(cell_rgb(frame, 0, 0, 240, 360), RED) < 40  # nine grids, two users: halves
+    assert colour_distance(cell_rgb(frame, 240, 0, 240, 360), BLUE) < 40
+    assert dominant_frequency(rb.audio[len(rb.audio) // 3 :]) == pytest.approx(440.0, abs=15)
+    assert not d.of(FileCompleted) and [r.state for r in d.of(PushState)] == ["connected", "stopped"]

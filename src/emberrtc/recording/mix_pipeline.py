@@ -13,8 +13,9 @@
 
 Time. The output is made on the worker's monotonic clock: one step per frame period (``1/fps``; 20 ms for
 ``audio_only``), each composing the newest picture of every input and taking that step's samples from the
-mixer. A step at instant ``t`` is made once the clock passes ``t + mix_latency`` (inputs wait up to
-``Timing.jitter_delay`` in their jitter buffers), and only up to the latest arrival: when nobody sends
+mixer. A step at instant ``t`` is made once a packet arrives, or the clock passes, ``t + mix_latency``
+(inputs wait up to ``Timing.jitter_delay`` in their jitter buffers): arrival times are the kernel's, so a
+backlog read at once is composed as it came. Steps go only up to the latest arrival: when nobody sends
 anything (nobody publishes), the output stops; when media comes back after more than
 ``Timing.interruption``, it resumes at the arrival and the writers see an interruption, exactly like a
 single-stream job's silence (``Timeline`` cuts the gap out and maps recording time to the wall clock).
@@ -148,10 +149,8 @@ class MixPipeline(Pipeline):
         for stream in self._inputs.values():
             for item in stream.jitter.drain():
                 self._released_input(stream, item)
-        if self._t_next is not None and self._last_arrival is not None:
-            while self._t_next <= self._last_arrival:
-                self._output(self._t_next)
-                self._t_next += self._step
+        if self._last_arrival is not None:
+            self._advance(self._last_arrival)
         if self._encoder is not None:
             self._write_video([self._packet(p) for p in self._encoder.flush()])
         assert self._audio is not None
@@ -182,6 +181,9 @@ class MixPipeline(Pipeline):
             self._t_next = max(self._t_next, arrival)
         self._last_arrival = arrival
         self._idle = False
+        # Steps due before this packet are made first: the output follows arrival times (the kernel's), so a
+        # backlog read at once (a worker starting on a filled socket) is composed as it came, not smeared.
+        self._advance(arrival - self.plan.timing.mix_latency)
         for item in stream.jitter.push(packet, arrival):
             self._released_input(stream, item)
         if self.packets % self.plan.timing.progress_packets == 0:
@@ -195,11 +197,8 @@ class MixPipeline(Pipeline):
         for stream in list(self._inputs.values()):
             for item in stream.jitter.poll(now):
                 self._released_input(stream, item)
-        if self._t_next is not None and self._last_arrival is not None:
-            horizon = min(now - self.plan.timing.mix_latency, self._last_arrival)
-            while self._t_next <= horizon:
-                self._output(self._t_next)
-                self._t_next += self._step
+        if self._last_arrival is not None:
+            self._advance(min(now - self.plan.timing.mix_latency, self._last_arrival))
         since = self._last_arrival if self._last_arrival is not None else self._started_at
         silent = now - since
         if silent >= self.plan.timing.idle_after and not self._idle:
@@ -340,6 +339,12 @@ class MixPipeline(Pipeline):
                 self._compositor.update(stream.source, item)
             elif isinstance(item, av.AudioFrame):
                 self._mixer.push(stream.mixer_key, item)
+
+    def _advance(self, horizon: float) -> None:
+        """Make every output step due up to monotonic instant ``horizon``."""
+        while self._t_next is not None and self._t_next <= horizon:
+            self._output(self._t_next)
+            self._t_next += self._step
 
     def _output(self, t: float) -> None:
         """One output step at monotonic instant ``t``: a composed frame and its samples."""
