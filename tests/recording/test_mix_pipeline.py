@@ -18,11 +18,11 @@ from emberrtc.recording.plan import (
     Endpoint,
     HlsOutput,
     MixInput,
-    Timing,
     MixStream,
     Mp4Output,
     ObjectNaming,
     RecordingPlan,
+    Timing,
 )
 from emberrtc.recording.reports import FileCompleted, KeyframeRequest, MediaState, PushState, Report
 from emberrtc.synthetic import colour_distance, dominant_frequency
