@@ -17,6 +17,7 @@ from emberrtc.recording.mix_pipeline import MixPipeline
 from emberrtc.recording.plan import (
     Endpoint,
     HlsOutput,
+    MixImageFiles,
     MixInput,
     MixStream,
     Mp4Output,
@@ -209,6 +210,8 @@ def test_a_live_layout_change_shows_within_one_second(tmp_path: Path) -> None:
 
     (f,) = d.of(FileCompleted)
     rb = read_back(f.path)
+    assert (rb.width, rb.height) == (640, 480)
+    assert np.allclose(np.diff([float(fr.time or 0.0) for fr in rb.video]), 1 / 30, atol=0.002)  # 30 fps
     start = float(rb.video[0].time or 0.0)
     change = start + (changed_at - 100.0 - 0.02)  # output time of the change (the first step was at 100.02)
 
@@ -237,6 +240,7 @@ def test_audio_only_has_no_video_and_mixes_the_tones(tmp_path: Path) -> None:
     mp4 = next(f for f in files if f.record_format == "MP4")
     rb = read_back(mp4.path)
     assert rb.video_codec is None and (mp4.width, mp4.height) == (None, None)
+    assert all(f.transcoded for f in files)  # mixing counts as transcoding, audio only too
     assert rb.audio_codec == "aac" and rb.sample_rate == 48_000
     assert rb.duration == pytest.approx(3.0, abs=0.5)
     samples = np.concatenate([fr.to_ndarray()[0] for fr in rb.audio[len(rb.audio) // 3 :]])
@@ -307,3 +311,64 @@ def test_the_mix_is_pushed_over_rtmp_without_files(tmp_path: Path, rtmp: RtmpSer
     assert colour_distance(cell_rgb(frame, 240, 0, 240, 360), BLUE) < 40
     assert dominant_frequency(rb.audio[len(rb.audio) // 3 :]) == pytest.approx(440.0, abs=15)
     assert not d.of(FileCompleted) and [r.state for r in d.of(PushState)] == ["connected", "stopped"]
+
+
+def test_screen_share_left_puts_the_screen_in_the_main_pane_and_cameras_in_the_strip(tmp_path: Path) -> None:
+    alice_cam = User("alice", 0, Publisher("H264", colour=RED, tone=None, seed=1))
+    alice_screen = User("alice", 0, Publisher("VP8", colour=YELLOW, width=1280, height=720, tone=None, seed=5),
+                        stream="screen")  # fmt: skip
+    bob = User("bob", 1, Publisher("VP8", colour=GREEN, tone=None, seed=2))
+    streams = alice_cam.streams() + alice_screen.streams() + bob.streams()
+    params = {"layout_template": "screen_share_left", "layout_panes": [{"id": 1, "filling_policy": "SHARED_SCREEN"}]}
+    plan = mix_plan(tmp_path, "640x480_15_500", params, streams)
+    d = MixDriver(plan, [alice_cam, bob])
+    d.users["alice-screen"] = alice_screen
+    d.send(2.0)
+    layout = d.pipeline.layout
+    d.pipeline.close()
+
+    assert layout is not None
+    main = next(t for t in layout.tiles if t.main)
+    assert main.source == ("alice", "screen") and (main.x, main.y) == (0, 0) and main.width > 320
+    (f,) = d.of(FileCompleted)
+    frame = read_back(f.path).video[-8]
+    colours = {("alice", "screen"): YELLOW, ("alice", "camera"): RED, ("bob", "camera"): GREEN}
+    for tile in layout.tiles:
+        assert tile.source is not None
+        got = cell_rgb(frame, tile.x, tile.y, tile.width, tile.height)
+        assert colour_distance(got, colours[tile.source]) < 40, (tile, got)
+    assert {t.source for t in layout.tiles if not t.main} == {("alice", "camera"), ("bob", "camera")}
+
+
+def png_file(path: Path, rgb: tuple[int, int, int]) -> str:
+    frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), rgb, np.uint8), format="rgb24")
+    encoder = av.CodecContext.create("png", "w")
+    assert isinstance(encoder, av.VideoCodecContext)
+    encoder.width, encoder.height, encoder.pix_fmt = 64, 48, "rgb24"
+    path.write_bytes(b"".join(bytes(p) for p in [*encoder.encode(frame), *encoder.encode(None)]))
+    return str(path)
+
+
+def test_background_and_user_images_fill_what_no_video_covers(tmp_path: Path) -> None:
+    alice = User("alice", 0, Publisher("H264", colour=RED, tone=None, seed=1))
+    bob = User("bob", 1, Publisher(None, tone=440.0, seed=2))  # audio only: his pane shows his image
+    panes = [
+        {"id": 1, "user_id": "alice", "x": 0.0, "y": 0.0, "width": 0.5, "height": 0.5, "zorder": 0},
+        {"id": 2, "user_id": "bob", "x": 0.5, "y": 0.5, "width": 0.5, "height": 0.5, "zorder": 0},
+    ]
+    plan = mix_plan(tmp_path, "640x480_15_500", {"layout_template": "custom", "layout_panes": panes},
+                    alice.streams() + bob.streams())  # fmt: skip
+    images = MixImageFiles(
+        background=png_file(tmp_path / "bg.png", BLUE), users=(("bob", png_file(tmp_path / "bob.png", YELLOW)),)
+    )
+    plan = dataclasses.replace(plan, mix=dataclasses.replace(plan.mix, images=images))  # type: ignore[arg-type]
+    d = MixDriver(plan, [alice, bob])
+    d.send(2.0)
+    d.pipeline.close()
+
+    (f,) = d.of(FileCompleted)
+    frame = read_back(f.path).video[-5]
+    assert colour_distance(cell_rgb(frame, 0, 0, 320, 240), RED) < 40
+    assert colour_distance(cell_rgb(frame, 320, 240, 320, 240), YELLOW) < 40  # bob's image
+    assert colour_distance(cell_rgb(frame, 320, 0, 320, 240), BLUE) < 40  # the background image
+    assert colour_distance(cell_rgb(frame, 0, 240, 320, 240), BLUE) < 40

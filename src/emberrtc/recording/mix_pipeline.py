@@ -254,6 +254,11 @@ class MixPipeline(Pipeline):
             stream = _Input(spec, JitterBuffer(self.plan.timing.jitter_delay), depack)
             self._inputs[ssrc] = stream
 
+    def _add_writers(self, plan: RecordingPlan) -> None:
+        super()._add_writers(plan)
+        for w in self._writers:
+            w.mixed = True  # mixing counts as transcoding (usage accounting)
+
     def _keyframe_asker(self, ssrc: int) -> Callable[[], None]:
         def ask() -> None:
             stream = self._inputs.get(ssrc)
