@@ -109,3 +109,14 @@ def dominant_frequency_of(signal: np.ndarray) -> float:
     frame = av.AudioFrame.from_ndarray(signal.astype(np.float32).reshape(1, -1), format="flt", layout="mono")
     frame.sample_rate = 48_000
     return dominant_frequency([frame])
+
+
+def test_a_queue_holds_half_a_second_the_newest() -> None:
+    mixer = AudioMixer()
+    tone = SineTone(440, amplitude=0.3)
+    for n in range(60):  # 1.2 s, nothing pulled
+        mixer.push("a", tone.frame(n))
+    assert mixer.dropped == 60 * 960 - 24_000
+    kept = mixer.pull(24_000).to_ndarray()
+    assert np.abs(kept[:, -100:]).max() > 0.1
+    assert not mixer.pull(960).to_ndarray().any()

@@ -10,8 +10,6 @@ encodes the result to AAC.
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
 from fractions import Fraction
 
 import av
@@ -28,12 +26,46 @@ LEVEL_SMOOTHING = 0.3
 RELEASE = 0.5
 
 
-@dataclass(slots=True)
-class _Input:
-    resamplers: dict[int, AudioResampler] = field(default_factory=dict)  # by input channel count
-    blocks: deque[np.ndarray] = field(default_factory=deque)  # (channels, n) float32, channels 1 or 2
-    queued: int = 0
-    level: float = 0.0  # smoothed mean square
+class _Queue:
+    """One input's audio waiting to be mixed: stereo float32 in one buffer, read by views (no copies).
+
+    Samples ``[start, end)`` of :attr:`buffer` are queued; writing moves them to the front when the end is
+    reached. More than ``limit`` samples: the oldest are dropped.
+    """
+
+    __slots__ = ("buffer", "end", "level", "limit", "resamplers", "start")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.buffer = np.zeros((2, 2 * limit), np.float32)
+        self.start = self.end = 0
+        self.level = 0.0  # smoothed mean square, for ranking
+        self.resamplers: dict[int, AudioResampler] = {}  # by input channel count
+
+    @property
+    def queued(self) -> int:
+        return self.end - self.start
+
+    def write(self, data: np.ndarray) -> int:
+        """Queue (channels, n) samples, mono to both channels; the number of old samples dropped."""
+        n = min(data.shape[1], self.limit)
+        data = data[:, data.shape[1] - n :]
+        dropped = max(0, self.queued + n - self.limit)
+        self.start += dropped
+        if self.end + n > self.buffer.shape[1]:
+            kept = self.queued
+            self.buffer[:, :kept] = self.buffer[:, self.start : self.end]
+            self.start, self.end = 0, kept
+        self.buffer[:, self.end : self.end + n] = data  # (1, n) broadcasts to both channels
+        self.end += n
+        return dropped
+
+    def read(self, samples: int) -> np.ndarray:
+        """Up to ``samples`` queued samples, (2, k), a view valid until the next write."""
+        k = min(samples, self.queued)
+        view = self.buffer[:, self.start : self.start + k]
+        self.start += k
+        return view
 
 
 class AudioMixer:
@@ -45,7 +77,7 @@ class AudioMixer:
         self.sample_rate = sample_rate
         self.loudest = loudest
         self.time_base = Fraction(1, sample_rate)
-        self._inputs: dict[str, _Input] = {}
+        self._inputs: dict[str, _Queue] = {}
         self._gain = 1.0
         self._max_queue = int(MAX_QUEUE * sample_rate)
         self.dropped = 0  # samples dropped from over-full queues
@@ -54,34 +86,27 @@ class AudioMixer:
 
     def push(self, user_id: str, frame: av.AudioFrame) -> None:
         """Decoded audio of one user, any rate, layout or sample format (resampled here)."""
-        entry = self._inputs.get(user_id)
-        if entry is None:
-            entry = self._inputs[user_id] = _Input()
-        # Blocks are (channels, n) float32, mono kept as one channel: added to both output channels at its
-        # own level (FFmpeg's upmix would lower it by 3 dB), by broadcasting, without a copy.
-        channels = len(frame.layout.channels)
+        queue = self._inputs.get(user_id)
+        if queue is None:
+            queue = self._inputs[user_id] = _Queue(self._max_queue)
+        # Mono goes to both output channels at its own level (FFmpeg's upmix would lower it by 3 dB).
+        channels = frame.layout.nb_channels
         if frame.format.name == "fltp" and frame.sample_rate == self.sample_rate and channels <= 2:
             # Already what the mix needs (AAC and Opus decoders give fltp 48 kHz): no resampler pass.
-            data = np.stack([np.frombuffer(memoryview(p), np.float32, frame.samples) for p in frame.planes[:channels]])
-            self._queue(entry, data)
-        else:
-            mono = channels == 1
-            resampler = entry.resamplers.get(1 if mono else 2)
-            if resampler is None:
-                layout = "mono" if mono else "stereo"
-                resampler = AudioResampler(format="fltp", layout=layout, rate=self.sample_rate)
-                entry.resamplers[1 if mono else 2] = resampler
-            frame.pts = None  # the queue is the timeline: the resampler must not insert or drop for pts gaps
-            for chunk in resampler.resample(frame):
-                self._queue(entry, chunk.to_ndarray().astype(np.float32, copy=False))
-        while entry.queued > self._max_queue and entry.blocks:
-            old = entry.blocks.popleft()
-            entry.queued -= old.shape[1]
-            self.dropped += old.shape[1]
-
-    def _queue(self, entry: _Input, data: np.ndarray) -> None:
-        entry.blocks.append(data)
-        entry.queued += data.shape[1]
+            n = frame.samples
+            planes = frame.planes
+            data = np.stack([np.frombuffer(memoryview(planes[c]), np.float32, n) for c in range(channels)])
+            self.dropped += queue.write(data)
+            return
+        mono = channels == 1
+        resampler = queue.resamplers.get(1 if mono else 2)
+        if resampler is None:
+            layout = "mono" if mono else "stereo"
+            resampler = AudioResampler(format="fltp", layout=layout, rate=self.sample_rate)
+            queue.resamplers[1 if mono else 2] = resampler
+        frame.pts = None  # the queue is the timeline: the resampler must not insert or drop for pts gaps
+        for chunk in resampler.resample(frame):
+            self.dropped += queue.write(chunk.to_ndarray().astype(np.float32, copy=False))
 
     def remove(self, user_id: str) -> None:
         """The user left: their queued audio goes with them."""
@@ -93,46 +118,26 @@ class AudioMixer:
             raise ValueError("samples must be positive")
         alpha = 1.0 - float(np.exp(-samples / (LEVEL_SMOOTHING * self.sample_rate)))
         blocks: dict[str, np.ndarray] = {}
-        for user_id, entry in self._inputs.items():
-            block = self._take(entry, samples)
-            power = float(np.mean(block * block)) if block is not None else 0.0
-            entry.level += alpha * (power - entry.level)
-            if block is not None:
-                blocks[user_id] = block
+        for user_id, queue in self._inputs.items():
+            if not queue.queued:
+                queue.level -= alpha * queue.level  # silence: its level falls
+                continue
+            block = queue.read(samples)
+            # mean square over the whole block (missing samples count as silence)
+            power = (float(np.dot(block[0], block[0])) + float(np.dot(block[1], block[1]))) / (2 * samples)
+            queue.level += alpha * (power - queue.level)
+            blocks[user_id] = block
         ranked = sorted(blocks, key=lambda u: self._inputs[u].level, reverse=True)[: self.loudest]
         self.speaking = tuple(ranked)
         mix = np.zeros((2, samples), np.float32)
         for user_id in ranked:
-            mix += blocks[user_id]
+            block = blocks[user_id]
+            mix[:, : block.shape[1]] += block
         self._limit(mix, samples)
         frame = av.AudioFrame.from_ndarray(mix, format="fltp", layout="stereo")
         frame.sample_rate = self.sample_rate
         frame.time_base = self.time_base
         return frame
-
-    def _take(self, entry: _Input, samples: int) -> np.ndarray | None:
-        """The next ``samples`` of an input, zero-padded; None when it has nothing queued."""
-        if not entry.queued:
-            return None
-        parts: list[np.ndarray] = []
-        need = samples
-        while need and entry.blocks:
-            head = entry.blocks[0]
-            n = min(need, head.shape[1])
-            parts.append(head[:, :n])
-            if n == head.shape[1]:
-                entry.blocks.popleft()
-            else:
-                entry.blocks[0] = head[:, n:]
-            entry.queued -= n
-            need -= n
-        channels = max(part.shape[0] for part in parts)
-        if need:
-            parts.append(np.zeros((channels, need), np.float32))
-        if len(parts) == 1:
-            return parts[0]
-        # (a layout change inside the block: mono parts go to both channels)
-        return np.concatenate([np.broadcast_to(part, (channels, part.shape[1])) for part in parts], axis=1)
 
     def _limit(self, mix: np.ndarray, samples: int) -> None:
         """Scale ``mix`` in place so its peak stays under :data:`CEILING`: the gain drops at once to what the

@@ -16,6 +16,7 @@ else nothing (the canvas shows through). The screen-share main pane is first fil
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 
 import av
@@ -61,8 +62,8 @@ def fit_size(src_w: int, src_h: int, box_w: int, box_h: int, fit: str) -> tuple[
     """Even size to scale a ``src`` picture to: covering the box (crop) or inside it (pad), ratio kept."""
     if fit == CROP:
         scale = max(box_w / src_w, box_h / src_h)
-        w = max(box_w, (int(np.ceil(src_w * scale)) + 1) & ~1)
-        h = max(box_h, (int(np.ceil(src_h * scale)) + 1) & ~1)
+        w = max(box_w, (math.ceil(src_w * scale) + 1) & ~1)
+        h = max(box_h, (math.ceil(src_h * scale) + 1) & ~1)
     else:
         scale = min(box_w / src_w, box_h / src_h)
         w = min(box_w, max(2, int(round(src_w * scale)) & ~1))
