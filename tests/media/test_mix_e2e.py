@@ -192,3 +192,52 @@ async def test_mixed_job_composes_the_room_follows_it_and_takes_a_live_layout(
 
     assert not custom(frame_at(rb.video, changed - 0.5))
     assert all(custom(f) for f in rb.video if changed + 1.0 <= float(f.time or 0.0) <= changed + PHASE - 0.5)
+
+
+async def test_audio_only_mix_stops_after_max_idle_time_once_everyone_left(media_app: MediaApp, tmp_path: Path) -> None:
+    """``audio_only``: an audio-only file with both voices; with nobody publishing the job counts its
+    ``max_idle_time`` and stops with ``IDLE_TIMEOUT``, its file complete and its callbacks sent."""
+    app_id, room = media_app.app_id, "mix-audio-room"
+    receiver = await HttpReceiver().start()
+    clients = [await _join(media_app, room, "dan"), await _join(media_app, room, "eve")]
+    try:
+        rec = await Recorded.set_up(media_app, receiver)
+        body = {
+            "mix_param": {"room_id": room, "encode_template": "audio_only", "max_idle_time": 5},
+            "record_param": {"record_rule_id": rec.rule_id},
+        }
+        created = await media_app.post(f"/v2/apps/{app_id}/{MIX_JOBS}", body)
+        assert created.status_code == 201, created.text
+        job_id = created.json()["job_id"]
+        for client, tone in zip(clients, (500.0, 1300.0), strict=True):
+            # Video too: an audio-only job records none of it.
+            await client.publish("camera", video=ColourVideoTrack(RED), audio=ToneAudioTrack(tone), codec="vp8")
+
+        async def state(want: str) -> dict[str, Any] | None:
+            r = await asyncio.to_thread(media_app.http.get, f"/v2/apps/{app_id}/{MIX_JOBS}/{job_id}")
+            assert r.status_code == 200, r.text
+            return dict(r.json()) if r.json()["state"] == want else None
+
+        await until(lambda: state("RUNNING"), within=20, what="the audio-only job RUNNING")
+        await asyncio.sleep(PHASE)  # the length of the recording
+        for client in clients:
+            await client.leave()
+        left = time.monotonic()
+        stopped = await until(lambda: state("STOPPED"), within=30, what="the job to stop by itself")
+        assert stopped["stop_reason"] == "IDLE_TIMEOUT"
+        assert time.monotonic() - left >= 5.0 - 0.5  # max_idle_time counted from when nobody published
+        await rec.wait_events(job_id, "CLOUD_RECORD_OVER")
+    finally:
+        for client in clients:
+            await client.leave()
+        await receiver.stop()
+
+    events = rec.events(job_id)
+    assert [e["event_type"] for e in events] == ["RECORD_NEW_FILE_START", "RECORD_FILE_COMPLETE", "CLOUD_RECORD_OVER"]
+    complete = events[1]
+    assert (complete.get("width"), complete.get("height")) in ((None, None), (0, 0))
+    rb = await rec.download(complete, tmp_path / "audio.mp4")
+    assert rb.video_codec is None and (rb.audio_codec, rb.sample_rate) == ("aac", 48_000)
+    assert rb.duration >= PHASE - 0.5
+    middle = [f for f in rb.audio if 0.5 < float(f.time or 0.0) < rb.duration - 0.5]
+    assert band(middle, 500.0) > 0.2 and band(middle, 1300.0) > 0.2

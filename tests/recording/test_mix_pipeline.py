@@ -372,3 +372,14 @@ def test_background_and_user_images_fill_what_no_video_covers(tmp_path: Path) ->
     assert colour_distance(cell_rgb(frame, 320, 240, 320, 240), YELLOW) < 40  # bob's image
     assert colour_distance(cell_rgb(frame, 320, 0, 320, 240), BLUE) < 40  # the background image
     assert colour_distance(cell_rgb(frame, 0, 240, 320, 240), BLUE) < 40
+
+
+def test_the_end_after_a_silence_makes_no_file_of_the_encoder_tail(tmp_path: Path) -> None:
+    users = [User("u0", 0, Publisher(None, tone=300.0, seed=1))]
+    d = MixDriver(mix_plan(tmp_path, "audio_only", {}, users[0].streams()), users)
+    d.send(2.0)
+    d.wait(3.0)  # everyone left: the file ends (merge threshold 0)
+    assert len(d.of(FileCompleted)) == 1
+    d.pipeline.close()
+    (f,) = d.of(FileCompleted)
+    assert f.duration == pytest.approx(2.0, abs=0.2)

@@ -151,10 +151,16 @@ class MixPipeline(Pipeline):
                 self._released_input(stream, item)
         if self._last_arrival is not None:
             self._advance(self._last_arrival)
-        if self._encoder is not None:
-            self._write_video([self._packet(p) for p in self._encoder.flush()])
-        assert self._audio is not None
-        self._write_audio(self._audio.flush())
+        # What the encoders still hold ends the files that are open; a file already ended by a silence
+        # must not be followed by a new one made of nothing but this tail.
+        writers, self._writers = self._writers, [w for w in self._writers if w.open]
+        try:
+            if self._encoder is not None:
+                self._write_video([self._packet(p) for p in self._encoder.flush()])
+            assert self._audio is not None
+            self._write_audio(self._audio.flush())
+        finally:
+            self._writers = writers
 
     # --- feeding ---------------------------------------------------------------------------------------------
 
