@@ -50,12 +50,12 @@ class _Input:
 def planes_of(frame: av.VideoFrame) -> Planes:
     """Views of a yuv420p frame's planes (no copy; padding of each line cut off)."""
     w, h = frame.width, frame.height
-    out = []
-    for i, (pw, ph) in enumerate(((w, h), (w // 2, h // 2), (w // 2, h // 2))):
-        plane = frame.planes[i]
-        array = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(-1, plane.line_size)
-        out.append(array[:ph, :pw])
-    return out[0], out[1], out[2]
+    y, u, v = frame.planes  # (each access of .planes builds new plane objects: once)
+    return (
+        np.frombuffer(memoryview(y), np.uint8).reshape(-1, y.line_size)[:h, :w],
+        np.frombuffer(memoryview(u), np.uint8).reshape(-1, u.line_size)[: h // 2, : w // 2],
+        np.frombuffer(memoryview(v), np.uint8).reshape(-1, v.line_size)[: h // 2, : w // 2],
+    )
 
 
 def fit_size(src_w: int, src_h: int, box_w: int, box_h: int, fit: str) -> tuple[int, int]:
