@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from fractions import Fraction
 
 import av
 import numpy as np
 import pytest
 
+from emberrtc.recording.compositor import Compositor
 from emberrtc.recording.mix_images import MixImages, decode_image
 from emberrtc.synthetic import colour_distance
 
@@ -44,9 +47,13 @@ def test_png_and_jpeg_decode_to_their_picture(kind: str) -> None:
     assert colour_distance(rgb[40, 100], (40, 40, 200)) < 15
 
 
-def test_odd_sized_images_decode() -> None:
-    frame = decode_image(encode_image(solid(33, 17, (10, 200, 10))))
-    assert (frame.width, frame.height) == (33, 17)
+@pytest.mark.parametrize("size", [(33, 17), (1, 1)])
+def test_odd_sized_images_decode_and_fill_a_canvas(size: tuple[int, int]) -> None:
+    frame = decode_image(encode_image(solid(*size, (10, 200, 10))))
+    assert (frame.width, frame.height) == size
+    compositor = Compositor(64, 36)
+    compositor.set_images(MixImages(background=frame))
+    assert colour_distance(compositor.compose().to_ndarray(format="rgb24")[18, 32], (10, 200, 10)) < 15
 
 
 @pytest.mark.parametrize(
@@ -67,3 +74,19 @@ def test_user_image_before_default() -> None:
     assert images.for_user("b") is default
     assert images.for_user(None) is default
     assert MixImages().for_user("a") is None
+
+
+def test_huge_pictures_are_refused_from_the_header() -> None:
+    # A tiny PNG that claims 100000 x 100000 pixels: refused before any decoding.
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    png = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    with pytest.raises(ValueError, match="100000x100000"):
+        decode_image(png)
+    # The same for a JPEG: patch the size in a real file's SOF0 segment.
+    jpeg = bytearray(encode_image(solid(16, 8, (10, 10, 10)), "jpeg"))
+    sof = jpeg.index(b"\xff\xc0")
+    assert jpeg[sof + 5 : sof + 9] == bytes([0, 8, 0, 16])
+    jpeg[sof + 5 : sof + 9] = bytes([0xFF, 0xFF, 0xFF, 0xFF])
+    with pytest.raises(ValueError, match="65535x65535"):
+        decode_image(bytes(jpeg))

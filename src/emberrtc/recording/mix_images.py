@@ -40,6 +40,10 @@ def decode_image(data: bytes) -> av.VideoFrame:
     fmt = next((name for magic, name in _FORMATS.items() if data.startswith(magic)), None)
     if fmt is None:
         raise ValueError("background image is neither PNG nor JPEG")
+    # The size is checked in the header first: a small file can claim a huge picture (a decompression bomb).
+    size = _png_size(data) if fmt == "png_pipe" else _jpeg_size(data)
+    if size is not None and not all(1 <= side <= MAX_SIDE for side in size):
+        raise ValueError(f"background image is {size[0]}x{size[1]}: sides must be 1..{MAX_SIDE} pixels")
     try:
         with av.open(io.BytesIO(data), "r", format=fmt) as container:
             frame = next(container.decode(video=0), None)
@@ -47,6 +51,35 @@ def decode_image(data: bytes) -> av.VideoFrame:
         raise ValueError(f"background image cannot be decoded: {exc}") from exc
     if frame is None:
         raise ValueError("background image holds no picture")
-    if not (2 <= frame.width <= MAX_SIDE and 2 <= frame.height <= MAX_SIDE):
-        raise ValueError(f"background image is {frame.width}x{frame.height}: sides must be 2..{MAX_SIDE} pixels")
+    if not (1 <= frame.width <= MAX_SIDE and 1 <= frame.height <= MAX_SIDE):
+        raise ValueError(f"background image is {frame.width}x{frame.height}: sides must be 1..{MAX_SIDE} pixels")
     return frame
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the IHDR chunk, which must come first (PNG spec 5.6)."""
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the first SOFn segment (ITU T.81 B.2.2)."""
+    i = 2
+    while i + 9 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # no length
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height = int.from_bytes(data[i + 5 : i + 7], "big")
+            width = int.from_bytes(data[i + 7 : i + 9], "big")
+            return width, height
+        i += 2 + length
+    return None
