@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from tests.support.waiting import until
 from emberrtc.callbacks.signature import verify
 from emberrtc.client import ColourVideoTrack, ToneAudioTrack
 from emberrtc.recording.layout import Participant, compute_layout, layout_params
+from emberrtc.recording.reports import Progress, Report
 from emberrtc.synthetic import colour_distance
 
 pytestmark = pytest.mark.media
@@ -64,6 +66,18 @@ async def test_mixed_job_composes_the_room_follows_it_and_takes_a_live_layout(
     media_app: MediaApp, tmp_path: Path
 ) -> None:
     app_id, room = media_app.app_id, "mix-room"
+    # Where each recording is (its worker's media time, reported every few packets): instants of the test
+    # placed in the file. A report may be a fraction of a second old: an instant placed by it is at most
+    # that much early.
+    progress: dict[str, list[float]] = defaultdict(list)
+
+    def listen(j: str, report: Report) -> None:
+        if isinstance(report, Progress):
+            progress[j].append(report.media_time)
+
+    recorder = media_app.services.recorder
+    assert recorder is not None
+    recorder.listeners.append(listen)
     receiver = await HttpReceiver().start()
     alice = await _join(media_app, room, "alice")
     bob = await _join(media_app, room, "bob")
@@ -93,6 +107,7 @@ async def test_mixed_job_composes_the_room_follows_it_and_takes_a_live_layout(
         assert created.status_code == 201, created.text
         job_id = created.json()["job_id"]
         assert created.json()["stream_name"] == f"m_{job_id}_{room}"
+        media_time = progress[job_id]
 
         async def state(want: str) -> dict[str, Any] | None:
             r = await asyncio.to_thread(media_app.http.get, f"/v2/apps/{app_id}/{MIX_JOBS}/{job_id}")
@@ -109,7 +124,7 @@ async def test_mixed_job_composes_the_room_follows_it_and_takes_a_live_layout(
         carol = await _join(media_app, room, "carol")
         await carol.publish("camera", video=ColourVideoTrack(GREEN, width=320, height=240), codec="h264")
         await until(lambda: _live(media_app, room, "carol", "CAMERASTREAM"), what="carol's camera is live")
-        joined = time.monotonic() - started
+        joined = media_time[-1]
         await asyncio.sleep(PHASE)
 
         panes = [  # phase 3: a custom layout (PUT) over a background image
@@ -127,7 +142,7 @@ async def test_mixed_job_composes_the_room_follows_it_and_takes_a_live_layout(
         }
         put = await asyncio.to_thread(media_app.http.put, f"/v2/apps/{app_id}/{MIX_JOBS}/{job_id}", json=update)
         assert put.status_code == 200, put.text
-        changed = time.monotonic() - started
+        changed = media_time[-1]
         running = await until(lambda: state("RUNNING"), what="the job still RUNNING")
         assert "default_user_background_image s3://ember-records/images/absent.png" in running["description"]
         await asyncio.sleep(PHASE)
@@ -139,6 +154,7 @@ async def test_mixed_job_composes_the_room_follows_it_and_takes_a_live_layout(
         await until(lambda: state("STOPPED"), within=20, what="the mixed job STOPPED")
         await rec.wait_events(job_id, "CLOUD_RECORD_OVER")
     finally:
+        recorder.listeners.remove(listen)
         for client in (alice, bob, carol):
             if client is not None:
                 await client.leave()
@@ -156,10 +172,6 @@ async def test_mixed_job_composes_the_room_follows_it_and_takes_a_live_layout(
     assert np.allclose(np.diff(times), 1 / FPS, atol=0.002)  # a constant frame rate
     # From its first media (forwarded, and waiting in the socket, while the worker started) to the stop.
     assert stopped_at - 0.5 <= rb.duration <= since_post + 0.5, (rb.duration, stopped_at, since_post)
-    # Instants measured from RUNNING to their place in the file: the file ends at the stop (the DELETE
-    # answers once the worker has finished it), so this maps each at most a few tens of ms late.
-    shift = rb.duration - stopped_at
-    joined, changed = joined + shift, changed + shift
 
     # Phase 1: the nine-grid cells of alice and bob (join order), each with its colour; both tones.
     people = [Participant("alice", 0, True, False), Participant("bob", 1, True, False)]
@@ -182,7 +194,7 @@ async def test_mixed_job_composes_the_room_follows_it_and_takes_a_live_layout(
         assert colour_distance(got, colours[who]) < TOLERANCE, (who, got)
 
     # Phase 3: the custom layout within 1 s of the PUT's answer, in the same file, over the image.
-    # (The file starts before RUNNING is seen, so `changed` is at most the change's true place in the file.)
+    # (`changed`: the worker's media time when the PUT was answered, at most a fraction of a second early.)
     def custom(frame: av.VideoFrame) -> bool:
         return (
             colour_distance(cell_rgb(frame, 0, 0, 320, 480), RED) < TOLERANCE
