@@ -3,7 +3,7 @@
 Nine H.264 640x360@30 clips with audio are made once by FFmpeg (moving test pictures under temporal
 noise, so the encoders cannot make them cheap; a tone each) and kept in ``--clips``. Each round composes
 them into a 3x3 nine_grids_view for each template, both ways, one after the other (which goes first
-alternates by round):
+alternates by round; a short run of each side before the rounds is not counted):
 
 - Ember: PyAV decode of every input (video and audio) -> ``compute_layout`` + ``Compositor`` ->
   ``MixVideoEncoder`` (libx264, the recording preset, the template's bit rate) and ``AudioMixer`` ->
@@ -207,6 +207,9 @@ def main() -> None:
     seconds = min(args.seconds, CLIP_SECONDS - 1)
     clips = make_clips(args.clips)
     results: dict[str, dict[str, list[float]]] = {t: {"ember": [], "ffmpeg": []} for t in TEMPLATES}
+    # Warm-up, not counted: clips into the page cache, libraries and encoders initialised once.
+    ember(clips, parse_template(TEMPLATES[0]), 1.0, args.threads)
+    ffmpeg(clips, parse_template(TEMPLATES[0]), 1.0, args.threads)
     for r in range(args.rounds):
         for name in TEMPLATES:
             template = parse_template(name)
