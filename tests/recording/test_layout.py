@@ -259,3 +259,14 @@ def test_layout_params_rejects_what_it_cannot_draw() -> None:
         layout_params({"layout_template": "custom", "layout_panes": [{"user_id": "a", "crop_mode": "STRETCH"}]})
     with pytest.raises(ValueError):
         compute_layout(NINE, people(1), 641, 360)
+
+
+def test_nine_grids_the_26th_user_takes_the_tile_of_one_who_leaves() -> None:
+    everyone = people(26)
+    full = compute_layout(NINE, everyone, 1280, 720)
+    assert "u25" not in {t.user_id for t in full.tiles}
+    where = {t.user_id: (t.x, t.y) for t in full.tiles}
+    after = compute_layout(NINE, [p for p in everyone if p.user_id != "u03"], 1280, 720, previous=full)
+    got = {t.user_id: (t.x, t.y) for t in after.tiles}
+    assert got["u25"] == where["u03"]
+    assert all(got[u] == xy for u, xy in where.items() if u != "u03")
