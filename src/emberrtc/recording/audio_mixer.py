@@ -10,6 +10,7 @@ encodes the result to AAC.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from fractions import Fraction
 
 import av
@@ -46,18 +47,20 @@ class _Queue:
     def queued(self) -> int:
         return self.end - self.start
 
-    def write(self, data: np.ndarray) -> int:
-        """Queue (channels, n) samples, mono to both channels; the number of old samples dropped."""
-        n = min(data.shape[1], self.limit)
-        data = data[:, data.shape[1] - n :]
+    def write(self, channels: Sequence[np.ndarray]) -> int:
+        """Queue one or two channels of samples (mono goes to both); the number of old samples dropped."""
+        total = len(channels[0])
+        n = min(total, self.limit)
         dropped = max(0, self.queued + n - self.limit)
         self.start += dropped
         if self.end + n > self.buffer.shape[1]:
             kept = self.queued
             self.buffer[:, :kept] = self.buffer[:, self.start : self.end]
             self.start, self.end = 0, kept
-        self.buffer[:, self.end : self.end + n] = data  # (1, n) broadcasts to both channels
-        self.end += n
+        end = self.end + n
+        self.buffer[0, self.end : end] = channels[0][total - n :]
+        self.buffer[1, self.end : end] = channels[-1][total - n :]
+        self.end = end
         return dropped
 
     def read(self, samples: int) -> np.ndarray:
@@ -94,9 +97,7 @@ class AudioMixer:
         if frame.format.name == "fltp" and frame.sample_rate == self.sample_rate and channels <= 2:
             # Already what the mix needs (AAC and Opus decoders give fltp 48 kHz): no resampler pass.
             n = frame.samples
-            planes = frame.planes
-            data = np.stack([np.frombuffer(memoryview(planes[c]), np.float32, n) for c in range(channels)])
-            self.dropped += queue.write(data)
+            self.dropped += queue.write([np.frombuffer(memoryview(p), np.float32, n) for p in frame.planes])
             return
         mono = channels == 1
         resampler = queue.resamplers.get(1 if mono else 2)
@@ -106,7 +107,8 @@ class AudioMixer:
             queue.resamplers[1 if mono else 2] = resampler
         frame.pts = None  # the queue is the timeline: the resampler must not insert or drop for pts gaps
         for chunk in resampler.resample(frame):
-            self.dropped += queue.write(chunk.to_ndarray().astype(np.float32, copy=False))
+            data = chunk.to_ndarray().astype(np.float32, copy=False)  # (channels, n)
+            self.dropped += queue.write(list(data))
 
     def remove(self, user_id: str) -> None:
         """The user left: their queued audio goes with them."""
