@@ -120,3 +120,17 @@ def test_a_queue_holds_half_a_second_the_newest() -> None:
     kept = mixer.pull(24_000).to_ndarray()
     assert np.abs(kept[:, -100:]).max() > 0.1
     assert not mixer.pull(960).to_ndarray().any()
+
+
+def test_the_choice_follows_who_is_loud_now() -> None:
+    mixer = AudioMixer()
+    quiet = {"a": 0.2, "b": 0.15, "c": 0.1, "d": 0.02}
+    tones = {u: SineTone(300 + 200 * i, amplitude=a) for i, (u, a) in enumerate(quiet.items())}
+    run(mixer, tones, 1.0)
+    assert set(mixer.speaking) == {"a", "b", "c"}
+    # d starts talking loudly, c falls silent: within a second the mix is a, b and d.
+    tones["d"] = SineTone(900, amplitude=0.3)
+    tones["c"] = SineTone(700, amplitude=0.001)
+    mixed = run(mixer, tones, 1.0)
+    assert set(mixer.speaking) == {"a", "b", "d"}
+    assert magnitude(mixed[0][-24_000:], 900) > 0.05
