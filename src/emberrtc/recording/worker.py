@@ -51,6 +51,7 @@ _BATCH = 4096  # most datagrams read from one socket in one round
 _TICK = 0.05  # seconds between pipeline ticks (a fraction of the jitter buffer's wait)
 _ROUND = 0.02  # shortest time between two rounds of reading while packets trickle in (live media)
 _FEW = 8  # a round with fewer datagrams than this waits for the next; a backlog is read without pause
+_SLOW = 0.25  # a round that took longer than this (seconds) reads what came meanwhile before judging silence
 # In the job's spool folder, dot files like the spool's own marks (storage.spool): never a media file's name.
 JOURNAL = ".journal.jsonl"  # file reports of every worker run of the job, in order
 LOCK = ".worker.lock"  # held by the job's worker while it runs
@@ -141,7 +142,10 @@ class Worker:
                 busy = [k for k in ready if k != "control"]
                 batch, backlog = self._read(sockets, busy, pipeline)
                 now = time.monotonic()
-                if now >= next_tick and not backlog:  # silences are judged on drained sockets
+                # Silences are judged on drained sockets: not after a full read, nor after a slow round while
+                # packets wait (a mix composing a backlog can take longer than a silence lasts).
+                lagging = now - round_start > _SLOW and self._waiting(selector)
+                if now >= next_tick and not backlog and not lagging:
                     pipeline.tick(now)
                     next_tick = now + _TICK
                 if busy and len(batch) < _FEW:
@@ -163,6 +167,11 @@ class Worker:
             status = 2
         self._reporter(Exited(self._stopping or "stopped"))
         return status
+
+    @staticmethod
+    def _waiting(selector: selectors.BaseSelector) -> bool:
+        """Does a media socket hold datagrams now?"""
+        return any(key.data != "control" for key, _ in selector.select(0))
 
     def _read(
         self, sockets: dict[str, socket.socket], kinds: list[str], pipeline: Pipeline
