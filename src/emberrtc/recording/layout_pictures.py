@@ -21,6 +21,7 @@ import numpy as np
 
 from emberrtc.recording.compositor import Compositor
 from emberrtc.recording.layout import CAMERA, SCREEN, Layout, Participant, compute_layout, layout_params
+from emberrtc.recording.mix_images import MixImages
 
 WIDTH, HEIGHT = 640, 360  # pictures at half of 1280x720: the same geometry, smaller files
 BACKGROUND = (40, 40, 48)
@@ -50,6 +51,8 @@ class Scene:
     panes: tuple[Mapping[str, object], ...] = ()
     #: users who were in the room before (their leaving shows how tiles stay in place)
     before: tuple[Participant, ...] = field(default=())
+    #: give the job a default_user_background_image (a silhouette) for users without a picture
+    user_image: bool = False
 
 
 def _people(n: int, *, sharer: bool = False, audio_only: tuple[int, ...] = ()) -> tuple[Participant, ...]:
@@ -64,7 +67,7 @@ def scenes() -> list[Scene]:
     ]
     nine = _people(9)
     out.append(Scene("nine_grids_view-09-left", "nine_grids_view", tuple(p for p in nine if p.order != 5), before=nine))
-    out.append(Scene("nine_grids_view-04-audio-only", "nine_grids_view", _people(4, audio_only=(3,))))
+    out.append(Scene("nine_grids_view-04-audio-only", "nine_grids_view", _people(4, audio_only=(3,)), user_image=True))
     for template in ("screen_share_left", "screen_share_right"):
         panes = ({"filling_policy": "SHARED_SCREEN"},)
         out.append(Scene(f"{template}-00", template, (), panes))
@@ -106,6 +109,18 @@ def _labelled(width: int, height: int, rgb: tuple[int, int, int], text: str) -> 
     return av.VideoFrame.from_ndarray(image, format="rgb24")
 
 
+def _silhouette(width: int, height: int) -> av.VideoFrame:
+    """A default user image: a light head and shoulders on grey."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    cx, s = width / 2, height / 10
+    head = (xx - cx) ** 2 + (yy - 3.6 * s) ** 2 < (1.8 * s) ** 2
+    body = ((xx - cx) / (3.6 * s)) ** 2 + ((yy - 9.5 * s) / (3.6 * s)) ** 2 < 1
+    image = np.empty((height, width, 3), np.uint8)
+    image[:] = (96, 100, 108)
+    image[head | body] = (170, 175, 182)
+    return av.VideoFrame.from_ndarray(image, format="rgb24")
+
+
 def _desktop(width: int, height: int) -> av.VideoFrame:
     """A shared screen: a slate desktop with two light windows, each with a title bar."""
     image = np.empty((height, width, 3), np.uint8)
@@ -126,6 +141,8 @@ def render(scene: Scene, width: int = WIDTH, height: int = HEIGHT) -> av.VideoFr
     layout = compute_layout(params, scene.participants, width, height, previous)
     compositor = Compositor(width, height, BACKGROUND)
     compositor.set_layout(layout)
+    if scene.user_image:
+        compositor.set_images(MixImages(default_user=_silhouette(320, 180)))
     for p in scene.participants:
         if p.camera:
             compositor.update((p.user_id, CAMERA), _labelled(640, 360, colour(p.order), str(p.order)))
