@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from emberrtc.domain.errors import EmberError, RecordingFault
+from emberrtc.domain.mix_layout import AUDIO_ONLY
 from emberrtc.domain.ports import JobSpec
 from emberrtc.recording import reports
 from emberrtc.recording.outputs import FileTarget, JobRef
@@ -366,7 +367,7 @@ class RecordingSupervisor:
         sock = self._socket()
         sockets = {MIX_PORT: sock}
         try:
-            audio_only = (job.params.get("mix_param") or {}).get("encode_template") == "audio_only"
+            audio_only = (job.params.get("mix_param") or {}).get("encode_template") == AUDIO_ONLY
             streams = await self._source.forward_mix(job, MixTarget(self._host, sock.getsockname()[1], not audio_only))
             images, problems = await self._fetch_images(job)
             plan = self._mix_plan(job, streams, images, sockets)
@@ -422,8 +423,8 @@ class RecordingSupervisor:
         """The job's images (spec Table 4-175) read from storage, checked and written to its spool folder
         (``.image-*``); the problems, one line each (``background_image s3://b/x.png: no such object``)."""
         uris = _image_uris(job)
-        if not uris:
-            return MixImageFiles(), []
+        if not uris or (job.params.get("mix_param") or {}).get("encode_template") == AUDIO_ONLY:
+            return MixImageFiles(), []  # audio only: the video parameters are ignored
         location = (job.record_rule or {}).get("obs_addr", {}).get("location") or "local"
         folder = self._spool_root / job.job_id
         paths: dict[str, str] = {}
