@@ -26,7 +26,7 @@ from emberrtc.recording.plan import (
     Timing,
 )
 from emberrtc.recording.reports import FileCompleted, KeyframeRequest, MediaState, PushState, Report
-from emberrtc.synthetic import colour_distance, dominant_frequency
+from emberrtc.synthetic import SineTone, colour_distance, dominant_frequency
 from tests.recording.publisher import AUDIO, Publisher
 from tests.recording.readback import first_frame_is_keyframe, read_back
 from tests.support.rtmp_server import RtmpServer, rtmp_skip_reason
@@ -226,8 +226,12 @@ def test_a_live_layout_change_shows_within_one_second(tmp_path: Path) -> None:
     assert colour_distance(cell_rgb(frame_at(rb.video, change + 1.5), 320, 240, 320, 240), RED) < 40
 
 
-def test_audio_only_has_no_video_and_mixes_the_tones(tmp_path: Path) -> None:
-    users = [User(f"u{i}", i, Publisher(None, tone=tone, seed=i + 1)) for i, tone in enumerate((300.0, 700.0, 1500.0))]
+def test_audio_only_has_no_video_and_mixes_the_three_loudest(tmp_path: Path) -> None:
+    users = [
+        User(f"u{i}", i, Publisher(None, tone=tone, seed=i + 1))
+        for i, tone in enumerate((300.0, 700.0, 1500.0, 2500.0))
+    ]
+    users[3].pub.audio = SineTone(2500.0, amplitude=0.05, layout="stereo")  # the quietest: left out
     streams = tuple(s for u in users for s in u.streams())
     hls = HlsOutput(NAMING, record_cycle=None, slice_duration=2)
     plan = mix_plan(tmp_path, "audio_only", {}, streams, mp4=Mp4Output(NAMING, record_cycle=60), hls=hls)
@@ -249,6 +253,8 @@ def test_audio_only_has_no_video_and_mixes_the_tones(tmp_path: Path) -> None:
     for tone in (300.0, 700.0, 1500.0):
         band = spectrum[(freqs > tone - 20) & (freqs < tone + 20)].max()
         assert band > 0.2 * spectrum.max(), tone
+    quiet = spectrum[(freqs > 2480) & (freqs < 2520)].max()
+    assert quiet < 0.02 * spectrum.max()
 
 
 def test_nobody_publishing_is_an_interruption_and_idle(tmp_path: Path) -> None:
