@@ -319,13 +319,14 @@ def test_the_mix_is_pushed_over_rtmp_without_files(tmp_path: Path, rtmp: RtmpSer
     assert not d.of(FileCompleted) and [r.state for r in d.of(PushState)] == ["connected", "stopped"]
 
 
-def test_screen_share_left_puts_the_screen_in_the_main_pane_and_cameras_in_the_strip(tmp_path: Path) -> None:
+@pytest.mark.parametrize("template", ["screen_share_left", "screen_share_right"])
+def test_screen_share_puts_the_screen_in_the_main_pane_and_cameras_in_the_strip(tmp_path: Path, template: str) -> None:
     alice_cam = User("alice", 0, Publisher("H264", colour=RED, tone=None, seed=1))
     alice_screen = User("alice", 0, Publisher("VP8", colour=YELLOW, width=1280, height=720, tone=None, seed=5),
                         stream="screen")  # fmt: skip
     bob = User("bob", 1, Publisher("VP8", colour=GREEN, tone=None, seed=2))
     streams = alice_cam.streams() + alice_screen.streams() + bob.streams()
-    params = {"layout_template": "screen_share_left", "layout_panes": [{"id": 1, "filling_policy": "SHARED_SCREEN"}]}
+    params = {"layout_template": template, "layout_panes": [{"id": 1, "filling_policy": "SHARED_SCREEN"}]}
     plan = mix_plan(tmp_path, "640x480_15_500", params, streams)
     d = MixDriver(plan, [alice_cam, bob])
     d.users["alice-screen"] = alice_screen
@@ -335,7 +336,9 @@ def test_screen_share_left_puts_the_screen_in_the_main_pane_and_cameras_in_the_s
 
     assert layout is not None
     main = next(t for t in layout.tiles if t.main)
-    assert main.source == ("alice", "screen") and (main.x, main.y) == (0, 0) and main.width > 320
+    assert main.source == ("alice", "screen") and main.y == 0 and main.width > 320
+    assert (main.x == 0) == (template == "screen_share_left")  # the main pane on the named side
+    assert all((t.x >= main.width) == (template == "screen_share_left") for t in layout.tiles if not t.main)
     (f,) = d.of(FileCompleted)
     frame = read_back(f.path).video[-8]
     colours = {("alice", "screen"): YELLOW, ("alice", "camera"): RED, ("bob", "camera"): GREEN}
