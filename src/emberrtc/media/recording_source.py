@@ -298,8 +298,9 @@ class PlaneMediaSource:
                         await self._mix_drop(mix, old.feed.feed_id)  # re-published before the end was seen
                     await self._mix_add(mix, live)
                 streams = mix.streams
-            if streams != before and self._changes is not None:
-                await self._changes.streams_changed(job_id, streams)
+                if streams != before and self._changes is not None:
+                    # Under the lock: two changes at once reach the engine in the order they were made.
+                    await self._changes.streams_changed(job_id, streams)
         except asyncio.CancelledError:
             raise
         except Exception:
