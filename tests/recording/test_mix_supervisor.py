@@ -159,3 +159,29 @@ async def test_a_killed_mix_worker_is_restarted_on_the_same_port(mix_engine: Eng
     rb = read_back(e.outputs.stored(second.args["target"]))
     assert rb.duration >= 1.5 and colour_distance(median_rgb(rb.middle_frame), RED) < 40
     assert not [c for c in e.jobs.calls if c[0] == "stopped"]
+
+
+async def test_a_change_of_the_room_while_the_job_starts_is_not_lost(mix_engine: Engine) -> None:
+    e = mix_engine
+    source = e.source
+    assert isinstance(source, MixSource)
+    alice = User("alice", 0, Publisher("H264", colour=RED, tone=None, seed=1))
+    bob = User("bob", 1, Publisher("VP8", colour=BLUE, tone=None, seed=2))
+    source.room["alice"] = alice
+    original = source.forward_mix
+
+    async def forward_then_bob_joins(job: JobSpec, target: MixTarget) -> tuple[MixStream, ...]:
+        streams = await original(job, target)
+        source.room["bob"] = bob  # bob goes live just after the forwarding started: the engine is told
+        await e.supervisor.streams_changed(job.job_id, source.streams())
+        return streams
+
+    source.forward_mix = forward_then_bob_joins  # type: ignore[method-assign]
+    await e.supervisor.start(mix_job("m3"))
+    with Room(source, "m3"):
+        await e.wait_for(lambda: "recording" in e.states("m3"), what="recording")
+        await asyncio.sleep(1.5)  # media, for this long
+    await e.supervisor.stop("m3")
+    (mp4,) = completed(e)
+    last = read_back(e.outputs.stored(mp4.args["target"])).video[-3]
+    assert colour_distance(cell_rgb(last, 240, 0, 240, 360), BLUE) < 40  # bob is in the mix from the start

@@ -195,6 +195,8 @@ class RecordingSupervisor:
         self._timing = timing
         self._encoding = encoding
         self._running: dict[str, _Job] = {}
+        #: Mixed jobs being started: stream changes the media plane reports before the job runs.
+        self._starting_streams: dict[str, tuple[MixStream, ...] | None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         #: Called with (job_id, report) for every report of every worker (tests, metrics).
         self.listeners: list[Callable[[str, Report], None]] = []
@@ -285,7 +287,11 @@ class RecordingSupervisor:
         """A mixed job's room has other streams now (a publisher joined, left or re-published): the worker
         takes them from its next plan, without a restart."""
         j = self._running.get(job_id)
-        if j is None or streams == j.streams:
+        if j is None:
+            if job_id in self._starting_streams:
+                self._starting_streams[job_id] = streams  # taken by _start_mix before its worker starts
+            return
+        if streams == j.streams:
             return
         j.streams = streams
         await self._replan_mix(j)
@@ -366,10 +372,14 @@ class RecordingSupervisor:
     async def _start_mix(self, job: JobSpec) -> None:
         sock = self._socket()
         sockets = {MIX_PORT: sock}
+        self._starting_streams[job.job_id] = None
         try:
             audio_only = (job.params.get("mix_param") or {}).get("encode_template") == AUDIO_ONLY
             streams = await self._source.forward_mix(job, MixTarget(self._host, sock.getsockname()[1], not audio_only))
             images, problems = await self._fetch_images(job)
+            changed = self._starting_streams.get(job.job_id)
+            if changed is not None:  # the room changed meanwhile
+                streams = changed
             plan = self._mix_plan(job, streams, images, sockets)
         except PlanError as exc:
             self._close_sockets(sockets)
@@ -386,6 +396,8 @@ class RecordingSupervisor:
         except BaseException:
             self._close_sockets(sockets)
             raise
+        finally:
+            self._starting_streams.pop(job.job_id, None)
         ref = JobRef(job.app_id, job.job_id, job.room_id, job.stream_name)
         SpoolJournal(self._spool_root / job.job_id).write_ref(ref)
         j = _Job(job, ref, plan, SourceFormat(None, None), sockets, streams=streams, images=images)
