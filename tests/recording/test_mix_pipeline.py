@@ -392,3 +392,16 @@ def test_the_end_after_a_silence_makes_no_file_of_the_encoder_tail(tmp_path: Pat
     d.pipeline.close()
     (f,) = d.of(FileCompleted)
     assert f.duration == pytest.approx(2.0, abs=0.2)
+
+
+def test_no_silence_is_judged_while_packets_wait_to_be_read(tmp_path: Path) -> None:
+    alice = User("alice", 0, Publisher("H264", colour=RED, seed=1))
+    d = MixDriver(
+        mix_plan(tmp_path, "480x360_15_320", {"layout_template": "nine_grids_view"}, alice.streams()), [alice]
+    )
+    d.send(2.0)
+    # The worker was busy for 3 s with packets waiting in its socket: behind, not silent.
+    d.pipeline.tick(d.now + 3.0, drained=False)
+    assert [r.state for r in d.of(MediaState)] == ["recording"] and not d.of(FileCompleted)
+    d.pipeline.tick(d.now + 3.0)  # drained, and still nothing: now it is a silence
+    assert [r.state for r in d.of(MediaState)] == ["recording", "idle"] and len(d.of(FileCompleted)) == 1

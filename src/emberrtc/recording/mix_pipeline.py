@@ -195,16 +195,22 @@ class MixPipeline(Pipeline):
         if self.packets % self.plan.timing.progress_packets == 0:
             self._report(Progress(self.packets, round(self._r, 3)))
 
-    def tick(self, now: float) -> None:
-        """Overdue packets, the output steps that are due, silence, keyframe requests."""
+    def tick(self, now: float, drained: bool = True) -> None:
+        """Overdue packets, the output steps that are due, silence, keyframe requests (``drained`` False:
+        the caller is behind, packets wait to be read: no packet is given up for lost, no silence judged)."""
         self._now = now
         if self._started_at is None:
             self._started_at = now
-        for stream in list(self._inputs.values()):
-            for item in stream.jitter.poll(now):
-                self._released_input(stream, item)
+        if drained:
+            for stream in list(self._inputs.values()):
+                for item in stream.jitter.poll(now):
+                    self._released_input(stream, item)
         if self._last_arrival is not None:
             self._advance(min(now - self.plan.timing.mix_latency, self._last_arrival))
+        if not drained:
+            self._ask_keyframes()
+            self._poll_pushes()
+            return
         since = self._last_arrival if self._last_arrival is not None else self._started_at
         silent = now - since
         if silent >= self.plan.timing.idle_after and not self._idle:
@@ -215,11 +221,15 @@ class MixPipeline(Pipeline):
             for w in self._writers:
                 w.silence(silent)
             self._retire_done()
+        self._ask_keyframes()
+        self._poll_pushes()
+
+    def _ask_keyframes(self) -> None:
+        """Ask again for each video input still waiting for a keyframe (rate-limited per input)."""
         if not self._idle and self._compositor is not None:
             for stream in self._inputs.values():
                 if stream.spec.kind == "video" and stream.packets and stream.depacketizer.waiting_for_keyframe:
                     self._ask_input_keyframe(stream, "waiting for a keyframe")
-        self._poll_pushes()
 
     def update(self, plan: RecordingPlan) -> None:
         """A new plan from the server: outputs as :meth:`Pipeline.update`; streams added and removed (a

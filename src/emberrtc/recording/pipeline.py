@@ -110,11 +110,16 @@ class Pipeline:
         if self.packets % self.plan.timing.progress_packets == 0:
             self._report(Progress(self.packets, round(self._r, 3)))
 
-    def tick(self, now: float) -> None:
-        """Periodic work (every few tens of milliseconds): overdue packets, silence, keyframe retries."""
+    def tick(self, now: float, drained: bool = True) -> None:
+        """Periodic work (every few tens of milliseconds): overdue packets, silence, keyframe retries.
+        ``drained`` False: packets are waiting to be read (the caller is behind), so neither a missing packet
+        nor a silence is judged yet."""
         self._now = now
         if self._started_at is None:
             self._started_at = now
+        if not drained:
+            self._poll_pushes()
+            return
         for track in self._tracks.values():
             for item in track.jitter.poll(now):
                 self._released(track, item)

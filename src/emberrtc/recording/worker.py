@@ -51,7 +51,7 @@ _BATCH = 4096  # most datagrams read from one socket in one round
 _TICK = 0.05  # seconds between pipeline ticks (a fraction of the jitter buffer's wait)
 _ROUND = 0.02  # shortest time between two rounds of reading while packets trickle in (live media)
 _FEW = 8  # a round with fewer datagrams than this waits for the next; a backlog is read without pause
-_SLOW = 0.25  # a round that took longer than this (seconds) reads what came meanwhile before judging silence
+_SLOW = 0.25  # after a round longer than this (seconds), what came meanwhile is read before silence is judged
 # In the job's spool folder, dot files like the spool's own marks (storage.spool): never a media file's name.
 JOURNAL = ".journal.jsonl"  # file reports of every worker run of the job, in order
 LOCK = ".worker.lock"  # held by the job's worker while it runs
@@ -144,9 +144,9 @@ class Worker:
                 now = time.monotonic()
                 # Silences are judged on drained sockets: not after a full read, nor after a slow round while
                 # packets wait (a mix composing a backlog can take longer than a silence lasts).
-                lagging = now - round_start > _SLOW and self._waiting(selector)
-                if now >= next_tick and not backlog and not lagging:
-                    pipeline.tick(now)
+                if now >= next_tick and not backlog:
+                    lagging = now - round_start > _SLOW and self._waiting(selector)
+                    pipeline.tick(now, drained=not lagging)
                     next_tick = now + _TICK
                 if busy and len(batch) < _FEW:
                     # Let packets gather: one wake-up per few packets instead of one per packet. Arrival
