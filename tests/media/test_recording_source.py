@@ -191,6 +191,7 @@ async def test_a_mixed_job_gets_every_stream_of_the_room_on_one_port_by_ssrc() -
         MixStream(BASE + 3, "bob", "camera", "video", "VP8", 1),
         MixStream(BASE + 4, "carol", "camera", "audio", "OPUS", 2),
     )
+    assert [c[1] for c in plane.calls if c[0] == "keyframe"] == ["a-cam", "a-scr", "b-cam"]  # not c-cam: no video
     forwards = [c for c in plane.calls if c[0] == "forward"]
     assert forwards == [
         ("forward", "a-cam", "127.0.0.1", [("0", 41000, BASE), ("1", 41000, BASE + 1)]),

@@ -260,6 +260,9 @@ class PlaneMediaSource:
         entry = _MixFeed(feed, tuple(streams))
         if forwards:
             entry.stream_ids = await self._plane.rtp_forward(feed, mix.target.host, forwards)
+            if any(s.kind == "video" for s in streams):
+                # rtp_forward sends no PLI: a keyframe now is decodable by the time the worker reads it.
+                await self._plane.request_keyframe(feed)
         mix.feeds[feed.feed_id] = entry
         log.info("job %s: mixing %s (%s)", mix.job.job_id, feed.feed_id, ", ".join(s.key for s in streams))
 
