@@ -240,12 +240,18 @@ async def test_audio_only_mix_stops_after_max_idle_time_once_everyone_left(media
             # Video too: an audio-only job records none of it.
             await client.publish("camera", video=ColourVideoTrack(RED), audio=ToneAudioTrack(tone), codec="vp8")
 
+        last: list[dict[str, Any]] = []
+
         async def state(want: str) -> dict[str, Any] | None:
             r = await asyncio.to_thread(media_app.http.get, f"/v2/apps/{app_id}/{MIX_JOBS}/{job_id}")
             assert r.status_code == 200, r.text
+            last[:] = [dict(r.json())]
             return dict(r.json()) if r.json()["state"] == want else None
 
-        await until(lambda: state("RUNNING"), within=60, what="the audio-only job RUNNING")
+        try:
+            await until(lambda: state("RUNNING"), within=60, what="the audio-only job RUNNING")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the job as last seen: {last}") from exc
         await asyncio.sleep(PHASE)  # the length of the recording
         for client in clients:
             await client.leave()
