@@ -130,7 +130,7 @@ async def test_forwards_the_chosen_stream_and_stops_it() -> None:
 
 async def test_refuses_mix_jobs_and_missing_streams() -> None:
     src, plane = source()
-    with pytest.raises(RecordingFault, match="only single-stream jobs"):
+    with pytest.raises(RecordingFault, match="not a single-stream job"):
         await src.forward(job("mix"), TARGET)
     with pytest.raises(RecordingFault, match="publishes no SCREENSTREAM"):
         await src.forward(job(video_type="SCREENSTREAM"), TARGET)

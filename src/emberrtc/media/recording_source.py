@@ -143,7 +143,7 @@ class PlaneMediaSource:
 
     async def forward(self, job: JobSpec, target: ForwardTarget) -> SourceFormat:
         if job.kind != "individual" or job.user_id is None:
-            raise RecordingFault(f"{job.kind} jobs are not recorded yet: only single-stream jobs are")
+            raise RecordingFault(f"a {job.kind} job is not a single-stream job (mixed jobs use forward_mix)")
         video_type = job.params.get("video_type") or DEFAULT_VIDEO_TYPE
         kind = VIDEO_TYPES.get(video_type)
         if kind is None:
