@@ -27,6 +27,7 @@ from emberrtc.recording.plan import SourceFormat, Timing
 from emberrtc.recording.reports import MediaState, Progress, Report
 from emberrtc.recording.source import ForwardTarget
 from emberrtc.recording.supervisor import RecordingSupervisor
+from emberrtc.storage.errors import ObjectNotExist
 from tests.recording.publisher import Publisher
 
 PROGRESS_PACKETS = 10  # the sender's window (Engine.publish) must stay above twice this
@@ -71,6 +72,14 @@ class FakeOutputs:
         self.calls.append(Call("job_over", {"job": job, "detail_message": detail_message}))
         return "event"
 
+    async def read_image(self, uri: str, location: str) -> bytes:
+        """A mixed job's image from ``store/{bucket}/{object}`` (``s3://bucket/object``)."""
+        bucket, _, name = uri.removeprefix("s3://").partition("/")
+        try:
+            return (self.store / bucket / name).read_bytes()
+        except FileNotFoundError:
+            raise ObjectNotExist(f"{uri} does not exist") from None
+
     def stored(self, target: FileTarget) -> Path:
         return self.store / target.bucket / target.object_name
 
@@ -93,6 +102,9 @@ class FakeJobs:
     async def mark_stopped(self, job_id: str, reason: str, description: str) -> bool:
         self.calls.append(("stopped", job_id, reason, description))
         return True
+
+    async def describe(self, job_id: str, description: str) -> None:
+        self.calls.append(("describe", job_id, description))
 
 
 class FakeSource:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,11 +13,14 @@ from emberrtc.domain.ports import JobSpec
 from emberrtc.recording.plan import (
     STREAM_TYPE_CAPS,
     Endpoint,
+    MixImageFiles,
+    MixStream,
     ObjectNaming,
     PlanError,
     RecordingPlan,
     SourceFormat,
     VideoCap,
+    build_mix_plan,
     build_plan,
     file_start_time,
 )
@@ -113,7 +117,7 @@ def test_audio_is_left_out_when_not_wanted_or_not_published() -> None:
     ("spec", "source", "message"),
     [
         (job_spec("j", None), H264_OPUS, "no record_param"),
-        (dataclasses.replace(job_spec("j", rule()), kind="mix"), H264_OPUS, "mix jobs"),
+        (dataclasses.replace(job_spec("j", rule()), kind="mix"), H264_OPUS, "not a single-stream job"),
         (job_spec("j", rule(), is_record_audio=False), SourceFormat(None, "OPUS"), "nothing to record"),
         (job_spec("j", rule()), SourceFormat("AV1", "OPUS"), "AV1 cannot be recorded"),
     ],
@@ -121,3 +125,41 @@ def test_audio_is_left_out_when_not_wanted_or_not_published() -> None:
 def test_what_cannot_be_recorded_is_refused(spec: JobSpec, source: SourceFormat, message: str) -> None:
     with pytest.raises(PlanError, match=message):
         build_plan(spec, source, spool_dir=Path("/s"))
+
+
+def mix_spec(template: str = "1280x720_15_2260", **mix: Any) -> JobSpec:
+    params = {"mix_param": {"room_id": "room", "encode_template": template, **mix}}
+    return dataclasses.replace(job_spec("jm", rule()), kind="mix", stream_name="m_jm_room", params=params)
+
+
+def test_a_mixed_job_plans_every_stream_and_survives_json() -> None:
+    streams = (
+        MixStream(1001, "alice", "camera", "video", "H264", 0),
+        MixStream(1002, "alice", "camera", "audio", "OPUS", 0),
+        MixStream(2001, "bob", "screen", "video", "VP8", 1),
+    )
+    images = MixImageFiles(background="/s/.images/a", users=(("bob", "/s/.images/b"),))
+    job = mix_spec(layout_template="nine_grids_view")
+    plan = build_mix_plan(job, streams, spool_dir=Path("/s"), endpoint=Endpoint("127.0.0.1", 5000, 7), images=images)
+    assert plan.mix is not None and plan.video is None and plan.audio is None
+    assert plan.mix.streams == streams and not plan.mix.audio_only
+    assert plan.mix.params["layout_template"] == "nine_grids_view"
+    assert plan.mp4 is not None and plan.mp4.naming.record_type == "mix" and plan.stream_name == "m_jm_room"
+    again = RecordingPlan.from_json(plan.to_json())
+    assert again == plan and isinstance(again.mix.streams[0], MixStream)  # type: ignore[union-attr]
+    assert streams[2].key == "bob/screen/video"
+
+
+@pytest.mark.parametrize(
+    ("job", "streams", "message"),
+    [
+        (mix_spec("1280x721_15_2260"), (), "not an encode template"),
+        (mix_spec("best"), (), "not an encode template"),
+        (mix_spec(), (MixStream(1, "a", "camera", "video", "AV1", 0),), "AV1 cannot be mixed"),
+        (mix_spec(), (MixStream(1, "a", "camera", "audio", "PCMU", 0),), "PCMU cannot be mixed"),
+        (job_spec("j", rule()), (), "not a mixed-stream job"),
+    ],
+)
+def test_what_cannot_be_mixed_is_refused(job: JobSpec, streams: tuple[MixStream, ...], message: str) -> None:
+    with pytest.raises(PlanError, match=message):
+        build_mix_plan(job, streams, spool_dir=Path("/s"), endpoint=Endpoint())

@@ -215,9 +215,10 @@ class JobService:
             job.update_time = self._clock.now()
             return mix_view(job), self._spec(s, job), job.state
 
-        result, spec, state = await self._db.run(work)
-        if state == RUNNING:
-            await self.engine.update(spec)
+        result, spec, _ = await self._db.run(work)
+        # RUNNING or still INIT (a recorder may be waiting for media): either way the recorder, if any, takes
+        # the new layout and images now (the engine ignores jobs it does not run).
+        await self.engine.update(spec)
         return result
 
     async def stop(self, principal: Principal, app_id: str, job_id: str, kind: str) -> None:

@@ -6,6 +6,7 @@ job's stored template matters) share one check.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,6 +14,22 @@ from emberrtc.domain.errors import InvalidParameterCombination
 
 AUDIO_ONLY = "audio_only"
 SCREEN_SHARE_TEMPLATES = ("screen_share_left", "screen_share_right")
+_ENCODE_TEMPLATE = re.compile(r"^(\d+)[*x](\d+)_(\d+)_(\d+)$")
+
+
+def parse_encode_template(name: str) -> tuple[int, int, int, int] | None:
+    """spec Table 4-175 ``encode_template``: ``1280x720_15_2260`` (the tables write ``1280*720_15_2260``)
+    -> (1280, 720, 15, 2260): width, height, frames per second, kbit/s; ``audio_only`` -> None. Anything
+    else is a ``ValueError``."""
+    if name == AUDIO_ONLY:
+        return None
+    m = _ENCODE_TEMPLATE.fullmatch(name)
+    if not m:
+        raise ValueError(f"not an encode template: {name}")
+    w, h, fps, kbps = (int(g) for g in m.groups())
+    if min(w, h, fps, kbps) <= 0 or w % 2 or h % 2:
+        raise ValueError(f"not an encode template: {name}")
+    return w, h, fps, kbps
 
 
 def check_layout(template: str | None, panes: Sequence[Mapping[str, Any]] | None, audio_only: bool) -> None:

@@ -9,6 +9,7 @@ The figures behind the statistics API's ``RecordDuration`` and ``TranscodeDurati
 - **transcoded seconds**: the same seconds when the file's video was re-encoded by Ember (a VP8 publisher,
   or H.264 above the stream's resolution cap, encoded to H.264), else 0. H.264 passed through as
   published and audio-only files count 0. Opus to AAC audio conversion is not counted as transcoding.
+  A mixed-stream job's files (spec 4.8) always count: mixing is transcoding, audio-only mixes included.
 
 Each file is counted exactly once: one row per (job, object name, day) under a unique key, inserted with
 ``ON CONFLICT DO NOTHING``, so a completion processed twice (say, replayed after a crash) adds nothing.

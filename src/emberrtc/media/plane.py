@@ -440,6 +440,9 @@ class JanusMediaPlane:
         #: Called with the :class:`Feed` of every stream that goes live (its PeerConnection is up), from
         #: the publisher's event task: a listener must not block (the recording source schedules its work).
         self.feed_listeners: list[Callable[[Feed], None]] = []
+        #: Called with the :class:`Feed` of every live stream that ends (unpublished, its connection gone,
+        #: its publisher out of the room), with the room locked: a listener must not block either.
+        self.feed_ended_listeners: list[Callable[[Feed], None]] = []
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JanusMediaPlane:
@@ -712,6 +715,12 @@ class JanusMediaPlane:
                 q._subscriber.parked.pop(pub, None)
         if pub.live:
             self._broadcast(room, StreamUnpublished(p.user_id, kind), exclude=p)
+            feed = Feed(p.user_id, pub.kind, room.janus_id, pub.feed_id, list(pub.tracks))
+            for listener in list(self.feed_ended_listeners):
+                try:
+                    listener(feed)
+                except Exception:
+                    log.exception("feed listener failed")
         return handles
 
     async def _watch_publisher(self, p: Participant, pub: _Publication) -> None:

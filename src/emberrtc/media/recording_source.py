@@ -9,7 +9,13 @@ When the user publishes that stream again (a new Janus feed: after an unpublish,
 restart), the plane reports the new live feed and the job is forwarded again to the same ports; if the
 codecs differ, the engine is told first (``source_changed``), so the new worker expects the new codecs.
 
-Mix jobs are refused with a clear error: the engine records single streams only, for now.
+For a mixed-stream job, :meth:`PlaneMediaSource.forward_mix` forwards every live stream of the room
+(camera and screen video, unless the job is audio only, and audio) to the job's one port, each with an SSRC
+of its own (counting up from :data:`MIX_SSRC_BASE` per job), and keeps doing so: a stream that goes live
+in the room is forwarded, one that ends is dropped (its forwarders end with its Janus publisher), and the
+engine is told the room's streams each time (``streams_changed``). A re-publish is an end and a new
+stream, whatever its codec; the job goes on. Tracks of other codecs than H.264, VP8 and Opus are left out
+(logged). Users are ordered by when the job first saw them, in the room's join order.
 """
 
 from __future__ import annotations
@@ -17,13 +23,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from emberrtc.domain.errors import RecordingFault
 from emberrtc.domain.ports import JobSpec
-from emberrtc.recording.plan import SourceFormat
-from emberrtc.recording.source import ForwardTarget
+from emberrtc.recording.plan import H264, OPUS, VP8, MixStream, SourceFormat
+from emberrtc.recording.source import ForwardTarget, MixTarget
 
 from .janus_client import JanusClientError, RtpForwardStream
 from .plane import VIDEO_TYPES, Feed, JanusMediaPlane, MediaPlaneError, StreamKind
@@ -31,12 +38,16 @@ from .plane import VIDEO_TYPES, Feed, JanusMediaPlane, MediaPlaneError, StreamKi
 log = logging.getLogger(__name__)
 
 DEFAULT_VIDEO_TYPE = "CAMERASTREAM"  # spec Table 4-26
+MIX_SSRC_BASE = 0x4D490000  # "MI": SSRCs of a mixed job's streams count up from here
+_MIXABLE = {"video": (H264, VP8), "audio": (OPUS,)}
 
 
 class SourceChanges(Protocol):
     """The part of ``recording.supervisor.RecordingSupervisor`` told about re-published streams."""
 
     async def source_changed(self, job_id: str, fmt: SourceFormat) -> None: ...
+
+    async def streams_changed(self, job_id: str, streams: tuple[MixStream, ...]) -> None: ...
 
 
 @dataclass(eq=False)
@@ -59,6 +70,33 @@ class _Forward:
         )
 
 
+@dataclass(eq=False)
+class _MixFeed:
+    feed: Feed
+    streams: tuple[MixStream, ...]
+    stream_ids: list[int] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class _MixForward:
+    """A mixed job's forwarding: every live feed of its room."""
+
+    job: JobSpec
+    target: MixTarget
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    feeds: dict[str, _MixFeed] = field(default_factory=dict)  # by feed ID
+    orders: dict[str, int] = field(default_factory=dict)  # user -> join order as the job saw it
+    next_ssrc: int = MIX_SSRC_BASE
+
+    def in_room(self, feed: Feed) -> bool:
+        app_id, _, room_id = feed.janus_room.partition("/")
+        return (app_id, room_id) == (self.job.app_id, self.job.room_id)
+
+    @property
+    def streams(self) -> tuple[MixStream, ...]:
+        return tuple(s for f in self.feeds.values() for s in f.streams)
+
+
 def source_format(feed: Feed, target: ForwardTarget) -> SourceFormat:
     """The codecs forwarded from ``feed`` to ``target`` (upper case, as the recording plan expects)."""
     video = _track(feed, "video") if target.video_port else None
@@ -79,9 +117,11 @@ class PlaneMediaSource:
     def __init__(self, plane: JanusMediaPlane) -> None:
         self._plane = plane
         self._jobs: dict[str, _Forward] = {}
+        self._mixes: dict[str, _MixForward] = {}
         self._changes: SourceChanges | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         plane.feed_listeners.append(self._on_feed_live)
+        plane.feed_ended_listeners.append(self._on_feed_ended)
 
     def attach(self, engine: SourceChanges) -> None:
         """Connect the engine (built after this source, which it needs) for ``source_changed``."""
@@ -91,6 +131,8 @@ class PlaneMediaSource:
         """Stop re-forwarding work in progress (server shutdown)."""
         if self._on_feed_live in self._plane.feed_listeners:
             self._plane.feed_listeners.remove(self._on_feed_live)
+        if self._on_feed_ended in self._plane.feed_ended_listeners:
+            self._plane.feed_ended_listeners.remove(self._on_feed_ended)
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -101,7 +143,7 @@ class PlaneMediaSource:
 
     async def forward(self, job: JobSpec, target: ForwardTarget) -> SourceFormat:
         if job.kind != "individual" or job.user_id is None:
-            raise RecordingFault(f"{job.kind} jobs are not recorded yet: only single-stream jobs are")
+            raise RecordingFault(f"a {job.kind} job is not a single-stream job (mixed jobs use forward_mix)")
         video_type = job.params.get("video_type") or DEFAULT_VIDEO_TYPE
         kind = VIDEO_TYPES.get(video_type)
         if kind is None:
@@ -123,13 +165,46 @@ class PlaneMediaSource:
                 del self._jobs[job.job_id]
             raise
 
-    async def request_keyframe(self, job_id: str) -> None:
+    async def forward_mix(self, job: JobSpec, target: MixTarget) -> tuple[MixStream, ...]:
+        if job.kind != "mix":
+            raise RecordingFault(f"a {job.kind} job is not a mixed-stream job")
+        await self.stop_forward(job.job_id)
+        mix = _MixForward(job, target)
+        self._mixes[job.job_id] = mix
+        try:
+            async with mix.lock:
+                joined = self._plane.participants(job.app_id, job.room_id)
+                feeds = self._plane.feeds(job.app_id, job.room_id)
+                rank = {user: i for i, user in enumerate(joined)}
+                for feed in sorted(feeds, key=lambda f: (rank.get(f.user_id, len(rank)), str(f.stream))):
+                    await self._mix_add(mix, feed)
+                return mix.streams
+        except BaseException:
+            if self._mixes.get(job.job_id) is mix:
+                del self._mixes[job.job_id]
+            async with mix.lock:
+                await self._mix_stop_all(mix)
+            raise
+
+    async def request_keyframe(self, job_id: str, stream: str = "") -> None:
+        mix = self._mixes.get(job_id)
+        if mix is not None:
+            user_id, _, rest = stream.partition("/")
+            kind = rest.partition("/")[0]
+            for f in list(mix.feeds.values()):
+                if f.feed.user_id == user_id and str(f.feed.stream) == kind:
+                    await self._plane.request_keyframe(f.feed)
+            return
         fwd = self._jobs.get(job_id)
         feed = fwd.feed if fwd is not None else None
         if feed is not None:
             await self._plane.request_keyframe(feed)
 
     async def stop_forward(self, job_id: str) -> None:
+        mix = self._mixes.pop(job_id, None)
+        if mix is not None:
+            async with mix.lock:
+                await self._mix_stop_all(mix)
         fwd = self._jobs.pop(job_id, None)
         if fwd is None:
             return
@@ -163,7 +238,86 @@ class PlaneMediaSource:
         except (JanusClientError, MediaPlaneError) as exc:
             log.debug("job %s: stopping forwarders: %s", fwd.job.job_id, exc)
 
+    # --- mixed jobs -------------------------------------------------------------------------------------------
+
+    async def _mix_add(self, mix: _MixForward, feed: Feed) -> None:
+        """Forward one feed's mixable tracks to the job's port, each with a new SSRC."""
+        order = mix.orders.setdefault(feed.user_id, len(mix.orders))
+        forwards: list[RtpForwardStream] = []
+        streams: list[MixStream] = []
+        for track in feed.tracks:
+            kind, codec, mid = str(track.get("type")), str(track.get("codec") or "").upper(), track.get("mid")
+            if mid is None or kind not in _MIXABLE or (kind == "video" and not mix.target.video):
+                continue
+            if codec not in _MIXABLE[kind]:
+                log.warning("job %s: %s's %s %s is %s, which cannot be mixed", mix.job.job_id, feed.user_id,
+                            feed.stream, kind, codec)  # fmt: skip
+                continue
+            ssrc = mix.next_ssrc
+            mix.next_ssrc = (mix.next_ssrc + 1) % (1 << 32)
+            forwards.append(RtpForwardStream(mid=str(mid), port=mix.target.port, ssrc=ssrc))
+            streams.append(MixStream(ssrc, feed.user_id, str(feed.stream), kind, codec, order))
+        entry = _MixFeed(feed, tuple(streams))
+        if forwards:
+            entry.stream_ids = await self._plane.rtp_forward(feed, mix.target.host, forwards)
+            if any(s.kind == "video" for s in streams):
+                # rtp_forward sends no PLI: a keyframe now is decodable by the time the worker reads it.
+                await self._plane.request_keyframe(feed)
+        mix.feeds[feed.feed_id] = entry
+        log.info("job %s: mixing %s (%s)", mix.job.job_id, feed.feed_id, ", ".join(s.key for s in streams))
+
+    async def _mix_drop(self, mix: _MixForward, feed_id: str) -> None:
+        entry = mix.feeds.pop(feed_id, None)
+        if entry is None or not entry.stream_ids:
+            return
+        try:
+            await self._plane.stop_rtp_forward(entry.feed, entry.stream_ids)
+        except (JanusClientError, MediaPlaneError) as exc:
+            log.debug("job %s: stopping forwarders of %s: %s", mix.job.job_id, feed_id, exc)
+
+    async def _mix_stop_all(self, mix: _MixForward) -> None:
+        for feed_id in list(mix.feeds):
+            await self._mix_drop(mix, feed_id)
+
+    def _on_feed_ended(self, feed: Feed) -> None:
+        for mix in list(self._mixes.values()):
+            if mix.in_room(feed):
+                self._spawn(self._mix_change(mix, ended=feed), f"mix-drop-{mix.job.job_id}")
+
+    async def _mix_change(self, mix: _MixForward, *, live: Feed | None = None, ended: Feed | None = None) -> None:
+        job_id = mix.job.job_id
+        try:
+            async with mix.lock:
+                if self._mixes.get(job_id) is not mix:
+                    return
+                before = mix.streams
+                if ended is not None:
+                    # Gone with its Janus publisher: its forwarders went too.
+                    mix.feeds.pop(ended.feed_id, None)
+                if live is not None and live.feed_id not in mix.feeds:
+                    for old in [
+                        f for f in mix.feeds.values() if (f.feed.user_id, f.feed.stream) == (live.user_id, live.stream)
+                    ]:
+                        await self._mix_drop(mix, old.feed.feed_id)  # re-published before the end was seen
+                    await self._mix_add(mix, live)
+                streams = mix.streams
+                if streams != before and self._changes is not None:
+                    # Under the lock: two changes at once reach the engine in the order they were made.
+                    await self._changes.streams_changed(job_id, streams)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job %s: following the room's streams failed", job_id)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _on_feed_live(self, feed: Feed) -> None:
+        for mix in list(self._mixes.values()):
+            if mix.in_room(feed) and feed.feed_id not in mix.feeds:
+                self._spawn(self._mix_change(mix, live=feed), f"mix-add-{mix.job.job_id}")
         for fwd in list(self._jobs.values()):
             if fwd.wants(feed) and (fwd.feed is None or fwd.feed.feed_id != feed.feed_id):
                 task = asyncio.create_task(self._reforward(fwd, feed), name=f"reforward-{fwd.job.job_id}")

@@ -85,10 +85,18 @@ class AudioPath:
             return []
         out: list[AudioPacket] = []
         for samples in decoded:
-            samples.pts = None
-            for chunk in self._resampler.resample(samples):
-                out.extend(self._place(chunk, pts))
-                pts += chunk.samples
+            out.extend(self.push_samples(samples, pts))
+            pts += samples.samples * self.sample_rate // (samples.sample_rate or self.sample_rate)
+        return out
+
+    def push_samples(self, samples: av.AudioFrame, pts: int) -> list[AudioPacket]:
+        """Decoded audio (any format, layout and rate; a mixed job's mix) at recording time ``pts``
+        (samples at :attr:`sample_rate`)."""
+        out: list[AudioPacket] = []
+        samples.pts = None
+        for chunk in self._resampler.resample(samples):
+            out.extend(self._place(chunk, pts))
+            pts += chunk.samples
         return out
 
     def flush(self) -> list[AudioPacket]:

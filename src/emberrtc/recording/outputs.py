@@ -127,6 +127,12 @@ class RecordingOutputs:
         """At job start: an unknown location is RTC.00001003, a missing bucket RTC.00001014."""
         await self.registry.check_target(location, bucket)
 
+    async def read_image(self, uri: str, location: str) -> bytes:
+        """A mixed job's image (``s3://bucket/object``, spec Table 4-175) from the storage ``location`` (the
+        job's rule's). A malformed URI, an unknown location or a missing object raise the storage errors."""
+        ref = self.registry.resolve_uri(uri, location)
+        return await ref.store.get(ref.bucket, ref.name)
+
     async def file_started(
         self, job: JobRef, *, record_format: str, target: FileTarget, start_time: float
     ) -> str | None:

@@ -73,12 +73,7 @@ class Pipeline:
         self._tracks: dict[str, _Track] = {}
         self._video: VideoPath | None = None
         self._audio: AudioPath | None = None
-        if plan.video is not None:
-            self._video = VideoPath(plan.video, plan.encoding)
-            self._add_track(VIDEO, plan.video.codec, plan.video.clock_rate)
-        if plan.audio is not None:
-            self._audio = AudioPath(plan.encoding)
-            self._add_track(AUDIO, plan.audio.codec, plan.audio.clock_rate)
+        self._open_inputs(plan)
         self._writers: list[FileWriter] = []
         self._add_writers(plan)
         self._pushes: dict[str, RtmpPush] = {}  # by URL
@@ -115,11 +110,16 @@ class Pipeline:
         if self.packets % self.plan.timing.progress_packets == 0:
             self._report(Progress(self.packets, round(self._r, 3)))
 
-    def tick(self, now: float) -> None:
-        """Periodic work (every few tens of milliseconds): overdue packets, silence, keyframe retries."""
+    def tick(self, now: float, drained: bool = True) -> None:
+        """Periodic work (every few tens of milliseconds): overdue packets, silence, keyframe retries.
+        ``drained`` False: packets are waiting to be read (the caller is behind), so neither a missing packet
+        nor a silence is judged yet."""
         self._now = now
         if self._started_at is None:
             self._started_at = now
+        if not drained:
+            self._poll_pushes()
+            return
         for track in self._tracks.values():
             for item in track.jitter.poll(now):
                 self._released(track, item)
@@ -165,15 +165,7 @@ class Pipeline:
 
     def close(self) -> None:
         """End of the job: everything pending is written and every file closed and reported."""
-        for track in self._tracks.values():
-            for item in track.jitter.drain():
-                self._released(track, item)
-            for frame in track.depacketizer.flush():
-                self._frame(track, frame)
-        if self._video is not None:
-            self._write_video(self._video.flush())
-        if self._audio is not None:
-            self._write_audio(self._audio.flush())
+        self._flush_inputs()
         for w in self._writers:
             w.close()
         self._writers = []
@@ -208,6 +200,34 @@ class Pipeline:
     def report(self, report: Report) -> None:
         self._report(report)
 
+    # --- inputs (a mixed job's pipeline replaces these) --------------------------------------------------------
+
+    def _open_inputs(self, plan: RecordingPlan) -> None:
+        """The plan's video and audio tracks, and their paths to the writers' H.264 and AAC."""
+        if plan.video is not None:
+            self._video = VideoPath(plan.video, plan.encoding)
+            self._add_track(VIDEO, plan.video.codec, plan.video.clock_rate)
+        if plan.audio is not None:
+            self._audio = AudioPath(plan.encoding)
+            self._add_track(AUDIO, plan.audio.codec, plan.audio.clock_rate)
+
+    def _flush_inputs(self) -> None:
+        """At the end: everything the inputs still hold, to the writers."""
+        for track in self._tracks.values():
+            for item in track.jitter.drain():
+                self._released(track, item)
+            for frame in track.depacketizer.flush():
+                self._frame(track, frame)
+        if self._video is not None:
+            self._write_video(self._video.flush())
+        if self._audio is not None:
+            self._write_audio(self._audio.flush())
+
+    @property
+    def has_video(self) -> bool:
+        """Does the output have video (files wait a while for it before recording audio alone)?"""
+        return self.plan.video is not None
+
     # --- internals ----------------------------------------------------------------------------------------------
 
     def _add_track(self, kind: str, codec: str, clock_rate: int) -> None:
@@ -221,7 +241,7 @@ class Pipeline:
     def _add_writers(self, plan: RecordingPlan) -> None:
         have = {w.record_format for w in self._writers if not w.retiring}
         template = self._audio.template if self._audio is not None else None
-        has_video = plan.video is not None
+        has_video = self.has_video
         if plan.mp4 is not None and MP4 not in have:
             self._writers.append(Mp4Writer(plan.mp4, self, plan.timing, has_video, template))
         if plan.hls is not None and HLS not in have:
@@ -231,7 +251,7 @@ class Pipeline:
         template = self._audio.template if self._audio is not None else None
         for url in plan.rtmp_urls:
             if url not in self._pushes:
-                self._pushes[url] = RtmpPush(url, has_video=plan.video is not None, audio=template, timing=plan.timing)
+                self._pushes[url] = RtmpPush(url, has_video=self.has_video, audio=template, timing=plan.timing)
 
     def _poll_pushes(self) -> None:
         """Report the pushes' state changes (they happen on their threads; reports are sent from here)."""

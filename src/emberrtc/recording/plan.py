@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from emberrtc.domain.mix_layout import AUDIO_ONLY, parse_encode_template
 from emberrtc.domain.ports import JobSpec
 
 MP4, HLS = "MP4", "HLS"
@@ -220,6 +221,57 @@ class Timing:
     #: RTMP push: longest wait for a connection, and longest a write may block before the connection
     #: counts as broken.
     push_connect_timeout: float = 10.0
+    #: Mixed jobs: the output is composed this long after the wall clock, so that inputs delayed by the
+    #: jitter buffer and decoding are in the frame they belong to.
+    mix_latency: float = 0.3
+
+
+@dataclass(frozen=True)
+class MixStream:
+    """One stream of a mixed job's room as the media plane forwards it: every stream of the job reaches
+    the job's one port (:attr:`MixInput.endpoint`) and is told apart by the SSRC the plane rewrites it to."""
+
+    ssrc: int
+    user_id: str
+    stream: str  # "camera" | "screen": the publication it belongs to
+    kind: str  # "video" | "audio"
+    codec: str  # H264 | VP8 (video), OPUS (audio)
+    #: The user's join order in the room (smaller joined earlier): the layout places users by it.
+    order: int
+
+    @property
+    def key(self) -> str:
+        """``user/stream/kind``: names the stream in keyframe requests and logs."""
+        return f"{self.user_id}/{self.stream}/{self.kind}"
+
+
+@dataclass(frozen=True)
+class MixImageFiles:
+    """The job's images (spec Table 4-175), read by the server from storage and left as files in the job's
+    spool folder for the worker; None (or absent from ``users``): no image, the colour is used."""
+
+    background: str | None = None
+    default_user: str | None = None
+    screen: str | None = None
+    users: tuple[tuple[str, str], ...] = ()  # (user_id, path)
+
+
+@dataclass(frozen=True)
+class MixInput:
+    """A mixed-stream job (spec 4.8): every stream of the room, composed and mixed into one output."""
+
+    #: Where every forwarded stream arrives (one socket; streams told apart by SSRC).
+    endpoint: Endpoint
+    #: spec Table 4-175 ``encode_template``: ``1280x720_15_2260`` or ``audio_only``.
+    encode_template: str
+    #: The job's ``mix_param`` as stored (API field names): layout template, panes, images.
+    params: dict[str, Any] = field(default_factory=dict)
+    streams: tuple[MixStream, ...] = ()
+    images: MixImageFiles = MixImageFiles()
+
+    @property
+    def audio_only(self) -> bool:
+        return self.encode_template == AUDIO_ONLY
 
 
 @dataclass(frozen=True)
@@ -243,9 +295,14 @@ class RecordingPlan:
     reserved_names: tuple[str, ...] = ()
     #: spec Table 4-27 ``publish_param.rtmp_urls``: push the stream as FLV to each (``recording.rtmp``).
     rtmp_urls: tuple[str, ...] = ()
+    #: A mixed-stream job: its inputs and layout (``video`` and ``audio`` are then None).
+    mix: MixInput | None = None
 
     def __post_init__(self) -> None:
-        if self.video is None and self.audio is None:
+        if self.mix is not None:
+            if self.video is not None or self.audio is not None:
+                raise PlanError("a mixed job takes its inputs from mix, not video or audio")
+        elif self.video is None and self.audio is None:
             raise PlanError("nothing to record: no video and no audio")
         if self.mp4 is None and self.hls is None and not self.rtmp_urls:
             raise PlanError("nothing to record to: no MP4 or HLS output and no RTMP URL")
@@ -279,6 +336,9 @@ def _from_data(tp: Any, data: Any) -> Any:
         hints = typing.get_type_hints(tp)
         return tp(**{f.name: _from_data(hints[f.name], data[f.name]) for f in dataclasses.fields(tp) if f.name in data})
     if typing.get_origin(tp) is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_from_data(args[0], item) for item in data)
         return tuple(data)
     return data
 
@@ -308,13 +368,9 @@ def build_plan(
     """The plan for a single-stream job (spec 4.4): files with its rule (spec 4.9), if it has one, and an
     RTMP push to each of its ``publish_param.rtmp_urls`` (spec Table 4-27), if any."""
     if job.kind != "individual":
-        raise PlanError(f"{job.kind} jobs are not recorded by this engine yet")
-    rule = job.record_rule
+        raise PlanError(f"a {job.kind} job is not a single-stream job")
     params = job.params
-    rtmp_urls = tuple((params.get("publish_param") or {}).get("rtmp_urls") or ())
-    if rule is None and not rtmp_urls:
-        raise PlanError("the job has no record_param and no publish_param.rtmp_urls: nothing to record or push")
-    obs = rule["obs_addr"] if rule is not None else {"location": "", "bucket": ""}
+    obs, mp4, hls, rtmp_urls = _outputs(job, publish_domain)
     video = None
     # spec Table 4-26: video_type defaults to CAMERASTREAM; the media plane forwards the stream it names.
     if source.video_codec is not None:
@@ -327,7 +383,79 @@ def build_plan(
     # spec Table 4-26: is_record_audio defaults to true
     if params.get("is_record_audio", True) and source.audio_codec is not None:
         audio = AudioInput(codec=source.audio_codec.upper(), endpoint=audio_endpoint)
+    return RecordingPlan(
+        job_id=job.job_id,
+        app_id=job.app_id,
+        room_id=job.room_id,
+        stream_name=job.stream_name,
+        location=obs["location"],
+        bucket=obs["bucket"],
+        spool_dir=str(spool_dir),
+        video=video,
+        audio=audio,
+        mp4=mp4,
+        hls=hls,
+        encoding=encoding or Encoding(),
+        timing=timing or Timing(),
+        rtmp_urls=rtmp_urls,
+    )
 
+
+def build_mix_plan(
+    job: JobSpec,
+    streams: tuple[MixStream, ...],
+    *,
+    spool_dir: Path,
+    endpoint: Endpoint,
+    images: MixImageFiles = MixImageFiles(),
+    publish_domain: str = "ember",
+    encoding: Encoding | None = None,
+    timing: Timing | None = None,
+) -> RecordingPlan:
+    """The plan for a mixed-stream job (spec 4.8): every stream of the room (``streams``, as the media plane
+    forwards them to ``endpoint``) composed by the job's ``mix_param``; files and RTMP pushes as for a
+    single-stream job."""
+    if job.kind != "mix":
+        raise PlanError(f"a {job.kind} job is not a mixed-stream job")
+    mix_param = dict(job.params.get("mix_param") or {})
+    template = str(mix_param.get("encode_template") or "")
+    try:
+        parse_encode_template(template)
+    except ValueError as exc:
+        raise PlanError(str(exc)) from exc
+    for s in streams:
+        codecs = (H264, VP8) if s.kind == "video" else (OPUS,)
+        if s.codec not in codecs:
+            raise PlanError(f"{s.key}: codec {s.codec} cannot be mixed ({' or '.join(codecs)})")
+    obs, mp4, hls, rtmp_urls = _outputs(job, publish_domain)
+    return RecordingPlan(
+        job_id=job.job_id,
+        app_id=job.app_id,
+        room_id=job.room_id,
+        stream_name=job.stream_name,
+        location=obs["location"],
+        bucket=obs["bucket"],
+        spool_dir=str(spool_dir),
+        video=None,
+        audio=None,
+        mp4=mp4,
+        hls=hls,
+        encoding=encoding or Encoding(),
+        timing=timing or Timing(),
+        rtmp_urls=rtmp_urls,
+        mix=MixInput(endpoint=endpoint, encode_template=template, params=mix_param, streams=streams, images=images),
+    )
+
+
+def _outputs(
+    job: JobSpec, publish_domain: str
+) -> tuple[dict[str, Any], Mp4Output | None, HlsOutput | None, tuple[str, ...]]:
+    """A job's ``obs_addr``, MP4 and HLS outputs (from its rule, spec 4.9) and RTMP URLs (spec Table 4-27)."""
+    rule = job.record_rule
+    rtmp_urls = tuple((job.params.get("publish_param") or {}).get("rtmp_urls") or ())
+    if rule is None and not rtmp_urls:
+        raise PlanError("the job has no record_param and no publish_param.rtmp_urls: nothing to record or push")
+    obs = rule["obs_addr"] if rule is not None else {"location": "", "bucket": ""}
     # Imported here: the worker process imports this module and needs no database layer.
     from emberrtc.domain.record_rule import DEFAULT_PREFIX
 
@@ -366,19 +494,4 @@ def build_plan(
             slice_duration=float(cfg.get("record_slice_duration", 10)),
             merge_gap=None if merge < 0 else merge,
         )
-    return RecordingPlan(
-        job_id=job.job_id,
-        app_id=job.app_id,
-        room_id=job.room_id,
-        stream_name=job.stream_name,
-        location=obs["location"],
-        bucket=obs["bucket"],
-        spool_dir=str(spool_dir),
-        video=video,
-        audio=audio,
-        mp4=mp4,
-        hls=hls,
-        encoding=encoding or Encoding(),
-        timing=timing or Timing(),
-        rtmp_urls=rtmp_urls,
-    )
+    return obs, mp4, hls, rtmp_urls

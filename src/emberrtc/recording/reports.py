@@ -76,9 +76,11 @@ class MediaState:
 
 @dataclass(frozen=True)
 class KeyframeRequest:
-    """Ask the publisher for a keyframe (the supervisor maps this to Janus)."""
+    """Ask the publisher for a keyframe (the supervisor maps this to Janus). ``stream``: which input of a
+    mixed job (``MixStream.key``, ``user/camera/video``); empty for a single-stream job's one input."""
 
     reason: str
+    stream: str = ""
 
 
 @dataclass(frozen=True)

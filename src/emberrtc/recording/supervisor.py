@@ -15,6 +15,13 @@
    that, or on a fatal error, stops the job with ``FATAL_ERROR`` and the reason (e.g. "killed by
    SIGKILL"). Files a dead worker left unfinished are logged, and named in the description of a failed job.
 
+Mixed-stream jobs (spec 4.8) bind one port for every stream of the room and ask the media plane to
+forward them all there (``MediaSource.forward_mix``); as publishers come and go the media plane calls
+:meth:`RecordingSupervisor.streams_changed` and the worker gets a new plan (no restart). The job's images
+(``background_image`` and the others, ``s3://`` URIs) are read here through the storage locations (the
+rule's location, else ``local``), checked, and left in the job's spool folder for the worker; one that
+cannot be read is named in the job's ``description`` and the colour is used instead.
+
 Stopping a job (``stop``) lets the worker finish and report every file, then sends ``CLOUD_RECORD_OVER``.
 Shutting the server down (``close``) finishes the files too but leaves the jobs to be resumed.
 """
@@ -25,6 +32,7 @@ import asyncio
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -38,10 +46,22 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from emberrtc.domain.errors import EmberError, RecordingFault
+from emberrtc.domain.mix_layout import AUDIO_ONLY
 from emberrtc.domain.ports import JobSpec
 from emberrtc.recording import reports
 from emberrtc.recording.outputs import FileTarget, JobRef
-from emberrtc.recording.plan import Encoding, Endpoint, PlanError, RecordingPlan, SourceFormat, Timing, build_plan
+from emberrtc.recording.plan import (
+    Encoding,
+    Endpoint,
+    MixImageFiles,
+    MixStream,
+    PlanError,
+    RecordingPlan,
+    SourceFormat,
+    Timing,
+    build_mix_plan,
+    build_plan,
+)
 from emberrtc.recording.reports import (
     Exited,
     FileCompleted,
@@ -55,12 +75,16 @@ from emberrtc.recording.reports import (
 )
 from emberrtc.recording.rtp import configure_socket
 from emberrtc.recording.salvage import salvage
-from emberrtc.recording.source import ForwardTarget, MediaSource
+from emberrtc.recording.source import ForwardTarget, MediaSource, MixTarget
 from emberrtc.recording.worker import JOURNAL, LOCK
 
 log = logging.getLogger(__name__)
 
 FATAL_ERROR = "FATAL_ERROR"  # domain.job's stop_reason for faults
+MIX_PORT = "mix"  # a mixed job's one socket (``worker.MIX``)
+#: spec Table 4-175: the mixed job's image parameters, and what the description calls them.
+IMAGE_FIELDS = ("background_image", "default_user_background_image", "screen_background_image")
+MAX_IMAGE_BYTES = 8 * 1024 * 1024  # a larger background image is refused (it would be scaled down anyway)
 
 
 class Outputs(Protocol):
@@ -91,6 +115,10 @@ class Outputs(Protocol):
     ) -> str: ...
 
     async def job_over(self, job: JobRef, *, detail_message: str | None = None) -> str | None: ...
+
+    async def read_image(self, uri: str, location: str) -> bytes:
+        """A mixed job's ``s3://bucket/object`` image from the storage ``location``."""
+        ...
 
 
 class JobEvents(Protocol):
@@ -125,6 +153,10 @@ class _Job:
     names: set[str] = field(default_factory=set)  # object names of the job's files so far
     pushes: dict[str, PushState] = field(default_factory=dict)  # RTMP pushes by target, latest state
     media: str | None = None  # the latest MediaState: "recording" | "idle"
+    # --- mixed jobs ---
+    streams: tuple[MixStream, ...] = ()  # the room's streams as forwarded
+    images: MixImageFiles = field(default_factory=MixImageFiles)
+    image_problems: list[str] = field(default_factory=list)  # images that could not be used, and why
 
     def plan_now(self) -> RecordingPlan:
         """The plan with the names taken so far reserved (a restarted worker must not reuse them)."""
@@ -163,6 +195,8 @@ class RecordingSupervisor:
         self._timing = timing
         self._encoding = encoding
         self._running: dict[str, _Job] = {}
+        #: Mixed jobs being started: stream changes the media plane reports before the job runs.
+        self._starting_streams: dict[str, tuple[MixStream, ...] | None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         #: Called with (job_id, report) for every report of every worker (tests, metrics).
         self.listeners: list[Callable[[str, Report], None]] = []
@@ -181,6 +215,9 @@ class RecordingSupervisor:
         if job.record_rule is not None:  # RTMP only: no files, no storage to check
             obs = job.record_rule["obs_addr"]
             await self._outputs.check_target(obs["location"], obs["bucket"])
+        if job.kind == "mix":
+            await self._start_mix(job)
+            return
         sockets = self._bind(job)
         try:
             target = ForwardTarget(
@@ -212,9 +249,19 @@ class RecordingSupervisor:
 
     async def update(self, job: JobSpec) -> None:
         """A new ``record_param`` (rule): the worker applies it from the next file. New
-        ``publish_param.rtmp_urls``: the worker starts and stops pushes at once."""
+        ``publish_param.rtmp_urls``: the worker starts and stops pushes at once. A mixed job's new layout,
+        panes or images (spec 4.8.3): from the next frame."""
         j = self._running.get(job.job_id)
         if j is None:
+            return
+        if job.kind == "mix":
+            before = _description(j)
+            if _image_uris(job) != _image_uris(j.spec):
+                j.images, j.image_problems = await self._fetch_images(job)
+            j.spec = job
+            await self._replan_mix(j)
+            if _description(j) != before and self._jobs is not None:
+                await self._jobs.describe(job.job_id, _description(j))
             return
         try:
             plan = self._plan(job, j.source, j.sockets)
@@ -235,6 +282,19 @@ class RecordingSupervisor:
         await self._end(j)
 
     # --- for the media plane ---------------------------------------------------------------------------------
+
+    async def streams_changed(self, job_id: str, streams: tuple[MixStream, ...]) -> None:
+        """A mixed job's room has other streams now (a publisher joined, left or re-published): the worker
+        takes them from its next plan, without a restart."""
+        j = self._running.get(job_id)
+        if j is None:
+            if job_id in self._starting_streams:
+                self._starting_streams[job_id] = streams  # taken by _start_mix before its worker starts
+            return
+        if streams == j.streams:
+            return
+        j.streams = streams
+        await self._replan_mix(j)
 
     async def source_changed(self, job_id: str, fmt: SourceFormat) -> None:
         """The user's stream now has other codecs (re-published): the current files are finished and a new
@@ -272,13 +332,17 @@ class RecordingSupervisor:
         wanted = ["video"]  # spec Table 4-26: video_type defaults to CAMERASTREAM
         if job.params.get("is_record_audio", True):
             wanted.append("audio")
-        sockets: dict[str, socket.socket] = {}
-        for kind in wanted:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        return {kind: self._socket() for kind in wanted}
+
+    def _socket(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
             sock.bind((self._host, 0))
             configure_socket(sock)
-            sockets[kind] = sock
-        return sockets
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     @staticmethod
     def _close_sockets(sockets: dict[str, socket.socket]) -> None:
@@ -301,6 +365,109 @@ class RecordingSupervisor:
             publish_domain=self._publish_domain,
             encoding=self._encoding,
             timing=self._timing,
+        )
+
+    # --- mixed jobs ---------------------------------------------------------------------------------------------
+
+    async def _start_mix(self, job: JobSpec) -> None:
+        sock = self._socket()
+        sockets = {MIX_PORT: sock}
+        self._starting_streams[job.job_id] = None
+        try:
+            audio_only = (job.params.get("mix_param") or {}).get("encode_template") == AUDIO_ONLY
+            streams = await self._source.forward_mix(job, MixTarget(self._host, sock.getsockname()[1], not audio_only))
+            images, problems = await self._fetch_images(job)
+            changed = self._starting_streams.get(job.job_id)
+            if changed is not None:  # the room changed meanwhile
+                streams = changed
+            plan = self._mix_plan(job, streams, images, sockets)
+        except PlanError as exc:
+            self._close_sockets(sockets)
+            await self._stop_forward(job.job_id)
+            raise RecordingFault(str(exc)) from exc
+        except EmberError:
+            self._close_sockets(sockets)
+            await self._stop_forward(job.job_id)
+            raise
+        except Exception as exc:  # the job must fail with a reason, not hang in INIT
+            self._close_sockets(sockets)
+            await self._stop_forward(job.job_id)
+            raise RecordingFault(f"the media plane could not forward the room's streams: {exc}") from exc
+        except BaseException:
+            self._close_sockets(sockets)
+            raise
+        finally:
+            self._starting_streams.pop(job.job_id, None)
+        ref = JobRef(job.app_id, job.job_id, job.room_id, job.stream_name)
+        SpoolJournal(self._spool_root / job.job_id).write_ref(ref)
+        j = _Job(job, ref, plan, SourceFormat(None, None), sockets, streams=streams, images=images)
+        j.image_problems = problems
+        self._running[job.job_id] = j
+        if problems and self._jobs is not None:
+            await self._jobs.describe(job.job_id, _description(j))
+        j.task = asyncio.create_task(self._supervise(j), name=f"recording-{job.job_id}")
+
+    async def _replan_mix(self, j: _Job) -> None:
+        try:
+            plan = self._mix_plan(j.spec, j.streams, j.images, j.sockets)
+        except PlanError as exc:
+            log.error("job %s: the new mix cannot be recorded (%s); keeping the old one", j.spec.job_id, exc)
+            return
+        j.plan = plan
+        await self._command(j, {"cmd": "update", "plan": j.plan_now().to_json()})
+
+    def _mix_plan(
+        self, job: JobSpec, streams: tuple[MixStream, ...], images: MixImageFiles, sockets: dict[str, socket.socket]
+    ) -> RecordingPlan:
+        sock = sockets[MIX_PORT]
+        return build_mix_plan(
+            job,
+            streams,
+            spool_dir=self._spool_root / job.job_id,
+            endpoint=Endpoint(self._host, sock.getsockname()[1], sock.fileno()),
+            images=images,
+            publish_domain=self._publish_domain,
+            encoding=self._encoding,
+            timing=self._timing,
+        )
+
+    async def _fetch_images(self, job: JobSpec) -> tuple[MixImageFiles, list[str]]:
+        """The job's images (spec Table 4-175) read from storage, checked and written to its spool folder
+        (``.image-*``); the problems, one line each (``background_image s3://b/x.png: no such object``)."""
+        uris = _image_uris(job)
+        if not uris or (job.params.get("mix_param") or {}).get("encode_template") == AUDIO_ONLY:
+            return MixImageFiles(), []  # audio only: the video parameters are ignored
+        location = (job.record_rule or {}).get("obs_addr", {}).get("location") or "local"
+        folder = self._spool_root / job.job_id
+        paths: dict[str, str] = {}
+        problems: list[str] = []
+        for uri in sorted(set(uris.values())):
+            try:
+                data = await self._outputs.read_image(uri, location)
+                if len(data) > MAX_IMAGE_BYTES:
+                    raise ValueError(f"larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MiB")
+                await asyncio.to_thread(_check_image, data)
+                # A dot file, like the spool's bookkeeping: it keeps no finished job's folder alive.
+                path = folder / f".image-{hashlib.sha256(uri.encode()).hexdigest()[:24]}"
+                await asyncio.to_thread(_write_file, path, data)
+                paths[uri] = str(path)
+            except EmberError as exc:
+                problems += [f"{name} {uri}: {exc.message}" for name, u in uris.items() if u == uri]
+            except (ValueError, OSError) as exc:
+                problems += [f"{name} {uri}: {exc}" for name, u in uris.items() if u == uri]
+        users = tuple(
+            (name.split(":", 1)[1], paths[uri])
+            for name, uri in uris.items()
+            if name.startswith("user_background_images:") and uri in paths
+        )
+        return (
+            MixImageFiles(
+                background=paths.get(uris.get("background_image", "")),
+                default_user=paths.get(uris.get("default_user_background_image", "")),
+                screen=paths.get(uris.get("screen_background_image", "")),
+                users=users,
+            ),
+            problems,
         )
 
     async def _end(self, j: _Job) -> None:
@@ -418,7 +585,7 @@ class RecordingSupervisor:
                 except Exception:
                     log.exception("recording listener failed")
             if isinstance(report, KeyframeRequest):
-                task = asyncio.create_task(self._keyframe(j.spec.job_id))
+                task = asyncio.create_task(self._keyframe(j.spec.job_id, report.stream))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             elif isinstance(report, reports.Progress | reports.Ready):
@@ -426,9 +593,12 @@ class RecordingSupervisor:
             else:
                 queue.put_nowait(report)
 
-    async def _keyframe(self, job_id: str) -> None:
+    async def _keyframe(self, job_id: str, stream: str = "") -> None:
         try:
-            await self._source.request_keyframe(job_id)
+            if stream:
+                await self._source.request_keyframe(job_id, stream)
+            else:
+                await self._source.request_keyframe(job_id)
         except Exception as exc:
             log.warning("job %s: keyframe request failed: %s", job_id, exc)
 
@@ -687,6 +857,30 @@ class SpoolJournal:
                 (self.folder / name).unlink()
 
 
+def _image_uris(job: JobSpec) -> dict[str, str]:
+    """A mixed job's image URIs by parameter (``user_background_images:{user_id}`` for the per-user ones)."""
+    mix = job.params.get("mix_param") or {}
+    uris = {name: str(mix[name]) for name in IMAGE_FIELDS if mix.get(name)}
+    for entry in mix.get("user_background_images") or []:
+        if entry.get("user_id") and entry.get("image_uri"):
+            uris[f"user_background_images:{entry['user_id']}"] = str(entry["image_uri"])
+    return uris
+
+
+def _check_image(data: bytes) -> None:
+    """Raise ``ValueError`` unless ``data`` is a picture the compositor can use (PNG or JPEG)."""
+    from emberrtc.recording.mix_images import decode_image  # PyAV decoding: only for mixed jobs
+
+    decode_image(data)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
 def _description(j: _Job) -> str:
     """The job's ``description`` while it runs: what it does, and any RTMP URL that is not pushing and why
     ("recording; pushing to 1 of 2 RTMP URLs; rtmp://host/app/***: retrying (Connection refused)")."""
@@ -701,4 +895,6 @@ def _description(j: _Job) -> str:
         what = f"{urls} RTMP URL{'s' if urls > 1 else ''}"
         parts.append(f"pushing to {what}" if up == urls else f"pushing to {up} of {what}")
         parts += [f"{p.url}: {p.state} ({p.detail})" for p in j.pushes.values() if p.state != "connected"]
+    if j.image_problems:
+        parts.append("images not used, the colour instead: " + "; ".join(j.image_problems))
     return "; ".join(parts)[:1000]

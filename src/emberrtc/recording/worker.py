@@ -16,6 +16,9 @@
   handle, and it stops its workers).
 - **stderr**: log lines. Exit status 0 after a stop, 2 after a fatal error (reported first).
 
+A mixed-stream job (``plan.mix``) runs a :class:`~emberrtc.recording.mix_pipeline.MixPipeline` on one
+port (``mix``) instead; everything else is the same.
+
 One thread: datagrams are read in rounds at most every ``_ROUND`` seconds; each round takes what every
 socket holds and processes it in arrival order (kernel receive timestamps), so audio and video stay
 interleaved as they came, however much piled up. The kernel's socket buffer (enlarged) holds what
@@ -49,9 +52,11 @@ _BATCH = 4096  # most datagrams read from one socket in one round
 _TICK = 0.05  # seconds between pipeline ticks (a fraction of the jitter buffer's wait)
 _ROUND = 0.02  # shortest time between two rounds of reading while packets trickle in (live media)
 _FEW = 8  # a round with fewer datagrams than this waits for the next; a backlog is read without pause
+_SLOW = 0.25  # after a round longer than this (seconds), what came meanwhile is read before silence is judged
 # In the job's spool folder, dot files like the spool's own marks (storage.spool): never a media file's name.
 JOURNAL = ".journal.jsonl"  # file reports of every worker run of the job, in order
 LOCK = ".worker.lock"  # held by the job's worker while it runs
+MIX = "mix"  # a mixed job's one port: every stream of the room, told apart by SSRC (``mix_pipeline``)
 
 
 class Reporter:
@@ -108,11 +113,19 @@ class Worker:
         signal.signal(signal.SIGTERM, lambda *_: self._stop("terminated"))
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         sockets: dict[str, socket.socket] = {}
-        if self.plan.video is not None:
-            sockets[VIDEO] = open_socket(self.plan.video.endpoint)
-        if self.plan.audio is not None:
-            sockets[AUDIO] = open_socket(self.plan.audio.endpoint)
-        pipeline = Pipeline(self.plan, self._reporter)
+        pipeline: Pipeline
+        if self.plan.mix is not None:
+            # Imported here: single-stream workers need none of the mixing machinery.
+            from emberrtc.recording.mix_pipeline import MixPipeline
+
+            sockets[MIX] = open_socket(self.plan.mix.endpoint)
+            pipeline = MixPipeline(self.plan, self._reporter)
+        else:
+            if self.plan.video is not None:
+                sockets[VIDEO] = open_socket(self.plan.video.endpoint)
+            if self.plan.audio is not None:
+                sockets[AUDIO] = open_socket(self.plan.audio.endpoint)
+            pipeline = Pipeline(self.plan, self._reporter)
         self._reporter(Ready({k: s.getsockname()[1] for k, s in sockets.items()}, os.getpid()))
         selector = selectors.DefaultSelector()
         for kind, sock in sockets.items():
@@ -130,8 +143,11 @@ class Worker:
                 busy = [k for k in ready if k != "control"]
                 batch, backlog = self._read(sockets, busy, pipeline)
                 now = time.monotonic()
-                if now >= next_tick and not backlog:  # silences are judged on drained sockets
-                    pipeline.tick(now)
+                # Silences are judged on drained sockets: not after a full read, nor after a slow round while
+                # packets wait (a mix composing a backlog can take longer than a silence lasts).
+                if now >= next_tick and not backlog:
+                    lagging = now - round_start > _SLOW and self._waiting(selector)
+                    pipeline.tick(now, drained=not lagging)
                     next_tick = now + _TICK
                 if busy and len(batch) < _FEW:
                     # Let packets gather: one wake-up per few packets instead of one per packet. Arrival
@@ -152,6 +168,11 @@ class Worker:
             status = 2
         self._reporter(Exited(self._stopping or "stopped"))
         return status
+
+    @staticmethod
+    def _waiting(selector: selectors.BaseSelector) -> bool:
+        """Does a media socket hold datagrams now?"""
+        return any(key.data != "control" for key, _ in selector.select(0))
 
     def _read(
         self, sockets: dict[str, socket.socket], kinds: list[str], pipeline: Pipeline

@@ -200,6 +200,9 @@ class FileWriter:
         self._has_video = has_video
         self._audio_template = audio
         self.retiring = False  # the rule no longer has this format: finish the current file, open no more
+        #: A mixed job's files: all their media was made by Ember (usage counts them as transcoded, audio
+        #: only or not).
+        self.mixed = False
         self._file: _File | None = None
         self._held: list[_Held] = []
         self._audio_wait_from: float | None = None
@@ -355,7 +358,7 @@ class FileWriter:
                 n.bucket,
                 f.object_name,
                 start,
-                transcoded=f.video_size is not None and not f.passthrough,
+                transcoded=self.mixed or (f.video_size is not None and not f.passthrough),
             )
         )
 
@@ -375,7 +378,7 @@ class FileWriter:
                 duration=max(0.0, f.end - f.start),
                 width=width,
                 height=height,
-                transcoded=f.video_size is not None and not f.passthrough,
+                transcoded=self.mixed or (f.video_size is not None and not f.passthrough),
             )
         )
 

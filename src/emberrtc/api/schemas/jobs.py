@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 from typing import Annotated
 
@@ -21,6 +20,7 @@ from emberrtc.api.schemas.common import (
 )
 from emberrtc.domain.errors import InvalidParameterCombination
 from emberrtc.domain.mix_layout import AUDIO_ONLY, check_layout
+from emberrtc.domain.mix_layout import parse_encode_template as parse_encode_template  # the API's name for it
 
 # spec 4.4.1 Table 4-26: max_idle_time in [5, 43200], default 30
 MaxIdleTime = Annotated[int, Field(ge=5, le=43200)]
@@ -72,18 +72,6 @@ ENCODE_TEMPLATES = frozenset(
         "480*360_15_320",
     }
 )
-_TEMPLATE_RE = re.compile(r"^(\d+)[*x](\d+)_(\d+)_(\d+)$")
-
-
-def parse_encode_template(name: str) -> tuple[int, int, int, int] | None:
-    """``1280x720_15_2260`` -> (1280, 720, 15, 2260); ``audio_only`` -> None."""
-    if name == AUDIO_ONLY:
-        return None
-    m = _TEMPLATE_RE.fullmatch(name)
-    if not m:
-        raise ValueError(f"not an encode template: {name}")
-    w, h, fps, kbps = (int(g) for g in m.groups())
-    return w, h, fps, kbps
 
 
 class PublishParam(SpecModel):

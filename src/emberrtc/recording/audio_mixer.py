@@ -1,0 +1,153 @@
+"""The mixed-stream audio: the three loudest participants at each moment, 48 kHz stereo, never clipping.
+
+Spec 4.8.1: "the three parties with the loudest voices are dynamically selected during audio stream
+mixing". Each input is resampled to float stereo at the output rate and queued; :meth:`AudioMixer.pull`
+takes one block from every queue (silence where an input has nothing), ranks the inputs by a smoothed
+level (so the choice does not flap between two similar voices every block), sums the ``loudest`` ones
+and applies a limiter gain so that no sample goes beyond full scale. The existing recording audio path
+encodes the result to AAC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from fractions import Fraction
+
+import av
+import numpy as np
+from av.audio.resampler import AudioResampler
+
+#: Peak the mix may reach (just under full scale, so AAC's own rounding cannot clip).
+CEILING = 0.98
+#: Most audio queued per input (seconds): beyond, the oldest is dropped, so a fast input cannot grow latency.
+MAX_QUEUE = 0.5
+#: Time constant of the level used for ranking (seconds).
+LEVEL_SMOOTHING = 0.3
+#: Time for the limiter gain to recover by a factor of e after a loud peak (seconds).
+RELEASE = 0.5
+
+
+class _Queue:
+    """One input's audio waiting to be mixed: stereo float32 in one buffer, read by views (no copies).
+
+    Samples ``[start, end)`` of :attr:`buffer` are queued; writing moves them to the front when the end is
+    reached. More than ``limit`` samples: the oldest are dropped.
+    """
+
+    __slots__ = ("buffer", "end", "level", "limit", "resamplers", "start")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.buffer = np.zeros((2, 2 * limit), np.float32)
+        self.start = self.end = 0
+        self.level = 0.0  # smoothed mean square, for ranking
+        self.resamplers: dict[int, AudioResampler] = {}  # by input channel count
+
+    @property
+    def queued(self) -> int:
+        return self.end - self.start
+
+    def write(self, channels: Sequence[np.ndarray]) -> int:
+        """Queue one or two channels of samples (mono goes to both); the number of old samples dropped."""
+        total = len(channels[0])
+        n = min(total, self.limit)
+        dropped = max(0, self.queued + n - self.limit)
+        self.start += dropped
+        if self.end + n > self.buffer.shape[1]:
+            kept = self.queued
+            self.buffer[:, :kept] = self.buffer[:, self.start : self.end]
+            self.start, self.end = 0, kept
+        end = self.end + n
+        self.buffer[0, self.end : end] = channels[0][total - n :]
+        self.buffer[1, self.end : end] = channels[-1][total - n :]
+        self.end = end
+        return dropped
+
+    def read(self, samples: int) -> np.ndarray:
+        """Up to ``samples`` queued samples, (2, k), a view valid until the next write."""
+        k = min(samples, self.queued)
+        view = self.buffer[:, self.start : self.start + k]
+        self.start += k
+        return view
+
+
+class AudioMixer:
+    """48 kHz stereo out, the ``loudest`` loudest inputs at each moment, no clipping."""
+
+    def __init__(self, sample_rate: int = 48_000, loudest: int = 3) -> None:
+        if sample_rate <= 0 or loudest <= 0:
+            raise ValueError("sample_rate and loudest must be positive")
+        self.sample_rate = sample_rate
+        self.loudest = loudest
+        self.time_base = Fraction(1, sample_rate)
+        self._inputs: dict[str, _Queue] = {}
+        self._gain = 1.0
+        self._max_queue = int(MAX_QUEUE * sample_rate)
+        self.dropped = 0  # samples dropped from over-full queues
+        #: The users mixed into the last pulled block.
+        self.speaking: tuple[str, ...] = ()
+
+    def push(self, user_id: str, frame: av.AudioFrame) -> None:
+        """Decoded audio of one user, any rate, layout or sample format (resampled here)."""
+        queue = self._inputs.get(user_id)
+        if queue is None:
+            queue = self._inputs[user_id] = _Queue(self._max_queue)
+        # Mono goes to both output channels at its own level (FFmpeg's upmix would lower it by 3 dB).
+        channels = frame.layout.nb_channels
+        if frame.format.name == "fltp" and frame.sample_rate == self.sample_rate and channels <= 2:
+            # Already what the mix needs (AAC and Opus decoders give fltp 48 kHz): no resampler pass.
+            n = frame.samples
+            self.dropped += queue.write([np.frombuffer(memoryview(p), np.float32, n) for p in frame.planes])
+            return
+        mono = channels == 1
+        resampler = queue.resamplers.get(1 if mono else 2)
+        if resampler is None:
+            layout = "mono" if mono else "stereo"
+            resampler = AudioResampler(format="fltp", layout=layout, rate=self.sample_rate)
+            queue.resamplers[1 if mono else 2] = resampler
+        frame.pts = None  # the queue is the timeline: the resampler must not insert or drop for pts gaps
+        for chunk in resampler.resample(frame):
+            data = chunk.to_ndarray().astype(np.float32, copy=False)  # (channels, n)
+            self.dropped += queue.write(list(data))
+
+    def remove(self, user_id: str) -> None:
+        """The user left: their queued audio goes with them."""
+        self._inputs.pop(user_id, None)
+
+    def pull(self, samples: int) -> av.AudioFrame:
+        """Exactly ``samples`` mixed samples, fltp stereo at :attr:`sample_rate` (pts left to the caller)."""
+        if samples <= 0:
+            raise ValueError("samples must be positive")
+        alpha = 1.0 - float(np.exp(-samples / (LEVEL_SMOOTHING * self.sample_rate)))
+        blocks: dict[str, np.ndarray] = {}
+        for user_id, queue in self._inputs.items():
+            if not queue.queued:
+                queue.level -= alpha * queue.level  # silence: its level falls
+                continue
+            block = queue.read(samples)
+            # mean square over the whole block (missing samples count as silence)
+            power = (float(np.dot(block[0], block[0])) + float(np.dot(block[1], block[1]))) / (2 * samples)
+            queue.level += alpha * (power - queue.level)
+            blocks[user_id] = block
+        ranked = sorted(blocks, key=lambda u: self._inputs[u].level, reverse=True)[: self.loudest]
+        self.speaking = tuple(ranked)
+        mix = np.zeros((2, samples), np.float32)
+        for user_id in ranked:
+            block = blocks[user_id]
+            mix[:, : block.shape[1]] += block
+        self._limit(mix, samples)
+        frame = av.AudioFrame.from_ndarray(mix, format="fltp", layout="stereo")
+        frame.sample_rate = self.sample_rate
+        frame.time_base = self.time_base
+        return frame
+
+    def _limit(self, mix: np.ndarray, samples: int) -> None:
+        """Scale ``mix`` in place so its peak stays under :data:`CEILING`: the gain drops at once to what the
+        block needs and recovers slowly (no pumping on every syllable)."""
+        peak = float(np.max(np.abs(mix))) if mix.size else 0.0
+        recovered = min(1.0, self._gain * float(np.exp(samples / (RELEASE * self.sample_rate))))
+        needed = CEILING / peak if peak > CEILING else 1.0
+        self._gain = min(recovered, needed)
+        if self._gain < 1.0:
+            mix *= self._gain
+        np.clip(mix, -CEILING, CEILING, out=mix)  # float rounding only: the gain already keeps the peak under

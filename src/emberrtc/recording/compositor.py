@@ -1,0 +1,236 @@
+"""The mixed-stream compositor: input pictures placed on a yuv420p canvas by a :class:`Layout`.
+
+Works on the Y, U and V planes with NumPy (an RGB canvas costs a third more, and the encoder wants
+yuv420p anyway). Each input is scaled by one reused swscale context per input and size
+(``VideoFrame.reformat`` would build a new one per frame), at most once per new input picture: a tile
+whose input sent nothing new reuses its scaled planes. Images are scaled once per tile size.
+
+Painting, per output frame: the canvas base (background colour, or ``background_image`` cropped to
+fill, cached), then the tiles in zorder. A tile shows its input's newest picture, cropped to fill
+(``crop``) or whole with bars (``pad``, the bars show what lies below). A frozen input keeps its last
+picture; a dropped or absent one shows the user's background image, else the default user image,
+else nothing (the canvas shows through). The screen-share main pane is first filled with
+``screen_background_image`` when the job has one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import av
+import numpy as np
+from av.video.reformatter import ColorRange, VideoReformatter
+
+from emberrtc.recording.layout import CROP, Layout, Tile
+from emberrtc.recording.mix_images import MixImages
+from emberrtc.synthetic import rgb_to_yuv
+
+Source = tuple[str, str]
+Planes = tuple[np.ndarray, np.ndarray, np.ndarray]  # Y, U, V (views)
+
+
+@dataclass(slots=True)
+class _Placed:
+    """A picture scaled for one tile: planes to paste at (x, y) of the canvas (tile-relative offsets)."""
+
+    planes: Planes
+    dx: int
+    dy: int
+    keep: av.VideoFrame  # owner of the planes' memory
+
+
+@dataclass(slots=True)
+class _Input:
+    frame: av.VideoFrame
+    generation: int  # bumps with each new picture
+
+
+def planes_of(frame: av.VideoFrame) -> Planes:
+    """Views of a yuv420p frame's planes (no copy; padding of each line cut off)."""
+    w, h = frame.width, frame.height
+    y, u, v = frame.planes  # (each access of .planes builds new plane objects: once)
+    return (
+        np.frombuffer(memoryview(y), np.uint8).reshape(-1, y.line_size)[:h, :w],
+        np.frombuffer(memoryview(u), np.uint8).reshape(-1, u.line_size)[: h // 2, : w // 2],
+        np.frombuffer(memoryview(v), np.uint8).reshape(-1, v.line_size)[: h // 2, : w // 2],
+    )
+
+
+def fit_size(src_w: int, src_h: int, box_w: int, box_h: int, fit: str) -> tuple[int, int]:
+    """Even size to scale a ``src`` picture to: covering the box (crop) or inside it (pad), ratio kept."""
+    if fit == CROP:
+        scale = max(box_w / src_w, box_h / src_h)
+        w = max(box_w, (math.ceil(src_w * scale) + 1) & ~1)
+        h = max(box_h, (math.ceil(src_h * scale) + 1) & ~1)
+    else:
+        scale = min(box_w / src_w, box_h / src_h)
+        w = min(box_w, max(2, int(round(src_w * scale)) & ~1))
+        h = min(box_h, max(2, int(round(src_h * scale)) & ~1))
+    return w, h
+
+
+class Compositor:
+    """Paints a :class:`Layout` with the newest picture of each input; see the module docstring."""
+
+    def __init__(self, width: int, height: int, background_rgb: tuple[int, int, int] = (0, 0, 0)) -> None:
+        if width <= 0 or height <= 0 or width % 2 or height % 2:
+            raise ValueError(f"canvas {width}x{height}: sizes must be positive and even")
+        self.width, self.height = width, height
+        self._yuv = rgb_to_yuv(background_rgb)
+        self._layout = Layout(width, height, (), ())
+        self._disjoint = True
+        self._images = MixImages()
+        self._inputs: dict[Source, _Input] = {}
+        self._generation = 0
+        # (source, width, height) -> reused scaler; (source, tile geometry) -> (generation, placed planes)
+        self._scalers: dict[tuple[Source, int, int], VideoReformatter] = {}
+        self._scaled: dict[tuple[Source, int, int, str], tuple[int, _Placed]] = {}
+        self._image_cache: dict[tuple[int, int, int, str], _Placed] = {}
+        self._base: Planes = self._make_base()
+
+    # --- inputs --------------------------------------------------------------------------------------------
+
+    def set_layout(self, layout: Layout) -> None:
+        if (layout.width, layout.height) != (self.width, self.height):
+            raise ValueError(f"layout is {layout.width}x{layout.height}, canvas {self.width}x{self.height}")
+        self._layout = layout
+        self._disjoint = not any(_overlap(a, b) for a, b in itertools.combinations(layout.tiles, 2))
+        # Scaled pictures for tile sizes no longer in use would only hold memory.
+        sizes = {(t.width, t.height, t.fit) for t in layout.tiles}
+        self._scaled = {k: v for k, v in self._scaled.items() if (k[1], k[2], k[3]) in sizes}
+
+    def set_images(self, images: MixImages) -> None:
+        self._images = images
+        self._image_cache.clear()
+        self._base = self._make_base()
+
+    def update(self, source: Source, frame: av.VideoFrame) -> None:
+        """The newest decoded picture of an input (any size and pixel format)."""
+        self._generation += 1
+        self._inputs[source] = _Input(frame, self._generation)
+
+    def drop(self, source: Source) -> None:
+        """The input is gone: its tile shows the user's image, else the background."""
+        self._inputs.pop(source, None)
+        self._scaled = {k: v for k, v in self._scaled.items() if k[0] != source}
+        self._scalers = {k: v for k, v in self._scalers.items() if k[0] != source}
+
+    # --- output --------------------------------------------------------------------------------------------
+
+    def compose(self) -> av.VideoFrame:
+        """The canvas now: a new yuv420p frame of width x height (pts left to the caller)."""
+        paints = [(tile, placed) for tile in self._layout.tiles for placed in self._paints(tile)]
+        frame = av.VideoFrame(self.width, self.height, "yuv420p")
+        canvas = planes_of(frame)
+        # A full grid hides the whole base: copying it first would be wasted (a canvas per frame).
+        if not (self._disjoint and _covered(paints) == self.width * self.height):
+            for dst, src in zip(canvas, self._base, strict=True):
+                np.copyto(dst, src)
+        for tile, placed in paints:
+            _paste(canvas, tile, placed)
+        return frame
+
+    def _paints(self, tile: Tile) -> list[_Placed]:
+        """What a tile paints, bottom first."""
+        out = []
+        if tile.main and self._images.screen is not None:
+            out.append(self._image(self._images.screen, tile.width, tile.height, CROP))
+        entry = self._inputs.get(tile.source) if tile.source is not None else None
+        if entry is not None:
+            out.append(self._picture(tile, entry))
+        elif not tile.main:
+            image = self._images.for_user(tile.user_id)
+            if image is not None:
+                out.append(self._image(image, tile.width, tile.height, CROP))
+        return out
+
+    def _picture(self, tile: Tile, entry: _Input) -> _Placed:
+        assert tile.source is not None
+        key = (tile.source, tile.width, tile.height, tile.fit)
+        cached = self._scaled.get(key)
+        if cached is not None and cached[0] == entry.generation:
+            return cached[1]
+        frame = entry.frame
+        w, h = fit_size(frame.width, frame.height, tile.width, tile.height, tile.fit)
+        scaler = self._scalers.get((tile.source, w, h))
+        if scaler is None:
+            scaler = self._scalers[(tile.source, w, h)] = VideoReformatter()
+        placed = _place(_scale(scaler, frame, w, h), tile.width, tile.height)
+        self._scaled[key] = (entry.generation, placed)
+        return placed
+
+    def _image(self, image: av.VideoFrame, width: int, height: int, fit: str) -> _Placed:
+        key = (id(image), width, height, fit)
+        placed = self._image_cache.get(key)
+        if placed is None:
+            w, h = fit_size(image.width, image.height, width, height, fit)
+            scaled = _scale(VideoReformatter(), image, w, h)
+            placed = self._image_cache[key] = _place(scaled, width, height)
+        return placed
+
+    def _make_base(self) -> Planes:
+        y, u, v = self._yuv
+        w, h = self.width, self.height
+        base = (
+            np.full((h, w), y, np.uint8),
+            np.full((h // 2, w // 2), u, np.uint8),
+            np.full((h // 2, w // 2), v, np.uint8),
+        )
+        if self._images.background is not None:
+            whole = Tile(0, 0, w, h, 0, None, None, CROP)
+            _paste(base, whole, self._image(self._images.background, w, h, CROP))
+        return base
+
+
+def _scale(scaler: VideoReformatter, frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
+    """``frame`` as limited-range yuv420p of ``width`` x ``height`` (what the H.264 encoder is told it gets).
+
+    Full-range pictures (PNG, JPEG, some cameras) are converted to limited range on the way; one thread:
+    one job per process, and a tile is small.
+    """
+    return scaler.reformat(
+        frame,
+        width=width,
+        height=height,
+        format="yuv420p",
+        src_color_range=frame.color_range or ColorRange.MPEG,
+        dst_color_range=ColorRange.MPEG,
+        threads=1,
+    )
+
+
+def _place(scaled: av.VideoFrame, box_w: int, box_h: int) -> _Placed:
+    """Cut a picture scaled by :func:`fit_size` to the box: centred crop, or centred inside with offsets."""
+    y, u, v = planes_of(scaled)
+    w, h = scaled.width, scaled.height
+    if w > box_w or h > box_h:  # crop: keep the centre
+        cx, cy = ((w - box_w) // 2) & ~1, ((h - box_h) // 2) & ~1
+        cw, ch = min(w, box_w), min(h, box_h)
+        y = y[cy : cy + ch, cx : cx + cw]
+        u = u[cy // 2 : (cy + ch) // 2, cx // 2 : (cx + cw) // 2]
+        v = v[cy // 2 : (cy + ch) // 2, cx // 2 : (cx + cw) // 2]
+        w, h = cw, ch
+    dx, dy = ((box_w - w) // 2) & ~1, ((box_h - h) // 2) & ~1
+    return _Placed((y, u, v), dx, dy, scaled)
+
+
+def _overlap(a: Tile, b: Tile) -> bool:
+    return a.x < b.x + b.width and b.x < a.x + a.width and a.y < b.y + b.height and b.y < a.y + a.height
+
+
+def _covered(paints: list[tuple[Tile, _Placed]]) -> int:
+    """Canvas area painted whole by pictures that fill their tile (of tiles that do not overlap)."""
+    whole = {id(t): t for t, p in paints if p.planes[0].shape == (t.height, t.width)}
+    return sum(t.width * t.height for t in whole.values())
+
+
+def _paste(canvas: Planes, tile: Tile, placed: _Placed) -> None:
+    x, y = tile.x + placed.dx, tile.y + placed.dy
+    py, pu, pv = placed.planes
+    h, w = py.shape
+    canvas[0][y : y + h, x : x + w] = py
+    cx, cy = x // 2, y // 2
+    canvas[1][cy : cy + h // 2, cx : cx + w // 2] = pu
+    canvas[2][cy : cy + h // 2, cx : cx + w // 2] = pv
