@@ -164,6 +164,43 @@ def test_nine_grids_places_each_participant_in_its_cell(tmp_path: Path) -> None:
     assert dominant_frequency(rb.audio[len(rb.audio) // 3 :]) == pytest.approx(440.0, abs=15)
 
 
+def _distinct_colours(n: int) -> list[tuple[int, int, int]]:
+    """``n`` colours spread around the hue circle (saturated, mid-bright: far apart in RGB)."""
+    import colorsys
+
+    return [tuple(int(200 * c + 30) for c in colorsys.hsv_to_rgb(i / n, 0.9, 1.0)) for i in range(n)]  # type: ignore[misc]
+
+
+# nine_grids_view, as the issue states it: 1 user the whole canvas; 2 side by side, full height; 3-4 a 2x2
+# grid; 5-6 3x2; 7-9 3x3; 10-16 4x4; 17-25 5x5; tiles filled in join order, row by row.
+GRID = {1: (1, 1), 2: (2, 1), 9: (3, 3), 17: (5, 5)}
+
+
+@pytest.mark.parametrize("n", sorted(GRID))
+def test_nine_grids_at_1_2_9_and_17_users(tmp_path: Path, n: int) -> None:
+    colours = _distinct_colours(n)
+    users = [
+        User(f"u{i:02d}", i, Publisher("H264", colour=colours[i], width=160, height=90, fps=15, tone=None, seed=i))
+        for i in range(n)
+    ]
+    streams = tuple(s for u in users for s in u.streams())
+    plan = mix_plan(tmp_path, "640x480_15_500", {"layout_template": "nine_grids_view"}, streams)
+    d = MixDriver(plan, users)
+    d.send(2.5)
+    d.pipeline.close()
+
+    (f,) = d.of(FileCompleted)
+    rb = read_back(f.path)
+    frame = frame_at(rb.video, rb.duration - 0.4)
+    cols, rows = GRID[n]
+    w, h = 640 // cols, 480 // rows
+    for i in range(n):
+        x, y = (i % cols) * w, (i // cols) * h
+        got = cell_rgb(frame, x, y, w, h)
+        nearest = min(range(n), key=lambda k: colour_distance(got, colours[k]))
+        assert nearest == i and colour_distance(got, colours[i]) < 45, (i, got, colours[i])
+
+
 def test_a_user_who_leaves_is_replaced_and_the_layout_change_is_in_the_same_file(tmp_path: Path) -> None:
     alice = User("alice", 0, Publisher("H264", colour=RED, tone=None, seed=1))
     bob = User("bob", 1, Publisher("H264", colour=GREEN, tone=None, seed=2))
