@@ -350,6 +350,8 @@ class SessionStats(Base):
     access_net: Mapped[str] = mapped_column(String(16))
     #: Province abbreviation of the client's address (spec 6.5), ``OT`` for private or unknown addresses.
     region: Mapped[str] = mapped_column(String(8))
+    #: ISP of the client's address from the IP database, '' when unknown.
+    isp: Mapped[str] = mapped_column(String(64), default="", server_default="")
     #: Time to join: from the join request to ``joined`` (client-measured when reported, else server-measured).
     join_ms: Mapped[float | None] = mapped_column(Double, nullable=True)
     #: From ``joined`` to the first decoded audio / video frame of any subscription (client-reported).

@@ -188,6 +188,7 @@ def upgrade() -> None:
         sa.Column("sdk_type", sa.String(length=16), nullable=False),
         sa.Column("access_net", sa.String(length=16), nullable=False),
         sa.Column("region", sa.String(length=8), nullable=False),
+        sa.Column("isp", sa.String(length=64), server_default="", nullable=False),
         sa.Column("join_ms", sa.Double(), nullable=True),
         sa.Column("first_audio_ms", sa.Double(), nullable=True),
         sa.Column("first_video_ms", sa.Double(), nullable=True),
