@@ -71,6 +71,11 @@ class Settings:
     #: created on first use. Give it explicitly (``EMBER_MASTER_KEY``) when several nodes share PostgreSQL.
     master_key: str = ""
 
+    #: A MaxMind-format IP database (``.mmdb``, GeoIP2/GeoLite2 City layout) mapping client addresses to
+    #: provinces for the statistics API (spec 6.5; ``stats.region``). Empty: every client counts as ``OT``.
+    #: ``EMBER_IP_DATABASE``.
+    ip_database: str = ""
+
     # --- media plane (media/) --------------------------------------------------------------------------
     #: Run the media plane (a supervised Janus) with the server. Off: no room ever runs (signalling refuses
     #: joins); for tests and tools that need only the control plane. ``EMBER_MEDIA_ENABLED``.
