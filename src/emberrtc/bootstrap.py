@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from emberrtc.api.ratelimit import RateLimiter
 from emberrtc.config import Settings
@@ -20,6 +21,10 @@ from emberrtc.media.plane import JanusMediaPlane
 from emberrtc.media.recording_source import PlaneMediaSource
 from emberrtc.recording.outputs import RecordingOutputs
 from emberrtc.recording.supervisor import RecordingSupervisor
+from emberrtc.stats.collector import StatsCollector
+from emberrtc.stats.region import RegionLocator
+from emberrtc.stats.rollup import StatsRollup
+from emberrtc.stats.writer import StatsWriter
 from emberrtc.storage.registry import StorageRegistry
 from emberrtc.store.database import Database, default_url
 
@@ -42,6 +47,9 @@ class Services:
     outputs: RecordingOutputs
     #: Recorded and transcoded seconds per app and day (counted by ``outputs`` as files complete).
     usage: UsageService
+    #: Statistics: what signalling reports (buffered, written in batches) and the roll-ups with pruning.
+    stats_collector: StatsCollector
+    stats_rollup: StatsRollup
     background: list[object] = field(default_factory=list)
     #: The media plane (Janus) when ``settings.media_enabled``; None: no room can run.
     plane: JanusMediaPlane | None = None
@@ -62,6 +70,8 @@ class Services:
             await self.plane.start()
         self.supervisor.start()
         self.outputs.start()
+        self.stats_collector.writer.start()
+        self.stats_rollup.start()
 
     async def close(self) -> None:
         # No new job starts; running ones finish their files (reported to the outputs) and stay resumable.
@@ -72,6 +82,8 @@ class Services:
         if self.media_source is not None:
             await self.media_source.close()
         await self.outputs.stop()
+        await self.stats_rollup.stop()
+        await self.stats_collector.writer.stop()
         if self.plane is not None:
             await self.plane.stop()
         await self.db.close()
@@ -123,6 +135,8 @@ async def build(
     )
     if engine is not None:
         engine.attach(jobs)
+    locator = RegionLocator(Path(settings.ip_database) if settings.ip_database else None)
+    collector = StatsCollector(StatsWriter(db), clock, locator)
     return Services(
         settings=settings,
         clock=clock,
@@ -138,6 +152,8 @@ async def build(
         storage=storage,
         outputs=outputs,
         usage=UsageService(db),
+        stats_collector=collector,
+        stats_rollup=StatsRollup.from_settings(settings, db, clock),
         plane=plane,
         recorder=engine,
         media_source=source,

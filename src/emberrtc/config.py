@@ -76,6 +76,19 @@ class Settings:
     #: ``EMBER_IP_DATABASE``.
     ip_database: str = ""
 
+    # --- statistics (stats/; definitions in docs/statistics.md) ------------------------------------------
+    #: How often (seconds) the per-minute roll-up runs (it rewrites the last few minutes each time, so the
+    #: real-time APIs lag by at most this much). Daily roll-ups and pruning run in the same loop.
+    stats_rollup_interval: float = 15.0
+    #: Days kept of raw QoS samples (spec 5.10: the QoS-details API reads the last 5 days).
+    stats_sample_retention_days: int = 5
+    #: Days kept of per-minute roll-ups (the real-time APIs span at most 1 day).
+    stats_minute_retention_days: int = 2
+    #: Days kept of daily roll-ups and per-session join facts (history: 31 days, users: 90 days).
+    stats_day_retention_days: int = 400
+    #: Days kept of abnormal events (spec 5.11).
+    stats_event_retention_days: int = 31
+
     # --- media plane (media/) --------------------------------------------------------------------------
     #: Run the media plane (a supervised Janus) with the server. Off: no room ever runs (signalling refuses
     #: joins); for tests and tools that need only the control plane. ``EMBER_MEDIA_ENABLED``.

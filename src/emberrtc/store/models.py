@@ -429,6 +429,11 @@ class QosSample(Base):
     #: Milliseconds of freezes (gaps of 600 ms or more) in the interval, video+screen and audio.
     vfreeze_ms: Mapped[float | None] = mapped_column(Double, nullable=True)
     afreeze_ms: Mapped[float | None] = mapped_column(Double, nullable=True)
+    #: Streams the client started publishing / subscribing in the interval, and those whose media started.
+    push_attempts: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    push_ok: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pull_attempts: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pull_ok: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class StatsMinute(Base):

@@ -173,6 +173,10 @@ def upgrade() -> None:
         sa.Column("link_quality", sa.Double(), nullable=True),
         sa.Column("vfreeze_ms", sa.Double(), nullable=True),
         sa.Column("afreeze_ms", sa.Double(), nullable=True),
+        sa.Column("push_attempts", sa.Integer(), nullable=True),
+        sa.Column("push_ok", sa.Integer(), nullable=True),
+        sa.Column("pull_attempts", sa.Integer(), nullable=True),
+        sa.Column("pull_ok", sa.Integer(), nullable=True),
         sa.PrimaryKeyConstraint("sample_id"),
     )
     op.create_index("ix_stats_qos_app_room_time", "stats_qos_samples", ["app_id", "room_id", "time"], unique=False)
