@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from emberrtc.api.ratelimit import RateLimiter
 from emberrtc.config import Settings
@@ -22,6 +23,7 @@ from emberrtc.media.recording_source import PlaneMediaSource
 from emberrtc.recording.outputs import RecordingOutputs
 from emberrtc.recording.supervisor import RecordingSupervisor
 from emberrtc.stats.collector import StatsCollector
+from emberrtc.stats.queries import StatsQueries
 from emberrtc.stats.region import RegionLocator
 from emberrtc.stats.rollup import StatsRollup
 from emberrtc.stats.writer import StatsWriter
@@ -50,6 +52,8 @@ class Services:
     #: Statistics: what signalling reports (buffered, written in batches) and the roll-ups with pruning.
     stats_collector: StatsCollector
     stats_rollup: StatsRollup
+    #: The statistics API's reads (spec section 5).
+    stats_queries: StatsQueries
     background: list[object] = field(default_factory=list)
     #: The media plane (Janus) when ``settings.media_enabled``; None: no room can run.
     plane: JanusMediaPlane | None = None
@@ -87,6 +91,11 @@ class Services:
         if self.plane is not None:
             await self.plane.stop()
         await self.db.close()
+
+
+def _public_host(settings: Settings) -> str:
+    """The host name clients reach this server by (``public_url``'s, else the listening address)."""
+    return urlsplit(settings.public_url).hostname or settings.host if settings.public_url else settings.host
 
 
 def database_url(settings: Settings) -> str:
@@ -154,6 +163,7 @@ async def build(
         usage=UsageService(db),
         stats_collector=collector,
         stats_rollup=StatsRollup.from_settings(settings, db, clock),
+        stats_queries=StatsQueries(db, clock, _public_host(settings)),
         plane=plane,
         recorder=engine,
         media_source=source,
