@@ -17,23 +17,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, case, distinct, func, literal, or_, select
 from sqlalchemy.orm import Session
 
-from emberrtc.api.schemas.stats import (
-    AbnormalQuery,
-    DimensionQuery,
-    HistoryQuery,
-    QosQuery,
-    RoomsQuery,
-    SeriesQuery,
-    UsageQuery,
-    UsersQuery,
-    today,
-)
 from emberrtc.domain.app import load_app
 from emberrtc.domain.clock import Clock
 from emberrtc.domain.tenant import Principal
@@ -49,6 +39,116 @@ from emberrtc.store.models import (
     StatsMinute,
     UsageEntry,
 )
+
+# --- the operations' queries (parsed and checked by ``api.schemas.stats``) -----------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """``[start, end]`` in UNIX seconds."""
+
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class Days:
+    """``[first, last]`` UTC days, both included."""
+
+    first: date
+    last: date
+
+
+@dataclass(frozen=True)
+class Page:
+    limit: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class RoomsQuery:  # spec 5.1 Table 5-2
+    app: str
+    room_id: str | None
+    state: str | None
+    window: Window
+    page: Page
+
+
+@dataclass(frozen=True)
+class UsersQuery:  # spec 5.2 Table 5-9
+    app: str
+    room_id: str | None
+    uid: str | None
+    nickname: str | None
+    regions: tuple[str, ...]
+    isps: tuple[str, ...]
+    states: tuple[str, ...]
+    window: Window
+    page: Page
+    detail: bool
+
+
+@dataclass(frozen=True)
+class SeriesQuery:
+    """Real-time per-minute series (spec 5.3, 5.5, 5.6)."""
+
+    app: str
+    room_id: str | None
+    metric: str
+    sdk_type: str | None
+    window: Window
+
+
+@dataclass(frozen=True)
+class DimensionQuery:  # spec 5.4 Table 5-23
+    app: str
+    room_id: str | None
+    metric: str
+    dimension: str
+    time: float
+
+
+@dataclass(frozen=True)
+class UsageQuery:  # spec 5.7 Table 5-44
+    app: str
+    metric: str
+    days: Days
+
+
+@dataclass(frozen=True)
+class HistoryQuery:  # spec 5.8 Table 5-51, 5.9 Table 5-58
+    app: str
+    metrics: tuple[str, ...]
+    days: Days
+
+
+@dataclass(frozen=True)
+class QosQuery:  # spec 5.10 Table 5-65
+    app: str
+    room_id: str
+    user_id: str | None
+    peer_id: str | None
+    stream_id: str | None
+    direction: str | None
+    mids: tuple[str, ...]
+    window: Window
+    by_server_time: bool
+    page: Page
+
+
+@dataclass(frozen=True)
+class AbnormalQuery:  # spec 5.11 Table 5-72, 5.12 Table 5-79
+    app: str
+    room_id: str | None
+    uid: str | None
+    window: Window
+    page: Page
+    dimensions: tuple[str, ...]
+
+
+def today(now: float) -> date:
+    return datetime.fromtimestamp(now, UTC).date()
+
 
 MINUTE = 60
 DASH = "-"  # spec Table 5-6 / 5-13: end or leave time of what has not ended

@@ -13,13 +13,26 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from starlette.datastructures import QueryParams
 
 from emberrtc.api.schemas.common import check_id
 from emberrtc.domain.errors import InvalidParameterValue, StatsParameterMissing
+from emberrtc.stats.queries import (
+    AbnormalQuery,
+    Days,
+    DimensionQuery,
+    HistoryQuery,
+    Page,
+    QosQuery,
+    RoomsQuery,
+    SeriesQuery,
+    UsageQuery,
+    UsersQuery,
+    Window,
+    today,
+)
 from emberrtc.stats.region import region_code
 
 HOUR = 3600
@@ -204,14 +217,6 @@ class Params:
 # --- time windows --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Window:
-    """``[start, end]`` in UNIX seconds."""
-
-    start: float
-    end: float
-
-
 def window(p: Params, now: float, max_span: float, *, required: bool = False, span_text: str) -> Window:
     """``start_time``/``end_time``: by default the last hour up to now (spec 5.x); ``start <= end`` and
     ``end - start <= max_span``."""
@@ -226,18 +231,6 @@ def window(p: Params, now: float, max_span: float, *, required: bool = False, sp
     if end - start > max_span:
         raise InvalidParameterValue(f"the query spans more than {span_text} (start_time to end_time)")
     return Window(start, end)
-
-
-@dataclass(frozen=True)
-class Days:
-    """``[first, last]`` UTC days, both included."""
-
-    first: date
-    last: date
-
-
-def today(now: float) -> date:
-    return datetime.fromtimestamp(now, UTC).date()
 
 
 def days(p: Params, now: float, *, required: bool) -> Days:
@@ -256,26 +249,11 @@ def days(p: Params, now: float, *, required: bool) -> Days:
     return Days(first, last)
 
 
-@dataclass(frozen=True)
-class Page:
-    limit: int
-    offset: int
-
-
 def page(p: Params) -> Page:
     return Page(p.integer("limit", DEFAULT_LIMIT, 1, MAX_LIMIT), p.integer("offset", 0, 0, 1_000_000_000))
 
 
 # --- the operations' queries ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RoomsQuery:  # spec 5.1 Table 5-2
-    app: str
-    room_id: str | None
-    state: str | None
-    window: Window
-    page: Page
 
 
 def parse_rooms(q: QueryParams, now: float) -> RoomsQuery:
@@ -289,20 +267,6 @@ def parse_rooms(q: QueryParams, now: float) -> RoomsQuery:
         window=window(p, now, MAX_SPAN_LIST, span_text="90 days"),
         page=page(p),
     )
-
-
-@dataclass(frozen=True)
-class UsersQuery:  # spec 5.2 Table 5-9
-    app: str
-    room_id: str | None
-    uid: str | None
-    nickname: str | None
-    regions: tuple[str, ...]
-    isps: tuple[str, ...]
-    states: tuple[str, ...]
-    window: Window
-    page: Page
-    detail: bool
 
 
 def parse_users(q: QueryParams, now: float) -> UsersQuery:
@@ -329,17 +293,6 @@ def parse_users(q: QueryParams, now: float) -> UsersQuery:
     )
 
 
-@dataclass(frozen=True)
-class SeriesQuery:
-    """Real-time per-minute series (spec 5.3, 5.5, 5.6)."""
-
-    app: str
-    room_id: str | None
-    metric: str
-    sdk_type: str | None
-    window: Window
-
-
 def parse_series(q: QueryParams, now: float, metrics: tuple[str, ...], *, with_sdk_type: bool) -> SeriesQuery:
     p = Params(q)
     app = p.ident("app", required=True)
@@ -355,15 +308,6 @@ def parse_series(q: QueryParams, now: float, metrics: tuple[str, ...], *, with_s
     )
 
 
-@dataclass(frozen=True)
-class DimensionQuery:  # spec 5.4 Table 5-23
-    app: str
-    room_id: str | None
-    metric: str
-    dimension: str
-    time: float
-
-
 def parse_dimension(q: QueryParams) -> DimensionQuery:
     p = Params(q)
     app = p.ident("app", required=True)
@@ -374,13 +318,6 @@ def parse_dimension(q: QueryParams) -> DimensionQuery:
     return DimensionQuery(app=app, room_id=p.ident("room_id"), metric=metric, dimension=dimension, time=at)
 
 
-@dataclass(frozen=True)
-class UsageQuery:  # spec 5.7 Table 5-44
-    app: str
-    metric: str
-    days: Days
-
-
 def parse_usage(q: QueryParams, now: float) -> UsageQuery:
     p = Params(q)
     app = p.ident("app", required=True)
@@ -389,33 +326,12 @@ def parse_usage(q: QueryParams, now: float) -> UsageQuery:
     return UsageQuery(app=app, metric=metric, days=days(p, now, required=True))
 
 
-@dataclass(frozen=True)
-class HistoryQuery:  # spec 5.8 Table 5-51, 5.9 Table 5-58
-    app: str
-    metrics: tuple[str, ...]
-    days: Days
-
-
 def parse_history(q: QueryParams, now: float, metrics: tuple[str, ...]) -> HistoryQuery:
     p = Params(q)
     app = p.ident("app", required=True)
     chosen = p.choices("metric", metrics, required=True)
     assert app is not None
     return HistoryQuery(app=app, metrics=tuple(chosen), days=days(p, now, required=False))
-
-
-@dataclass(frozen=True)
-class QosQuery:  # spec 5.10 Table 5-65
-    app: str
-    room_id: str
-    user_id: str | None
-    peer_id: str | None
-    stream_id: str | None
-    direction: str | None
-    mids: tuple[str, ...]
-    window: Window
-    by_server_time: bool
-    page: Page
 
 
 def parse_qos(q: QueryParams, now: float) -> QosQuery:
@@ -448,16 +364,6 @@ def parse_qos(q: QueryParams, now: float) -> QosQuery:
         by_server_time=p.choice("time_type", TIME_TYPES) == "stime",
         page=page(p),
     )
-
-
-@dataclass(frozen=True)
-class AbnormalQuery:  # spec 5.11 Table 5-72, 5.12 Table 5-79
-    app: str
-    room_id: str | None
-    uid: str | None
-    window: Window
-    page: Page
-    dimensions: tuple[str, ...]
 
 
 def parse_abnormal(q: QueryParams, now: float, *, grouped: bool) -> AbnormalQuery:
