@@ -133,7 +133,7 @@ class RegionLocator:
                 import maxminddb
 
                 self._reader = maxminddb.open_database(str(database))
-            except (OSError, ValueError, ImportError) as exc:
+            except (OSError, ValueError, RuntimeError, ImportError) as exc:  # InvalidDatabaseError: RuntimeError
                 log.error("cannot open the IP database %s (every client counts as OT): %s", database, exc)
 
     @property
@@ -154,8 +154,8 @@ class RegionLocator:
             return UNKNOWN
         try:
             record = self._reader.get(str(ip))
-        except ValueError:
-            # an IPv6 address looked up in an IPv4-only database
+        except (ValueError, RuntimeError):
+            # an IPv6 address looked up in an IPv4-only database (ValueError), or a corrupt record
             return UNKNOWN
         return location_of_record(record)
 
