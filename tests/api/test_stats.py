@@ -15,6 +15,7 @@ from emberrtc.domain.errors import Unauthenticated
 from emberrtc.domain.room_session import JoinRequest, join_signature
 from emberrtc.domain.usage import record_file
 from emberrtc.store.models import AbnormalEvent, QosSample, SessionStats, StatsDay, StatsMark, StatsMinute
+from tests.api.test_ratelimit import assert_throttled, calls_until_throttled, limited  # noqa: F401 - fixture
 from tests.support.server import ServerThread
 from tests.support.spec_checks import assert_ok, create_app, unique
 
@@ -541,3 +542,17 @@ def test_statistics_need_credentials(server: ServerThread) -> None:
 def test_sdk_extras_beyond_the_reference_say_not_built(http: httpx.Client, tenant) -> None:
     r = http.get(f"/v1/{tenant.project_id}/rtc/client/event?app_id=x")
     assert r.status_code == 501 and r.json()["error_code"] == "RTC.00002007"
+
+
+def test_statistics_are_throttled_at_30_a_minute(http: httpx.Client, tenant, limited) -> None:  # noqa: F811
+    """spec Table 1-2: the statistics APIs share one budget of 30 requests a minute per tenant."""
+    app, p = create_app(http), tenant.project_id
+    urls = [f"/v1/{p}/rtc/rooms?app={app}", f"/v1/rtc/data/abnormal-events?app={app}"]
+    calls = iter(range(1000))
+    n, r = calls_until_throttled(lambda: http.get(urls[next(calls) % 2]))  # both paths, one budget
+    assert n == 30
+    assert_throttled(r)
+    assert http.get(f"/v2/apps/{app}").status_code == 200  # management has its own
+    limited(2.0)  # 30 a minute: one more after 2 s
+    assert http.get(urls[1]).status_code == 200
+    assert http.get(urls[1]).status_code == 429
