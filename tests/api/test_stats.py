@@ -539,6 +539,12 @@ def test_statistics_need_credentials(server: ServerThread) -> None:
     assert r.json()["error_code"] == "RTC.00001001"
 
 
+def test_project_in_the_path_must_be_the_callers(http: httpx.Client) -> None:
+    app = create_app(http)
+    r = http.get(f"/v1/{'0' * 32}/rtc/rooms?app={app}")
+    assert r.status_code == 401 and r.json()["error_code"] == "RTC.00001001"
+
+
 def test_sdk_extras_beyond_the_reference_say_not_built(http: httpx.Client, tenant) -> None:
     r = http.get(f"/v1/{tenant.project_id}/rtc/client/event?app_id=x")
     assert r.status_code == 501 and r.json()["error_code"] == "RTC.00002007"

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from emberrtc.api.auth import authorise, services_of
 from emberrtc.api.json_response import JSONResponse
 from emberrtc.api.schemas import stats as q
-from emberrtc.domain.errors import NotImplementedYet
+from emberrtc.domain.errors import NotImplementedYet, Unauthenticated
 from emberrtc.domain.tenant import Principal
 from emberrtc.stats.queries import StatsQueries
 
@@ -37,6 +37,10 @@ def _project_paths(path: str) -> list[str]:
 
 def _route(paths: list[str], handler: Handler, summary: str) -> None:
     async def endpoint(request: Request, who: Principal = Who) -> JSONResponse:
+        project = request.path_params.get("project_id")
+        if project is not None and project != who.project_id:
+            # as X-Project-Id (api.auth): a project in the path that the credentials do not belong to
+            raise Unauthenticated("the project in the path is not the project of these credentials")
         svc = services_of(request)
         body = await handler(svc.stats_queries, request, svc.clock.now(), who)
         return JSONResponse(body)
