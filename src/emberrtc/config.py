@@ -88,6 +88,8 @@ class Settings:
     stats_day_retention_days: int = 400
     #: Days kept of abnormal events (spec 5.11).
     stats_event_retention_days: int = 31
+    #: Serve Prometheus metrics at ``/metrics`` (unauthenticated, like any scrape target). ``EMBER_METRICS_ENABLED``.
+    metrics_enabled: bool = True
 
     # --- media plane (media/) --------------------------------------------------------------------------
     #: Run the media plane (a supervised Janus) with the server. Off: no room ever runs (signalling refuses
