@@ -2,11 +2,11 @@
 
 Every ``stats_rollup_interval`` seconds:
 
-1. **Minutes**: the minutes from five minutes ago (or from where the last pass stopped, if that is older,
+1. **Minutes**: the minutes from two minutes ago (or from where the last pass stopped, if that is older,
    after downtime) up to and including the current, unfinished one are recomputed from the raw data
    (``room_sessions``, ``stats_sessions``, ``stats_qos_samples``) and rewritten: their ``stats_minutes``
    rows are deleted and inserted again in one transaction. Rewriting, not adding, makes a pass idempotent,
-   and the five-minute overlap takes in facts that arrive late (a client's join time comes with its first
+   and the two-minute overlap takes in facts that arrive late (a client's join time comes with its first
    report, a few seconds after the join).
 2. **Days**: each finished UTC day not rolled yet (ten minutes past its midnight, so its last minutes are
    final) gets its ``stats_days`` row from its minutes, sessions and rooms.
@@ -26,14 +26,15 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, text
+from sqlalchemy import BigInteger, Integer, and_, case, cast, delete, func, insert, not_, or_, select, text
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import ColumnElement
 
 from emberrtc.config import Settings
 from emberrtc.domain.background import BackgroundTask
 from emberrtc.domain.clock import Clock
 from emberrtc.domain.usage import DAY, day_of
-from emberrtc.stats.abnormal import SLOW_JOIN_MS, excellent
+from emberrtc.stats.abnormal import LOSS_HIGH, RTT_HIGH, SLOW_JOIN_MS
 from emberrtc.store.database import Database
 from emberrtc.store.models import (
     AbnormalEvent,
@@ -49,8 +50,9 @@ from emberrtc.store.models import (
 log = logging.getLogger(__name__)
 
 MINUTE = 60
-#: Minutes recomputed behind the current one on every pass.
-OVERLAP_MINUTES = 5
+#: Minutes recomputed behind the current one on every pass (late facts: a client's join time arrives with
+#: its first report, a few seconds after the join; the writer flushes every second).
+OVERLAP_MINUTES = 2
 #: A day is rolled up this long after its end (its last minutes are final by then).
 DAY_SETTLE = 10 * MINUTE
 #: Video resolution tiers of CommunicationDuration (pixels of the received frame): SD up to 640x480, HD up
@@ -70,11 +72,6 @@ COUNTERS = (
 #: Counters a day sums from its minutes (online_users is a peak there, not a sum).
 DAY_SUMS = [c for c in COUNTERS if c != "online_users"]
 
-_SAMPLE_COLUMNS = (
-    "time app_id room_id sdk_type direction interval_s vloss vrtt dloss drtt aloss artt vbit dbit vfps dfps "
-    "vpackets vfreeze_ms abit apackets afreeze_ms vwidth vheight dwidth dheight push_attempts push_ok "
-    "pull_attempts pull_ok"
-).split()
 
 Key = tuple[str, str, str, int]  # app_id, room_id, sdk_type, minute
 
@@ -83,42 +80,63 @@ def _minute(t: float) -> int:
     return int(math.floor(t / MINUTE)) * MINUTE
 
 
-def _present(*values: Any) -> bool:
-    return any(v is not None for v in values)
+def _sum_if(condition: ColumnElement[bool], value: Any = 1) -> Any:
+    return func.sum(case((condition, value), else_=0))
 
 
-def _add_sample(c: dict[str, float], r: Any) -> None:
-    """Count one ``stats_qos_samples`` row into a minute's counters."""
-    interval = float(r.interval_s)
-    up = r.direction == "uplink"
-    for loss, rtt, medium in ((r.vloss, r.vrtt, "video"), (r.dloss, r.drtt, "video"), (r.aloss, r.artt, "audio")):
-        ok = excellent(loss, rtt)
-        if ok is None:
-            continue
-        leg = "up" if up else "e2e"
-        c[f"{medium}_{leg}_samples"] += 1
-        c[f"{medium}_{leg}_excellent"] += int(ok)
-    for rtt, medium in ((r.vrtt, "video"), (r.drtt, "video"), (r.artt, "audio")):
-        if rtt is not None:
-            c[f"{medium}_rtt_sum"] += float(rtt)
-            c[f"{medium}_rtt_n"] += 1
-    if up:
-        for name in ("push_attempts", "push_ok", "pull_attempts", "pull_ok"):
-            c[name] += getattr(r, name) or 0
-        return
-    video = _present(r.vbit, r.dbit, r.vfps, r.dfps, r.vpackets, r.vfreeze_ms)
-    audio = _present(r.abit, r.apackets, r.afreeze_ms)
-    if video:
-        c["video_recv_s"] += interval
-        c["video_freeze_s"] += min(interval, (r.vfreeze_ms or 0) / 1000)
-        pixels = max((r.vwidth or 0) * (r.vheight or 0), (r.dwidth or 0) * (r.dheight or 0))
-        tier = "comm_sd_s" if pixels <= SD_MAX_PIXELS else "comm_hd_s" if pixels <= HD_MAX_PIXELS else "comm_uhd_s"
-        c[tier] += interval
-    elif audio:
-        c["comm_audio_s"] += interval
-    if audio:
-        c["audio_recv_s"] += interval
-        c["audio_freeze_s"] += min(interval, (r.afreeze_ms or 0) / 1000)
+def _sample_sums(s: Session, start: int, end: int) -> Any:
+    """Per (app, room, SDK type, minute): the sample counters, summed by the database (one GROUP BY)."""
+    q = QosSample
+    if s.get_bind().dialect.name == "postgresql":
+        minute = cast(func.floor(q.time / MINUTE), BigInteger) * MINUTE
+    else:  # SQLite: CAST truncates, which is floor for the positive times stored here
+        minute = cast(q.time / MINUTE, Integer) * MINUTE
+    up, down = q.direction == "uplink", q.direction == "downlink"
+
+    def is_excellent(loss: Any, rtt: Any) -> ColumnElement[bool]:
+        return and_(loss.is_not(None), loss < LOSS_HIGH, or_(rtt.is_(None), rtt < RTT_HIGH))
+
+    video = or_(*(c.is_not(None) for c in (q.vbit, q.dbit, q.vfps, q.dfps, q.vpackets, q.vfreeze_ms)))
+    audio = or_(q.abit.is_not(None), q.apackets.is_not(None), q.afreeze_ms.is_not(None))
+    v_pixels = func.coalesce(q.vwidth * q.vheight, 0)
+    d_pixels = func.coalesce(q.dwidth * q.dheight, 0)
+    pixels = case((v_pixels >= d_pixels, v_pixels), else_=d_pixels)
+    columns: dict[str, Any] = {}
+    for leg, cond in (("up", up), ("e2e", down)):
+        columns[f"video_{leg}_samples"] = _sum_if(and_(cond, q.vloss.is_not(None))) + _sum_if(
+            and_(cond, q.dloss.is_not(None))
+        )
+        columns[f"video_{leg}_excellent"] = _sum_if(and_(cond, is_excellent(q.vloss, q.vrtt))) + _sum_if(
+            and_(cond, is_excellent(q.dloss, q.drtt))
+        )
+        columns[f"audio_{leg}_samples"] = _sum_if(and_(cond, q.aloss.is_not(None)))
+        columns[f"audio_{leg}_excellent"] = _sum_if(and_(cond, is_excellent(q.aloss, q.artt)))
+    columns["video_rtt_sum"] = func.sum(func.coalesce(q.vrtt, 0)) + func.sum(func.coalesce(q.drtt, 0))
+    columns["video_rtt_n"] = func.count(q.vrtt) + func.count(q.drtt)
+    columns["audio_rtt_sum"] = func.sum(func.coalesce(q.artt, 0))
+    columns["audio_rtt_n"] = func.count(q.artt)
+    for name in ("push_attempts", "push_ok", "pull_attempts", "pull_ok"):
+        columns[name] = _sum_if(up, func.coalesce(getattr(q, name), 0))
+    v_freeze = func.coalesce(q.vfreeze_ms, 0) / 1000.0
+    a_freeze = func.coalesce(q.afreeze_ms, 0) / 1000.0
+    columns["video_recv_s"] = _sum_if(and_(down, video), q.interval_s)
+    columns["video_freeze_s"] = _sum_if(
+        and_(down, video), case((v_freeze < q.interval_s, v_freeze), else_=q.interval_s)
+    )
+    columns["audio_recv_s"] = _sum_if(and_(down, audio), q.interval_s)
+    columns["audio_freeze_s"] = _sum_if(
+        and_(down, audio), case((a_freeze < q.interval_s, a_freeze), else_=q.interval_s)
+    )
+    columns["comm_sd_s"] = _sum_if(and_(down, video, pixels <= SD_MAX_PIXELS), q.interval_s)
+    columns["comm_hd_s"] = _sum_if(and_(down, video, pixels > SD_MAX_PIXELS, pixels <= HD_MAX_PIXELS), q.interval_s)
+    columns["comm_uhd_s"] = _sum_if(and_(down, video, pixels > HD_MAX_PIXELS), q.interval_s)
+    columns["comm_audio_s"] = _sum_if(and_(down, not_(video), audio), q.interval_s)
+    stmt = (
+        select(q.app_id, q.room_id, q.sdk_type, minute.label("m"), *(c.label(n) for n, c in columns.items()))
+        .where(q.time >= start, q.time < end)
+        .group_by(q.app_id, q.room_id, q.sdk_type, minute)
+    )
+    return list(columns), s.execute(stmt)
 
 
 def minute_counters(s: Session, start: int, end: int) -> dict[Key, dict[str, float]]:
@@ -161,10 +179,11 @@ def minute_counters(s: Session, start: int, end: int) -> dict[Key, dict[str, flo
             c["first_video_ms_sum"] += first_video
             c["first_video_n"] += 1
 
-    q = QosSample
-    samples = s.execute(select(*(getattr(q, name) for name in _SAMPLE_COLUMNS)).where(q.time >= start, q.time < end))
-    for r in samples:
-        _add_sample(counters[(r.app_id, r.room_id, r.sdk_type, _minute(r.time))], r)
+    names, sums = _sample_sums(s, start, end)
+    for app_id, room_id, sdk_type, m, *values in sums:
+        c = counters[(app_id, room_id, sdk_type, int(m))]
+        for name, value in zip(names, values, strict=True):
+            c[name] += float(value or 0)
     return counters
 
 
