@@ -15,13 +15,14 @@ A tenant sees only its own apps: an app of another tenant (or none) is RTC.00001
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, distinct, func, literal, or_, select
+from sqlalchemy import ColumnElement, Select, case, distinct, func, literal, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from emberrtc.domain.app import load_app
@@ -151,6 +152,9 @@ def today(now: float) -> date:
 
 
 MINUTE = 60
+#: spec 5.10 ``time_type=ctime`` selects on the client's clock; samples are looked for within this many
+#: seconds of the window by the server's clock (which the index orders), so clients that far off still show.
+CLIENT_CLOCK_SLACK = 3600
 DASH = "-"  # spec Table 5-6 / 5-13: end or leave time of what has not ended
 
 # --- abnormal event descriptions (spec 5.11 Table 5-76) -------------------------------------------------
@@ -233,11 +237,22 @@ def usage_tier(width: int | None, height: int | None) -> str:
 
 def spec_second(ts: float) -> str:
     """UTC ``YYYY-MM-DDThh:mm:ssZ`` (section 5's time format)."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def _ratio(num: float, den: float) -> float | None:
     return round(num / den, 6) if den else None
+
+
+def _grouped(keys: list[tuple[str, str, str, str]]) -> list[tuple[tuple[str, str, str], list[Any]]]:
+    """Consecutive keys of one leg (uid, peer, source) together, in order."""
+    out: list[tuple[tuple[str, str, str], list[Any]]] = []
+    for key in keys:
+        if out and out[-1][0] == key[:3]:
+            out[-1][1].append(key)
+        else:
+            out.append((key[:3], [key]))
+    return out
 
 
 def _day_range(first: date, last: date) -> list[date]:
@@ -409,16 +424,21 @@ class StatsQueries:
                     .offset(q.page.offset)
                 )
             )
-            users = []
-            for g in page:
-                latest = s.execute(
+            latest: dict[tuple[str, str], Any] = {}
+            if page:
+                # the latest session of each (room, user) of the page, in one read
+                pairs = [(g.room_id, g.user_id) for g in page]
+                for r in s.execute(
                     select(*cols)
                     .select_from(joined)
-                    .where(*cond, rs.room_id == g.room_id, rs.user_id == g.user_id)
+                    .where(*cond, tuple_(rs.room_id, rs.user_id).in_(pairs))
                     .order_by(rs.join_time.desc(), rs.session_id)
-                    .limit(1)
-                ).one()
-                users.append(row(latest, g.state, g.first_join, g.last_leave, g.state == "ONLINE"))
+                ):
+                    latest.setdefault((r.room_id, r.user_id), r)
+            users = [
+                row(latest[(g.room_id, g.user_id)], g.state, g.first_join, g.last_leave, g.state == "ONLINE")
+                for g in page
+            ]
             return {"total": total, "limit": q.page.limit, "offset": q.page.offset, "users": users}
 
         return await self._read(principal, q.app, detail if q.detail else summary)  # type: ignore[no-any-return]
@@ -666,38 +686,51 @@ class StatsQueries:
     async def qos_details(self, principal: Principal, q: QosQuery) -> dict[str, Any]:
         """spec 5.10: the raw samples of a room as series per (user, peer, mid). ``peerid`` ``0`` is the
         user's uplink. Where a leg has client samples, those are shown; the SFU's (Janus) samples of a leg
-        show only when its client sent none. Series are paged with ``limit``/``offset``."""
+        show only when its client sent none. Series are paged with ``limit``/``offset``.
+
+        Two reads: which series exist (counts per leg, source and mid, aggregated by the database), then the
+        points of the page's series only, so a big room costs what one page shows."""
         qs = QosSample
         t = qs.time if q.by_server_time else func.coalesce(qs.ctime, qs.time)
         cond = [qs.app_id == q.app, qs.room_id == q.room_id, t >= q.window.start, t <= q.window.end]
+        if not q.by_server_time:
+            # the client's clock may be off; the server's time keeps the (app, room, time) index in use
+            cond += [qs.time >= q.window.start - CLIENT_CLOCK_SLACK, qs.time <= q.window.end + CLIENT_CLOCK_SLACK]
         if q.user_id is not None:
             cond.append(qs.user_id == q.user_id)
         if q.peer_id is not None:
             cond.append(qs.peer_id == q.peer_id)
         if q.direction is not None:
             cond.append(qs.direction == q.direction)
-        cols = [getattr(qs, mid) for mid in q.mids]
-        stmt = (
-            select(qs.user_id, qs.peer_id, qs.source, t.label("at"), *cols)
+        present = (
+            select(qs.user_id, qs.peer_id, qs.source, *(func.count(getattr(qs, mid)) for mid in q.mids))
             .where(*cond)
-            .order_by(qs.user_id, qs.peer_id, t)
-            .limit(200_000)
+            .group_by(qs.user_id, qs.peer_id, qs.source)
         )
 
         def work(s: Session) -> dict[str, Any]:
-            legs: dict[tuple[str, str], dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
-            for r in s.execute(stmt):
-                legs[(r.user_id, r.peer_id)][r.source].append(r)
+            counts: dict[tuple[str, str], dict[str, Sequence[Any]]] = defaultdict(dict)
+            for r in s.execute(present):
+                counts[(r[0], r[1])][r[2]] = r[3:]
+            keys: list[tuple[str, str, str, str]] = []  # (uid, peer, source, mid), in answer order
+            for (uid, peer), by_source in sorted(counts.items()):
+                source = "client" if "client" in by_source else "janus"
+                n = by_source.get(source) or ()
+                keys += [(uid, peer, source, mid) for mid, c in zip(q.mids, n, strict=False) if c]
+            page = keys[q.page.offset : q.page.offset + q.page.limit]
             series = []
-            for (uid, peer), by_source in sorted(legs.items()):
-                samples = by_source.get("client") or by_source.get("janus") or []
-                for i, mid in enumerate(q.mids):
-                    points = [
-                        {"time": spec_second(r.at), "value": float(r[4 + i])} for r in samples if r[4 + i] is not None
-                    ]
-                    if points:
-                        series.append({"uid": uid, "peerid": peer, "mid": mid, "data": points})
-            return {"room_id": q.room_id, "data": series[q.page.offset : q.page.offset + q.page.limit]}
+            for (uid, peer, source), group in _grouped(page):
+                mids = [k[3] for k in group]
+                rows = s.execute(
+                    select(t, *(getattr(qs, mid) for mid in mids))
+                    .where(*cond, qs.user_id == uid, qs.peer_id == peer, qs.source == source)
+                    .order_by(t)
+                ).all()
+                times = [spec_second(r[0]) for r in rows]
+                for i, mid in enumerate(mids, start=1):
+                    points = [{"time": times[j], "value": float(r[i])} for j, r in enumerate(rows) if r[i] is not None]
+                    series.append({"uid": uid, "peerid": peer, "mid": mid, "data": points})
+            return {"room_id": q.room_id, "data": series}
 
         return await self._read(principal, q.app, work)  # type: ignore[no-any-return]
 
