@@ -202,20 +202,26 @@ async def run(svc: Any, clock: ManualClock, rng: random.Random, start: float, ar
         clock.t = end + 60
         p, a, t0, t1, d = project, app_id, iso(start), iso(end), day(start)
         window = f"start_time={t0}&end_time={t1}"
+        v1, days = f"/v1/{p}/rtc", f"start_date={d}&end_date={d}"
+        events = "/v1/rtc/data/abnormal-event"
         queries = {
-            "rooms": f"/v1/{p}/rtc/rooms?app={a}&{window}",
-            "users summary": f"/v1/{p}/rtc/users?app={a}&{window}&type=summary",
-            "users detail": f"/v1/{p}/rtc/users?app={a}&{window}&type=detail",
-            "realtime scale": f"/v1/{p}/rtc/realtime/scale?app={a}&metric=OnlineUsers&{window}",
-            "realtime dimension": f"/v1/{p}/rtc/realtime/scale/dimension?app={a}&metric=OnlineUsers&dimension=region&time={iso(end - 1800)}",
-            "realtime quality": f"/v1/{p}/rtc/realtime/quality?app={a}&metric=VideoFreezeRate&sdk_type=native&{window}",
-            "realtime network": f"/v1/{p}/rtc/realtime/network?app={a}&metric=VideoExcellentTransRate&sdk_type=native&{window}",
-            "usage": f"/v1/{p}/rtc/history/usage?app={a}&metric=CommunicationDuration&start_date={d}&end_date={d}",
-            "history scale": f"/v1/{p}/rtc/history/scale?app={a}&metric=UserCount&metric=MaxOnlineUserCount&start_date={d}&end_date={d}",
-            "history quality": f"/v1/{p}/rtc/history/quality?app={a}&metric=JoinSuccessRate&metric=VideoTransDelay&start_date={d}&end_date={d}",
-            "qos details": f"/v1/{p}/rtc/client/qos/details?app_id={a}&room_id=room07&user_id=u028&mid=all&{window}",
-            "abnormal events": f"/v1/rtc/data/abnormal-events?app={a}&{window}&limit=100",
-            "abnormal dimension": f"/v1/rtc/data/abnormal-event/dimension?app={a}&{window}&dimension=abnormal_type&dimension=abnormal_factor",
+            "rooms": f"{v1}/rooms?app={a}&{window}",
+            "users summary": f"{v1}/users?app={a}&{window}&type=summary",
+            "users detail": f"{v1}/users?app={a}&{window}&type=detail",
+            "realtime scale": f"{v1}/realtime/scale?app={a}&metric=OnlineUsers&{window}",
+            "realtime dimension": (
+                f"{v1}/realtime/scale/dimension?app={a}&metric=OnlineUsers&dimension=region&time={iso(end - 1800)}"
+            ),
+            "realtime quality": f"{v1}/realtime/quality?app={a}&metric=VideoFreezeRate&sdk_type=native&{window}",
+            "realtime network": (
+                f"{v1}/realtime/network?app={a}&metric=VideoExcellentTransRate&sdk_type=native&{window}"
+            ),
+            "usage": f"{v1}/history/usage?app={a}&metric=CommunicationDuration&{days}",
+            "history scale": f"{v1}/history/scale?app={a}&metric=UserCount&metric=MaxOnlineUserCount&{days}",
+            "history quality": f"{v1}/history/quality?app={a}&metric=JoinSuccessRate&metric=VideoTransDelay&{days}",
+            "qos details": f"{v1}/client/qos/details?app_id={a}&room_id=room07&user_id=u028&mid=all&{window}",
+            "abnormal events": f"{events}s?app={a}&{window}&limit=100",
+            "abnormal dimension": f"{events}/dimension?app={a}&{window}&dimension=abnormal_type&dimension=abnormal_factor",  # noqa: E501
         }
         timings: dict[str, float] = {}
         for label, path in queries.items():

@@ -22,7 +22,6 @@ audio frames played (Ember's audio counterpart); ``freeze_ms`` sums the lengths 
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -157,16 +156,17 @@ SAMPLE_COLUMNS = (
 ).split()
 
 
+_COLUMN_SET = frozenset(SAMPLE_COLUMNS)
+_EMPTY_ROW = dict.fromkeys(SAMPLE_COLUMNS)
+
+
 def sample_row(**values: Any) -> dict[str, Any]:
-    """A complete ``stats_qos_samples`` row (every column present, unknown ones None) for a bulk insert."""
-    row = dict.fromkeys(SAMPLE_COLUMNS)
-    unknown = set(values) - set(row)
-    if unknown:
-        raise ValueError(f"not sample columns: {sorted(unknown)}")
+    """A complete ``stats_qos_samples`` row (every column present, unknown ones None) for a bulk insert.
+    Values come checked (finite, in range) from :class:`StatsReport` or the SFU."""
+    if not values.keys() <= _COLUMN_SET:
+        raise ValueError(f"not sample columns: {sorted(values.keys() - _COLUMN_SET)}")
+    row = dict(_EMPTY_ROW)
     row.update(values)
-    for key, value in row.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            row[key] = None
     return row
 
 

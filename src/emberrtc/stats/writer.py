@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import sqlite3
 from collections import deque
 from typing import Any
 
@@ -27,6 +29,21 @@ from emberrtc.store.database import Database
 from emberrtc.store.models import AbnormalEvent, QosSample, SessionStats
 
 log = logging.getLogger(__name__)
+
+_COLUMNS = {
+    model.__tablename__: frozenset(c.name for c in model.__table__.columns)
+    for model in (QosSample, AbnormalEvent, SessionStats)
+}
+
+
+@functools.cache
+def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    """``INSERT`` with named parameters; the names are checked against the table (they come from code,
+    but they are put in SQL text)."""
+    unknown = set(columns) - _COLUMNS[table]
+    if unknown:
+        raise ValueError(f"not columns of {table}: {sorted(unknown)}")
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
 
 
 class StatsWriter:
@@ -118,8 +135,27 @@ class StatsWriter:
                 for session_id, columns in updates.items():
                     s.execute(update(SessionStats).where(SessionStats.session_id == session_id).values(**columns))
 
+            def raw_work(conn: sqlite3.Connection) -> None:
+                # SQLite: the DB-API's executemany, without SQLAlchemy's per-row cost (docs/decisions.md).
+                for table, rows in (("stats_qos_samples", samples), ("stats_abnormal_events", events)):
+                    if rows:
+                        conn.executemany(_insert_sql(table, tuple(rows[0])), rows)
+                for row in sessions:
+                    conn.execute(_insert_sql("stats_sessions", tuple(row)), row)
+                for session_id, columns in updates.items():
+                    if not columns.keys() <= _COLUMNS["stats_sessions"]:
+                        raise ValueError(f"not columns of stats_sessions: {sorted(columns)}")
+                    sets = ", ".join(f"{name} = :{name}" for name in columns)
+                    conn.execute(
+                        f"UPDATE stats_sessions SET {sets} WHERE session_id = :session_id__",
+                        {**columns, "session_id__": session_id},
+                    )
+
             try:
-                await self._db.run(work)
+                if self._db.dialect == "sqlite":
+                    await self._db.run_sqlite(raw_work)
+                else:
+                    await self._db.run(work)
             except Exception:
                 self._samples.extendleft(reversed(samples))
                 self._events.extendleft(reversed(events))
