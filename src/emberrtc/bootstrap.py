@@ -23,6 +23,7 @@ from emberrtc.media.recording_source import PlaneMediaSource
 from emberrtc.recording.outputs import RecordingOutputs
 from emberrtc.recording.supervisor import RecordingSupervisor
 from emberrtc.stats.collector import StatsCollector
+from emberrtc.stats.janus import JanusStatsPoller
 from emberrtc.stats.queries import StatsQueries
 from emberrtc.stats.region import RegionLocator
 from emberrtc.stats.rollup import StatsRollup
@@ -60,6 +61,8 @@ class Services:
     #: The recording engine fed by the media plane (None without a media plane: jobs cannot record).
     recorder: RecordingSupervisor | None = None
     media_source: PlaneMediaSource | None = None
+    #: The SFU's statistics of every leg (polled from Janus's admin API) when there is a media plane.
+    stats_janus: JanusStatsPoller | None = None
 
     async def start(self) -> None:
         """Begin background work (the job supervisor, Janus); the schema is already migrated."""
@@ -76,6 +79,8 @@ class Services:
         self.outputs.start()
         self.stats_collector.writer.start()
         self.stats_rollup.start()
+        if self.stats_janus is not None:
+            self.stats_janus.start()
 
     async def close(self) -> None:
         # No new job starts; running ones finish their files (reported to the outputs) and stay resumable.
@@ -86,6 +91,8 @@ class Services:
         if self.media_source is not None:
             await self.media_source.close()
         await self.outputs.stop()
+        if self.stats_janus is not None:
+            await self.stats_janus.stop()
         await self.stats_rollup.stop()
         await self.stats_collector.writer.stop()
         if self.plane is not None:
@@ -167,4 +174,9 @@ async def build(
         plane=plane,
         recorder=engine,
         media_source=source,
+        stats_janus=None
+        if plane is None
+        else JanusStatsPoller(
+            plane, collector.writer, clock, collector.sdk_type_of_session, settings.stats_janus_interval
+        ),
     )

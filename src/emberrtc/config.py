@@ -88,6 +88,8 @@ class Settings:
     stats_day_retention_days: int = 400
     #: Days kept of abnormal events (spec 5.11).
     stats_event_retention_days: int = 31
+    #: How often (seconds) each node asks its Janus for the statistics of every leg (admin ``handle_info``).
+    stats_janus_interval: float = 5.0
     #: Serve Prometheus metrics at ``/metrics`` (unauthenticated, like any scrape target). ``EMBER_METRICS_ENABLED``.
     metrics_enabled: bool = True
 

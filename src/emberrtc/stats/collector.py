@@ -58,6 +58,8 @@ class StatsCollector:
         self._gone: OrderedDict[tuple[str, str, str], float] = OrderedDict()
         #: Reports not stored because they came too often.
         self.throttled = 0
+        #: SDK type of the sessions in the room on this node (for the SFU's samples of their legs).
+        self._sdk_types: dict[str, str] = {}
 
     def _where(self, ip: str | None) -> tuple[str, str]:
         if self._locator is None:
@@ -177,6 +179,7 @@ class StatsCollector:
         )
         self.writer.add_session(row)
         ctx = SessionStatsContext(session_id, app_id, room_id, user_id, row["sdk_type"])
+        self._sdk_types[session_id] = ctx.sdk_type
         if server_ms > abnormal.SLOW_JOIN_MS:
             factor = abnormal.join_factor(None, server_ms)
             self.writer.add_events([self._join_event(app_id, room_id, user_id, session_id, now, factor)])
@@ -187,6 +190,7 @@ class StatsCollector:
     def left(self, ctx: SessionStatsContext) -> None:
         """The session ended: its user's later absence names peers' freezes "peer offline"."""
         key = (ctx.app_id, ctx.room_id, ctx.user_id)
+        self._sdk_types.pop(ctx.session_id, None)
         self._uplinks.pop(key, None)
         self._gone[key] = self._clock.now()
         self._gone.move_to_end(key)
@@ -194,6 +198,10 @@ class StatsCollector:
             len(self._gone) > MAX_REMEMBERED or next(iter(self._gone.values())) < self._clock.now() - GONE_MEMORY
         ):
             self._gone.popitem(last=False)
+
+    def sdk_type_of_session(self, session_id: str) -> str:
+        """The SDK type of a session in a room on this node (``native`` when unknown)."""
+        return self._sdk_types.get(session_id, NATIVE)
 
     # --- reports --------------------------------------------------------------------------------------
 
