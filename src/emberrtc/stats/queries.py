@@ -718,18 +718,25 @@ class StatsQueries:
                 n = by_source.get(source) or ()
                 keys += [(uid, peer, source, mid) for mid, c in zip(q.mids, n, strict=False) if c]
             page = keys[q.page.offset : q.page.offset + q.page.limit]
+            if not page:
+                return {"room_id": q.room_id, "data": []}
+            legs = _grouped(page)
+            mids = list(dict.fromkeys(k[3] for k in page))
+            points: dict[tuple[str, str, str], list[Any]] = defaultdict(list)
+            for r in s.execute(
+                select(qs.user_id, qs.peer_id, qs.source, t, *(getattr(qs, mid) for mid in mids))
+                .where(*cond, tuple_(qs.user_id, qs.peer_id, qs.source).in_([leg for leg, _ in legs]))
+                .order_by(t)
+            ):
+                points[(r[0], r[1], r[2])].append(r)
             series = []
-            for (uid, peer, source), group in _grouped(page):
-                mids = [k[3] for k in group]
-                rows = s.execute(
-                    select(t, *(getattr(qs, mid) for mid in mids))
-                    .where(*cond, qs.user_id == uid, qs.peer_id == peer, qs.source == source)
-                    .order_by(t)
-                ).all()
-                times = [spec_second(r[0]) for r in rows]
-                for i, mid in enumerate(mids, start=1):
-                    points = [{"time": times[j], "value": float(r[i])} for j, r in enumerate(rows) if r[i] is not None]
-                    series.append({"uid": uid, "peerid": peer, "mid": mid, "data": points})
+            for (uid, peer, source), group in legs:
+                rows = points.get((uid, peer, source), [])
+                times = [spec_second(r[3]) for r in rows]
+                for key in group:
+                    i = 4 + mids.index(key[3])
+                    data = [{"time": times[j], "value": float(r[i])} for j, r in enumerate(rows) if r[i] is not None]
+                    series.append({"uid": uid, "peerid": peer, "mid": key[3], "data": data})
             return {"room_id": q.room_id, "data": series}
 
         return await self._read(principal, q.app, work)  # type: ignore[no-any-return]
