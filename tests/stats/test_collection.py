@@ -214,6 +214,26 @@ async def test_reports_joins_and_leaves_roll_up_into_minutes_days_and_are_pruned
     assert events.count((1, 3, "local")) == 1 and events.count((1, 1, "local")) == 1
     assert events.count((2, 14, "local")) == 12 and len(events) == 14
 
+    # The SFU's view of bob's downlink: one more transmission sample, but no more receive time.
+    janus_row = sample_row(
+        time=clock.now() - 1,
+        app_id=app_id,
+        room_id="r1",
+        session_id=ctx["bob"].session_id,
+        user_id="bob",
+        peer_id="alice",
+        direction="downlink",
+        source="janus",
+        sdk_type="native",
+        interval_s=5.0,
+        vbit=900.0,
+        vloss=0.01,
+        vrtt=30.0,
+        vpackets=400,
+    )
+    writer.add_samples([janus_row])
+    await writer.flush()
+
     assert await rollup.run_once()
     m = await _minutes(db)
     assert m["join_attempts"] == 3 and m["join_ok"] == 2
@@ -221,7 +241,7 @@ async def test_reports_joins_and_leaves_roll_up_into_minutes_days_and_are_pruned
     assert m["first_video_n"] == 1 and m["first_video_ms_sum"] == 400
     assert m["video_recv_s"] == 60 and m["video_freeze_s"] == pytest.approx(9.6)
     assert m["video_up_samples"] == 12 and m["video_up_excellent"] == 12
-    assert m["video_e2e_samples"] == 12 and m["video_e2e_excellent"] == 0
+    assert m["video_e2e_samples"] == 13 and m["video_e2e_excellent"] == 1
     assert m["comm_hd_s"] == 60 and m["comm_sd_s"] == 0
     online = await db.run(
         lambda s: {r.sdk_type: r.online_users for r in s.scalars(select(StatsMinute).where(StatsMinute.minute == t0))}

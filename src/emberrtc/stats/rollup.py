@@ -92,6 +92,9 @@ def _sample_sums(s: Session, start: int, end: int) -> Any:
     else:  # SQLite: CAST truncates, which is floor for the positive times stored here
         minute = cast(q.time / MINUTE, Integer) * MINUTE
     up, down = q.direction == "uplink", q.direction == "downlink"
+    # Receive time, freezes and communication time are what the client experienced: its own reports only
+    # (the SFU's row of the same leg would count the same seconds again).
+    received = and_(down, q.source == "client")
 
     def is_excellent(loss: Any, rtt: Any) -> ColumnElement[bool]:
         return and_(loss.is_not(None), loss < LOSS_HIGH, or_(rtt.is_(None), rtt < RTT_HIGH))
@@ -119,18 +122,18 @@ def _sample_sums(s: Session, start: int, end: int) -> Any:
         columns[name] = _sum_if(up, func.coalesce(getattr(q, name), 0))
     v_freeze = func.coalesce(q.vfreeze_ms, 0) / 1000.0
     a_freeze = func.coalesce(q.afreeze_ms, 0) / 1000.0
-    columns["video_recv_s"] = _sum_if(and_(down, video), q.interval_s)
+    columns["video_recv_s"] = _sum_if(and_(received, video), q.interval_s)
     columns["video_freeze_s"] = _sum_if(
-        and_(down, video), case((v_freeze < q.interval_s, v_freeze), else_=q.interval_s)
+        and_(received, video), case((v_freeze < q.interval_s, v_freeze), else_=q.interval_s)
     )
-    columns["audio_recv_s"] = _sum_if(and_(down, audio), q.interval_s)
+    columns["audio_recv_s"] = _sum_if(and_(received, audio), q.interval_s)
     columns["audio_freeze_s"] = _sum_if(
-        and_(down, audio), case((a_freeze < q.interval_s, a_freeze), else_=q.interval_s)
+        and_(received, audio), case((a_freeze < q.interval_s, a_freeze), else_=q.interval_s)
     )
-    columns["comm_sd_s"] = _sum_if(and_(down, video, pixels <= SD_MAX_PIXELS), q.interval_s)
-    columns["comm_hd_s"] = _sum_if(and_(down, video, pixels > SD_MAX_PIXELS, pixels <= HD_MAX_PIXELS), q.interval_s)
-    columns["comm_uhd_s"] = _sum_if(and_(down, video, pixels > HD_MAX_PIXELS), q.interval_s)
-    columns["comm_audio_s"] = _sum_if(and_(down, not_(video), audio), q.interval_s)
+    columns["comm_sd_s"] = _sum_if(and_(received, video, pixels <= SD_MAX_PIXELS), q.interval_s)
+    columns["comm_hd_s"] = _sum_if(and_(received, video, pixels > SD_MAX_PIXELS, pixels <= HD_MAX_PIXELS), q.interval_s)
+    columns["comm_uhd_s"] = _sum_if(and_(received, video, pixels > HD_MAX_PIXELS), q.interval_s)
+    columns["comm_audio_s"] = _sum_if(and_(received, not_(video), audio), q.interval_s)
     stmt = (
         select(q.app_id, q.room_id, q.sdk_type, minute.label("m"), *(c.label(n) for n, c in columns.items()))
         .where(q.time >= start, q.time < end)
