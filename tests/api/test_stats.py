@@ -14,7 +14,7 @@ import pytest
 from emberrtc.domain.errors import Unauthenticated
 from emberrtc.domain.room_session import JoinRequest, join_signature
 from emberrtc.domain.usage import record_file
-from emberrtc.store.models import AbnormalEvent, QosSample, SessionStats, StatsDay, StatsMark, StatsMinute
+from emberrtc.store.models import AbnormalEvent, QosSample, Room, SessionStats, StatsDay, StatsMark, StatsMinute
 from tests.api.test_ratelimit import assert_throttled, calls_until_throttled, limited  # noqa: F401 - fixture
 from tests.support.server import ServerThread
 from tests.support.spec_checks import assert_ok, create_app, unique
@@ -153,6 +153,23 @@ def test_bad_values_spans_and_paging(http: httpx.Client, tenant, server: ServerT
     # an app of nobody (or of another tenant) is 404 as everywhere
     r = http.get(f"/v1/{p}/rtc/rooms?app={'f' * 32}")
     assert r.status_code == 404 and r.json()["error_code"] == "RTC.00001015"
+
+
+def test_default_window_is_the_last_hour(http: httpx.Client, tenant, server: ServerThread) -> None:
+    app, p = create_app(http), tenant.project_id
+    now = server.clock.now()
+    old = Room(
+        room_uid=unique("u"), app_id=app, room_id="old", state="CLOSED", start_time=now - 7200, end_time=now - 5400
+    )
+    old.duration = 1800
+    long = Room(room_uid=unique("u"), app_id=app, room_id="long", state="RUNNING", start_time=now - 7200)
+    _write(server, [old, long])
+    listed = assert_ok(http.get(f"/v1/{p}/rtc/rooms?app={app}"))["room_info_list"]
+    assert [(r["room_id"], r["state"], r["end_time"]) for r in listed] == [("long", "RUNNING", "-")]
+    assert listed[0]["duration"] >= 7200  # running for two hours: still listed, with its time so far
+    window = f"&start_time={_t(now - 7300)}&end_time={_t(now - 5000)}"
+    both = assert_ok(http.get(f"/v1/{p}/rtc/rooms?app={app}{window}"))["room_info_list"]
+    assert {r["room_id"]: r["duration"] for r in both}["old"] == 1800
 
 
 def test_reference_spellings_are_aliases(http: httpx.Client, tenant) -> None:
