@@ -60,3 +60,11 @@ def test_region_filter_names_and_abbreviations() -> None:
     assert region_code("Shannxi") == "SN" and region_code("Shaanxi") == "SN"  # the spec's spelling, and the usual
     assert region_code("Inner Mongolia") == "NM" and region_code("Others") == "OT"
     assert region_code("Atlantis") is None and region_code("XX") is None
+
+
+def test_the_database_is_configured_by_environment(tmp_path: Path) -> None:
+    from emberrtc.config import Settings
+
+    settings = Settings(data_dir=tmp_path).with_env({"EMBER_IP_DATABASE": str(tmp_path / "city.mmdb")})
+    assert settings.ip_database == str(tmp_path / "city.mmdb")
+    assert Settings(data_dir=tmp_path).with_env({}).ip_database == ""
