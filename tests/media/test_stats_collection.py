@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from tests.media.conftest import MediaApp
 
-from emberrtc.client import ColourVideoTrack, JoinRefusedError, RoomClient, ToneAudioTrack
+from emberrtc.client import ColourVideoTrack, JoinRefusedError, RoomClient, RoomError, ToneAudioTrack
 from emberrtc.store.models import AbnormalEvent, QosSample, SessionStats, StatsMinute
 
 pytestmark = pytest.mark.media
@@ -118,6 +118,11 @@ async def test_loss_on_a_downlink_shows_in_samples_events_and_rollups(
             return down if len(by_client) >= 3 and len(by_janus) >= 2 else []
 
         down = await wait_for(lossy_downlink, "three downlink samples with loss from bob")
+        # A report out of range is refused with the catalogue's code, and the connection stays.
+        with pytest.raises(RoomError) as refused:
+            await bob._request({"type": "stats", "interval": 0, "downlink": [{"peer_id": ""}]})
+        assert refused.value.code == "RTC.00001003"
+        await bob.ping()
     finally:
         for task in tasks:
             task.cancel()
