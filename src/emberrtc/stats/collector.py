@@ -60,6 +60,8 @@ class StatsCollector:
         self.throttled = 0
         #: SDK type of the sessions in the room on this node (for the SFU's samples of their legs).
         self._sdk_types: dict[str, str] = {}
+        #: (session, peer, type) -> the minute of its last freeze event: at most one a minute.
+        self._last_freeze: dict[tuple[str, str, int], int] = {}
 
     def _where(self, ip: str | None) -> tuple[str, str]:
         if self._locator is None:
@@ -191,6 +193,8 @@ class StatsCollector:
         """The session ended: its user's later absence names peers' freezes "peer offline"."""
         key = (ctx.app_id, ctx.room_id, ctx.user_id)
         self._sdk_types.pop(ctx.session_id, None)
+        for stale in [k for k in self._last_freeze if k[0] == ctx.session_id]:
+            del self._last_freeze[stale]
         self._uplinks.pop(key, None)
         self._gone[key] = self._clock.now()
         self._gone.move_to_end(key)
@@ -233,7 +237,14 @@ class StatsCollector:
                     self._uplinks.popitem(last=False)
                 continue
             peer = (ctx.app_id, ctx.room_id, row["peer_id"])
-            events.extend(abnormal.freeze_events(row, self._uplinks.get(peer), peer in self._gone))
+            for event in abnormal.freeze_events(row, self._uplinks.get(peer), peer in self._gone):
+                # A freeze that lasts or repeats is one event a minute per peer and kind (spec 5.11's events
+                # are per minute: "time": "...T17:45:00Z").
+                freeze_key = (ctx.session_id, str(row["peer_id"]), int(event["abnormal_type"]))
+                minute = int(now // 60)
+                if self._last_freeze.get(freeze_key) != minute:
+                    self._last_freeze[freeze_key] = minute
+                    events.append(event)
         self.writer.add_samples(rows)
         if events:
             self.writer.add_events(events)
