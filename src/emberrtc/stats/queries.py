@@ -15,6 +15,7 @@ A tenant sees only its own apps: an app of another tenant (or none) is RTC.00001
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -237,7 +238,13 @@ def usage_tier(width: int | None, height: int | None) -> str:
 
 def spec_second(ts: float) -> str:
     """UTC ``YYYY-MM-DDThh:mm:ssZ`` (section 5's time format)."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    return _second_text(int(ts))
+
+
+@functools.lru_cache(maxsize=4096)
+def _second_text(second: int) -> str:
+    # A QoS answer repeats the same seconds across its series (one report's legs share a time).
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
 
 
 def _ratio(num: float, den: float) -> float | None:

@@ -373,6 +373,8 @@ class QosSample(Base):
     __table_args__ = (
         Index("ix_stats_qos_app_room_time", "app_id", "room_id", "time"),
         Index("ix_stats_qos_time", "time"),
+        # spec 5.10 for one user (the usual question): that user's rows only, not the whole room's
+        Index("ix_stats_qos_app_room_user_time", "app_id", "room_id", "user_id", "time"),
     )
 
     sample_id: Mapped[int] = mapped_column(

@@ -181,6 +181,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_stats_qos_app_room_time", "stats_qos_samples", ["app_id", "room_id", "time"], unique=False)
     op.create_index("ix_stats_qos_time", "stats_qos_samples", ["time"], unique=False)
+    op.create_index(
+        "ix_stats_qos_app_room_user_time", "stats_qos_samples", ["app_id", "room_id", "user_id", "time"], unique=False
+    )
     op.create_table(
         "stats_sessions",
         sa.Column("session_id", sa.String(length=32), nullable=False),
@@ -206,6 +209,7 @@ def downgrade() -> None:
 
     op.drop_index("ix_stats_sessions_app_join", table_name="stats_sessions")
     op.drop_table("stats_sessions")
+    op.drop_index("ix_stats_qos_app_room_user_time", table_name="stats_qos_samples")
     op.drop_index("ix_stats_qos_time", table_name="stats_qos_samples")
     op.drop_index("ix_stats_qos_app_room_time", table_name="stats_qos_samples")
     op.drop_table("stats_qos_samples")
