@@ -74,7 +74,7 @@ async def test_the_api_reports_a_lossy_call(media_app: MediaApp, monkeypatch: py
 
         online = await get(
             f"/v1/{p}/rtc/realtime/scale/dimension?app={app.app_id}&metric=OnlineUsers&dimension=region"
-            f"&time={_t(time.time())}"
+            f"&time={_t(time.time() + 1)}"  # whole seconds: the next one, so the joins of this one count
         )
         assert online["dimensions"] == [{"dimension": "OT", "online_users": 2}]  # loopback clients: Others
 
