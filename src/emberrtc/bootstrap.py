@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from emberrtc.api.ratelimit import RateLimiter
 from emberrtc.config import Settings
@@ -20,6 +22,12 @@ from emberrtc.media.plane import JanusMediaPlane
 from emberrtc.media.recording_source import PlaneMediaSource
 from emberrtc.recording.outputs import RecordingOutputs
 from emberrtc.recording.supervisor import RecordingSupervisor
+from emberrtc.stats.collector import StatsCollector
+from emberrtc.stats.janus import JanusStatsPoller
+from emberrtc.stats.queries import StatsQueries
+from emberrtc.stats.region import RegionLocator
+from emberrtc.stats.rollup import StatsRollup
+from emberrtc.stats.writer import StatsWriter
 from emberrtc.storage.registry import StorageRegistry
 from emberrtc.store.database import Database, default_url
 
@@ -42,12 +50,19 @@ class Services:
     outputs: RecordingOutputs
     #: Recorded and transcoded seconds per app and day (counted by ``outputs`` as files complete).
     usage: UsageService
+    #: Statistics: what signalling reports (buffered, written in batches) and the roll-ups with pruning.
+    stats_collector: StatsCollector
+    stats_rollup: StatsRollup
+    #: The statistics API's reads (spec section 5).
+    stats_queries: StatsQueries
     background: list[object] = field(default_factory=list)
     #: The media plane (Janus) when ``settings.media_enabled``; None: no room can run.
     plane: JanusMediaPlane | None = None
     #: The recording engine fed by the media plane (None without a media plane: jobs cannot record).
     recorder: RecordingSupervisor | None = None
     media_source: PlaneMediaSource | None = None
+    #: The SFU's statistics of every leg (polled from Janus's admin API) when there is a media plane.
+    stats_janus: JanusStatsPoller | None = None
 
     async def start(self) -> None:
         """Begin background work (the job supervisor, Janus); the schema is already migrated."""
@@ -62,6 +77,10 @@ class Services:
             await self.plane.start()
         self.supervisor.start()
         self.outputs.start()
+        self.stats_collector.writer.start()
+        self.stats_rollup.start()
+        if self.stats_janus is not None:
+            self.stats_janus.start()
 
     async def close(self) -> None:
         # No new job starts; running ones finish their files (reported to the outputs) and stay resumable.
@@ -72,9 +91,18 @@ class Services:
         if self.media_source is not None:
             await self.media_source.close()
         await self.outputs.stop()
+        if self.stats_janus is not None:
+            await self.stats_janus.stop()
+        await self.stats_rollup.stop()
+        await self.stats_collector.writer.stop()
         if self.plane is not None:
             await self.plane.stop()
         await self.db.close()
+
+
+def _public_host(settings: Settings) -> str:
+    """The host name clients reach this server by (``public_url``'s, else the listening address)."""
+    return urlsplit(settings.public_url).hostname or settings.host if settings.public_url else settings.host
 
 
 def database_url(settings: Settings) -> str:
@@ -123,6 +151,8 @@ async def build(
     )
     if engine is not None:
         engine.attach(jobs)
+    locator = RegionLocator(Path(settings.ip_database) if settings.ip_database else None)
+    collector = StatsCollector(StatsWriter(db), clock, locator)
     return Services(
         settings=settings,
         clock=clock,
@@ -138,7 +168,15 @@ async def build(
         storage=storage,
         outputs=outputs,
         usage=UsageService(db),
+        stats_collector=collector,
+        stats_rollup=StatsRollup.from_settings(settings, db, clock),
+        stats_queries=StatsQueries(db, clock, _public_host(settings)),
         plane=plane,
         recorder=engine,
         media_source=source,
+        stats_janus=None
+        if plane is None
+        else JanusStatsPoller(
+            plane, collector.writer, clock, collector.sdk_type_of_session, settings.stats_janus_interval
+        ),
     )

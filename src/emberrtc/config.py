@@ -71,6 +71,28 @@ class Settings:
     #: created on first use. Give it explicitly (``EMBER_MASTER_KEY``) when several nodes share PostgreSQL.
     master_key: str = ""
 
+    #: A MaxMind-format IP database (``.mmdb``, GeoIP2/GeoLite2 City layout) mapping client addresses to
+    #: provinces for the statistics API (spec 6.5; ``stats.region``). Empty: every client counts as ``OT``.
+    #: ``EMBER_IP_DATABASE``.
+    ip_database: str = ""
+
+    # --- statistics (stats/; definitions in docs/statistics.md) ------------------------------------------
+    #: How often (seconds) the per-minute roll-up runs (it rewrites the last few minutes each time, so the
+    #: real-time APIs lag by at most this much). Daily roll-ups and pruning run in the same loop.
+    stats_rollup_interval: float = 15.0
+    #: Days kept of raw QoS samples (spec 5.10: the QoS-details API reads the last 5 days).
+    stats_sample_retention_days: int = 5
+    #: Days kept of per-minute roll-ups (the real-time APIs span at most 1 day).
+    stats_minute_retention_days: int = 2
+    #: Days kept of daily roll-ups and per-session join facts (history: 31 days, users: 90 days).
+    stats_day_retention_days: int = 400
+    #: Days kept of abnormal events (spec 5.11).
+    stats_event_retention_days: int = 31
+    #: How often (seconds) each node asks its Janus for the statistics of every leg (admin ``handle_info``).
+    stats_janus_interval: float = 5.0
+    #: Serve Prometheus metrics at ``/metrics`` (unauthenticated, like any scrape target). ``EMBER_METRICS_ENABLED``.
+    metrics_enabled: bool = True
+
     # --- media plane (media/) --------------------------------------------------------------------------
     #: Run the media plane (a supervised Janus) with the server. Off: no room ever runs (signalling refuses
     #: joins); for tests and tools that need only the control plane. ``EMBER_MEDIA_ENABLED``.

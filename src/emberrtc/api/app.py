@@ -9,8 +9,9 @@ from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
 from emberrtc.api import errors
-from emberrtc.api.routes import apps, docs, files, iam, jobs, record_rules, rooms, signalling, stats, web
+from emberrtc.api.routes import apps, docs, files, iam, jobs, metrics, record_rules, rooms, signalling, stats, web
 from emberrtc.bootstrap import Services
+from emberrtc.stats.metrics import EmberMetrics, RequestTimer
 
 DESCRIPTION = """Ember speaks the Huawei Cloud SparkRTC server API (v2 management, IAM token and AK/SK
 authentication). Errors are `{"error_code": "RTC.xxxxxxxx", "error_msg": "..."}` with the codes of the
@@ -49,7 +50,9 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
     errors.install(app)
     for module in (iam, record_rules, apps):
         _add_routes(app, module.router)
-    for module in (jobs, rooms, stats, signalling, files, web, docs):
+    for module in (jobs, rooms, stats, signalling, files, web, docs, metrics):
         app.include_router(module.router)
     app.add_middleware(errors.RequestIdMiddleware)
+    app.state.metrics = EmberMetrics(services)
+    app.add_middleware(RequestTimer, metrics=app.state.metrics)
     return app

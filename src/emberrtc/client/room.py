@@ -38,6 +38,8 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from emberrtc.client.qos import FrameMeter, QosReporter
+
 __all__ = [
     "FINAL_EVENTS",
     "JoinRefusedError",
@@ -171,7 +173,15 @@ def _peer_connection() -> RTCPeerConnection:
 class RoomClient:
     """One participant's connection to a room. Create it with :meth:`join`."""
 
-    def __init__(self, ws: ClientConnection, joined: dict[str, Any], *, request_timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        ws: ClientConnection,
+        joined: dict[str, Any],
+        *,
+        request_timeout: float = 15.0,
+        stats_interval: float | None = 5.0,
+        join_ms: float | None = None,
+    ) -> None:
         self._ws = ws
         self.session_id: str = joined["session_id"]
         self.room_id: str = joined["room_id"]
@@ -203,6 +213,12 @@ class RoomClient:
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(2)
         self._reader = asyncio.create_task(self._read(), name=f"room-client-{self.user_id}")
+        #: QoS reports over signalling every ``stats_interval`` seconds (None: none are sent).
+        self.qos = QosReporter(self, self._request, stats_interval or 5.0)
+        if join_ms is not None:
+            self.qos.joined(join_ms)
+        if stats_interval is not None:
+            self.qos.start()
 
     # -- joining --------------------------------------------------------------------------------------
 
@@ -222,6 +238,7 @@ class RoomClient:
         sdk_version: str | None = SDK_VERSION,
         device_model: str | None = None,
         request_timeout: float = 15.0,
+        stats_interval: float | None = 5.0,
     ) -> RoomClient:
         """Connect and join. With ``app_key`` the client signs its own join (``ctime`` defaulting to now
         + 2 h); otherwise pass ``ctime`` and ``signature`` made by the application's server, or nothing
@@ -242,6 +259,7 @@ class RoomClient:
             "sdk_version": sdk_version,
             "device_model": device_model or platform.machine() or None,
         }
+        started = time.monotonic()
         # proxy=None: never send signalling through a proxy from the environment.
         ws = await connect(signalling_url(server), proxy=None, max_size=4 * 1024 * 1024, open_timeout=request_timeout)
         try:
@@ -255,7 +273,8 @@ class RoomClient:
         except BaseException:
             await ws.close()
             raise
-        return cls(ws, reply, request_timeout=request_timeout)
+        join_ms = (time.monotonic() - started) * 1000
+        return cls(ws, reply, request_timeout=request_timeout, stats_interval=stats_interval, join_ms=join_ms)
 
     async def __aenter__(self) -> RoomClient:
         return self
@@ -531,15 +550,15 @@ class RoomClient:
                 await self._request({"type": "close_subscriber"})
             await pc.close()
 
-    @staticmethod
-    def _attach_tracks(pc: RTCPeerConnection, subs: list[Subscription]) -> None:
+    def _attach_tracks(self, pc: RTCPeerConnection, subs: list[Subscription]) -> None:
         by_mid = {t.mid: t for t in pc.getTransceivers()}
         for sub in subs:
             for track in sub.tracks:
                 transceiver = by_mid.get(str(track["mid"]))
                 if transceiver is None:
                     continue
-                received = SubscribedTrack(transceiver.receiver.track)
+                # Wrapped to measure frame rate, size and freezes for the QoS reports.
+                received = FrameMeter(SubscribedTrack(transceiver.receiver.track), self.qos.first_frame)
                 if received.kind == "video" and sub.video is None:
                     sub.video = received
                 elif received.kind == "audio" and sub.audio is None:
@@ -579,6 +598,7 @@ class RoomClient:
         return self.ended.result()
 
     async def _hang_up(self) -> None:
+        await self.qos.stop()
         pcs = [p.pc for p in self.publications.values()]
         if self.subscriber_pc is not None:
             pcs.append(self.subscriber_pc)

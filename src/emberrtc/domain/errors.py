@@ -116,6 +116,22 @@ class NoPermission(EmberError):
     code, status, title = "RTC.00001021", 403, "NoPermission: policy doesn't allow action to be performed"
 
 
+class StatsParameterMissing(EmberError):
+    """spec 5 (every statistics operation): a required query parameter is absent. SparkRTC answers these with
+    its data service's code and a message of its own shape, ``Required String parameter 'app' is not
+    present``, shown verbatim in every section-5 example."""
+
+    code, status, title = "DATA.100011001", 400, "MissingParameter"
+
+    def __init__(self, name: str, kind: str = "String") -> None:
+        self.name = name
+        super().__init__(f"Required {kind} parameter '{name}' is not present")
+
+    @property
+    def message(self) -> str:
+        return self.detail or self.title
+
+
 # --- spec 6.2, status 404 --------------------------------------------------------------
 
 

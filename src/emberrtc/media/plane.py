@@ -271,6 +271,26 @@ class Feed:
     tracks: list[dict[str, Any]]
 
 
+@dataclass(frozen=True)
+class HandleView:
+    """A PeerConnection Janus holds for a participant, for the statistics' admin-API poll (``stats.janus``)."""
+
+    app_id: str
+    room_id: str
+    user_id: str
+    session_id: str
+    #: ``uplink`` (one of the user's publications) or ``downlink`` (one of its subscriptions).
+    direction: str
+    #: ``"0"`` for uplink, else the publisher's user ID.
+    peer_id: str
+    stream: StreamKind
+    janus_session: int
+    janus_handle: int
+    #: Downlink: the mids of this subscription's streams on the participant's one subscriber handle, which
+    #: carries every stream it receives (Janus multistream); None: every m-line of the handle is this view's.
+    mids: tuple[str, ...] | None = None
+
+
 # -- state --------------------------------------------------------------------------------------------
 
 
@@ -658,6 +678,28 @@ class JanusMediaPlane:
                 q.events.put_nowait(event)
 
     # -- publishing -----------------------------------------------------------------------------------
+
+    def handles(self) -> list[HandleView]:
+        """Every live publication and subscription handle, now (a snapshot; statistics only)."""
+        views = []
+        for room in list(self._rooms.values()):
+            for p in list(room.participants.values()):
+                common = (room.app_id, room.room_id, p.user_id, p.session_id)
+                for pub in list(p._publications.values()):
+                    h = pub.handle
+                    views.append(HandleView(*common, "uplink", "0", pub.kind, h.session.id, h.id))
+                subscriber = p._subscriber
+                if subscriber is None:
+                    continue
+                h = subscriber.handle
+                for sub in list(p._subscriptions.values()):
+                    mids = tuple(str(t["mid"]) for t in sub.tracks)
+                    views.append(
+                        HandleView(
+                            *common, "downlink", sub.publisher.user_id, sub.publication.kind, h.session.id, h.id, mids
+                        )
+                    )
+        return views
 
     async def publish(self, p: Participant, kind: StreamKind, offer_sdp: str) -> tuple[str, list[dict[str, Any]]]:
         """Publish a stream from the client's SDP offer; return Janus's SDP answer and its track list

@@ -318,3 +318,274 @@ class UsageEntry(Base):
     width: Mapped[int | None] = mapped_column(Integer, nullable=True)
     height: Mapped[int | None] = mapped_column(Integer, nullable=True)
     create_time: Mapped[float] = mapped_column(Double)
+
+
+# --- statistics (spec section 5; written by ``emberrtc.stats``, read by ``emberrtc.stats.queries``) ---------
+#
+# Column meanings and metric definitions: docs/statistics.md. Rates and loss are fractions (1 = 100 %),
+# times in milliseconds unless the name ends in ``_s`` (seconds), bit rates in kbit/s.
+
+
+class SessionStats(Base):
+    """Join and first-frame facts of one room session (``room_sessions.session_id``), one row per session.
+
+    Kept apart from ``room_sessions`` so the media plane's table stays as it is; written by the statistics
+    writer in batches. A refused join has a row too (``ok`` False).
+    """
+
+    __tablename__ = "stats_sessions"
+    __table_args__ = (Index("ix_stats_sessions_app_join", "app_id", "join_time"),)
+
+    session_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    app_id: Mapped[str] = mapped_column(String(32))
+    room_id: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str] = mapped_column(String(64))
+    #: When the join request arrived (UNIX s), as ``room_sessions.join_time``.
+    join_time: Mapped[float] = mapped_column(Double)
+    #: True when the join succeeded (the client got ``joined``).
+    ok: Mapped[bool] = mapped_column(Boolean)
+    #: ``webrtc`` (browser SDK) or ``native`` (any other client, the Python client included).
+    sdk_type: Mapped[str] = mapped_column(String(16))
+    #: Network type the client reported (``wifi``, ``ethernet``, ``cellular``, ...), else ``unknown``.
+    access_net: Mapped[str] = mapped_column(String(16))
+    #: Province abbreviation of the client's address (spec 6.5), ``OT`` for private or unknown addresses.
+    region: Mapped[str] = mapped_column(String(8))
+    #: ISP of the client's address from the IP database, '' when unknown.
+    isp: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    #: Time to join: from the join request to ``joined`` (client-measured when reported, else server-measured).
+    join_ms: Mapped[float | None] = mapped_column(Double, nullable=True)
+    #: From ``joined`` to the first decoded audio / video frame of any subscription (client-reported).
+    first_audio_ms: Mapped[float | None] = mapped_column(Double, nullable=True)
+    first_video_ms: Mapped[float | None] = mapped_column(Double, nullable=True)
+    #: Error code of a refused join (``RTC.00001001`` ...), else None.
+    fail_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class QosSample(Base):
+    """One raw QoS sample (kept 5 days by default): what one user sent (``uplink``, ``peer_id`` ``"0"``) or
+    received from one peer (``downlink``, ``peer_id`` the publisher) over ``interval_s`` ending at ``time``.
+
+    Metric columns are named as the spec's ``mid`` values (5.10, Table 5-65): ``a`` audio, ``v`` camera
+    video, ``d`` screen ("presentation"). A column is None when the source did not measure it.
+    """
+
+    __tablename__ = "stats_qos_samples"
+    __table_args__ = (
+        Index("ix_stats_qos_app_room_time", "app_id", "room_id", "time"),
+        Index("ix_stats_qos_time", "time"),
+        # spec 5.10 for one user (the usual question): that user's rows only, not the whole room's
+        Index("ix_stats_qos_app_room_user_time", "app_id", "room_id", "user_id", "time"),
+    )
+
+    sample_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    #: When Ember received the sample (UNIX s, "stime"); ``ctime`` is the client's clock (None for Janus).
+    time: Mapped[float] = mapped_column(Double)
+    ctime: Mapped[float | None] = mapped_column(Double, nullable=True)
+    app_id: Mapped[str] = mapped_column(String(32))
+    room_id: Mapped[str] = mapped_column(String(64))
+    session_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    user_id: Mapped[str] = mapped_column(String(64))
+    #: ``"0"`` for uplink (spec Table 5-69), else the user whose stream was received.
+    peer_id: Mapped[str] = mapped_column(String(64))
+    #: ``uplink`` or ``downlink``.
+    direction: Mapped[str] = mapped_column(String(8))
+    #: ``client`` (report over signalling) or ``janus`` (the SFU's view of the same leg).
+    source: Mapped[str] = mapped_column(String(8))
+    #: ``webrtc`` or ``native`` (see ``stats_sessions.sdk_type``).
+    sdk_type: Mapped[str] = mapped_column(String(16))
+    #: Seconds the sample covers.
+    interval_s: Mapped[float] = mapped_column(Double)
+    appcpu: Mapped[float | None] = mapped_column(Double, nullable=True)
+    syscpu: Mapped[float | None] = mapped_column(Double, nullable=True)
+    abit: Mapped[float | None] = mapped_column(Double, nullable=True)
+    vbit: Mapped[float | None] = mapped_column(Double, nullable=True)
+    dbit: Mapped[float | None] = mapped_column(Double, nullable=True)
+    vfps: Mapped[float | None] = mapped_column(Double, nullable=True)
+    dfps: Mapped[float | None] = mapped_column(Double, nullable=True)
+    vblock: Mapped[float | None] = mapped_column(Double, nullable=True)
+    dblock: Mapped[float | None] = mapped_column(Double, nullable=True)
+    #: Audio freeze rate (not a spec ``mid``; the audio counterpart of ``vblock``).
+    ablock: Mapped[float | None] = mapped_column(Double, nullable=True)
+    aloss: Mapped[float | None] = mapped_column(Double, nullable=True)
+    vloss: Mapped[float | None] = mapped_column(Double, nullable=True)
+    dloss: Mapped[float | None] = mapped_column(Double, nullable=True)
+    vwidth: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    vheight: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    dwidth: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    dheight: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    ajitter: Mapped[float | None] = mapped_column(Double, nullable=True)
+    artt: Mapped[float | None] = mapped_column(Double, nullable=True)
+    vjitter: Mapped[float | None] = mapped_column(Double, nullable=True)
+    vrtt: Mapped[float | None] = mapped_column(Double, nullable=True)
+    djitter: Mapped[float | None] = mapped_column(Double, nullable=True)
+    drtt: Mapped[float | None] = mapped_column(Double, nullable=True)
+    #: Packets sent (uplink) or received (downlink) in the interval, audio and video+screen.
+    apackets: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    vpackets: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: NACKs received (uplink) or sent (downlink) in the interval.
+    nacks: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: Janus link quality, 0-100 (Janus samples only).
+    link_quality: Mapped[float | None] = mapped_column(Double, nullable=True)
+    #: Milliseconds of freezes (gaps of 600 ms or more) in the interval, video+screen and audio.
+    vfreeze_ms: Mapped[float | None] = mapped_column(Double, nullable=True)
+    afreeze_ms: Mapped[float | None] = mapped_column(Double, nullable=True)
+    #: Streams the client started publishing / subscribing in the interval, and those whose media started.
+    push_attempts: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    push_ok: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pull_attempts: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pull_ok: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class StatsMinute(Base):
+    """Per-minute roll-up per application, room and SDK type (kept 2 days by default): the real-time APIs.
+
+    Counters only (sums and counts), so any set of rows adds up: rates are computed at query time (for
+    example ``JoinSuccessRate = sum(join_ok) / sum(join_attempts)``). Written idempotently by the roll-up.
+    """
+
+    __tablename__ = "stats_minutes"
+    __table_args__ = (
+        UniqueConstraint("app_id", "minute", "room_id", "sdk_type", name="uq_stats_minutes_key"),
+        Index("ix_stats_minutes_app_room_minute", "app_id", "room_id", "minute"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    app_id: Mapped[str] = mapped_column(String(32))
+    room_id: Mapped[str] = mapped_column(String(64))
+    sdk_type: Mapped[str] = mapped_column(String(16))
+    #: Start of the minute (UNIX s, a multiple of 60).
+    minute: Mapped[int] = mapped_column(BigInteger)
+    #: Sessions in the room at any moment of the minute (successful joins only).
+    online_users: Mapped[int] = mapped_column(Integer)
+    #: Join attempts that started in the minute; of them, successful; successful within 5 s.
+    join_attempts: Mapped[int] = mapped_column(Integer)
+    join_ok: Mapped[int] = mapped_column(Integer)
+    join_ok_5s: Mapped[int] = mapped_column(Integer)
+    #: First audio / video frame times of joins in the minute: sum (ms) and count.
+    first_audio_ms_sum: Mapped[float] = mapped_column(Double)
+    first_audio_n: Mapped[int] = mapped_column(Integer)
+    first_video_ms_sum: Mapped[float] = mapped_column(Double)
+    first_video_n: Mapped[int] = mapped_column(Integer)
+    #: Downlink (client) seconds receiving video / audio, and seconds of freezes in them.
+    video_recv_s: Mapped[float] = mapped_column(Double)
+    video_freeze_s: Mapped[float] = mapped_column(Double)
+    audio_recv_s: Mapped[float] = mapped_column(Double)
+    audio_freeze_s: Mapped[float] = mapped_column(Double)
+    #: Transmission samples and excellent ones (docs/statistics.md: loss and RTT thresholds).
+    video_up_samples: Mapped[int] = mapped_column(Integer)
+    video_up_excellent: Mapped[int] = mapped_column(Integer)
+    audio_up_samples: Mapped[int] = mapped_column(Integer)
+    audio_up_excellent: Mapped[int] = mapped_column(Integer)
+    video_e2e_samples: Mapped[int] = mapped_column(Integer)
+    video_e2e_excellent: Mapped[int] = mapped_column(Integer)
+    audio_e2e_samples: Mapped[int] = mapped_column(Integer)
+    audio_e2e_excellent: Mapped[int] = mapped_column(Integer)
+    #: RTT of all samples (uplink and downlink), sum (ms) and count: the mean is the one-way delay estimate.
+    video_rtt_sum: Mapped[float] = mapped_column(Double)
+    video_rtt_n: Mapped[int] = mapped_column(Integer)
+    audio_rtt_sum: Mapped[float] = mapped_column(Double)
+    audio_rtt_n: Mapped[int] = mapped_column(Integer)
+    #: Streams published / subscribed (attempts) and those whose media started (client-reported).
+    push_attempts: Mapped[int] = mapped_column(Integer)
+    push_ok: Mapped[int] = mapped_column(Integer)
+    pull_attempts: Mapped[int] = mapped_column(Integer)
+    pull_ok: Mapped[int] = mapped_column(Integer)
+    #: Communication (receive) seconds by tier of the received video, or audio only.
+    comm_audio_s: Mapped[float] = mapped_column(Double)
+    comm_sd_s: Mapped[float] = mapped_column(Double)
+    comm_hd_s: Mapped[float] = mapped_column(Double)
+    comm_uhd_s: Mapped[float] = mapped_column(Double)
+
+
+class StatsDay(Base):
+    """Daily roll-up per application (UTC day; kept 400 days by default): history and usage APIs.
+
+    The counters of ``stats_minutes`` summed over the day, plus the day's distinct and peak figures.
+    Written for finished days only (today is never in this table).
+    """
+
+    __tablename__ = "stats_days"
+    __table_args__ = (UniqueConstraint("app_id", "day", name="uq_stats_days_key"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    app_id: Mapped[str] = mapped_column(String(32))
+    #: ``YYYY-MM-DD`` (UTC).
+    day: Mapped[str] = mapped_column(String(10))
+    #: Distinct (room, user) pairs with a successful join; successful joins; room runs with a user that day.
+    user_count: Mapped[int] = mapped_column(Integer)
+    session_count: Mapped[int] = mapped_column(Integer)
+    room_count: Mapped[int] = mapped_column(Integer)
+    #: Peak over the day's minutes of online users (all rooms) and of rooms with a user online.
+    max_online_users: Mapped[int] = mapped_column(Integer)
+    max_online_rooms: Mapped[int] = mapped_column(Integer)
+    join_attempts: Mapped[int] = mapped_column(Integer)
+    join_ok: Mapped[int] = mapped_column(Integer)
+    join_ok_5s: Mapped[int] = mapped_column(Integer)
+    first_audio_ms_sum: Mapped[float] = mapped_column(Double)
+    first_audio_n: Mapped[int] = mapped_column(Integer)
+    first_video_ms_sum: Mapped[float] = mapped_column(Double)
+    first_video_n: Mapped[int] = mapped_column(Integer)
+    video_recv_s: Mapped[float] = mapped_column(Double)
+    video_freeze_s: Mapped[float] = mapped_column(Double)
+    audio_recv_s: Mapped[float] = mapped_column(Double)
+    audio_freeze_s: Mapped[float] = mapped_column(Double)
+    video_up_samples: Mapped[int] = mapped_column(Integer)
+    video_up_excellent: Mapped[int] = mapped_column(Integer)
+    audio_up_samples: Mapped[int] = mapped_column(Integer)
+    audio_up_excellent: Mapped[int] = mapped_column(Integer)
+    video_e2e_samples: Mapped[int] = mapped_column(Integer)
+    video_e2e_excellent: Mapped[int] = mapped_column(Integer)
+    audio_e2e_samples: Mapped[int] = mapped_column(Integer)
+    audio_e2e_excellent: Mapped[int] = mapped_column(Integer)
+    video_rtt_sum: Mapped[float] = mapped_column(Double)
+    video_rtt_n: Mapped[int] = mapped_column(Integer)
+    audio_rtt_sum: Mapped[float] = mapped_column(Double)
+    audio_rtt_n: Mapped[int] = mapped_column(Integer)
+    push_attempts: Mapped[int] = mapped_column(Integer)
+    push_ok: Mapped[int] = mapped_column(Integer)
+    pull_attempts: Mapped[int] = mapped_column(Integer)
+    pull_ok: Mapped[int] = mapped_column(Integer)
+    comm_audio_s: Mapped[float] = mapped_column(Double)
+    comm_sd_s: Mapped[float] = mapped_column(Double)
+    comm_hd_s: Mapped[float] = mapped_column(Double)
+    comm_uhd_s: Mapped[float] = mapped_column(Double)
+
+
+class AbnormalEvent(Base):
+    """An abnormal user-experience event (spec 5.11, Table 5-76), kept 31 days by default."""
+
+    __tablename__ = "stats_abnormal_events"
+    __table_args__ = (
+        Index("ix_stats_abnormal_app_time", "app_id", "time"),
+        Index("ix_stats_abnormal_app_room_time", "app_id", "room_id", "time"),
+    )
+
+    event_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    time: Mapped[float] = mapped_column(Double)
+    app_id: Mapped[str] = mapped_column(String(32))
+    room_id: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str] = mapped_column(String(64))
+    session_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    #: ``join_room`` or ``communication``.
+    stage: Mapped[str] = mapped_column(String(16))
+    #: ``local`` or ``remote``; ``peer_uid`` is the remote user ('' when local).
+    location: Mapped[str] = mapped_column(String(8))
+    peer_uid: Mapped[str] = mapped_column(String(64))
+    #: 1 join over 5 s, 2 video freeze, 3 audio freeze (Table 5-76).
+    abnormal_type: Mapped[int] = mapped_column(Integer)
+    #: The factor code of Table 5-76 (type 1: 1..15 and the 8-digit codes; types 2, 3: 1..21).
+    abnormal_factor: Mapped[int] = mapped_column(Integer)
+
+
+class StatsMark(Base):
+    """How far a background roll-up has got (``name``: ``minutes``, ``days``): shared by all nodes."""
+
+    __tablename__ = "stats_marks"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    #: UNIX s up to which (exclusive) the roll-up is complete.
+    done_until: Mapped[float] = mapped_column(Double)

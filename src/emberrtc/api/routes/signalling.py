@@ -33,6 +33,9 @@ Client -> server:
                                                            Reply ``subscriber_closed``.
 ``{"type": "leave"}``                                      Final event ``left``; the server closes (1000).
 ``{"type": "ping"}``                                       Reply ``pong``.
+``{"type": "stats", "interval", ...}``                     QoS report every few seconds (``stats.report``).
+                                                           Reply ``stats_ok`` ``{"stored"}`` (False: sooner
+                                                           than 1 s after the last one, not stored).
 ======================================================== ==================================================
 
 Server -> client replies:
@@ -117,6 +120,8 @@ from emberrtc.media.plane import (
     UserJoined,
     UserLeft,
 )
+from emberrtc.stats.collector import SessionStatsContext
+from emberrtc.stats.report import StatsReport
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +239,8 @@ class PingMessage(_Message):
 
 
 InRoomMessage = Annotated[
-    PublishMessage
+    StatsReport
+    | PublishMessage
     | UnpublishMessage
     | SubscribeMessage
     | AnswerMessage
@@ -335,6 +341,7 @@ class _Connection:
         self.ws = ws
         self.svc = svc
         self._send_lock = asyncio.Lock()
+        self._stats: SessionStatsContext | None = None
 
     async def send(self, message: dict[str, Any], request_id: Any = None) -> None:
         if request_id is not None:
@@ -383,6 +390,7 @@ class _Connection:
         await self.join(message)
 
     async def join(self, message: JoinMessage) -> None:
+        started = self.svc.clock.now()
         plane = self.svc.plane
         if plane is None:
             await self.send_error(E.InternalError("this server runs without a media plane"), message.id)
@@ -416,6 +424,8 @@ class _Connection:
         except E.EmberError as exc:
             with contextlib.suppress(E.RateLimited):
                 self.svc.rate_limiter.check(address, "refused_joins")
+            if not isinstance(exc, E.AppNotExist):  # no tenant owns a join to an unknown app
+                self._join_refused(request, exc, started)
             await self.send_error(exc, message.id)
             await self.close(CLOSE_REFUSED)
             return
@@ -430,6 +440,7 @@ class _Connection:
         except MediaPlaneError as exc:
             error = _plane_error(exc)
             await self.svc.room_sessions.fail(admission.session_id, f"{error.code}: {error.message}")
+            self._join_refused(request, error, started)
             await self.send_error(error, message.id)
             await self.close(CLOSE_FAULT)
             return
@@ -454,6 +465,15 @@ class _Connection:
                 },
                 message.id,
             )
+            self._stats = self.svc.stats_collector.joined(
+                session_id=admission.session_id,
+                app_id=admission.app_id,
+                room_id=admission.room_id,
+                user_id=admission.user_id,
+                platform=request.platform,
+                client_ip=request.client_ip,
+                started=started,
+            )
             final = await self.in_room(plane, participant, admission)
         finally:
             # Shielded: the record must be written even when this task is being cancelled.
@@ -465,7 +485,20 @@ class _Connection:
                 await self.send(reply)
             await self.close(code)
 
+    def _join_refused(self, request: JoinRequest, error: E.EmberError, started: float) -> None:
+        self.svc.stats_collector.join_refused(
+            app_id=request.app_id,
+            room_id=request.room_id,
+            user_id=request.user_id,
+            platform=request.platform,
+            client_ip=request.client_ip,
+            fail_code=error.code,
+            started=started,
+        )
+
     async def depart(self, plane: JanusMediaPlane, participant: Participant, admission: Admission) -> None:
+        if self._stats is not None:
+            self.svc.stats_collector.left(self._stats)
         try:
             if participant.end_reason is None:
                 await plane.leave(participant, EndReason.DISCONNECTED)
@@ -561,6 +594,9 @@ class _Connection:
             return {"type": "subscriber_closed", "reason": "closed by the client"}
         if isinstance(message, PingMessage):
             return {"type": "pong"}
+        if isinstance(message, StatsReport):
+            stored = self._stats is not None and self.svc.stats_collector.report(self._stats, message)
+            return {"type": "stats_ok", "stored": stored}
         raise _ProtocolError(E.InvalidParameterValue("already joined"), message.id)
 
 

@@ -30,6 +30,162 @@ const DEFAULT_VALIDITY = 2 * 3600;
 const REQUEST_TIMEOUT_MS = 15000;
 const GATHER_TIMEOUT_MS = 5000;
 
+// QoS reports over signalling (message "stats", format in src/emberrtc/stats/report.py).
+const STATS_INTERVAL_MS = 5000;
+
+/**
+ * Measures a room from getStats() and sends a "stats" report every few seconds: per published stream
+ * (outbound-rtp with the SFU's remote-inbound-rtp: packets, loss, RTT, bit rate, frame rate and size) and
+ * per subscription (inbound-rtp: packets, loss, jitter, bit rate, frame rate and size, freezes), the
+ * network type when the browser tells it, the time to join, and the first audio and video (the first
+ * media on a received track: its "unmute"). Video freezes are the browser's own totalFreezesDuration
+ * (webrtc-stats: a frame later than max(3 x the average frame time, average + 150 ms)); audio freezes
+ * are totalInterruptionDuration (concealment over 150 ms). Browsers do not expose CPU use.
+ */
+class QosReporter {
+  constructor(room, intervalMs) {
+    this.room = room;
+    this.intervalMs = intervalMs;
+    this.joinedAt = performance.now();
+    this._last = new Map();
+    this._once = {};
+    this._seen = new Map();
+    this._timer = intervalMs ? setInterval(() => this._tick(), intervalMs) : null;
+    /** Reports sent and stored (the server's stats_ok answers). */
+    this.sent = 0;
+    this.stored = 0;
+  }
+
+  stop() {
+    if (this._timer) clearInterval(this._timer);
+    this._timer = null;
+  }
+
+  joined(joinMs) {
+    this._once.join_ms = joinMs;
+  }
+
+  firstMedia(kind) {
+    const key = `first_${kind}_ms`;
+    if (this._seen.has(key)) return;
+    this._seen.set(key, true);
+    this._once[key] = performance.now() - this.joinedAt;
+  }
+
+  async _tick() {
+    try {
+      const reply = await this.room._request(await this.build());
+      this.sent += 1;
+      if (reply.stored) this.stored += 1;
+    } catch (err) {
+      // best effort: the room may be closing
+    }
+  }
+
+  _delta(key, values) {
+    const before = this._last.get(key) || {};
+    this._last.set(key, values);
+    const out = {};
+    for (const [k, v] of Object.entries(values)) out[k] = Math.max(0, (v || 0) - (before[k] || 0));
+    return out;
+  }
+
+  _attempts(pcs) {
+    let attempts = 0;
+    let ok = 0;
+    for (const pc of pcs) {
+      if (!this._seen.has(pc)) {
+        this._seen.set(pc, false);
+        attempts += 1;
+      }
+      if (!this._seen.get(pc) && pc.connectionState === "connected") {
+        this._seen.set(pc, true);
+        ok += 1;
+      }
+    }
+    return { attempts, ok };
+  }
+
+  // Per kind, this interval's figures of `pc`; downlink: of the streams whose mid is in `mids` only (one
+  // subscription's, on the subscriber RTCPeerConnection every subscription shares).
+  async _leg(pc, up, mids = null) {
+    const seconds = this.intervalMs / 1000;
+    const stats = await pc.getStats();
+    const remote = new Map();
+    stats.forEach((r) => {
+      if (r.type === "remote-inbound-rtp") remote.set(r.localId, r);
+    });
+    const out = {};
+    stats.forEach((r) => {
+      if (up && r.type === "outbound-rtp") {
+        const ri = remote.get(r.id) || {};
+        const d = this._delta(r.id, { packets: r.packetsSent, bytes: r.bytesSent, lost: ri.packetsLost });
+        const lost = Math.min(d.lost, d.packets);
+        out[r.kind] = {
+          packets: d.packets - lost,
+          lost,
+          bitrate: (d.bytes * 8) / 1000 / seconds,
+          rtt: ri.roundTripTime !== undefined ? ri.roundTripTime * 1000 : undefined,
+          jitter: ri.jitter !== undefined ? ri.jitter * 1000 : undefined,
+          fps: r.framesPerSecond,
+          width: r.frameWidth,
+          height: r.frameHeight,
+        };
+      } else if (!up && r.type === "inbound-rtp" && (!mids || mids.has(String(r.mid)))) {
+        const d = this._delta(r.id, {
+          packets: r.packetsReceived,
+          bytes: r.bytesReceived,
+          lost: r.packetsLost,
+          freeze: r.kind === "video" ? r.totalFreezesDuration : r.totalInterruptionDuration,
+          frames: r.framesDecoded,
+        });
+        out[r.kind] = {
+          packets: d.packets,
+          lost: d.lost,
+          bitrate: (d.bytes * 8) / 1000 / seconds,
+          jitter: r.jitter !== undefined ? r.jitter * 1000 : undefined,
+          freeze_ms: d.freeze * 1000,
+          fps: r.kind === "video" ? d.frames / seconds : undefined,
+          width: r.frameWidth,
+          height: r.frameHeight,
+        };
+      }
+    });
+    for (const leg of Object.values(out)) {
+      for (const k of Object.keys(leg)) if (leg[k] === undefined || leg[k] === null || Number.isNaN(leg[k])) delete leg[k];
+    }
+    return out;
+  }
+
+  /** The report of the interval just ended. */
+  async build() {
+    const room = this.room;
+    const report = { type: "stats", interval: this.intervalMs / 1000, ctime: Date.now() / 1000, ...this._once };
+    this._once = {};
+    const net = navigator.connection && navigator.connection.type;
+    if (typeof net === "string" && /^[a-z0-9_-]{1,16}$/.test(net)) report.access_net = net;
+    const uplink = {};
+    for (const [stream, publication] of room.publications) {
+      const legs = await this._leg(publication.pc, true);
+      if (legs.audio && stream === "camera") uplink.audio = legs.audio;
+      if (legs.video) uplink[stream === "camera" ? "video" : "screen"] = legs.video;
+    }
+    if (Object.keys(uplink).length) report.uplink = uplink;
+    report.push = this._attempts([...room.publications.values()].map((p) => p.pc));
+    report.pull = this._attempts([...room.subscriptions.values()].map((s) => s.pc));
+    const peers = new Map();
+    for (const sub of room.subscriptions.values()) {
+      const legs = await this._leg(sub.pc, false, new Set(sub.tracks.map((t) => String(t.mid))));
+      const peer = peers.get(sub.userId) || { peer_id: sub.userId };
+      peers.set(sub.userId, peer);
+      if (legs.audio) peer.audio = legs.audio;
+      if (legs.video) peer[sub.stream === "camera" ? "video" : "screen"] = legs.video;
+    }
+    report.downlink = [...peers.values()].slice(0, 64);
+    return report;
+  }
+}
+
 /** The server refused a request; `code` is from the SparkRTC catalogue (e.g. RTC.00001001). */
 export class RoomError extends Error {
   constructor(code, message) {
@@ -122,7 +278,8 @@ export class EmberRoom extends EventTarget {
    * sign here, or neither when the app has authentication off. Rejects with RoomError if refused.
    */
   static async join(server, options) {
-    const { appId, roomId, userId, appKey, nickname, autoSubscribe = true } = options;
+    const { appId, roomId, userId, appKey, nickname, autoSubscribe = true, statsIntervalMs = STATS_INTERVAL_MS } = options;
+    const started = performance.now();
     let { ctime, signature } = options;
     if (appKey) {
       ctime = ctime ?? Math.floor(Date.now() / 1000) + DEFAULT_VALIDITY;
@@ -158,11 +315,15 @@ export class EmberRoom extends EventTarget {
       ws.close();
       throw new RoomError("RTC.00002000", `unexpected answer to join: ${JSON.stringify(reply)}`);
     }
-    return new EmberRoom(ws, reply, autoSubscribe);
+    const room = new EmberRoom(ws, reply, autoSubscribe, statsIntervalMs);
+    room.qos.joined(performance.now() - started);
+    return room;
   }
 
-  constructor(ws, joined, autoSubscribe) {
+  constructor(ws, joined, autoSubscribe, statsIntervalMs = STATS_INTERVAL_MS) {
     super();
+    /** QoS reports over signalling every statsIntervalMs (0: none). */
+    this.qos = new QosReporter(this, statsIntervalMs);
     this._ws = ws;
     this.sessionId = joined.session_id;
     this.roomId = joined.room_id;
@@ -420,6 +581,10 @@ export class EmberRoom extends EventTarget {
         }
       });
       pc.addEventListener("track", (e) => {
+        // First media for the QoS reports: when the track first carries something.
+        const kind = e.track.kind;
+        if (!e.track.muted) this.qos.firstMedia(kind);
+        else e.track.addEventListener("unmute", () => this.qos.firstMedia(kind), { once: true });
         const sub = this._byMid.get(e.transceiver.mid);
         if (sub && this.subscriptions.has(sub.id) && !sub.mediaStream.getTracks().includes(e.track)) {
           sub.mediaStream.addTrack(e.track);
@@ -525,6 +690,7 @@ export class EmberRoom extends EventTarget {
   }
 
   _hangUp() {
+    this.qos.stop();
     for (const sub of [...this.subscriptions.values()]) this._endSubscription(sub, sub.endReason || "left the room");
     for (const w of this._wanted) w.reject(new RoomError("RTC.00002000", "not in the room any more"));
     this._wanted = [];
