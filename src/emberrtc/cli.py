@@ -118,9 +118,8 @@ def _clean_exit_server() -> type:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    import uvicorn
-
     from emberrtc.api.app import create_app
+    from emberrtc.api.edge import server_config
     from emberrtc.bootstrap import build
 
     settings = _settings(args)
@@ -136,7 +135,7 @@ async def _serve(args: argparse.Namespace) -> None:
     services = await build(settings)
     _CleanExitServer = _clean_exit_server()
     app = create_app(services)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+    config = server_config(app, settings)
     logging.getLogger(__name__).info("Ember data folder: %s", settings.data_dir)
     _tune_gc()
     await _CleanExitServer(config).serve()

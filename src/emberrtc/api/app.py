@@ -9,6 +9,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
 from emberrtc.api import errors
+from emberrtc.api.edge import EdgeMiddleware
 from emberrtc.api.routes import apps, files, iam, jobs, record_rules, rooms, signalling, stats, web
 from emberrtc.bootstrap import Services
 
@@ -48,5 +49,6 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
         _add_routes(app, module.router)
     for module in (jobs, rooms, stats, signalling, files, web):
         app.include_router(module.router)
-    app.add_middleware(errors.RequestIdMiddleware)
+    app.add_middleware(EdgeMiddleware, services=services)
+    app.add_middleware(errors.RequestIdMiddleware)  # outermost: edge refusals carry the id too
     return app
