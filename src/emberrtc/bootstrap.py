@@ -35,6 +35,8 @@ class Services:
     jobs: JobService
     rooms: RoomService
     rate_limiter: RateLimiter
+    #: Failed IAM sign-ins per user and client address (``settings.signin_limits``), always on.
+    signin_limiter: RateLimiter
     supervisor: JobSupervisor
     room_sessions: RoomSessionService
     #: Object storage by ``obs_addr.location``; recording outputs (spool uploads, callback outbox delivery).
@@ -127,12 +129,20 @@ async def build(
         settings=settings,
         clock=clock,
         db=db,
-        tenants=TenantService(db, box, clock, settings.token_ttl),
+        tenants=TenantService(
+            db,
+            box,
+            clock,
+            settings.token_ttl,
+            scrypt_n=settings.password_scrypt_n,
+            hash_concurrency=settings.password_hash_concurrency,
+        ),
         apps=apps,
         rules=RecordRuleService(db, clock, apps),
         jobs=jobs,
         rooms=RoomService(apps, media, jobs),
         rate_limiter=RateLimiter(settings.rate_limits, clock, settings.rate_limits_enabled),
+        signin_limiter=RateLimiter(settings.signin_limits, clock),
         supervisor=JobSupervisor(jobs, settings.job_tick),
         room_sessions=RoomSessionService(db, box, clock),
         storage=storage,

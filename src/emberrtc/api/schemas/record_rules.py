@@ -109,5 +109,5 @@ class RecordRuleBody(SpecModel):
 class ListRulesQuery(SpecModel):
     """Table 4-247."""
 
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=2**31 - 1)  # an Integer of the spec (int32); SQL takes 64 bits
     limit: int = Field(100, ge=1, le=100)
