@@ -120,7 +120,7 @@ class JoinMessage(_Message):
     room_id: RoomId
     user_id: UserId
     ctime: int | str | None = None
-    signature: Annotated[str, StringConstraints(max_length=128)] | None = None
+    signature: Annotated[str, StringConstraints(max_length=128, pattern=r"^[0-9A-Fa-f]*$")] | None = None  # hex
     nickname: Text | None = None
     platform: Annotated[str, StringConstraints(max_length=128)] | None = None
     sdk_version: Annotated[str, StringConstraints(max_length=64)] | None = None
@@ -201,7 +201,7 @@ def _parse(text: str) -> Any:
         raise _ProtocolError(E.InvalidParameterValue(f"message larger than {MAX_MESSAGE} bytes"))
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise _ProtocolError(E.MalformedRequestBody("messages must be JSON objects")) from None
     if not isinstance(data, dict):
         raise _ProtocolError(E.MalformedRequestBody("messages must be JSON objects"))
