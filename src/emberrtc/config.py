@@ -50,7 +50,7 @@ def _default_rate_limits() -> dict[str, RateLimit]:
         "individual_jobs": RateLimit(10, 1.0),
         "rooms": per_min,
         "stats": RateLimit(30, 60.0),
-        # Ember's own: refused signalling joins per client address (each is checked and recorded; a client
+        # Ember's own: refused signalling joins per app and client address (each is checked and recorded; a client
         # past this is refused at once, unrecorded, until its bucket refills).
         "refused_joins": RateLimit(20, 60.0),
     }

@@ -335,12 +335,15 @@ class _Connection:
             client_ip=self.ws.client.host if self.ws.client else None,
         )
         # A client refused again and again is refused at once, without the checks and the FAIL record each
-        # refusal costs (the limiter's ``refused_joins`` category, per client address).
+        # refusal costs (the limiter's ``refused_joins`` category, per app and client address: one address's
+        # bad joins to one app do not lock out its joins to another). The address is the peer's, or what a
+        # proxy in ``EMBER_TRUSTED_PROXIES`` says (api/edge.py).
         address = request.client_ip or "unknown"
-        wait = self.svc.rate_limiter.blocked(address, "refused_joins")
+        limited = f"{message.app_id} {address}"
+        wait = self.svc.rate_limiter.blocked(limited, "refused_joins")
         if wait is not None:
             throttled = E.RateLimited(
-                f"too many refused joins from {address}; retry after {wait:.0f} s", retry_after=wait
+                f"too many refused joins from {address} to this app; retry after {wait:.0f} s", retry_after=wait
             )
             await self.send_error(throttled, message.id)
             await self.close(CLOSE_REFUSED)
@@ -349,7 +352,7 @@ class _Connection:
             admission = await self.svc.room_sessions.admit(request)
         except E.EmberError as exc:
             with contextlib.suppress(E.RateLimited):
-                self.svc.rate_limiter.check(address, "refused_joins")
+                self.svc.rate_limiter.check(limited, "refused_joins")
             await self.send_error(exc, message.id)
             await self.close(CLOSE_REFUSED)
             return
