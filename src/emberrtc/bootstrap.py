@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from emberrtc.api.ratelimit import RateLimiter
 from emberrtc.config import Settings
@@ -83,6 +85,15 @@ def database_url(settings: Settings) -> str:
     return settings.database_url or default_url(settings.data_dir)
 
 
+def private_folder(folder: Path) -> None:
+    """Create the data folder owner-only (0700), or make an existing one so: it holds the database, its
+    WAL, the keys, recordings and Janus's log. (``ember`` also runs with umask 077, so what is created in
+    it is 0600/0700 too.)"""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if folder.stat().st_uid == os.getuid() and folder.stat().st_mode & 0o077:
+        folder.chmod(0o700)
+
+
 async def build(
     settings: Settings,
     *,
@@ -92,7 +103,7 @@ async def build(
 ) -> Services:
     """Create the data folder, migrate the database and assemble every service."""
     clock = clock or SystemClock()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_folder(settings.data_dir)
     db = Database(database_url(settings))
     await db.migrate()
     box = SecretBox.from_settings(settings.master_key, settings.data_dir)

@@ -1,10 +1,10 @@
 """``ember``: run the server, manage tenants and credentials, read recording usage.
 
     ember serve [--host 127.0.0.1] [--port 8080] [--data-dir DIR]
-    ember tenant create NAME --password PW [--project-name NAME] [--json] [--data-dir DIR]
+    ember tenant create NAME (--password PW | --password-file FILE|-) [--project-name NAME] [--json] [--data-dir DIR]
     ember credential create --tenant NAME [--json] [--data-dir DIR]
     ember usage --app-id APP [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--json] [--data-dir DIR]
-    ember bot --server URL --app-id ID --app-key KEY --room ROOM --user USER [--color C] [--tone HZ] [--screen]
+    ember bot --server URL --app-id ID (--app-key KEY | --app-key-file FILE|-) --room ROOM --user USER [...]
 
 The database is SQLite in the data folder unless ``EMBER_DATABASE_URL`` names another (PostgreSQL).
 Tenant and credential commands write to the same database, so they work while the server runs.
@@ -17,6 +17,7 @@ import asyncio
 import gc
 import json
 import logging
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -41,6 +42,24 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def secret_argument(value: str | None, path: str | None, what: str) -> str:
+    """A secret given on the command line (visible to other users in ``ps``), or read from a file or, for
+    ``-``, standard input: its first line, without the line break."""
+    if value is not None:
+        return value
+    assert path is not None  # argparse requires one of the two
+    try:
+        text = sys.stdin.readline() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"ember: cannot read the {what} from {path}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    secret = text.splitlines()[0] if text.strip() else ""
+    if not secret:
+        print(f"ember: no {what} in {'standard input' if path == '-' else path}", file=sys.stderr)
+        raise SystemExit(2)
+    return secret
+
+
 def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
     print(json.dumps(data) if args.json else text)
 
@@ -48,9 +67,10 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
 async def _tenant_create(args: argparse.Namespace) -> None:
     from emberrtc.bootstrap import build
 
+    password = secret_argument(args.password, args.password_file, "password")
     services = await build(_settings(args))
     try:
-        p = await services.tenants.create_tenant(args.name, args.password, project_name=args.project_name)
+        p = await services.tenants.create_tenant(args.name, password, project_name=args.project_name)
     finally:
         await services.db.close()
     data = {
@@ -167,7 +187,7 @@ async def _bot(args: argparse.Namespace) -> None:
     options = BotOptions(
         server=args.server,
         app_id=args.app_id,
-        app_key=args.app_key,
+        app_key=secret_argument(args.app_key, args.app_key_file, "app key"),
         room=args.room,
         user=args.user,
         colour=args.color,
@@ -210,7 +230,13 @@ def parser() -> argparse.ArgumentParser:
         "use them with POST /v3/auth/tokens.",
     )
     tc.add_argument("name", help="account (domain) name, also the IAM user name")
-    tc.add_argument("--password", required=True, help="the IAM user's password (at least 8 characters)")
+    secret = tc.add_mutually_exclusive_group(required=True)
+    secret.add_argument("--password", help="the IAM user's password (at least 8 characters)")
+    secret.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="read the password from the first line of FILE, or of standard input for '-' (keeps it out of ps)",
+    )
     tc.add_argument("--project-name", default="ember", help="name of the tenant's project (default: ember)")
     tc.add_argument("--json", action="store_true", help="print JSON")
     data_dir(tc)
@@ -257,7 +283,13 @@ def parser() -> argparse.ArgumentParser:
     )
     bot.add_argument("--server", required=True, help="Ember's URL, e.g. http://127.0.0.1:8080")
     bot.add_argument("--app-id", required=True, help="application ID")
-    bot.add_argument("--app-key", required=True, help="the app's authentication.app_key (signs the join)")
+    key = bot.add_mutually_exclusive_group(required=True)
+    key.add_argument("--app-key", help="the app's authentication.app_key (signs the join)")
+    key.add_argument(
+        "--app-key-file",
+        metavar="FILE",
+        help="read the app key from the first line of FILE, or of standard input for '-'",
+    )
     bot.add_argument("--room", required=True, help="room ID")
     bot.add_argument("--user", required=True, help="user ID")
     bot.add_argument("--color", default="red", help="camera colour: a name (red, green, blue, ...) or #RRGGBB")
@@ -270,6 +302,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # Everything Ember creates (database, WAL, keys, recordings, Janus's config and log) is the owner's
+    # only; the data folder itself is made 0700 (bootstrap.private_folder).
+    os.umask(0o077)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
