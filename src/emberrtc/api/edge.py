@@ -67,7 +67,6 @@ def http_protocol(settings: Settings) -> type[HttpToolsProtocol]:
     class EdgeHttpProtocol(HttpToolsProtocol):
         _header_bytes = 0
         _in_headers = True
-        _header_count = 0
         _header_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -92,19 +91,17 @@ def http_protocol(settings: Settings) -> type[HttpToolsProtocol]:
         def on_message_begin(self) -> None:
             super().on_message_begin()
             if not self._in_headers:  # a keep-alive connection's next request
-                self._in_headers, self._header_bytes, self._header_count = True, 0, 0
+                self._in_headers, self._header_bytes = True, 0
                 self._arm_header_timer()
-
-        def on_header(self, name: bytes, value: bytes) -> None:
-            self._header_count += 1
-            if self._header_count > max_count:
-                self._refuse(E.HeadersTooLarge(f"more than {max_count} header fields"))
-                raise _Refused  # stops the parser; uvicorn's 400 for it is not sent (send_400_response)
-            super().on_header(name, value)
 
         def on_headers_complete(self) -> None:
             self._in_headers = False
             self._cancel_header_timer()
+            # Counted once the block ends rather than per field (a call per header on every request): the
+            # byte limit already bounds what the fields hold meanwhile.
+            if len(self.headers) > max_count:
+                self._refuse(E.HeadersTooLarge(f"more than {max_count} header fields"))
+                raise _Refused  # stops the parser; uvicorn's 400 for it is not sent (send_400_response)
             super().on_headers_complete()
 
         def send_400_response(self, msg: str) -> None:
