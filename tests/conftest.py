@@ -69,6 +69,9 @@ def make_settings(data_dir: Path, database_url: str = "") -> Settings:
         job_tick=0.05,
         port=0,
         media_enabled=False,  # the control-plane suite needs no Janus; tests/media runs with it
+        # scrypt at its lowest accepted cost: every test signs in; tests/domain/test_passwords.py checks
+        # the default cost and the re-hash.
+        password_scrypt_n=2**14,
         # The API tests' rules name Huawei Cloud's region, as SparkRTC code does: here it is a local folder.
         # ``vault`` has buckets an operator must create (a missing one is RTC.00001014 at job start).
         storage_locations=json.dumps(

@@ -384,3 +384,60 @@ def test_a_bad_setting_is_refused_with_its_name(tmp_path: Path) -> None:
     env["EMBER_AUTO_RECORD_MAX_IDLE_TIME"] = "soon"
     r = subprocess.run([EMBER, "serve", "--data-dir", str(tmp_path)], capture_output=True, text=True, env=env)
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_secrets_from_a_file_or_standard_input_into_a_private_data_folder(tmp_path: Path) -> None:
+    """Passwords need not be arguments (visible in ``ps``); the data folder and its files are the owner's
+    only, also when the folder existed world-readable (issue 11, item 10)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(0o755)
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir()
+    (secrets_dir / "pw").write_text("password-from-a-file\n")
+    r = ember("tenant", "create", "filed", "--password-file", str(secrets_dir / "pw"), "--json", data_dir=data)
+    assert r.returncode == 0, r.stderr
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
+    piped = subprocess.run(
+        [EMBER, "tenant", "create", "piped", "--password-file", "-", "--json", "--data-dir", str(data)],
+        input="password-from-stdin\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert piped.returncode == 0, piped.stderr
+    both = ember("tenant", "create", "x", "--password", "p-12345678", "--password-file", "-", data_dir=data)
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+    empty = subprocess.run(
+        [EMBER, "tenant", "create", "y", "--password-file", "-", "--data-dir", str(data)],
+        input="",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert empty.returncode == 2 and "no password" in empty.stderr
+
+    assert data.stat().st_mode & 0o777 == 0o700
+    made = [p for p in data.rglob("*")]
+    assert any(p.name == "ember.db" for p in made) and any(p.name == "master.key" for p in made)
+    for path in made:
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is {oct(path.stat().st_mode & 0o777)}"
+
+    srv = ServerThread(conftest.make_settings(data)).start()
+    try:
+        for name, password in (("filed", "password-from-a-file"), ("piped", "password-from-stdin")):
+            info = json.loads((r if name == "filed" else piped).stdout)
+            tenant = TenantInfo(name, password, info["domain_id"], info["project_id"], "", "")
+            assert conftest.token_for(srv, tenant)
+    finally:
+        srv.stop()
+
+
+def test_bot_reads_its_app_key_from_a_file(tmp_path: Path) -> None:
+    base = ["bot", "--server", "http://127.0.0.1:9", "--app-id", "a" * 32, "--room", "r", "--user", "u"]
+    missing = ember(*base, "--app-key-file", str(tmp_path / "absent"))
+    assert missing.returncode == 2 and "cannot read the app key" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    assert "--app-key-file" in ember("bot", "--help").stdout

@@ -24,3 +24,24 @@ def test_data_folder_is_fixed_when_settings_are_made(tmp_path: Path, monkeypatch
     settings = Settings(data_dir=Path("data"))
     monkeypatch.chdir("/")
     assert settings.data_dir == tmp_path / "data"
+
+
+def test_edge_settings_from_the_environment() -> None:
+    env = {
+        "EMBER_MAX_BODY_BYTES": "2048",
+        "EMBER_HEADER_TIMEOUT": "2.5",
+        "EMBER_TRUSTED_PROXIES": "10.0.0.5, 192.168.1.0/24",
+        "EMBER_PASSWORD_SCRYPT_N": "32768",
+    }
+    s = Settings().with_env(env)
+    assert (s.max_body_bytes, s.header_timeout, s.password_scrypt_n) == (2048, 2.5, 2**15)
+    assert s.trusted_proxies == "10.0.0.5, 192.168.1.0/24"
+    assert Settings().trusted_proxies == ""  # no proxy is trusted unless named
+    for bad in (
+        {"EMBER_TRUSTED_PROXIES": "proxy.example"},
+        {"EMBER_MAX_BODY_BYTES": "0"},
+        {"EMBER_PASSWORD_SCRYPT_N": "1000"},
+        {"EMBER_BODY_TIMEOUT": "-1"},
+    ):
+        with pytest.raises(ValueError):
+            Settings().with_env(bad)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -43,6 +44,8 @@ class Services:
     jobs: JobService
     rooms: RoomService
     rate_limiter: RateLimiter
+    #: Failed IAM sign-ins per user and client address (``settings.signin_limits``), always on.
+    signin_limiter: RateLimiter
     supervisor: JobSupervisor
     room_sessions: RoomSessionService
     #: Object storage by ``obs_addr.location``; recording outputs (spool uploads, callback outbox delivery).
@@ -109,6 +112,15 @@ def database_url(settings: Settings) -> str:
     return settings.database_url or default_url(settings.data_dir)
 
 
+def private_folder(folder: Path) -> None:
+    """Create the data folder owner-only (0700), or make an existing one so: it holds the database, its
+    WAL, the keys, recordings and Janus's log. (``ember`` also runs with umask 077, so what is created in
+    it is 0600/0700 too.)"""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if folder.stat().st_uid == os.getuid() and folder.stat().st_mode & 0o077:
+        folder.chmod(0o700)
+
+
 async def build(
     settings: Settings,
     *,
@@ -118,7 +130,7 @@ async def build(
 ) -> Services:
     """Create the data folder, migrate the database and assemble every service."""
     clock = clock or SystemClock()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_folder(settings.data_dir)
     db = Database(database_url(settings))
     await db.migrate()
     box = SecretBox.from_settings(settings.master_key, settings.data_dir)
@@ -157,12 +169,20 @@ async def build(
         settings=settings,
         clock=clock,
         db=db,
-        tenants=TenantService(db, box, clock, settings.token_ttl),
+        tenants=TenantService(
+            db,
+            box,
+            clock,
+            settings.token_ttl,
+            scrypt_n=settings.password_scrypt_n,
+            hash_concurrency=settings.password_hash_concurrency,
+        ),
         apps=apps,
         rules=RecordRuleService(db, clock, apps),
         jobs=jobs,
         rooms=RoomService(apps, media, jobs),
         rate_limiter=RateLimiter(settings.rate_limits, clock, settings.rate_limits_enabled),
+        signin_limiter=RateLimiter(settings.signin_limits, clock),
         supervisor=JobSupervisor(jobs, settings.job_tick),
         room_sessions=RoomSessionService(db, box, clock),
         storage=storage,

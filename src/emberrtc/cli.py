@@ -1,10 +1,10 @@
 """``ember``: run the server, manage tenants and credentials, read recording usage.
 
     ember serve [--host 127.0.0.1] [--port 8080] [--data-dir DIR]
-    ember tenant create NAME --password PW [--project-name NAME] [--json] [--data-dir DIR]
+    ember tenant create NAME (--password PW | --password-file FILE|-) [--project-name NAME] [--json] [--data-dir DIR]
     ember credential create --tenant NAME [--json] [--data-dir DIR]
     ember usage --app-id APP [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--json] [--data-dir DIR]
-    ember bot --server URL --app-id ID --app-key KEY --room ROOM --user USER [--color C] [--tone HZ] [--screen]
+    ember bot --server URL --app-id ID (--app-key KEY | --app-key-file FILE|-) --room ROOM --user USER [...]
 
 The database is SQLite in the data folder unless ``EMBER_DATABASE_URL`` names another (PostgreSQL).
 Tenant and credential commands write to the same database, so they work while the server runs.
@@ -17,6 +17,7 @@ import asyncio
 import gc
 import json
 import logging
+import os
 import sys
 import textwrap
 from collections.abc import Callable
@@ -44,6 +45,24 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def secret_argument(value: str | None, path: str | None, what: str) -> str:
+    """A secret given on the command line (visible to other users in ``ps``), or read from a file or, for
+    ``-``, standard input: its first line, without the line break."""
+    if value is not None:
+        return value
+    assert path is not None  # argparse requires one of the two
+    try:
+        text = sys.stdin.readline() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"ember: cannot read the {what} from {path}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    secret = text.splitlines()[0] if text.strip() else ""
+    if not secret:
+        print(f"ember: no {what} in {'standard input' if path == '-' else path}", file=sys.stderr)
+        raise SystemExit(2)
+    return secret
+
+
 def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
     print(json.dumps(data) if args.json else text)
 
@@ -51,9 +70,10 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
 async def _tenant_create(args: argparse.Namespace) -> None:
     from emberrtc.bootstrap import build
 
+    password = secret_argument(args.password, args.password_file, "password")
     services = await build(_settings(args))
     try:
-        p = await services.tenants.create_tenant(args.name, args.password, project_name=args.project_name)
+        p = await services.tenants.create_tenant(args.name, password, project_name=args.project_name)
     finally:
         await services.db.close()
     data = {
@@ -121,9 +141,8 @@ def _clean_exit_server() -> type:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    import uvicorn
-
     from emberrtc.api.app import create_app
+    from emberrtc.api.edge import server_config
     from emberrtc.bootstrap import build
 
     settings = _settings(args)
@@ -141,9 +160,7 @@ async def _serve(args: argparse.Namespace) -> None:
     app = create_app(services)
     # log_config=None: uvicorn's loggers go through the root handler and its URL masking (main()), like
     # every other line, instead of handlers of their own.
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level="info", access_log=False, log_config=None
-    )
+    config = server_config(app, settings, log_config=None)
     logging.getLogger(__name__).info("Ember data folder: %s", settings.data_dir)
     _tune_gc()
     await _CleanExitServer(config).serve()
@@ -178,7 +195,7 @@ async def _bot(args: argparse.Namespace) -> None:
     options = BotOptions(
         server=args.server,
         app_id=args.app_id,
-        app_key=args.app_key,
+        app_key=secret_argument(args.app_key, args.app_key_file, "app key"),
         room=args.room,
         user=args.user,
         colour=args.color,
@@ -246,7 +263,13 @@ def parser() -> argparse.ArgumentParser:
         "use them with POST /v3/auth/tokens.",
     )
     tc.add_argument("name", help="account (domain) name, also the IAM user name")
-    tc.add_argument("--password", required=True, help="the IAM user's password (at least 8 characters)")
+    secret = tc.add_mutually_exclusive_group(required=True)
+    secret.add_argument("--password", help="the IAM user's password (at least 8 characters)")
+    secret.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="read the password from the first line of FILE, or of standard input for '-' (keeps it out of ps)",
+    )
     tc.add_argument("--project-name", default="ember", help="name of the tenant's project (default: ember)")
     tc.add_argument("--json", action="store_true", help="print JSON")
     data_dir(tc)
@@ -301,7 +324,13 @@ def parser() -> argparse.ArgumentParser:
     )
     bot.add_argument("--server", required=True, help="Ember's URL, e.g. http://127.0.0.1:8080")
     bot.add_argument("--app-id", required=True, help="application ID")
-    bot.add_argument("--app-key", required=True, help="the app's authentication.app_key (signs the join)")
+    key = bot.add_mutually_exclusive_group(required=True)
+    key.add_argument("--app-key", help="the app's authentication.app_key (signs the join)")
+    key.add_argument(
+        "--app-key-file",
+        metavar="FILE",
+        help="read the app key from the first line of FILE, or of standard input for '-'",
+    )
     bot.add_argument("--room", required=True, help="room ID")
     bot.add_argument("--user", required=True, help="user ID")
     bot.add_argument("--color", default="red", help="camera colour: a name (red, green, blue, ...) or #RRGGBB")
@@ -336,6 +365,9 @@ def _configure_logging() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # Everything Ember creates (database, WAL, keys, recordings, Janus's config and log) is the owner's
+    # only; the data folder itself is made 0700 (bootstrap.private_folder).
+    os.umask(0o077)
     _configure_logging()
     try:
         asyncio.run(args.run(args))

@@ -15,6 +15,21 @@ def absolute_path(path: str | os.PathLike[str]) -> Path:
     return Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
 
 
+def trusted_proxy_list(value: str) -> list[str]:
+    """``EMBER_TRUSTED_PROXIES`` as a list of addresses and networks (``*`` alone: any)."""
+    import ipaddress
+
+    entries = [e.strip() for e in value.split(",") if e.strip()]
+    if entries == ["*"]:
+        return entries
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"trusted_proxies: {entry!r} is not an IP address or CIDR") from None
+    return entries
+
+
 @dataclass(frozen=True)
 class RateLimit:
     """``count`` requests per ``period`` seconds, per tenant and API category (spec Table 1-2)."""
@@ -35,9 +50,20 @@ def _default_rate_limits() -> dict[str, RateLimit]:
         "individual_jobs": RateLimit(10, 1.0),
         "rooms": per_min,
         "stats": RateLimit(30, 60.0),
-        # Ember's own: refused signalling joins per client address (each is checked and recorded; a client
+        # Ember's own: refused signalling joins per app and client address (each is checked and recorded; a client
         # past this is refused at once, unrecorded, until its bucket refills).
         "refused_joins": RateLimit(20, 60.0),
+    }
+
+
+def _default_signin_limits() -> dict[str, RateLimit]:
+    # A guesser at one address gets 10 tries, then one per 30 s; an address 30 over all users, then one
+    # per 2 s; a user 50 over all addresses, then one per 12 s. A third party can hold a user's sign-in
+    # shut only while it keeps failing at that rate, and it is open again 12 s after it stops.
+    return {
+        "user_address": RateLimit(10, 300.0),
+        "address": RateLimit(30, 60.0),
+        "user": RateLimit(50, 600.0),
     }
 
 
@@ -50,6 +76,36 @@ class Settings:
     #: Address and port the HTTP API listens on.
     host: str = "127.0.0.1"
     port: int = 8080
+    # --- the HTTP edge (api/edge.py): limits checked before a caller is known ----------------------------
+    #: Largest request body in bytes, refused with 413 from ``Content-Length`` or as it streams in.
+    #: ``EMBER_MAX_BODY_BYTES``.
+    max_body_bytes: int = 1024 * 1024
+    #: Largest request line plus headers in bytes, and most header fields, refused with 431.
+    #: ``EMBER_MAX_HEADER_BYTES``, ``EMBER_MAX_HEADERS``.
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    #: Seconds a client has to send a request's headers (from its first byte, or from connecting), and its
+    #: whole body (from the end of the headers); past them the request gets 408 and the connection closes.
+    #: ``EMBER_HEADER_TIMEOUT``, ``EMBER_BODY_TIMEOUT``.
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    #: Most open HTTP connections, and most requests in progress, at once; past it a request gets 503.
+    #: ``EMBER_MAX_CONCURRENCY``.
+    max_concurrency: int = 1000
+    #: Proxies whose ``X-Forwarded-For`` / ``X-Forwarded-Proto`` are believed: comma-separated addresses or
+    #: CIDRs (``10.0.0.5,192.168.1.0/24``), ``*`` for any. Empty: none; the client address is the peer's.
+    #: ``EMBER_TRUSTED_PROXIES``.
+    trusted_proxies: str = ""
+    #: Failed IAM sign-ins (``POST /v3/auth/tokens``) allowed per user name from one client address, per
+    #: client address over all users, and per user name from all addresses; each a burst of ``count`` that
+    #: refills at ``count/period`` per second. Past one: 429 with ``Retry-After``, the password not checked.
+    signin_limits: dict[str, RateLimit] = field(default_factory=_default_signin_limits)
+    #: scrypt cost (N) of stored passwords (OWASP: 2**17 with r=8, p=1, 128 MiB per hash). A stored hash of
+    #: a lower cost is replaced at the user's next sign-in. ``EMBER_PASSWORD_SCRYPT_N``.
+    password_scrypt_n: int = 2**17
+    #: Passwords hashed at once (each holds 128 MiB at the default cost); others wait their turn.
+    password_hash_concurrency: int = 2
+
     #: Applications one tenant may have (spec 6.2 RTC.00001017: 20 by default). ``EMBER_MAX_APPS``.
     max_apps_per_tenant: int = 20
     #: Lifetime of an IAM token in seconds (spec 3.2: 24 hours).
@@ -158,6 +214,14 @@ class Settings:
         if not 0.1 <= self.janus_keepalive <= 50:
             # Janus drops a session after 60 s without a request (janus_config.JanusConfig.session_timeout).
             raise ValueError(f"janus_keepalive must be 0.1-50 seconds, not {self.janus_keepalive}")
+        for name in ("max_body_bytes", "max_header_bytes", "max_headers", "max_concurrency"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.header_timeout <= 0 or self.body_timeout <= 0:
+            raise ValueError("header_timeout and body_timeout must be positive")
+        if self.password_scrypt_n < 2**14 or self.password_scrypt_n & (self.password_scrypt_n - 1):
+            raise ValueError(f"password_scrypt_n must be a power of two, at least 2**14: {self.password_scrypt_n}")
+        trusted_proxy_list(self.trusted_proxies)  # raises ValueError naming a bad entry
         if not 5 <= self.auto_record_max_idle_time <= 43200:
             # the range of max_idle_time in the API (spec Table 4-26)
             raise ValueError(f"auto_record_max_idle_time must be 5-43200 seconds, not {self.auto_record_max_idle_time}")
@@ -175,7 +239,7 @@ class Settings:
             if name == "rate_limits":
                 changes["rate_limits_enabled"] = value.lower() not in ("off", "0", "false", "no")
                 continue
-            if name not in names or name == "rate_limits":
+            if name not in names or name in ("rate_limits", "signin_limits"):
                 continue
             current = getattr(self, name)
             if isinstance(current, bool):

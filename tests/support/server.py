@@ -11,6 +11,7 @@ from typing import Any
 import uvicorn
 
 from emberrtc.api.app import create_app
+from emberrtc.api.edge import server_config
 from emberrtc.bootstrap import Services, build
 from emberrtc.config import Settings
 from emberrtc.domain.clock import Clock
@@ -49,7 +50,7 @@ class ServerThread:
         self.loop = asyncio.get_running_loop()
         self.services = await build(self.settings, clock=self.clock, **self.build_kwargs)
         app = create_app(self.services)
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        config = server_config(app, self.settings, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
         self._server = uvicorn.Server(config)
         config.install_signal_handlers = False  # type: ignore[attr-defined]
         serve = asyncio.create_task(self._server.serve())

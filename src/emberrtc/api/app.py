@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 from emberrtc.api import errors
+from emberrtc.api.body import DOCUMENTED_BODIES
+from emberrtc.api.edge import EdgeMiddleware
 from emberrtc.api.routes import apps, docs, files, iam, jobs, metrics, record_rules, rooms, signalling, stats, web
+from emberrtc.api.schemas.responses import EDGE_ERRORS, ErrorBody
 from emberrtc.bootstrap import Services
 from emberrtc.stats.metrics import EmberMetrics, RequestTimer
 
@@ -27,6 +32,38 @@ def _add_routes(app: FastAPI, router: APIRouter) -> None:
     assert not router.dependencies and router.include_in_schema, "include_router it instead"
     assert all(isinstance(r, APIRoute) for r in router.routes), "include_router it instead"
     app.router.routes.extend(router.routes)
+
+
+def _error_response(text: str) -> dict[str, Any]:
+    return {
+        "description": text,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
+
+
+def openapi_document(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, made to say what the server does: a bad request is 400 with the catalogue's
+    body (FastAPI would say 422), every operation lists the errors the edge and router can answer, and
+    the bodies endpoints validate themselves (``body_doc``) have their schemas in the components."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for model in sorted(DOCUMENTED_BODIES, key=lambda m: m.__name__):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    schemas.setdefault("ErrorBody", ErrorBody.model_json_schema())
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            for status, text in EDGE_ERRORS.items():
+                responses.setdefault(str(status), _error_response(text))
+    app.openapi_schema = document
+    return document
 
 
 def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
@@ -52,7 +89,9 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
         _add_routes(app, module.router)
     for module in (jobs, rooms, stats, signalling, files, web, docs, metrics):
         app.include_router(module.router)
-    app.add_middleware(errors.RequestIdMiddleware)
+    app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     app.state.metrics = EmberMetrics(services)
     app.add_middleware(RequestTimer, metrics=app.state.metrics)
+    app.add_middleware(EdgeMiddleware, services=services)
+    app.add_middleware(errors.RequestIdMiddleware)  # outermost: edge refusals carry the id too
     return app

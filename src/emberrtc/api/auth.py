@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from fastapi import Depends, Request, Response
 from fastapi.routing import APIRoute
 
 from emberrtc.api import aksk
+from emberrtc.api.edge import PREFLIGHT
 from emberrtc.domain.errors import Unauthenticated
 from emberrtc.domain.tenant import Principal
 
@@ -44,10 +46,13 @@ async def _authenticate(request: Request, svc: Services) -> Principal:
             raw_path=raw_path.decode("latin-1") if raw_path else request.url.path,
             raw_query=scope.get("query_string", b"").decode("latin-1"),
             headers=headers,
-            body=await request.body(),  # read once; FastAPI's body parameter reuses it
+            body=b"",
         )
-        auth = aksk.preflight(signed, svc.clock.now(), svc.settings.sdk_date_skew)
+        # The header, the date and the AK are checked before the body is read (api/edge.py did the first
+        # two already when the request has a body).
+        auth = scope.get(PREFLIGHT) or aksk.preflight(signed, svc.clock.now(), svc.settings.sdk_date_skew)
         secret, principal = await svc.tenants.secret_for_ak(auth.access_key)
+        signed = replace(signed, body=await request.body())  # read once; FastAPI's body parameter reuses it
         aksk.verify(signed, auth, secret)
     else:
         raise Unauthenticated("no credentials: send X-Auth-Token, or sign the request with AK/SK")

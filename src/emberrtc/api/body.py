@@ -45,11 +45,16 @@ async def parse_body(model: type[M], request: Request) -> M:
         raise RequestValidationError(errors) from None
 
 
+#: Models declared by :func:`body_doc`; the app's OpenAPI document puts their schemas in its components.
+DOCUMENTED_BODIES: set[type[BaseModel]] = set()
+
+
 def body_doc(model: type[BaseModel], *path_params: str) -> dict[str, Any]:
-    """``openapi_extra`` declaring ``model`` as the required JSON body (its schema is in the components
-    because another route of the app takes it as a FastAPI body), and the string ``path_params`` that the
-    endpoint reads from ``request.path_params`` rather than as arguments (FastAPI's parameter solving
-    costs as much per request as validating the whole body)."""
+    """``openapi_extra`` declaring ``model`` as the required JSON body (its schema goes in the components,
+    ``DOCUMENTED_BODIES``), and the string ``path_params`` that the endpoint reads from
+    ``request.path_params`` rather than as arguments (FastAPI's parameter solving costs as much per
+    request as validating the whole body)."""
+    DOCUMENTED_BODIES.add(model)
     ref = {"$ref": f"#/components/schemas/{model.__name__}"}
     parameters = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in path_params]
     doc: dict[str, Any] = {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}

@@ -98,6 +98,17 @@ def _describe(err: dict[str, Any]) -> str:
     return msg if where == "body" else f"{where}: {msg}"
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at this request's path (a path has one route per method)."""
+    path = request.scope["path"]
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and getattr(route, "methods", None) and regex.match(path):
+            methods |= route.methods
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers; after this no exception leaves the app without a catalogue body."""
 
@@ -119,11 +130,16 @@ def install(app: FastAPI) -> None:
         return error_response(validation_error(list(exc.errors())))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
             return error_response(E.RouteNotFound("no such API"))
         if exc.status_code == 405:
-            return error_response(E.MethodNotAllowed("this API does not take that method"))
+            response = error_response(E.MethodNotAllowed("this API does not take that method"))
+            response.headers["Allow"] = ", ".join(allowed_methods(request))  # RFC 9110 15.5.6
+            return response
+        if exc.status_code == 400:
+            # FastAPI's "There was an error parsing the body" (a body it could not decode, nested too deep)
+            return error_response(E.MalformedRequestBody("the body could not be parsed as JSON"))
         return JSONResponse({"error_code": "RTC.00002000", "error_msg": str(exc.detail)}, status_code=exc.status_code)
 
     @app.exception_handler(SQLAlchemyError)

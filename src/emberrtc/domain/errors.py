@@ -51,6 +51,24 @@ class MethodNotAllowed(EmberError):
     code, status, title = "RTC.00001025", 405, "MethodNotAllowed"
 
 
+class RequestTimeout(EmberError):
+    """The request's headers or body did not arrive in time (408); the connection is closed."""
+
+    code, status, title = "RTC.00001031", 408, "RequestTimeout"
+
+
+class PayloadTooLarge(EmberError):
+    """A body over the configured limit (413), refused from ``Content-Length`` or while it streams."""
+
+    code, status, title = "RTC.00001032", 413, "PayloadTooLarge"
+
+
+class HeadersTooLarge(EmberError):
+    """Request headers over the configured size or count (431)."""
+
+    code, status, title = "RTC.00001033", 431, "RequestHeaderFieldsTooLarge"
+
+
 class NotImplementedYet(EmberError):
     """A capability of the reference that this server does not provide yet (honest 501)."""
 

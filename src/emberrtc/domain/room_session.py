@@ -93,7 +93,7 @@ class RoomSessionService:
         expected = join_signature(
             self._box.open(app.app_key_encrypted), req.app_id, req.room_id, req.user_id, req.ctime
         )
-        if not hmac.compare_digest(expected, req.signature.lower()):
+        if not hmac.compare_digest(expected.encode(), req.signature.lower().encode()):  # str: ASCII only
             raise Unauthenticated("the join signature does not match")
         ctime = int(req.ctime)
         if ctime <= now:

@@ -12,24 +12,43 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
-_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+#: scrypt's cost: N = 2**17, r = 8, p = 1 (OWASP's password storage guidance), 128 MiB and a few hundred
+#: milliseconds per hash. Hashes before it (``scrypt$salt$hash``) used N = 2**14.
+SCRYPT_N = 2**17
+_R, _P = 8, 1
+_LEGACY_N = 2**14
 
 
-def hash_password(password: str) -> str:
-    """scrypt with a random salt: ``scrypt$<salt>$<hash>``."""
+def _scrypt(password: str, salt: bytes, n: int) -> bytes:
+    # maxmem: scrypt needs 128 * r * N bytes (and a little more); OpenSSL's default cap is 32 MiB.
+    return hashlib.scrypt(password.encode(), salt=salt, n=n, r=_R, p=_P, dklen=32, maxmem=130 * _R * n + 2**20)
+
+
+def hash_password(password: str, n: int = SCRYPT_N) -> str:
+    """scrypt with a random salt: ``scrypt$n=<N>$<salt>$<hash>``."""
     salt = os.urandom(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
-    return "scrypt$" + base64.b64encode(salt).decode() + "$" + base64.b64encode(digest).decode()
+    digest = _scrypt(password, salt, n)
+    return f"scrypt$n={n}$" + base64.b64encode(salt).decode() + "$" + base64.b64encode(digest).decode()
+
+
+def password_cost(stored: str) -> int:
+    """The scrypt N a stored hash was made with (0 if it is not a hash this module made)."""
+    parts = stored.split("$")
+    if parts[0] != "scrypt":
+        return 0
+    if len(parts) == 3:
+        return _LEGACY_N
+    if len(parts) == 4 and parts[1].startswith("n=") and parts[1][2:].isdigit():
+        return int(parts[1][2:])
+    return 0
 
 
 def verify_password(password: str, stored: str) -> bool:
-    try:
-        scheme, salt_b64, digest_b64 = stored.split("$")
-    except ValueError:
+    n = password_cost(stored)
+    if not n or n > 2**20:  # not ours, or a cost that would take more memory than any hash made here
         return False
-    if scheme != "scrypt":
-        return False
-    digest = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt_b64), dklen=32, **_SCRYPT)
+    salt_b64, digest_b64 = stored.split("$")[-2:]
+    digest = _scrypt(password, base64.b64decode(salt_b64), n)
     return hmac.compare_digest(digest, base64.b64decode(digest_b64))
 
 

@@ -7,17 +7,24 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from emberrtc.domain.clock import Clock
 from emberrtc.domain.errors import InvalidParameterValue, Unauthenticated
-from emberrtc.domain.secrets import SecretBox, hash_password, new_hex_id, token_digest, verify_password
+from emberrtc.domain.secrets import (
+    SCRYPT_N,
+    SecretBox,
+    hash_password,
+    new_hex_id,
+    password_cost,
+    token_digest,
+    verify_password,
+)
 from emberrtc.store.database import Database
 from emberrtc.store.models import Credential, Tenant, Token
 
-_DUMMY_HASH = hash_password("not-a-password")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_\-.]{1,64}$")
 
 
@@ -47,11 +54,25 @@ class IssuedToken:
 class TenantService:
     """Creates tenants and credentials (CLI), issues and checks tokens and AK/SK keys (API)."""
 
-    def __init__(self, db: Database, box: SecretBox, clock: Clock, token_ttl: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        box: SecretBox,
+        clock: Clock,
+        token_ttl: int,
+        *,
+        scrypt_n: int = SCRYPT_N,
+        hash_concurrency: int = 2,
+    ) -> None:
         self._db = db
         self._box = box
         self._clock = clock
         self._token_ttl = token_ttl
+        self._scrypt_n = scrypt_n
+        # Each hash holds 128 * 8 * N bytes (128 MiB at 2**17) for its duration: a bounded number at once,
+        # so that many sign-ins together queue instead of taking the host's memory.
+        self._hashing = asyncio.Semaphore(hash_concurrency)
+        self._dummy_hash: str | None = None  # made on first use: it costs as much as a real one
         # AK -> (SK, principal). Credentials are immutable once made, so caching them is safe;
         # deleting a tenant clears the cache through forget().
         self._ak_cache: dict[str, tuple[str, Principal]] = {}
@@ -69,7 +90,7 @@ class TenantService:
             project_id=new_hex_id(),
             project_name=project_name,
             user_name=name,
-            password_hash=hash_password(password),
+            password_hash=await self._hash(password),
             created_at=self._clock.now(),
         )
 
@@ -98,10 +119,35 @@ class TenantService:
 
         return ak, sk, await self._db.run(work)
 
+    async def _hash(self, password: str) -> str:
+        async with self._hashing:
+            return await asyncio.to_thread(hash_password, password, self._scrypt_n)
+
+    async def _verify(self, password: str, stored: str | None) -> bool:
+        if stored is None:
+            # The same work whether the user exists or not, so timing tells nothing.
+            if self._dummy_hash is None:
+                self._dummy_hash = await self._hash("not-a-password")
+            stored = self._dummy_hash
+            await self._check(password, stored)
+            return False
+        return await self._check(password, stored)
+
+    async def _check(self, password: str, stored: str) -> bool:
+        async with self._hashing:
+            return await asyncio.to_thread(verify_password, password, stored)
+
     async def issue_token(
-        self, user_name: str, password: str, domain_name: str | None, domain_id: str | None
+        self,
+        user_name: str,
+        password: str,
+        domain_name: str | None,
+        domain_id: str | None,
+        project: tuple[str | None, str | None] | None = None,
     ) -> IssuedToken:
-        """IAM password method: a 24-hour token for the user of the named (or identified) account."""
+        """IAM password method: a 24-hour token for the user of the named (or identified) account, scoped
+        to ``project`` (name, id; either may be None) when given. A password stored at a lower scrypt cost
+        than configured is hashed again, now that it is known."""
 
         def find(s: Session) -> Tenant | None:
             q = select(Tenant).where(Tenant.user_name == user_name)
@@ -109,12 +155,15 @@ class TenantService:
             return s.execute(q).scalar_one_or_none()
 
         tenant = await self._db.run(find)
-        # scrypt takes tens of milliseconds: off the event loop and off the database thread. The same work
-        # is done whether the user exists or not, so timing tells nothing.
-        stored = tenant.password_hash if tenant else _DUMMY_HASH
-        ok = await asyncio.to_thread(verify_password, password, stored)
+        # scrypt takes hundreds of milliseconds: off the event loop and off the database thread.
+        ok = await self._verify(password, tenant.password_hash if tenant else None)
         if tenant is None or not ok:
             raise Unauthenticated("the user name, password or account name is wrong")
+        if project is not None and project[0] not in (None, tenant.project_name):
+            raise Unauthenticated("the scoped project does not belong to this account")
+        if project is not None and project[1] not in (None, tenant.project_id):
+            raise Unauthenticated("the scoped project does not belong to this account")
+        rehashed = await self._hash(password) if password_cost(tenant.password_hash) < self._scrypt_n else None
         now = self._clock.now()
         token = "EMB" + secrets.token_urlsafe(48)
         domain = tenant.domain_id
@@ -122,6 +171,8 @@ class TenantService:
         def store(s: Session) -> None:
             s.add(Token(token_hash=token_digest(token), domain_id=domain, expires_at=now + self._token_ttl))
             s.execute(delete(Token).where(Token.expires_at < now))
+            if rehashed is not None:
+                s.execute(update(Tenant).where(Tenant.domain_id == domain).values(password_hash=rehashed))
 
         await self._db.run(store)
         return IssuedToken(token, now + self._token_ttl, now, _principal(tenant))

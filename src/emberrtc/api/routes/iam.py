@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
 from emberrtc.api.auth import authenticate, services
+from emberrtc.api.body import body_doc, parse_body
 from emberrtc.api.json_response import JSONResponse
+from emberrtc.api.schemas.iam import TokenRequest
+from emberrtc.api.schemas.responses import TokenResponse, doc
 from emberrtc.bootstrap import Services
 from emberrtc.domain.clock import spec_time
-from emberrtc.domain.errors import InvalidParameterValue, MalformedRequestBody, MissingParameter, Unauthenticated
+from emberrtc.domain.errors import RateLimited, Unauthenticated
 from emberrtc.domain.tenant import Principal
 
 router = APIRouter(tags=["IAM"])
@@ -31,37 +34,49 @@ def _project(p: Principal, base: str) -> dict[str, Any]:
     }
 
 
-def _get(d: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(key)
-    return d
+def _signin_keys(user: str, domain: str, request: Request) -> list[tuple[str, str]]:
+    """What a failed sign-in counts against (``settings.signin_limits``): the user from this address, the
+    address over all users, the user over all addresses. The client address is the peer's, or what a
+    trusted proxy says (``EMBER_TRUSTED_PROXIES``)."""
+    address = request.client.host if request.client else "unknown"
+    who = f"{user}\x00{domain}"
+    return [(f"{who}\x00{address}", "user_address"), (address, "address"), (who, "user")]
 
 
-@router.post("/v3/auth/tokens", status_code=201, summary="Obtaining a user token (password method)")
+@router.post(
+    "/v3/auth/tokens",
+    status_code=201,
+    summary="Obtaining a user token (password method)",
+    openapi_extra=body_doc(TokenRequest),
+    responses=doc(TokenResponse, 201),
+)
 async def issue_token(request: Request, svc: Svc) -> JSONResponse:
     """Body as in spec 3.1: ``auth.identity.password.user`` with ``name``, ``password`` and ``domain``
-    (``name`` or ``id``); ``auth.scope.project`` (``name`` or ``id``) optional. Token in ``X-Subject-Token``."""
+    (``name`` or ``id``); ``auth.scope.project`` (``name`` or ``id``) optional. Token in ``X-Subject-Token``.
+    Failed sign-ins are limited per user and client address (``signin_limits``): 429 with ``Retry-After``."""
+    body = await parse_body(TokenRequest, request)  # the whole body checked before anything is stored
+    user = body.auth.identity.password.user
+    project = body.auth.scope.project if body.auth.scope else None
+    attempts = _signin_keys(user.name, user.domain.name or f"id:{user.domain.id}", request)
+    limiter = svc.signin_limiter
+    waits = [w for key, category in attempts if (w := limiter.blocked(key, category)) is not None]
+    if waits:  # refused without checking the password: a guess past the limit tells nothing
+        wait = max(waits)
+        raise RateLimited(f"too many failed sign-ins; retry after {wait:.0f} s", retry_after=wait)
     try:
-        body = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedRequestBody("the body is not JSON") from exc
-    methods = _get(body, "auth", "identity", "methods")
-    if methods != ["password"]:
-        raise InvalidParameterValue('auth.identity.methods must be ["password"]')
-    user = _get(body, "auth", "identity", "password", "user") or {}
-    name, password = user.get("name"), user.get("password")
-    domain_name, domain_id = _get(user, "domain", "name"), _get(user, "domain", "id")
-    if not isinstance(name, str) or not isinstance(password, str) or not (domain_name or domain_id):
-        raise MissingParameter("auth.identity.password.user needs name, password and domain.name (or domain.id)")
-    issued = await svc.tenants.issue_token(name, password, domain_name, domain_id)
+        issued = await svc.tenants.issue_token(
+            user.name,
+            user.password,
+            user.domain.name,
+            user.domain.id,
+            (project.name, project.id) if project is not None else None,
+        )
+    except Unauthenticated:
+        for key, category in attempts:
+            with contextlib.suppress(RateLimited):
+                limiter.check(key, category)
+        raise
     p = issued.principal
-    scope = _get(body, "auth", "scope", "project") or {}
-    wrong_name = scope.get("name") not in (None, p.project_name)
-    wrong_id = scope.get("id") not in (None, p.project_id)
-    if wrong_name or wrong_id:
-        raise Unauthenticated("the scoped project does not belong to this account")
     token = {
         "expires_at": spec_time(issued.expires_at),
         "issued_at": spec_time(issued.issued_at),

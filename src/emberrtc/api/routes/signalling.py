@@ -158,7 +158,7 @@ class JoinMessage(_Message):
     room_id: RoomId
     user_id: UserId
     ctime: int | str | None = None
-    signature: Annotated[str, StringConstraints(max_length=128)] | None = None
+    signature: Annotated[str, StringConstraints(max_length=128, pattern=r"^[0-9A-Fa-f]*$")] | None = None  # hex
     nickname: Text | None = None
     platform: Annotated[str, StringConstraints(max_length=128)] | None = None
     sdk_version: Annotated[str, StringConstraints(max_length=64)] | None = None
@@ -267,7 +267,7 @@ def _parse(text: str) -> Any:
         raise _ProtocolError(E.InvalidParameterValue(f"message larger than {MAX_MESSAGE} bytes"))
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise _ProtocolError(E.MalformedRequestBody("messages must be JSON objects")) from None
     if not isinstance(data, dict):
         raise _ProtocolError(E.MalformedRequestBody("messages must be JSON objects"))
@@ -409,12 +409,15 @@ class _Connection:
             client_ip=self.ws.client.host if self.ws.client else None,
         )
         # A client refused again and again is refused at once, without the checks and the FAIL record each
-        # refusal costs (the limiter's ``refused_joins`` category, per client address).
+        # refusal costs (the limiter's ``refused_joins`` category, per app and client address: one address's
+        # bad joins to one app do not lock out its joins to another). The address is the peer's, or what a
+        # proxy in ``EMBER_TRUSTED_PROXIES`` says (api/edge.py).
         address = request.client_ip or "unknown"
-        wait = self.svc.rate_limiter.blocked(address, "refused_joins")
+        limited = f"{message.app_id} {address}"
+        wait = self.svc.rate_limiter.blocked(limited, "refused_joins")
         if wait is not None:
             throttled = E.RateLimited(
-                f"too many refused joins from {address}; retry after {wait:.0f} s", retry_after=wait
+                f"too many refused joins from {address} to this app; retry after {wait:.0f} s", retry_after=wait
             )
             await self.send_error(throttled, message.id)
             await self.close(CLOSE_REFUSED)
@@ -423,7 +426,7 @@ class _Connection:
             admission = await self.svc.room_sessions.admit(request)
         except E.EmberError as exc:
             with contextlib.suppress(E.RateLimited):
-                self.svc.rate_limiter.check(address, "refused_joins")
+                self.svc.rate_limiter.check(limited, "refused_joins")
             if not isinstance(exc, E.AppNotExist):  # no tenant owns a join to an unknown app
                 self._join_refused(request, exc, started)
             await self.send_error(exc, message.id)

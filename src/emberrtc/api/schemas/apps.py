@@ -47,7 +47,7 @@ class ListAppsQuery(SpecModel):
     """spec 4.5.2 Table 4-76."""
 
     state: AppStateName | None = None
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=2**31 - 1)  # an Integer of the spec (int32); SQL takes 64 bits
     limit: int = Field(100, ge=1, le=100)
 
 

@@ -7,10 +7,10 @@ the rule exists, the job's state) is checked in the domain services.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic_core import PydanticCustomError
 
 
@@ -41,8 +41,14 @@ def check_id(value: str) -> str:
     return value
 
 
-RoomId = Annotated[str, AfterValidator(check_id)]
-UserId = Annotated[str, AfterValidator(check_id)]
+def documented(pattern: str, max_length: int, min_length: int = 1) -> Any:
+    """The rule a validator below keeps, stated in the OpenAPI schema (the validator gives the message)."""
+    return Field(json_schema_extra={"pattern": pattern, "minLength": min_length, "maxLength": max_length})
+
+
+_ID_DOC = documented(r"^[A-Za-z0-9_@.\-]{1,64}$", 64)
+RoomId = Annotated[str, AfterValidator(check_id), _ID_DOC]
+UserId = Annotated[str, AfterValidator(check_id), _ID_DOC]
 RuleId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
@@ -60,7 +66,9 @@ def _check_http_url(value: str) -> str:
     return value
 
 
-HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
+HttpUrl = Annotated[
+    str, AfterValidator(_check_http_url), documented(r"^https?://[^\s/?#@:]+(:[0-9]{1,5})?([/?#]\S*)?$", 2048)
+]
 
 
 def _check_rtmp_url(value: str) -> str:
@@ -70,7 +78,9 @@ def _check_rtmp_url(value: str) -> str:
     return value
 
 
-RtmpUrl = Annotated[str, AfterValidator(_check_rtmp_url)]
+RtmpUrl = Annotated[
+    str, AfterValidator(_check_rtmp_url), documented(r"^rtmps?://[^\s/?#@:]+(:[0-9]{1,5})?([/?#]\S*)?$", 2048)
+]
 
 # OBS/S3 bucket names: 3-63 characters, lowercase letters, digits, '-' and '.', starting and ending
 # with a letter or digit.
@@ -100,4 +110,8 @@ def _check_s3_uri(value: str) -> str:
     return value
 
 
-S3Uri = Annotated[str, AfterValidator(_check_s3_uri)]
+S3Uri = Annotated[
+    str,
+    AfterValidator(_check_s3_uri),
+    documented(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/[^/\\\s][^\\\s]*[^/\s]$", 1100),
+]

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, StringConstraints, field_validator, model_validator
 
-from emberrtc.api.schemas.common import BUCKET_RE, SpecModel, check_object_path, combination_error
+from emberrtc.api.schemas.common import BUCKET_RE, SpecModel, check_object_path, combination_error, documented
 
 # The variables a record_prefix may use: the four of Tables 4-233/4-234 and the ones the
 # 2025 example uses (spec 004).
@@ -45,7 +45,7 @@ class ObsAddr(SpecModel):
 
     location: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
     project_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    bucket: str
+    bucket: Annotated[str, documented(BUCKET_RE.pattern, 63, 3)]
     object: Annotated[str, StringConstraints(max_length=512)] | None = None
 
     @field_validator("bucket")
@@ -109,5 +109,5 @@ class RecordRuleBody(SpecModel):
 class ListRulesQuery(SpecModel):
     """Table 4-247."""
 
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=2**31 - 1)  # an Integer of the spec (int32); SQL takes 64 bits
     limit: int = Field(100, ge=1, le=100)

@@ -146,6 +146,38 @@ class MixJob(JobState):
     record_param: dict[str, Any] | None = None
 
 
+class TokenDomain(Doc):
+    id: str
+    name: str
+
+
+class TokenUser(Doc):
+    id: str
+    name: str
+    domain: TokenDomain
+
+
+class TokenRole(Doc):
+    id: str
+    name: str
+
+
+class IssuedToken(Doc):
+    """spec 3.1 response: the token itself is in the ``X-Subject-Token`` header."""
+
+    expires_at: str
+    issued_at: str
+    methods: list[str]
+    user: TokenUser
+    project: TokenUser
+    catalog: list[Any]
+    roles: list[TokenRole]
+
+
+class TokenResponse(Doc):
+    token: IssuedToken
+
+
 def doc(model: type[BaseModel] | None, status: int) -> dict[int | str, dict[str, Any]]:
     """``responses=`` for a route: its success body (or none) and the catalogue's error body."""
     ok: dict[str, Any] = {"description": "success"}
@@ -163,4 +195,19 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (429, "rate limited (Retry-After)"),
         (500, "server fault"),
     )
+}
+
+#: What any request may get from the edge (api/edge.py) or the router, whatever its route: the OpenAPI
+#: document lists them on every operation.
+EDGE_ERRORS: dict[int, str] = {
+    400: "bad request (RTC.000010xx)",
+    401: "no or bad credentials",
+    404: "not found",
+    405: "method not allowed (Allow lists the path's methods)",
+    408: "headers or body too slow (RTC.00001031)",
+    413: "body over the limit (RTC.00001032)",
+    429: "rate limited (Retry-After)",
+    431: "headers over the limit (RTC.00001033)",
+    500: "server fault",
+    503: "too many connections or requests at once",
 }
