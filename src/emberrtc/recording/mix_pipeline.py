@@ -211,16 +211,7 @@ class MixPipeline(Pipeline):
             self._ask_keyframes()
             self._poll_pushes()
             return
-        since = self._last_arrival if self._last_arrival is not None else self._started_at
-        silent = now - since
-        if silent >= self.plan.timing.idle_after and not self._idle:
-            self._idle = True
-            self._recording = False
-            self._report(MediaState("idle", f"no media from anyone in the room for {silent:.0f} s"))
-        if self._last_arrival is not None and silent > self.plan.timing.interruption:
-            for w in self._writers:
-                w.silence(silent)
-            self._retire_done()
+        self._judge_silence(now, "no media from anyone in the room")
         self._ask_keyframes()
         self._poll_pushes()
 

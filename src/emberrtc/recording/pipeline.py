@@ -110,6 +110,20 @@ class Pipeline:
         if self.packets % self.plan.timing.progress_packets == 0:
             self._report(Progress(self.packets, round(self._r, 3)))
 
+    def _judge_silence(self, now: float, nothing: str) -> None:
+        """Idle once nothing has come for ``idle_after`` (reported as ``nothing`` for so long); writers are
+        told of a silence longer than ``interruption`` (they cut or pad as the plan says)."""
+        since = self._last_arrival if self._last_arrival is not None else self._started_at
+        silent = now - (now if since is None else since)
+        if silent >= self.plan.timing.idle_after and not self._idle:
+            self._idle = True
+            self._recording = False
+            self._report(MediaState("idle", f"{nothing} for {silent:.0f} s"))
+        if self._last_arrival is not None and silent > self.plan.timing.interruption:
+            for w in self._writers:
+                w.silence(silent)
+            self._retire_done()
+
     def tick(self, now: float, drained: bool = True) -> None:
         """Periodic work (every few tens of milliseconds): overdue packets, silence, keyframe retries.
         ``drained`` False: packets are waiting to be read (the caller is behind), so neither a missing packet
@@ -123,16 +137,7 @@ class Pipeline:
         for track in self._tracks.values():
             for item in track.jitter.poll(now):
                 self._released(track, item)
-        since = self._last_arrival if self._last_arrival is not None else self._started_at
-        silent = now - since
-        if silent >= self.plan.timing.idle_after and not self._idle:
-            self._idle = True
-            self._recording = False
-            self._report(MediaState("idle", f"no media for {silent:.0f} s"))
-        if self._last_arrival is not None and silent > self.plan.timing.interruption:
-            for w in self._writers:
-                w.silence(silent)
-            self._retire_done()
+        self._judge_silence(now, "no media")
         video = self._tracks.get(VIDEO)
         if video is not None and video.depacketizer.waiting_for_keyframe and not self._idle and self.packets:
             self._ask_keyframe("waiting for a keyframe")
