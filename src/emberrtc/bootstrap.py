@@ -176,6 +176,7 @@ async def build(
             settings.token_ttl,
             scrypt_n=settings.password_scrypt_n,
             hash_concurrency=settings.password_hash_concurrency,
+            revocation_check=settings.revocation_check_interval,
         ),
         apps=apps,
         rules=RecordRuleService(db, clock, apps),

@@ -118,6 +118,9 @@ class Settings:
     #: With several nodes on one PostgreSQL: how long (seconds) a node may serve an app it read from its
     #: cache. With SQLite (one process) the cache never goes stale and this is not used.
     app_cache_ttl: float = 2.0
+    #: Seconds between a node's reads of the revocation epoch (``ember credential revoke``): a revoked AK
+    #: may be accepted from the node's cache for at most this long. ``EMBER_REVOCATION_CHECK_INTERVAL``.
+    revocation_check_interval: float = 1.0
     #: How often (seconds) the job supervisor looks for jobs whose ``max_idle_time`` ran out.
     job_tick: float = 1.0
     #: ``max_idle_time`` of automatic recording jobs (spec 4.6): seconds a publisher may be gone (left,
@@ -219,6 +222,10 @@ class Settings:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.header_timeout <= 0 or self.body_timeout <= 0:
             raise ValueError("header_timeout and body_timeout must be positive")
+        if not 0 < self.revocation_check_interval <= 60:  # also NaN
+            raise ValueError(
+                f"revocation_check_interval must be in (0, 60] seconds, not {self.revocation_check_interval}"
+            )
         if self.password_scrypt_n < 2**14 or self.password_scrypt_n & (self.password_scrypt_n - 1):
             raise ValueError(f"password_scrypt_n must be a power of two, at least 2**14: {self.password_scrypt_n}")
         trusted_proxy_list(self.trusted_proxies)  # raises ValueError naming a bad entry

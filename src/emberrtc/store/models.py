@@ -51,6 +51,11 @@ class Credential(Base):
     domain_id: Mapped[str] = mapped_column(ForeignKey("tenants.domain_id", ondelete="CASCADE"), index=True)
     sk_encrypted: Mapped[str] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Double)
+    #: When ``ember credential revoke`` withdrew it; a revoked AK is refused like an unknown one. The row
+    #: stays, so ``ember credential list`` can show it.
+    revoked_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    #: Last accepted signature, to the minute (each node writes it at most once a minute per AK).
+    last_used_at: Mapped[float | None] = mapped_column(Double, nullable=True)
 
 
 class Token(Base):
@@ -61,6 +66,19 @@ class Token(Base):
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     domain_id: Mapped[str] = mapped_column(ForeignKey("tenants.domain_id", ondelete="CASCADE"), index=True)
     expires_at: Mapped[float] = mapped_column(Double, index=True)
+    #: When ``ember token revoke`` withdrew it (refused like an unknown token from then on).
+    revoked_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+
+
+class RevocationEpoch(Base):
+    """One row: a counter raised in the same transaction as every revocation. Each node compares it with
+    the value it last saw, at most once a second, and drops its cached credentials when it has moved
+    (``TenantService``): a cheap primary-key read that works across processes without Redis."""
+
+    __tablename__ = "revocation_epoch"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    epoch: Mapped[int] = mapped_column(BigInteger)
 
 
 class App(Base):
