@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import secrets
 import time
@@ -27,6 +28,7 @@ from emberrtc.domain.secrets import (
 from emberrtc.store.database import Database
 from emberrtc.store.models import Credential, RevocationEpoch, Tenant, Token
 
+log = logging.getLogger(__name__)
 _NAME_RE = re.compile(r"^[A-Za-z0-9_\-.]{1,64}$")
 
 
@@ -125,9 +127,9 @@ class TenantService:
         self._seen_epoch: int | None = None
         self._next_check = float("-inf")
         self._checking: asyncio.Task[None] | None = None
-        # AK -> last accepted use (domain clock) and the last time this node wrote it.
-        self._used: dict[str, float] = {}
+        # AK -> when this node last wrote its ``last_used_at``; the writes in flight.
         self._used_written: dict[str, float] = {}
+        self._writes: set[asyncio.Task[None]] = set()
 
     async def create_tenant(self, name: str, password: str, *, project_name: str = "ember") -> Principal:
         """Create an account with one project and one IAM user named like the account."""
@@ -275,8 +277,29 @@ class TenantService:
         return result
 
     def note_used(self, ak: str) -> None:
-        """Remember that a request signed with ``ak`` was accepted (written with the next epoch check)."""
-        self._used[ak] = self._clock.now()
+        """A request signed with ``ak`` was accepted: write its ``last_used_at`` if this node has not in
+        the last minute (in the background; the request does not wait for it)."""
+        now = self._clock.now()
+        if now - self._used_written.get(ak, float("-inf")) < LAST_USED_RESOLUTION:
+            return
+        self._used_written[ak] = now
+
+        def work(s: Session) -> None:
+            s.execute(
+                update(Credential)
+                .where(Credential.ak == ak)
+                .where(Credential.last_used_at.is_(None) | (Credential.last_used_at < now))
+                .values(last_used_at=now)
+            )
+
+        task = asyncio.get_running_loop().create_task(self._db.run(work))
+        self._writes.add(task)
+        task.add_done_callback(self._written)
+
+    def _written(self, task: asyncio.Task[None]) -> None:
+        self._writes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("could not record an access key's last use: %s", task.exception())
 
     async def _revocations_seen(self) -> None:
         """Empty the AK cache if anything was revoked since the epoch was last read, reading it at most
@@ -289,34 +312,13 @@ class TenantService:
         await asyncio.shield(self._checking)
 
     async def _check_epoch(self) -> None:
-        now = self._clock.now()
-        due = {
-            ak: t
-            for ak, t in self._used.items()
-            if t - self._used_written.get(ak, float("-inf")) >= LAST_USED_RESOLUTION
-        }
-
-        def work(s: Session) -> int:
-            for ak, t in due.items():
-                s.execute(
-                    update(Credential)
-                    .where(Credential.ak == ak)
-                    .where((Credential.last_used_at.is_(None)) | (Credential.last_used_at < t))
-                    .values(last_used_at=t)
-                )
-            epoch = s.execute(select(RevocationEpoch.epoch).where(RevocationEpoch.id == 1)).scalar_one_or_none()
-            return epoch or 0
-
         try:
-            epoch = await self._db.run(work)
+            epoch = await self._db.run(
+                lambda s: s.execute(select(RevocationEpoch.epoch).where(RevocationEpoch.id == 1)).scalar_one_or_none()
+            )
             if epoch != self._seen_epoch:
-                self._ak_cache.clear()
-                self._cache_generation += 1
+                self.forget()
                 self._seen_epoch = epoch
-            for ak in due:
-                self._used_written[ak] = now
-                if self._used.get(ak) == due[ak]:
-                    del self._used[ak]
         finally:
             self._checking = None
             self._next_check = self._monotonic() + self._revocation_check
