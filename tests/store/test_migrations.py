@@ -82,3 +82,45 @@ async def test_usage_table_comes_and_goes_with_its_revision(url: str) -> None:
     assert ["job_id", "object_name", "day"] in uniques
     assert ["app_id", "day"] in indexes
     assert await on_connection(url, _differences) == []
+
+
+async def test_revocation_columns_come_and_go_with_their_revision(url: str) -> None:
+    from sqlalchemy import text
+
+    db = await open_database(url)
+    await db.close()
+
+    def down(conn: Connection) -> tuple[list[str], list[str], list[str]]:
+        conn.execute(
+            text(
+                "INSERT INTO tenants (domain_id, domain_name, project_id, project_name, user_name, password_hash,"
+                " created_at) VALUES ('d1', 'acme', 'p1', 'ember', 'acme', 'h', 0)"
+            )
+        )
+        conn.execute(
+            text("INSERT INTO credentials (ak, domain_id, sk_encrypted, created_at) VALUES ('AK1', 'd1', 's', 0)")
+        )
+        command.downgrade(alembic_config(conn), "0006")
+        i = inspect(conn)
+        return (
+            i.get_table_names(),
+            [c["name"] for c in i.get_columns("credentials")],
+            [c["name"] for c in i.get_columns("tokens")],
+        )
+
+    tables, credential_columns, token_columns = await on_connection(url, down)
+    assert "revocation_epoch" not in tables
+    assert "revoked_at" not in credential_columns and "last_used_at" not in credential_columns
+    assert "revoked_at" not in token_columns
+
+    db = await open_database(url)  # back up: the credential is kept, active, and the epoch starts at 0
+    await db.close()
+
+    def read(conn: Connection) -> tuple[Any, ...]:
+        cred = conn.execute(text("SELECT ak, revoked_at, last_used_at FROM credentials")).one()
+        epoch = conn.execute(text("SELECT id, epoch FROM revocation_epoch")).all()
+        return tuple(cred), epoch
+
+    cred, epoch = await on_connection(url, read)
+    assert cred == ("AK1", None, None) and [tuple(r) for r in epoch] == [(1, 0)]
+    assert await on_connection(url, _differences) == []
