@@ -3,7 +3,7 @@ one database stand for two nodes; a fake monotonic clock drives the revocation c
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
@@ -30,10 +30,16 @@ class CountingDatabase:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.runs = 0
+        #: Run once, after the next unit of work has read its result and before it is returned.
+        self.after_next: Callable[[], Awaitable[None]] | None = None
 
     async def run(self, work: Callable[[Any], T]) -> T:
         self.runs += 1
-        return await self.db.run(work)
+        result = await self.db.run(work)
+        hook, self.after_next = self.after_next, None
+        if hook is not None:
+            await hook()
+        return result
 
 
 class Node:
@@ -92,6 +98,25 @@ async def test_a_credential_revoked_on_one_node_is_refused_by_the_other_within_t
     assert again
     with pytest.raises(InvalidParameterValue, match="NOSUCHAK"):
         await a.tenants.revoke_credential("NOSUCHAK")
+
+
+async def test_a_lookup_overtaken_by_a_revocation_is_not_cached(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+    await a.tenants.create_tenant("acme", "long-enough-pw")
+    ak, sk, _ = await a.tenants.create_credential("acme")
+    with pytest.raises(Unauthenticated):
+        await b.tenants.secret_for_ak("NOSUCHAK")  # node b has read the epoch: the next read is a second away
+
+    async def revoked_meanwhile() -> None:
+        # After b read the (still active) credential: a revokes it, and b's next epoch read sees that.
+        await a.tenants.revoke_credential(ak)
+        b.mono += CHECK
+        await b.tenants._revocations_seen()
+
+    b.db.after_next = revoked_meanwhile
+    assert (await b.tenants.secret_for_ak(ak))[0] == sk  # begun before the revocation: answered
+    with pytest.raises(Unauthenticated, match="revoked"):  # but not kept: the next request reads it again
+        await b.tenants.secret_for_ak(ak)
 
 
 async def test_requests_arriving_together_share_one_epoch_read(nodes: tuple[Node, Node]) -> None:
