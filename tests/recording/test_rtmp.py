@@ -22,6 +22,7 @@ import av
 import pytest
 
 from emberrtc.domain.errors import RecordingFault
+from emberrtc.domain.outbound import AllowList, OutboundPolicy
 from emberrtc.recording import reports
 from emberrtc.recording.plan import Mp4Output, PlanError, RecordingPlan, Timing
 from emberrtc.recording.reports import FileCompleted, MediaState, PushState
@@ -84,7 +85,8 @@ def pushed(server: RtmpServer, name: str) -> Readback:
 
 def push_plan(tmp: Path, urls: list[str], *, mp4: bool = False, **kw: Any) -> RecordingPlan:
     outputs: dict[str, Any] = {"mp4": Mp4Output(NAMING, 60)} if mp4 else {}
-    return plan_for(tmp, rtmp_urls=tuple(urls), **{"timing": TIMING, **outputs, **kw})
+    # The pushes go to the tests' RTMP servers on 127.0.0.1: allowed explicitly, as an operator would.
+    return plan_for(tmp, rtmp_urls=tuple(urls), **{"timing": TIMING, "outbound_allow": ("127.0.0.1",), **outputs, **kw})
 
 
 # --- the pure parts ---------------------------------------------------------------------------------------
@@ -137,7 +139,14 @@ def test_a_stalled_connection_is_ended_and_retried(tmp_path: Path) -> None:
     stuck.write_text('#!/bin/sh\nread -r header\necho \'{"state": "connected"}\'\nexec sleep 60\n')
     stuck.chmod(0o755)
     timing = dataclasses.replace(TIMING, push_connect_timeout=1.0, push_retry=5.0, push_retry_max=5.0)
-    push = RtmpPush("rtmp://127.0.0.1/live/x", has_video=True, audio=None, timing=timing, python=str(stuck))
+    push = RtmpPush(
+        "rtmp://127.0.0.1/live/x",
+        has_video=True,
+        audio=None,
+        timing=timing,
+        outbound=OutboundPolicy(AllowList.parse("127.0.0.1")),
+        python=str(stuck),
+    )
     states: list[PushState] = []
     try:
         n = 0
@@ -280,7 +289,7 @@ def test_a_plan_update_adds_and_removes_urls(tmp_path: Path, rtmp: RtmpServer) -
 @needs_nginx
 def test_an_unreachable_url_is_retried_and_reported_while_the_mp4_records(tmp_path: Path) -> None:
     port = closed_port()
-    url = f"rtmp://ember:secret@127.0.0.1:{port}/live/streamkey?token=abc"
+    url = f"rtmp://127.0.0.1:{port}/live/streamkey?token=abc"  # (user-info is refused: domain.outbound)
     pub = Publisher("H264", colour=BLUE, tone=440.0)
     d = Driver(push_plan(tmp_path, [url], mp4=True), pub, tmp_path)
     pump(d, lambda: len(pushes(d)) >= 3, what="three failed attempts")
@@ -289,8 +298,8 @@ def test_an_unreachable_url_is_retried_and_reported_while_the_mp4_records(tmp_pa
     states = pushes(d)
     assert [r.state for r in states[:3]] == ["retrying"] * 3 and states[-1].state == "stopped"
     assert "connected" not in [r.state for r in states]
-    # user-info, stream key and query masked
-    assert all(r.url == f"rtmp://***@127.0.0.1:{port}/live/***?***" for r in states)
+    # stream key and query masked
+    assert all(r.url == f"rtmp://127.0.0.1:{port}/live/***?***" for r in states)
     assert {r.detail for r in states[:3]} == {"Connection refused"}
     assert [r.attempt for r in states[:3]] == [1, 2, 3]
     assert all(r.retry_in is not None and r.retry_in <= TIMING.push_retry_max for r in states[:3])
