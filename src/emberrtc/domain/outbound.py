@@ -297,11 +297,11 @@ class Vetted:
 
 @dataclass
 class OutboundPolicy:
-    """The check of every outbound destination (see the module docstring). ``resolver`` is swappable
-    (tests control what a name resolves to)."""
+    """The check of every outbound destination (see the module docstring). ``resolver`` (default: the
+    system's, :func:`system_resolver`) is swappable: tests control what a name resolves to."""
 
     allow: AllowList = field(default_factory=AllowList)
-    resolver: Resolver = system_resolver
+    resolver: Resolver | None = None
     #: Longest wait for a resolution in :meth:`check` and :meth:`vet_async`.
     resolve_timeout: float = 10.0
 
@@ -344,7 +344,7 @@ class OutboundPolicy:
         if d.ip is not None:
             return [d.ip]
         try:
-            answers = self.resolver(d.host, d.port)
+            answers = (self.resolver or system_resolver)(d.host, d.port)
         except (OSError, UnicodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
             raise OutboundRefused(f"host {d.host} could not be resolved ({reason})") from None
