@@ -8,13 +8,17 @@ and the example.com names the API tests use); a resolver the test controls stand
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from emberrtc.domain.outbound import OutboundPolicy
+from tests.conftest import make_settings, make_tenant, token_for
 from tests.support.server import ServerThread
 from tests.support.spec_checks import create_app
 
@@ -143,3 +147,39 @@ def test_the_allow_list_opens_its_cidrs_and_names(http: httpx.Client, app_id: st
     # ... but a name outside the list with the same answer is refused.
     dns.answers["hooks.example.org"] = ["10.1.1.1"]
     refused(put_callback(http, app_id, "https://hooks.example.org/cb"), "resolves to 10.1.1.1 (private)")
+
+
+# --- the default, for the quick start: loopback is allowed when the API listens on loopback only -------------
+
+
+@pytest.mark.parametrize(("host", "loopback_allowed"), [("127.0.0.1", True), ("0.0.0.0", False)])
+def test_without_ember_outbound_allow_loopback_follows_the_listening_address(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, host: str, loopback_allowed: bool
+) -> None:
+    settings = replace(make_settings(tmp_path / "data"), host=host, outbound_allow="")
+    with caplog.at_level(logging.INFO, logger="emberrtc.bootstrap"):
+        srv = ServerThread(settings).start()
+    try:
+        t = make_tenant(srv)
+        with httpx.Client(base_url=srv.url, headers={"X-Auth-Token": token_for(srv, t)}) as http:
+            app_id = create_app(http)
+            for url in ("http://127.0.0.1:9/ember-events", "http://[::1]:9/ember-events"):
+                r = put_callback(http, app_id, url)
+                if loopback_allowed:
+                    assert r.status_code == 200, r.text
+                else:
+                    refused(r, "loopback")
+            refused(put_callback(http, app_id, "http://169.254.169.254/"), "cloud metadata")
+            refused(put_callback(http, app_id, "http://10.0.0.1/"), "private")
+    finally:
+        srv.stop()
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("outbound:")]
+    if loopback_allowed:
+        assert said == [
+            "outbound: the API listens on loopback only (127.0.0.1), so callbacks and RTMP pushes may also reach "
+            "loopback addresses (127.0.0.0/8,::1/128); set EMBER_OUTBOUND_ALLOW to choose (e.g. 'none')"
+        ]
+    else:
+        assert said == [
+            "outbound: callbacks and RTMP pushes reach public addresses only; EMBER_OUTBOUND_ALLOW names exceptions"
+        ]
