@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from emberrtc.domain.outbound import LOOPBACK_DEFAULT, AllowList
+
 
 def absolute_path(path: str | os.PathLike[str]) -> Path:
     """``path`` with ``~`` expanded, made absolute against the current folder and normalised (``..``)."""
@@ -28,6 +30,25 @@ def trusted_proxy_list(value: str) -> list[str]:
         except ValueError:
             raise ValueError(f"trusted_proxies: {entry!r} is not an IP address or CIDR") from None
     return entries
+
+
+def listens_on_loopback_only(host: str) -> bool:
+    """Is ``host`` (the address the API listens on) a loopback address or ``localhost``?"""
+    import ipaddress
+
+    if host.lower().removesuffix(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def outbound_allow_list(settings: Settings) -> AllowList:
+    """The effective allow-list of outbound destinations (``Settings.outbound_allow``, or its default)."""
+    if settings.outbound_allow.strip():
+        return AllowList.parse(settings.outbound_allow)
+    return AllowList.parse(LOOPBACK_DEFAULT if listens_on_loopback_only(settings.host) else "none")
 
 
 @dataclass(frozen=True)
@@ -197,6 +218,15 @@ class Settings:
     #: Uploads run at most this many at a time.
     upload_concurrency: int = 4
 
+    # --- outbound destinations (domain/outbound.py) ----------------------------------------------------
+    #: Destinations that record callbacks and RTMP pushes may reach although they are not public
+    #: addresses: comma-separated CIDRs or addresses (``10.0.0.0/8``, ``127.0.0.1``) and host names
+    #: (``hooks.internal``, ``*.corp.example`` for the names under it); ``none``: nothing. Empty (unset):
+    #: loopback (``127.0.0.0/8``, ``::1``) when the server listens on a loopback address only (the
+    #: default ``--host 127.0.0.1``, where only this machine can call the API), else nothing. When set,
+    #: it is the whole list. Give every node the same list. ``EMBER_OUTBOUND_ALLOW``.
+    outbound_allow: str = ""
+
     # --- recording callbacks (callbacks/) ------------------------------------------------------------
     #: A callback counts as delivered when the application answers 2xx within this many seconds (4.3).
     callback_timeout: float = 10.0
@@ -229,6 +259,7 @@ class Settings:
         if self.password_scrypt_n < 2**14 or self.password_scrypt_n & (self.password_scrypt_n - 1):
             raise ValueError(f"password_scrypt_n must be a power of two, at least 2**14: {self.password_scrypt_n}")
         trusted_proxy_list(self.trusted_proxies)  # raises ValueError naming a bad entry
+        outbound_allow_list(self)  # raises ValueError naming a bad entry
         if not 5 <= self.auto_record_max_idle_time <= 43200:
             # the range of max_idle_time in the API (spec Table 4-26)
             raise ValueError(f"auto_record_max_idle_time must be 5-43200 seconds, not {self.auto_record_max_idle_time}")

@@ -85,12 +85,12 @@ def test_callback_event_subscription_and_replacing(http: httpx.Client, app_id: s
     # No auth_key: no signature (spec: "not set or left empty").
     assert not cb.get("auth_key")
 
-    with_key = assert_ok(http.put(callback_path(app_id), json={"url": "http://a.example/x", "auth_key": "k1"}))
+    with_key = assert_ok(http.put(callback_path(app_id), json={"url": "http://a.example.com/x", "auth_key": "k1"}))
     assert with_key["record_callback"]["auth_key"] == "k1"
-    assert with_key["record_callback"]["url"] == "http://a.example/x"
+    assert with_key["record_callback"]["url"] == "http://a.example.com/x"
     # A later PUT replaces the whole configuration: leaving auth_key out clears it.
-    cleared = assert_ok(http.put(callback_path(app_id), json={"url": "http://b.example/y"}))["record_callback"]
-    assert cleared["url"] == "http://b.example/y"
+    cleared = assert_ok(http.put(callback_path(app_id), json={"url": "http://b.example.com/y"}))["record_callback"]
+    assert cleared["url"] == "http://b.example.com/y"
     assert not cleared.get("auth_key")
     assert assert_ok(http.get(callback_path(app_id)))["record_callback"] == cleared
 

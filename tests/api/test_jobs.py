@@ -381,13 +381,17 @@ def test_unknown_record_rule_is_404(http: httpx.Client, tenant: TenantInfo, app_
         )
         assert_error(r, 404, "RTC.00001011")
     # Nothing was created by the refused starts: the user's job can still be started.
-    ok = start_individual(http, app_id, room_id="r", user_id="u", publish_param={"rtmp_urls": ["rtmp://a.b/c"]})
+    ok = start_individual(
+        http, app_id, room_id="r", user_id="u", publish_param={"rtmp_urls": ["rtmp://live.example.com/c"]}
+    )
     assert ok.status_code == 201, ok.text
 
 
 def test_unknown_app_is_404(http: httpx.Client) -> None:
     app_id = "a" * 32
-    r = start_individual(http, app_id, room_id="r", user_id="u", publish_param={"rtmp_urls": ["rtmp://a.b/c"]})
+    r = start_individual(
+        http, app_id, room_id="r", user_id="u", publish_param={"rtmp_urls": ["rtmp://live.example.com/c"]}
+    )
     assert_error(r, 404, "RTC.00001015")
     assert_error(http.get(f"/v2/apps/{app_id}/{MIX}/{'b' * 32}"), 404, "RTC.00001015")
 

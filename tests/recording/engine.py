@@ -203,7 +203,14 @@ async def engine_fixture(tmp_path: Path) -> AsyncIterator[Engine]:
     outputs, jobs, source = FakeOutputs(tmp_path / "store"), FakeJobs(), FakeSource()
     spool = tmp_path / "spool"
     supervisor = RecordingSupervisor(
-        outputs, source, spool_root=spool, jobs=jobs, max_restarts=0, stop_timeout=60, timing=TIMING
+        outputs,
+        source,
+        spool_root=spool,
+        jobs=jobs,
+        max_restarts=0,
+        stop_timeout=60,
+        timing=TIMING,
+        outbound_allow=("127.0.0.1",),  # the tests' RTMP server
     )
     e = Engine(supervisor, outputs, jobs, source, spool)
     supervisor.listeners.append(e.listen)

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from emberrtc.callbacks.delivery import CallbackDelivery
 from emberrtc.domain.clock import ManualClock
+from emberrtc.domain.outbound import AllowList, OutboundPolicy
 from emberrtc.domain.retry import Backoff
 from emberrtc.domain.secrets import SecretBox
 from emberrtc.recording.outputs import FileTarget, JobRef, RecordingOutputs
@@ -60,7 +61,14 @@ async def outputs(
     registry = StorageRegistry(stores, links)
     spool = Spool(tmp_path / "spool")
     uploader = Uploader(db, registry, spool, clock, node_id=spool.node_id(), backoff=Backoff(2.0, 300.0, jitter=0))
-    delivery = CallbackDelivery(db, box, clock, backoff=Backoff(1.0, 600.0, jitter=0), timeout=5.0)
+    delivery = CallbackDelivery(
+        db,
+        box,
+        clock,
+        backoff=Backoff(1.0, 600.0, jitter=0),
+        timeout=5.0,
+        outbound=OutboundPolicy(AllowList.parse("127.0.0.1")),
+    )
     out = RecordingOutputs(db, registry, spool, uploader, delivery, clock)
     out.start()
     try:

@@ -30,6 +30,7 @@ from emberrtc.callbacks.delivery import CallbackDelivery
 from emberrtc.config import Settings
 from emberrtc.domain.clock import Clock
 from emberrtc.domain.errors import EmberError
+from emberrtc.domain.outbound import OutboundPolicy
 from emberrtc.domain.retry import Backoff
 from emberrtc.domain.secrets import SecretBox, new_hex_id
 from emberrtc.domain.usage import record_file
@@ -82,7 +83,13 @@ class RecordingOutputs:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, db: Database, box: SecretBox, clock: Clock, registry: StorageRegistry
+        cls,
+        settings: Settings,
+        db: Database,
+        box: SecretBox,
+        clock: Clock,
+        registry: StorageRegistry,
+        outbound: OutboundPolicy,
     ) -> RecordingOutputs:
         """The spool under ``data_dir/spool``, its uploader and the callback delivery, as configured."""
         spool = Spool(settings.data_dir / "spool")
@@ -103,6 +110,7 @@ class RecordingOutputs:
             timeout=settings.callback_timeout,
             retry_window=settings.callback_retry_window,
             concurrency=settings.callback_concurrency,
+            outbound=outbound,
         )
         return cls(db, registry, spool, uploader, delivery, clock)
 

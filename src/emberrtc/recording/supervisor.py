@@ -181,8 +181,11 @@ class RecordingSupervisor:
         python: str = sys.executable,
         timing: Timing | None = None,
         encoding: Encoding | None = None,
+        outbound_allow: tuple[str, ...] = (),
     ) -> None:
         self._outputs = outputs
+        #: ``EMBER_OUTBOUND_ALLOW`` as the workers get it in their plans (their RTMP pushes vet with it).
+        self._outbound_allow = outbound_allow
         self._source = source
         self._spool_root = spool_root
         self._jobs = jobs
@@ -365,6 +368,7 @@ class RecordingSupervisor:
             publish_domain=self._publish_domain,
             encoding=self._encoding,
             timing=self._timing,
+            outbound_allow=self._outbound_allow,
         )
 
     # --- mixed jobs ---------------------------------------------------------------------------------------------
@@ -429,6 +433,7 @@ class RecordingSupervisor:
             publish_domain=self._publish_domain,
             encoding=self._encoding,
             timing=self._timing,
+            outbound_allow=self._outbound_allow,
         )
 
     async def _fetch_images(self, job: JobSpec) -> tuple[MixImageFiles, list[str]]:
