@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +140,8 @@ async def build(
         plane = media = JanusMediaPlane.from_settings(settings)
     media = media or NoMediaPlane()
     storage = StorageRegistry.from_settings(settings, clock)
+    # Before anything is stored: local buckets of old, shared by all tenants, moved aside (kept reachable).
+    await asyncio.to_thread(storage.migrate_layouts)
     apps = AppService(
         db,
         box,

@@ -24,7 +24,7 @@ from emberrtc.domain.record_rule import rule_view
 from emberrtc.domain.secrets import new_hex_id
 from emberrtc.domain.tenant import Principal
 from emberrtc.store.database import Database
-from emberrtc.store.models import App, Job, RecordRule, Room
+from emberrtc.store.models import App, Job, RecordRule, Room, Tenant
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ FATAL_ERROR = "FATAL_ERROR"
 
 
 class StorageCheck(Protocol):
-    async def check_target(self, location: str, bucket: str) -> None:
+    async def check_target(self, location: str, bucket: str, project: str | None = None) -> None:
         """Raise RTC.00001003 for an unknown location, RTC.00001014 for a bucket that does not exist."""
 
 
@@ -512,7 +512,7 @@ class JobService:
             return dict(rule.obs_addr)
 
         obs = await self._db.run(work)
-        await self._storage.check_target(obs["location"], obs["bucket"])
+        await self._storage.check_target(obs["location"], obs["bucket"], principal.project_id)
 
     @staticmethod
     def _check_no_duplicate(s: Session, app_id: str, job: Job) -> None:
@@ -563,6 +563,8 @@ class JobService:
     @staticmethod
     def _spec(s: Session, job: Job) -> JobSpec:
         rule = s.get(RecordRule, job.record_rule_id) if job.record_rule_id else None
+        app = s.get(App, job.app_id)
+        tenant = s.get(Tenant, app.domain_id) if app is not None else None
         return JobSpec(
             job.job_id,
             job.app_id,
@@ -572,6 +574,7 @@ class JobService:
             job.stream_name,
             dict(job.params),
             rule_view(rule) if rule else None,
+            tenant.project_id if tenant is not None else None,
         )
 
 

@@ -64,6 +64,17 @@ def _normalise(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def check_project(principal: Principal, obs_addr: dict[str, Any]) -> None:
+    """Table 4-232 ``obs_addr.project_id`` names whose storage the files go to: only the caller's own
+    project may be named (RTC.00001003), for every location, local or S3-compatible. (A local location
+    keeps each project's buckets apart by the app's project in any case, ``storage.local_store``.)"""
+    if obs_addr.get("project_id") != principal.project_id:
+        raise InvalidParameterValue(
+            f"obs_addr.project_id {obs_addr.get('project_id')!r} is not the caller's project: a rule may name "
+            "only the project of the credentials it is created with"
+        )
+
+
 # A replaced rule keeps its id and creation time (and its app: the conflict is on app_id and location).
 _KEPT = ("rule_id", "app_id", "create_time")
 
@@ -116,6 +127,7 @@ class RecordRuleService:
         """spec 4.9.1: one rule per app and ``obs_addr.location``; a POST for an existing location replaces it
         (keeping its ``rule_id``, so jobs and the auto-record mode that use it keep working)."""
         data = _normalise(body)
+        check_project(principal, data["obs_addr"])
         now = self._clock.now()
         if not await self._apps.exists(principal, app_id):
             raise AppNotExist(f"app {app_id} does not exist")
@@ -173,6 +185,7 @@ class RecordRuleService:
     async def update(self, principal: Principal, app_id: str, rule_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """spec 4.9.4: replace the rule's content; jobs already recording keep the rule they started with."""
         data = _normalise(body)
+        check_project(principal, data["obs_addr"])
 
         def work(s: Session) -> dict[str, Any]:
             load_app(s, principal, app_id, for_update=True)

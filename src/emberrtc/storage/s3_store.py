@@ -3,6 +3,14 @@
 boto3 blocks, so every call runs in a worker thread. Retries inside boto3 are kept to a minimum: the
 uploader owns retrying (with backoff, durably), and a job start should learn quickly that a bucket is
 missing or storage is unreachable.
+
+Objects are never written over (``ObjectStore.put_file``): a write first looks whether the name is taken
+(``HEAD``), then puts with ``If-None-Match: *`` (a conditional write: S3 since 2024, MinIO, Ceph), so
+that storage itself refuses the name if someone else took it in between. Where that cannot be used
+(``conditional_writes: false``, a service that answers it with ``NotImplemented``, or a file large enough
+to go up in parts) the check comes only from the ``HEAD``: another writer may take the name between the
+``HEAD`` and the write (milliseconds), and would then be overwritten. Ember's own jobs never are: they
+claim their names in the database first (``storage.object_claims``).
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +39,7 @@ from emberrtc.storage.hls_playlist import is_playlist
 from emberrtc.storage.object_store import (
     ObjectInfo,
     ObjectStore,
+    already_there,
     file_digest,
     guess_content_type,
     validate_bucket,
@@ -37,11 +47,14 @@ from emberrtc.storage.object_store import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # SigV4 presigned URLs live at most 7 days.
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 _NO_BUCKET = {"NoSuchBucket"}
 _NO_OBJECT = {"NoSuchKey", "404", "NotFound"}
+_TAKEN = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+_UNSUPPORTED = {"NotImplemented", "501"}
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,8 @@ class S3Settings:
     read_timeout: float = 60.0
     #: Files above this size go up in parts (and their ETag is then not a plain MD5).
     multipart_threshold: int = 64 * 1024 * 1024
+    #: Put with ``If-None-Match: *`` (see the module docstring); false for a service that rejects it.
+    conditional_writes: bool = True
 
 
 def _error_code(exc: ClientError) -> str:
@@ -128,20 +143,42 @@ class S3Store(ObjectStore):
         validate_bucket(bucket)
         validate_object_name(name)
         ctype = content_type or guess_content_type(name)
+        size, md5_hex = await asyncio.to_thread(file_digest, path)
+        existing = await self.head(bucket, name)
+        if existing is not None:
+            return already_there(bucket, name, existing, size, md5_hex)
 
-        def upload() -> None:
-            if path.stat().st_size >= self.settings.multipart_threshold:
+        def upload() -> bool:
+            """False when storage refused the write because the name was taken meanwhile."""
+            if size >= self.settings.multipart_threshold:
                 self._client.upload_file(
                     str(path), bucket, name, ExtraArgs={"ContentType": ctype}, Config=self._transfer
                 )
-                return
+                return True
             # Content-MD5 makes storage refuse a body that was damaged on the way.
-            _, md5_hex = file_digest(path)
             md5_b64 = base64.b64encode(binascii.unhexlify(md5_hex)).decode()
+            args = {"Bucket": bucket, "Key": name, "ContentType": ctype, "ContentMD5": md5_b64}
+            if self.settings.conditional_writes:
+                try:
+                    with path.open("rb") as body:
+                        self._client.put_object(Body=body, IfNoneMatch="*", **args)
+                    return True
+                except ClientError as exc:
+                    if _error_code(exc) in _TAKEN:
+                        return False
+                    if _error_code(exc) not in _UNSUPPORTED:
+                        raise
+                    log.warning(
+                        "location %r does not support conditional writes (If-None-Match); set"
+                        " conditional_writes: false for it",
+                        self.location,
+                    )
             with path.open("rb") as body:
-                self._client.put_object(Bucket=bucket, Key=name, Body=body, ContentType=ctype, ContentMD5=md5_b64)
+                self._client.put_object(Body=body, **args)
+            return True
 
-        await self._call("upload", bucket, upload)
+        if not await self._call("upload", bucket, upload):
+            return already_there(bucket, name, await self.head(bucket, name), size, md5_hex)
         info = await self.head(bucket, name)
         if info is None:
             raise StorageUnavailable(f"upload of {name!r} to bucket {bucket!r} is not visible after it succeeded")
