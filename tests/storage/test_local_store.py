@@ -11,8 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from emberrtc.storage.download_link import DownloadLinks
-from emberrtc.storage.errors import DownloadLinkInvalid
-from emberrtc.storage.errors import BucketNotExist, InvalidObjectName, ObjectExists, ObjectNotExist
+from emberrtc.storage.errors import BucketNotExist, DownloadLinkInvalid, InvalidObjectName, ObjectExists, ObjectNotExist
 from emberrtc.storage.local_store import LocalStore, migrate_layout
 
 PROJECT = "0123456789abcdef0123456789abcdef"

@@ -127,10 +127,10 @@ class RecordRuleService:
         """spec 4.9.1: one rule per app and ``obs_addr.location``; a POST for an existing location replaces it
         (keeping its ``rule_id``, so jobs and the auto-record mode that use it keep working)."""
         data = _normalise(body)
-        check_project(principal, data["obs_addr"])
         now = self._clock.now()
         if not await self._apps.exists(principal, app_id):
             raise AppNotExist(f"app {app_id} does not exist")
+        check_project(principal, data["obs_addr"])
         params = {
             **data,
             "rule_id": new_hex_id(),
@@ -185,11 +185,11 @@ class RecordRuleService:
     async def update(self, principal: Principal, app_id: str, rule_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """spec 4.9.4: replace the rule's content; jobs already recording keep the rule they started with."""
         data = _normalise(body)
-        check_project(principal, data["obs_addr"])
 
         def work(s: Session) -> dict[str, Any]:
             load_app(s, principal, app_id, for_update=True)
             rule = self._load(s, app_id, rule_id)
+            check_project(principal, data["obs_addr"])
             location = data["obs_addr"]["location"]
             if location != rule.location:
                 clash = s.scalar(
