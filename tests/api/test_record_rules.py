@@ -19,7 +19,8 @@ from huaweicloudsdkcloudrtc.v2 import (
 )
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 
-from tests.support.server import TenantInfo
+from tests.conftest import make_tenant
+from tests.support.server import ServerThread, TenantInfo
 from tests.support.spec_checks import (
     DEFAULT_PREFIX,
     assert_error,
@@ -101,6 +102,41 @@ def test_sdk_rule_lifecycle(project: str, sdk: Any, http: httpx.Client, app_id: 
     assert (err.value.status_code, err.value.error_code) == (404, "RTC.00001011")
     assert err.value.request_id
     assert sdk.list_record_rules(ListRecordRulesRequest(app_id=app_id)).rules == []
+
+
+def test_sdk_another_project_is_refused(project: str, sdk: Any, server: ServerThread, app_id: str) -> None:
+    """obs_addr.project_id names whose storage the files go to: only the caller's own project (RTC.00001003),
+    for a local location and an S3-compatible one alike; nothing is stored."""
+    other = make_tenant(server).project_id  # a real project, of another tenant
+    for location in ("local", "cn-north-4", "ap-southeast-1"):
+        obs = RecordObsFileAddr(location=location, project_id=other, bucket="ember-rec")
+        body = RecordRuleReq(obs_addr=obs, record_formats=["MP4"], mp4_config=MP4RecordConfig(record_cycle=60))
+        with pytest.raises(ClientRequestException) as err:
+            sdk.create_record_rule(CreateRecordRuleRequest(app_id=app_id, body=body))
+        assert (err.value.status_code, err.value.error_code) == (400, "RTC.00001003")
+        assert "project_id" in err.value.error_msg
+    assert sdk.list_record_rules(ListRecordRulesRequest(app_id=app_id)).rules == []
+    # An update may not move a rule to another project either.
+    obs = RecordObsFileAddr(location="local", project_id=project, bucket="ember-rec")
+    body = RecordRuleReq(obs_addr=obs, record_formats=["MP4"], mp4_config=MP4RecordConfig(record_cycle=60))
+    rule = sdk.create_record_rule(CreateRecordRuleRequest(app_id=app_id, body=body))
+    body.obs_addr = RecordObsFileAddr(location="local", project_id=other, bucket="ember-rec")
+    with pytest.raises(ClientRequestException) as err:
+        sdk.update_record_rule(UpdateRecordRuleRequest(app_id=app_id, rule_id=rule.rule_id, body=body))
+    assert (err.value.status_code, err.value.error_code) == (400, "RTC.00001003")
+    shown = sdk.show_record_rule(ShowRecordRuleRequest(app_id=app_id, rule_id=rule.rule_id))
+    assert shown.obs_addr.project_id == project
+
+
+def test_another_project_is_refused(project: str, http: httpx.Client, app_id: str) -> None:
+    for bad in ("0" * 32, project.upper(), project + "x", "p0123456789"):
+        for body in (mp4_rule("local", project_id=bad), mp4_rule("cn-north-4", project_id=bad)):
+            assert_error(http.post(rules_path(app_id), json=body), 400, "RTC.00001003")
+    assert list_rules(http, app_id) == []
+    rule = create_rule(http, app_id, mp4_rule("local", project_id=project))
+    r = http.put(rules_path(app_id, rule["rule_id"]), json=mp4_rule("local", bucket="new-b", project_id="0" * 32))
+    assert_error(r, 400, "RTC.00001003")
+    assert assert_ok(http.get(rules_path(app_id, rule["rule_id"]))) == rule
 
 
 def test_sdk_unknown_rule_is_404(sdk: Any, app_id: str) -> None:

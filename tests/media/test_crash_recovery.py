@@ -100,7 +100,7 @@ async def test_kill_9_of_the_server_mid_recording_loses_nothing(tmp_path: Path) 
         callback = {"url": receiver.url + "/events", "auth_key": AUTH_KEY}
         assert (await api(server, token, "PUT", f"/v2/apps/{app_id}/record-callback", callback)).status_code == 200
         rule = {
-            "obs_addr": {"location": "local", "project_id": "p", "bucket": "crash-records"},
+            "obs_addr": {"location": "local", "project_id": tenant["project_id"], "bucket": "crash-records"},
             "record_formats": ["MP4"],
             "mp4_config": {"record_cycle": 60},
         }

@@ -39,7 +39,7 @@ async def merging_rule(app: MediaApp) -> str:
     """A rule whose MP4s go on over interruptions up to 10 s: a test process starved of CPU for a second
     (its clients send from it) must not split the recording the test reads back."""
     rule = {
-        "obs_addr": {"location": "local", "project_id": "ember-e2e", "bucket": "ember-records"},
+        "obs_addr": {"location": "local", "project_id": app.project_id, "bucket": "ember-records"},
         "record_formats": ["MP4"],
         "mp4_config": {"record_cycle": 60, "record_max_duration_to_merge_file": 10},
     }
