@@ -28,6 +28,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+
 def rule_body(project_id: str) -> dict[str, object]:
     """The benchmarked rule, for the tenant's own project (the only one a rule may name)."""
     return {

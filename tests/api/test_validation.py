@@ -158,6 +158,7 @@ def test_app_name(ctx: Ctx, value: Any, code: str | None) -> None:
 
 # --- 4.9 record rules (POST and PUT take the same body) -------------------------------------------------
 
+
 def rule_bases(project_id: str) -> dict[str, dict[str, Any]]:
     return {"mp4": mp4_rule("cn-north-4", project_id=project_id), "hls": hls_rule("cn-north-4", project_id=project_id)}
 
