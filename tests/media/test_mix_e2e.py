@@ -97,7 +97,7 @@ async def test_mixed_job_composes_the_room_follows_it_and_takes_a_live_layout(
     carol = None
     try:
         rec = await Recorded.set_up(media_app, receiver)
-        store = media_app.services.storage.local("local")
+        store = media_app.services.storage.local("local", media_app.project_id)
         assert store is not None
         image = tmp_path / "magenta.png"
         image.write_bytes(png(MAGENTA))
