@@ -110,12 +110,12 @@ async def test_two_tenants_with_one_bucket_name_keep_apart(server: ServerThread,
     assert done_a["obs_object"] == done_b["obs_object"] == name
     assert done_a["obs_bucket"] == done_b["obs_bucket"] == BUCKET
     url_a, url_b = done_a["download_url"], done_b["download_url"]
-    assert parse_qs(urlsplit(url_a).query)["project"] == [tenant.project_id]
-    assert parse_qs(urlsplit(url_b).query)["project"] == [other.project_id]
     async with httpx.AsyncClient(base_url=server.url, trust_env=False) as http:
         # Each link gives its own tenant's bytes: B's file did not overwrite A's.
         assert (await http.get(on(url_a))).content == data_a
         assert (await http.get(on(url_b))).content == data_b
+        assert parse_qs(urlsplit(url_a).query)["project"] == [tenant.project_id]
+        assert parse_qs(urlsplit(url_b).query)["project"] == [other.project_id]
         # A's link pointed at B's project (or at none) is not a link at all.
         for forged in (
             url_a.replace(tenant.project_id, other.project_id),
@@ -141,6 +141,9 @@ async def test_two_jobs_with_one_object_name_keep_both_files(server: ServerThrea
         first, data1 = await record(server, a.app_id, name, os.urandom(20_000))
         second, data2 = await record(server, a.app_id, name, os.urandom(25_000))
         done1, done2 = await completed(receiver, first), await completed(receiver, second)
+        async with httpx.AsyncClient(base_url=server.url, trust_env=False) as http:
+            assert (await http.get(on(done1["download_url"]))).content == data1  # not replaced by the second
+            assert (await http.get(on(done2["download_url"]))).content == data2
         # An object someone put in the bucket: a file starting under its name does not replace it either.
         store = server.services.storage.local(LOCATION, tenant.project_id)
         assert store is not None
@@ -159,8 +162,6 @@ async def test_two_jobs_with_one_object_name_keep_both_files(server: ServerThrea
     assert events(receiver, second)["RECORD_NEW_FILE_START"]["obs_object"] == renamed
     assert done3["obs_object"] == there.replace(".mp4", f"-{third.job_id[:8]}.mp4")
     async with httpx.AsyncClient(base_url=server.url, trust_env=False) as http:
-        assert (await http.get(on(done1["download_url"]))).content == data1
-        assert (await http.get(on(done2["download_url"]))).content == data2
         assert (await http.get(on(done3["download_url"]))).content == data3
         assert (await http.get(on(store.download_url(BUCKET, there)))).content == b"put there by hand"
 
