@@ -3,6 +3,7 @@ project, writes that never replace another's object, and the move of the shared 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from pathlib import Path
@@ -252,3 +253,20 @@ def test_a_fresh_root_is_marked_at_once(tmp_path: Path) -> None:
     root = tmp_path / "new"
     assert migrate_layout(root) == 0
     assert (root / ".layout").is_file() and not (root / ".legacy").exists()
+
+
+async def test_without_hard_links_a_name_is_still_taken_once(
+    store: LocalStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file system without hard links (some network and FUSE ones): the name is created exclusively."""
+
+    def no_links(src: Path, dst: Path) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    info = await store.put_file("records", "a.mp4", _file(tmp_path, b"first"))
+    assert await store.put_file("records", "a.mp4", _file(tmp_path, b"first", "again")) == info
+    with pytest.raises(ObjectExists):
+        await store.put_file("records", "a.mp4", _file(tmp_path, b"second"))
+    assert await store.get("records", "a.mp4") == b"first"
+    assert sorted(p.name for p in (store.space / "records").iterdir()) == ["a.mp4"]

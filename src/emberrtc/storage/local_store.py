@@ -18,6 +18,7 @@ wrote is never replaced (``ObjectExists``).
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import logging
@@ -42,6 +43,7 @@ from emberrtc.storage.object_store import (
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
 #: Where the shared buckets of old (``root/{bucket}``) are kept, and the marker that they were moved.
 LEGACY_FOLDER = ".legacy"
 LAYOUT_MARKER = ".layout"
@@ -184,12 +186,7 @@ class LocalStore(ObjectStore):
                 fout.flush()
                 os.fsync(fout.fileno())
             info = ObjectInfo(size=size, etag=md5.hexdigest(), content_type=content_type)
-            # Create-exclusive: a link fails when the name is taken, where a rename would replace.
-            try:
-                os.link(tmp, dest)
-            except FileExistsError:
-                # Ours already (a retried upload whose first try succeeded), or another's: never replaced.
-                already_there(bucket, name, self._head(bucket, name), size, info.etag)
+            self._place(tmp, dest, bucket, name, size, info.etag)
             _fsync_dir(dest.parent)
             # Bytes first, then the description: a crash in between leaves a file without one, which is
             # then described from its bytes (``_head``).
@@ -197,6 +194,29 @@ class LocalStore(ObjectStore):
         finally:
             tmp.unlink(missing_ok=True)
         return info
+
+    def _place(self, tmp: Path, dest: Path, bucket: str, name: str, size: int, md5: str) -> None:
+        """Give the finished ``tmp`` the name ``dest``, create-exclusive: a link fails when the name is taken,
+        where a rename would replace. When it is taken, it is ours already (a retried upload whose first try
+        succeeded) or another's, never replaced (``ObjectExists``)."""
+        try:
+            os.link(tmp, dest)
+            return
+        except FileExistsError:
+            already_there(bucket, name, self._head(bucket, name), size, md5)
+            return
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+        # A file system without hard links: the name is taken create-exclusive first, then the bytes moved
+        # in (a reader may see it empty for that moment).
+        try:
+            fd = os.open(dest, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            already_there(bucket, name, self._head(bucket, name), size, md5)
+            return
+        os.close(fd)
+        os.replace(tmp, dest)
 
     def _write_meta(self, bucket: str, name: str, info: ObjectInfo) -> None:
         meta = self._meta_path(bucket, name)
