@@ -42,7 +42,7 @@ from emberrtc.storage.registry import StorageRegistry
 from emberrtc.storage.spool import Spool
 from emberrtc.storage.uploader import Uploader, describe, register
 from emberrtc.store.database import Database
-from emberrtc.store.models import App, Tenant
+from emberrtc.store.models import App, Tenant, Upload
 
 log = logging.getLogger(__name__)
 
@@ -302,7 +302,9 @@ class RecordingOutputs:
             body = json.loads(event.body)
             fields = {}
             try:
-                store = self.registry.get(body["obs_location"], _project_of(s, event.app_id))
+                # The project the file was written for (its upload's), so the link names the object stored.
+                project = s.scalar(select(Upload.project_id).where(Upload.group_key == group).limit(1))
+                store = self.registry.get(body["obs_location"], project)
                 fields["download_url"] = store.download_url(body["obs_bucket"], body["obs_object"])
             except (EmberError, KeyError) as exc:  # the location left the configuration meanwhile
                 log.error("no download_url for event %s: %s", event.event_id, exc)
