@@ -6,11 +6,12 @@ missing or storage is unreachable.
 
 Objects are never written over (``ObjectStore.put_file``): a write first looks whether the name is taken
 (``HEAD``), then puts with ``If-None-Match: *`` (a conditional write: S3 since 2024, MinIO, Ceph), so
-that storage itself refuses the name if someone else took it in between. Where that cannot be used
-(``conditional_writes: false``, a service that answers it with ``NotImplemented``, or a file large enough
-to go up in parts) the check comes only from the ``HEAD``: another writer may take the name between the
-``HEAD`` and the write (milliseconds), and would then be overwritten. Ember's own jobs never are: they
-claim their names in the database first (``storage.object_claims``).
+that storage itself refuses the name if someone else took it in between; a file large enough to go up in
+parts carries the condition on the request that completes it. Where that cannot be used
+(``conditional_writes: false``, or a service that answers it with ``NotImplemented``) the check comes
+only from the ``HEAD``: another writer may take the name between the ``HEAD`` and the write
+(milliseconds), and would then be overwritten. Ember's own jobs never are: they claim their names in the
+database first (``storage.object_claims``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlsplit
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -80,6 +82,10 @@ class S3Settings:
     conditional_writes: bool = True
 
 
+def _complete_only_if_absent(params: dict[str, Any], **_: Any) -> None:
+    params.setdefault("IfNoneMatch", "*")
+
+
 def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
@@ -111,6 +117,12 @@ class S3Store(ObjectStore):
             aws_secret_access_key=settings.secret_key or None,
             config=config,
         )
+        if settings.conditional_writes:
+            # A multipart upload is made an object by CompleteMultipartUpload: that is where the condition goes
+            # (boto3's transfer manager takes no If-None-Match of its own).
+            self._client.meta.events.register(
+                "before-parameter-build.s3.CompleteMultipartUpload", _complete_only_if_absent
+            )
         self._transfer = TransferConfig(
             multipart_threshold=settings.multipart_threshold,
             multipart_chunksize=max(8 * 1024 * 1024, settings.multipart_threshold // 8),
@@ -151,9 +163,18 @@ class S3Store(ObjectStore):
         def upload() -> bool:
             """False when storage refused the write because the name was taken meanwhile."""
             if size >= self.settings.multipart_threshold:
-                self._client.upload_file(
-                    str(path), bucket, name, ExtraArgs={"ContentType": ctype}, Config=self._transfer
-                )
+                try:
+                    self._client.upload_file(
+                        str(path), bucket, name, ExtraArgs={"ContentType": ctype}, Config=self._transfer
+                    )
+                except S3UploadFailedError as exc:
+                    # boto3 wraps the failed call's error (raised while handling it) in its own.
+                    cause = exc.__context__
+                    if isinstance(cause, ClientError):
+                        if _error_code(cause) in _TAKEN:
+                            return False
+                        raise cause from exc
+                    raise StorageUnavailable(f"upload in location {self.location!r} failed: {exc}") from exc
                 return True
             # Content-MD5 makes storage refuse a body that was damaged on the way.
             md5_b64 = base64.b64encode(binascii.unhexlify(md5_hex)).decode()
