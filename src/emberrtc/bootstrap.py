@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from dataclasses import dataclass, field
@@ -165,6 +166,8 @@ async def build(
         plane = media = JanusMediaPlane.from_settings(settings)
     media = media or NoMediaPlane()
     storage = StorageRegistry.from_settings(settings, clock)
+    # Before anything is stored: local buckets of old, shared by all tenants, moved aside (kept reachable).
+    await asyncio.to_thread(storage.migrate_layouts)
     apps = AppService(
         db,
         box,

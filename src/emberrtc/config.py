@@ -192,10 +192,11 @@ class Settings:
 
     # --- object storage (storage/) -------------------------------------------------------------------
     #: Where recordings go, per record-rule ``obs_addr.location``. Without configuration there is one
-    #: location, ``local``: a folder per bucket under ``data_dir/storage``, served back by Ember for
-    #: ``download_url``. More locations come from a JSON file (``storage_config``, ``EMBER_STORAGE_CONFIG``)
-    #: and/or inline JSON (``storage_locations``, ``EMBER_STORAGE_LOCATIONS``; it wins over the file), both
-    #: shaped ``{"cn-north-4": {"type": "s3", "endpoint": "https://obs.cn-north-4.myhuaweicloud.com",
+    #: location, ``local``: a folder per project and bucket under ``data_dir/storage``
+    #: (``{project_id}/{bucket}``, ``storage.local_store``), served back by Ember for ``download_url``.
+    #: More locations come from a JSON file (``storage_config``, ``EMBER_STORAGE_CONFIG``) and/or inline
+    #: JSON (``storage_locations``, ``EMBER_STORAGE_LOCATIONS``; it wins over the file), both shaped
+    #: ``{"cn-north-4": {"type": "s3", "endpoint": "https://obs.cn-north-4.myhuaweicloud.com",
     #: "region": "cn-north-4", "access_key": "...", "secret_key": "...", "addressing_style": "virtual"}}``
     #: (the file may also wrap that in ``{"locations": ...}``). ``type`` is ``s3`` or ``local``; see
     #: ``storage.registry.LocationConfig`` for every key. A rule naming any other location fails the job

@@ -33,6 +33,7 @@ from tests.support.spec_checks import (
     create_app,
     create_rule,
     mp4_rule,
+    own_project,
 )
 
 UNKNOWN_APP = "0" * 32
@@ -173,7 +174,7 @@ def test_auto_record_rule_of_another_app_is_404(http: httpx.Client, app_id: str)
 
 
 def test_auto_record_rule_deleted_is_404(http: httpx.Client, app_id: str) -> None:
-    rule_id = create_rule(http, app_id, mp4_rule("cn-east-3"))["rule_id"]
+    rule_id = create_rule(http, app_id, mp4_rule("cn-east-3", project_id=own_project(http)))["rule_id"]
     assert http.delete(f"/v2/apps/{app_id}/record-rules/{rule_id}").status_code == 204
     body = {"mode": "AUTO_INDIVIDUAL_RECORD", "record_rule_id": rule_id}
     assert_error(http.put(auto_path(app_id), json=body), 404, "RTC.00001011")

@@ -46,7 +46,7 @@ class Recorded:
         put = await asyncio.to_thread(app.http.put, f"/v2/apps/{app.app_id}/record-callback", json=body)
         assert put.status_code == 200, put.text
         rule = {
-            "obs_addr": {"location": "local", "project_id": "ember-e2e", "bucket": "ember-records"},
+            "obs_addr": {"location": "local", "project_id": app.project_id, "bucket": "ember-records"},
             "record_formats": ["MP4"],
             "mp4_config": {"record_cycle": 60},
         }

@@ -88,7 +88,7 @@ async def test_no_secret_reaches_any_log(tmp_path: Path) -> None:
         put = await api(server, token, "PUT", callback, {"url": url, "auth_key": AUTH_KEY})
         assert put.status_code == 200, put.text
         rule = {
-            "obs_addr": {"location": "local", "project_id": "p", "bucket": "quiet-records"},
+            "obs_addr": {"location": "local", "project_id": credential["project_id"], "bucket": "quiet-records"},
             "record_formats": ["MP4"],
             "mp4_config": {"record_cycle": 60},
         }

@@ -204,10 +204,12 @@ async def test_hls_completion_waits_for_every_segment(
     parts = urlsplit(body["download_url"])
     assert parts.path == f"/files/local/records/{prefix}/s2.m3u8"
     q = parse_qs(parts.query)
+    project = await outputs.project_of(app)
+    assert project is not None and q["project"] == [project]  # the app's tenant's bucket
     links = outputs.registry.links
     assert links is not None
-    links.verify("local", "records", f"{prefix}/s2.m3u8", q["expires"][0], q["signature"][0])
-    local = outputs.registry.get("local")
+    links.verify("local", "records", f"{prefix}/s2.m3u8", q["expires"][0], q["signature"][0], project)
+    local = outputs.registry.get("local", project)
     assert (await local.get("records", f"{prefix}/s2.m3u8")).startswith(b"#EXTM3U")
 
 

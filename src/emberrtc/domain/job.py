@@ -25,7 +25,7 @@ from emberrtc.domain.record_rule import rule_view
 from emberrtc.domain.secrets import new_hex_id
 from emberrtc.domain.tenant import Principal
 from emberrtc.store.database import Database
-from emberrtc.store.models import App, Job, RecordRule, Room
+from emberrtc.store.models import App, Job, RecordRule, Room, Tenant
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ FATAL_ERROR = "FATAL_ERROR"
 
 
 class StorageCheck(Protocol):
-    async def check_target(self, location: str, bucket: str) -> None:
+    async def check_target(self, location: str, bucket: str, project: str | None = None) -> None:
         """Raise RTC.00001003 for an unknown location, RTC.00001014 for a bucket that does not exist."""
 
 
@@ -518,7 +518,7 @@ class JobService:
             return dict(rule.obs_addr)
 
         obs = await self._db.run(work)
-        await self._storage.check_target(obs["location"], obs["bucket"])
+        await self._storage.check_target(obs["location"], obs["bucket"], principal.project_id)
 
     async def _check_rtmp_urls(self, body: dict[str, Any]) -> None:
         """Every ``publish_param.rtmp_urls`` URL must lead somewhere the outbound policy allows
@@ -578,6 +578,8 @@ class JobService:
     @staticmethod
     def _spec(s: Session, job: Job) -> JobSpec:
         rule = s.get(RecordRule, job.record_rule_id) if job.record_rule_id else None
+        app = s.get(App, job.app_id)
+        tenant = s.get(Tenant, app.domain_id) if app is not None else None
         return JobSpec(
             job.job_id,
             job.app_id,
@@ -587,6 +589,7 @@ class JobService:
             job.stream_name,
             dict(job.params),
             rule_view(rule) if rule else None,
+            tenant.project_id if tenant is not None else None,
         )
 
 
