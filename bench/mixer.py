@@ -89,9 +89,7 @@ def _frames(path: Path, threads: int) -> Generator[av.VideoFrame | av.AudioFrame
         video, audio = container.streams.video[0], container.streams.audio[0]
         video.thread_type = "AUTO"
         video.thread_count = threads
-        for frame in container.decode(video, audio):
-            if isinstance(frame, av.VideoFrame | av.AudioFrame):
-                yield frame
+        yield from container.decode(video, audio)  # type: ignore[misc]  # a video and an audio stream only
 
 
 def ember(clips: list[Path], template: EncodeTemplate, seconds: float, threads: int) -> float:
