@@ -3,9 +3,10 @@
 Works on the Y, U and V planes with NumPy (an RGB canvas costs a third more, and the encoder wants
 yuv420p anyway). Each input is scaled by one reused swscale context per input and size
 (``VideoFrame.reformat`` would build a new one per frame), at most once per new input picture: a tile
-whose input sent nothing new reuses its scaled planes. Downscaling uses swscale's area averaging (an
-anti-aliased filter like bilinear, about a tenth cheaper; FFmpeg's ``scale`` filter defaults to bicubic,
-which costs a quarter more), upscaling bilinear. Images are scaled once per tile size.
+whose input sent nothing new reuses its scaled planes. Downscaling uses swscale's area averaging (a box
+filter: each output pixel averages the source pixels it covers; sharper than swscale's bilinear, which
+widens its triangle when shrinking, and about a tenth cheaper; FFmpeg's ``scale`` filter defaults to
+bicubic, a quarter dearer than bilinear), upscaling bilinear. Images are scaled once per tile size.
 
 Painting: the canvas is one frame, kept from output frame to output frame (the frame :meth:`Compositor.compose`
 returns is valid until the next call: encode or copy it first). After a new layout or new images, or
