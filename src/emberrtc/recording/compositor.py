@@ -37,7 +37,7 @@ Source = tuple[str, str]
 Planes = tuple[np.ndarray, np.ndarray, np.ndarray]  # Y, U, V (views)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # compared by identity: the same scaled picture, not equal pixels
 class _Placed:
     """A picture scaled for one tile: planes to paste at (x, y) of the canvas (tile-relative offsets)."""
 
@@ -45,6 +45,7 @@ class _Placed:
     dx: int
     dy: int
     keep: av.VideoFrame  # owner of the planes' memory
+    whole: bool  # covers its whole tile (a crop, or a pad that needed no bars)
 
 
 @dataclass(slots=True)
@@ -154,9 +155,9 @@ class Compositor:
         else:
             # Tiles do not overlap: a tile whose pictures are those already on the canvas is left as it is.
             for tile, placed, before in zip(tiles, paints, painted, strict=True):
-                if len(placed) == len(before) and all(a is b for a, b in zip(placed, before, strict=True)):
+                if placed == before:  # the same pictures (identity: _Placed has no __eq__)
                     continue
-                if not any(_fills(tile, p) for p in placed):
+                if not any(p.whole for p in placed):
                     _paste_base(planes, self._base, tile)
                 for p in placed:
                     _paste(planes, tile, p)
@@ -247,21 +248,16 @@ def _place(scaled: av.VideoFrame, box_w: int, box_h: int) -> _Placed:
         v = v[cy // 2 : (cy + ch) // 2, cx // 2 : (cx + cw) // 2]
         w, h = cw, ch
     dx, dy = ((box_w - w) // 2) & ~1, ((box_h - h) // 2) & ~1
-    return _Placed((y, u, v), dx, dy, scaled)
+    return _Placed((y, u, v), dx, dy, scaled, w == box_w and h == box_h)
 
 
 def _overlap(a: Tile, b: Tile) -> bool:
     return a.x < b.x + b.width and b.x < a.x + a.width and a.y < b.y + b.height and b.y < a.y + a.height
 
 
-def _fills(tile: Tile, placed: _Placed) -> bool:
-    """The picture covers its whole tile (a crop, or a pad that needed no bars)."""
-    return placed.planes[0].shape == (tile.height, tile.width)
-
-
 def _covered(tiles: tuple[Tile, ...], paints: list[tuple[_Placed, ...]]) -> int:
     """Canvas area painted whole by pictures that fill their tile (of tiles that do not overlap)."""
-    return sum(t.width * t.height for t, placed in zip(tiles, paints, strict=True) if any(_fills(t, p) for p in placed))
+    return sum(t.width * t.height for t, placed in zip(tiles, paints, strict=True) if any(p.whole for p in placed))
 
 
 def _paste_base(canvas: Planes, base: Planes, tile: Tile) -> None:
