@@ -3,9 +3,10 @@ each provoked failure is reported with its fix (Janus's checks are in tests/medi
 
 from __future__ import annotations
 
+import asyncio
 import shutil
-from collections.abc import Iterator
 import subprocess
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -58,7 +59,8 @@ async def test_a_healthy_deployment_then_each_failure_with_its_fix(tmp_path: Pat
     await server.start()
     settings = replace(Settings().with_env(env), data_dir=data)
     try:
-        r = subprocess.run(
+        r = await asyncio.to_thread(
+            subprocess.run,
             [EMBER, "doctor", "--env-file", str(env_file), "--data-dir", str(data)],
             capture_output=True,
             text=True,
@@ -104,7 +106,8 @@ async def test_a_healthy_deployment_then_each_failure_with_its_fix(tmp_path: Pat
 
         # The server stopped: nothing answers, and the command says so with exit status 1.
         assert server.stop() == 0
-        r = subprocess.run(
+        r = await asyncio.to_thread(
+            subprocess.run,
             [EMBER, "doctor", "--env-file", str(env_file), "--data-dir", str(data)],
             capture_output=True,
             text=True,
