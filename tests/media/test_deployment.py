@@ -1,6 +1,7 @@
 """Ember deployed as on a server, inside the test namespace: HTTPS/WSS on a non-loopback address with a test
 CA's certificate, Janus's candidates mapped to a "public" address (1:1 NAT), browsers with camera and
-microphone in a secure context exchanging media, and ``ember doctor`` seeing Janus stop.
+microphone in a secure context exchanging media, ICE-TCP carrying a call without UDP, and ``ember doctor``
+seeing Janus stop.
 
 The 1:1 NAT: Janus gathers on both veth addresses (10.77.0.1 and 10.77.0.2) and is told its public address
 is 10.77.0.2. Every candidate it offers then carries 10.77.0.2 with the port of the socket it gathered, so
@@ -182,5 +183,72 @@ async def test_doctor_sees_janus_stop(tmp_path: Path) -> None:
         unreachable = await Doctor(replace(settings, media_ip="lo")).run()
         [ice] = [f for f in unreachable if f.check == "janus" and not f.ok]
         assert "EMBER_MEDIA_IP" in ice.fix
+    finally:
+        assert server.stop() == 0
+
+
+# No UDP between the browser and Janus, as behind a firewall passing only TCP: every UDP candidate is dropped
+# from what Janus offers or answers and from what the browser sends it, so neither side can reach the other's
+# UDP sockets; only ICE-TCP candidates are left.
+_TCP_ONLY = r"""(() => {
+  const strip = (sdp) => sdp.split('\r\n')
+    .filter((line) => !(line.startsWith('a=candidate') && / udp /i.test(line))).join('\r\n');
+  const proto = RTCPeerConnection.prototype;
+  const setRemote = proto.setRemoteDescription;
+  proto.setRemoteDescription = function (d) { return setRemote.call(this, { type: d.type, sdp: strip(d.sdp) }); };
+  const local = Object.getOwnPropertyDescriptor(proto, 'localDescription');
+  Object.defineProperty(proto, 'localDescription', {
+    get() { const d = local.get.call(this); return d && { type: d.type, sdp: strip(d.sdp) }; },
+  });
+  return true;
+})()"""
+
+
+async def test_ice_tcp_carries_a_call_without_udp(tmp_path: Path) -> None:
+    reason = chromium_skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    server = EmberServe(tmp_path / "data", env={"EMBER_MEDIA_IP": MEDIA_IP, "EMBER_MEDIA_ICE_TCP": "true"})
+    await server.start()
+    try:
+        janus_jcfg = (tmp_path / "data" / "janus" / "janus.jcfg").read_text()
+        assert "ice_tcp = true" in janus_jcfg and "ice_lite = true" in janus_jcfg
+        assert "media (ICE, UDP and TCP (ICE-TCP))" in server.output()
+        app_id, app_key = await _login_and_app(server)
+
+        def demo_url(user: str) -> str:
+            fields = {"app_id": app_id, "room": ROOM, "user": user, "app_key": app_key}
+            return f"{server.url}/demo#{urlencode(fields)}"
+
+        async with Chromium(tmp_path / "anna") as first, Chromium(tmp_path / "bruno") as second:
+            pages = dict(
+                zip(
+                    USERS,
+                    await asyncio.gather(first.open(demo_url("anna")), second.open(demo_url("bruno"))),
+                    strict=True,
+                )
+            )
+            for page in pages.values():
+                assert await page.evaluate(_TCP_ONLY)
+                await page.evaluate("document.getElementById('join').click()")
+            for user, page in pages.items():
+                status = await page.wait_for(
+                    "['joined', 'failed'].includes(window.emberDemo.status) && window.emberDemo.status", 30
+                )
+                assert status == "joined", f"{user}: {await page.evaluate('window.emberDemo.error')}"
+            for user, page in pages.items():
+                await page.wait_for("window.emberDemo.room.framesDecoded().then((n) => n > 30)", 30)
+                for pc in ("window.emberDemo.room.publications.get('camera').pc", "window.emberDemo.room.subscriberPc"):
+                    sdp = await page.evaluate(f"{pc}.remoteDescription.sdp")
+                    assert " udp " not in sdp.lower() and " tcp " in sdp.lower(), (user, sdp)
+                    protocol = await page.evaluate(
+                        f"""(async () => {{
+                          const stats = await {pc}.getStats();
+                          let id = null;
+                          stats.forEach((r) => {{ if (r.type === 'transport') id = r.selectedCandidatePairId; }});
+                          return id && stats.get(stats.get(id).remoteCandidateId).protocol;
+                        }})()"""
+                    )
+                    assert protocol == "tcp", (user, pc, protocol)
     finally:
         assert server.stop() == 0
