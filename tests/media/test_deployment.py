@@ -208,7 +208,10 @@ async def test_ice_tcp_carries_a_call_without_udp(tmp_path: Path) -> None:
     reason = chromium_skip_reason()
     if reason is not None:
         pytest.skip(reason)
-    server = EmberServe(tmp_path / "data", env={"EMBER_MEDIA_IP": MEDIA_IP, "EMBER_MEDIA_ICE_TCP": "true"})
+    server = EmberServe(
+        tmp_path / "data",
+        env={"EMBER_MEDIA_IP": MEDIA_IP, "EMBER_MEDIA_ICE_TCP": "true", "EMBER_MEDIA_PORTS": "21000-21999"},
+    )
     await server.start()
     try:
         janus_jcfg = (tmp_path / "data" / "janus" / "janus.jcfg").read_text()
@@ -241,6 +244,9 @@ async def test_ice_tcp_carries_a_call_without_udp(tmp_path: Path) -> None:
                 for pc in ("window.emberDemo.room.publications.get('camera').pc", "window.emberDemo.room.subscriberPc"):
                     sdp = await page.evaluate(f"{pc}.remoteDescription.sdp")
                     assert " udp " not in sdp.lower() and " tcp " in sdp.lower(), (user, sdp)
+                    # The passive TCP candidates listen within EMBER_MEDIA_PORTS too: one range to open.
+                    passive = re.findall(r"^a=candidate:\S+ \d+ tcp \d+ \S+ (\d+) typ host tcptype passive", sdp, re.M)
+                    assert passive and all(21000 <= int(port) <= 21999 for port in passive), (user, passive)
                     protocol = await page.evaluate(
                         f"""(async () => {{
                           const stats = await {pc}.getStats();
