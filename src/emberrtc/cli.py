@@ -1,6 +1,8 @@
-"""``ember``: run the server, manage tenants and credentials, read recording usage.
+"""``ember``: run the server, manage tenants and credentials, read recording usage, deploy and check.
 
-    ember serve [--host 127.0.0.1] [--port 8080] [--data-dir DIR]
+    ember serve [--host 127.0.0.1] [--port 8080] [--data-dir DIR] [--tls-cert FILE --tls-key FILE]
+    ember doctor [--env-file FILE] [--host H] [--port P] [--tls-cert FILE --tls-key FILE] [--data-dir DIR]
+    ember install-service [--user ember] [--data-dir /var/lib/ember] [--env-file F] [--unit-path F] [--dry-run]
     ember tenant create NAME (--password PW | --password-file FILE|-) [--project-name NAME] [--json] [--data-dir DIR]
     ember credential create --tenant NAME [--json] [--data-dir DIR]
     ember credential list [--tenant NAME] [--json] [--data-dir DIR]
@@ -251,7 +253,9 @@ async def _serve(args: argparse.Namespace) -> None:
             print(f"ember: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
     try:
-        public_url = public_base_url(settings, certificate.info.names if certificate else ())
+        public_url = public_base_url(
+            settings, *((certificate.info.names, certificate.info.ip_addresses) if certificate else ())
+        )
     except PublicUrlUnknown as exc:
         print(f"ember: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

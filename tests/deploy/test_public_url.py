@@ -20,6 +20,9 @@ def test_a_specific_address_is_the_one_clients_use_with_the_scheme_of_tls() -> N
     assert public_base_url(tls) == "https://10.0.0.5:8443"
     assert public_base_url(Settings(host="10.0.0.5", port=443, tls_cert="c", tls_key="k")) == "https://10.0.0.5"
     assert public_base_url(Settings(host="2001:db8::5", port=80)) == "http://[2001:db8::5]"
+    # Over TLS the URL names what the certificate covers: the address if it lists it, else its name.
+    assert public_base_url(tls, ("rtc.example.com",), ("10.0.0.5",)) == "https://10.0.0.5:8443"
+    assert public_base_url(tls, ("rtc.example.com",), ()) == "https://rtc.example.com:8443"
 
 
 def test_a_wildcard_address_takes_the_certificate_name_then_the_public_ip() -> None:

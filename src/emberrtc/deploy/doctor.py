@@ -143,9 +143,9 @@ class Doctor:
         return [Finding("tls certificate", f"{names}, serial {info.serial:x}, valid for {left:.0f} more days")]
 
     async def check_public_url(self) -> list[Finding]:
-        names = self._certificate.info.names if self._certificate else ()
+        info = self._certificate.info if self._certificate else None
         try:
-            url = public_base_url(self.settings, names)
+            url = public_base_url(self.settings, *((info.names, info.ip_addresses) if info else ()))
         except PublicUrlUnknown as exc:
             return [_problem("public url", "cannot be told", str(exc).split(": ", 1)[1])]
         if self.settings.public_url.startswith("http:") and self.settings.tls_cert:

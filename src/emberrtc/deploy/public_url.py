@@ -1,7 +1,8 @@
 """The base URL applications and browsers reach this server by (``download_url``s, start-up log).
 
 ``EMBER_PUBLIC_URL`` wins. Otherwise it is derived from what the server listens on: a specific address is
-the one clients use (``http(s)://{host}:{port}``). A wildcard address (``0.0.0.0``, ``::``) names no
+the one clients use (``http(s)://{host}:{port}``), unless a TLS certificate names the server and not that
+address (then the certificate's name: browsers check it). A wildcard address (``0.0.0.0``, ``::``) names no
 machine a client could reach, so the name comes from the TLS certificate (its first DNS name that is not a
 wildcard), else from ``EMBER_MEDIA_PUBLIC_IP``; with neither, ``ember serve`` refuses to start and says
 what to set, rather than handing out ``http://0.0.0.0:8080/...`` links that work nowhere.
@@ -36,17 +37,22 @@ def url_for(scheme: str, host: str, port: int) -> str:
     return f"{scheme}://{host}" if port == default else f"{scheme}://{host}:{port}"
 
 
-def public_base_url(settings: Settings, certificate_names: tuple[str, ...] = ()) -> str:
+def public_base_url(
+    settings: Settings, certificate_names: tuple[str, ...] = (), certificate_ips: tuple[str, ...] = ()
+) -> str:
     """The public base URL (no trailing slash), or :class:`PublicUrlUnknown`.
 
-    ``certificate_names``: the DNS names of the served TLS certificate (``api.tls.read_certificate``).
+    ``certificate_names`` and ``certificate_ips``: the DNS names and IP addresses of the served TLS
+    certificate (``api.tls.read_certificate``). Over TLS the URL must name what the certificate covers: a
+    specific listening address is used when the certificate lists it, else the certificate's first name.
     """
     if settings.public_url:
         return settings.public_url.rstrip("/")
     scheme = "https" if settings.tls_cert else "http"
-    if not is_wildcard(settings.host):
-        return url_for(scheme, settings.host, settings.port)
     names = [n for n in certificate_names if not n.startswith("*")]
+    specific = not is_wildcard(settings.host)
+    if specific and (not names or settings.host.strip("[]") in certificate_ips):
+        return url_for(scheme, settings.host, settings.port)
     if names:
         return url_for(scheme, names[0], settings.port)
     public_ips = public_ip_list(settings.media_public_ip)
