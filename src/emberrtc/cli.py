@@ -276,11 +276,24 @@ async def _serve(args: argparse.Namespace) -> None:
     # every other line, instead of handlers of their own.
     config = server_config(app, settings, log_config=None)
     config.load()
+    log = logging.getLogger(__name__)
     if certificate is not None:
         # The one context the listener keeps; SIGHUP re-loads the files into it (api/tls.py).
         config.ssl = certificate.context
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, certificate.reload_logged)
-    log = logging.getLogger(__name__)
+        days = certificate.info.days_left(datetime.now(UTC))
+        if days < settings.doctor_cert_days:
+            log.warning(
+                "the TLS certificate %s %s: renew it and send SIGHUP (systemctl reload ember)",
+                settings.tls_cert,
+                f"expires in {days:.1f} days" if days > 0 else "has expired",
+            )
+    else:
+        # systemctl reload sends SIGHUP; its default action would end the server (a "clean" exit that
+        # Restart=on-failure does not restart).
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGHUP, lambda: log.info("SIGHUP: no TLS certificate to reload; nothing else is reloaded")
+        )
     log.info("Ember data folder: %s", settings.data_dir)
     log.info("%s", await asyncio.to_thread(advertised_addresses, settings, public_url))
     _tune_gc()

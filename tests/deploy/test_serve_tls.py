@@ -109,7 +109,7 @@ def test_a_wildcard_address_without_a_public_url_is_refused(tmp_path: Path) -> N
 
 async def test_a_wildcard_address_takes_its_public_url_from_the_certificate(tmp_path: Path) -> None:
     ca = TestCA(tmp_path / "ca")
-    files = ca.issue("named", dns=("rtc.test",), ips=("127.0.0.1",))
+    files = ca.issue("named", dns=("rtc.test",), ips=("127.0.0.1",), days=5)
     server = EmberServe(
         tmp_path / "data",
         env=NO_MEDIA,
@@ -119,8 +119,27 @@ async def test_a_wildcard_address_takes_its_public_url_from_the_certificate(tmp_
     await server.start()
     try:
         assert f"downloads at https://rtc.test:{server.port}," in server.output()
+        # A certificate near its end is named in the log at start.
+        assert f"the TLS certificate {files.cert} expires in 4.9 days" in server.output() or "expires in 5.0 days" in (
+            server.output()
+        )
     finally:
         server.stop()
+
+
+async def test_sighup_without_tls_does_not_end_the_server(tmp_path: Path) -> None:
+    # systemctl reload sends SIGHUP whatever the settings; without a handler it would end the server.
+    server = EmberServe(tmp_path / "data", env=NO_MEDIA)
+    await server.start()
+    try:
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGHUP)
+        await until(lambda: "SIGHUP: no TLS certificate to reload" in server.output(), within=10, what="the log")
+        async with httpx.AsyncClient(trust_env=False) as http:
+            assert (await http.get(f"{server.url}/")).status_code == 200
+        server.check_alive()
+    finally:
+        assert server.stop() == 0
 
 
 def test_bad_tls_files_stop_the_start_with_their_name(tmp_path: Path) -> None:
