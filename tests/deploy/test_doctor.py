@@ -154,3 +154,28 @@ async def test_missing_database_and_unknown_public_url(tmp_path: Path) -> None:
     assert "no database in" in db.detail and "start the server once" in db.fix
     [url] = await Doctor(settings).check_public_url()
     assert not url.ok and url.fix.startswith("set EMBER_PUBLIC_URL")
+
+
+async def test_every_interface_of_a_wildcard_listener_is_tried(tmp_path: Path) -> None:
+    from emberrtc.media.ice_interfaces import machine_addresses
+
+    env = {"EMBER_MEDIA_ENABLED": "false", "EMBER_PUBLIC_URL": "http://rtc.example.com"}
+    server = EmberServe(tmp_path / "data", env=env, serve_args=["--host", "0.0.0.0"])
+    await server.start()
+    try:
+        settings = Settings(data_dir=tmp_path / "data", host="0.0.0.0", port=server.port, media_enabled=False)
+        listening = [f for f in await Doctor(settings).run() if f.check == "listening"]
+        ipv4 = {c.ip for c in machine_addresses() if ":" not in c.ip and not c.ip.startswith("169.254.")}
+        assert {f.detail for f in listening} == {f"http://{ip}:{server.port} answers" for ip in ipv4}
+        assert all(f.ok for f in listening)
+    finally:
+        server.stop()
+    # Listening on one address only: the others are reported, each with the fix.
+    server = EmberServe(tmp_path / "data", env=env, serve_args=["--host", "127.0.0.1"])
+    await server.start()
+    try:
+        listening = [f for f in await Doctor(replace(settings, port=server.port)).run() if f.check == "listening"]
+        assert [f.ok for f in listening if "127.0.0.1" in f.detail] == [True]
+        assert all("nothing answers" in f.detail and f.fix for f in listening if "127.0.0.1" not in f.detail)
+    finally:
+        server.stop()
