@@ -239,7 +239,9 @@ class Doctor:
         if warning:
             findings.append(
                 _problem(
-                    "janus", "no address clients can reach for media", "set EMBER_MEDIA_IP to the interface or address"
+                    "janus",
+                    warning.split(" Janus never uses loopback")[0],
+                    "set EMBER_MEDIA_IP to the interface or address clients reach (e.g. EMBER_MEDIA_IP=eth0)",
                 )
             )
         folder = s.data_dir / "janus"
