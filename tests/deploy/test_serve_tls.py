@@ -16,6 +16,8 @@ import pytest
 from cryptography import x509
 from websockets.asyncio.client import connect
 
+from emberrtc.client import RoomClient
+from emberrtc.client.room import RoomError
 from tests.support.ember_serve import EMBER, EmberServe
 from tests.support.server import free_port
 from tests.support.tls import ServerFiles, TestCA
@@ -65,6 +67,16 @@ async def test_https_wss_and_sighup_reload(tmp_path: Path) -> None:
             answer = json.loads(await asyncio.wait_for(ws.recv(), 10))
         assert answer["type"] == "error" and answer["code"].startswith("RTC."), answer
         assert "downloads at https://127.0.0.1:" in server.output()
+        # The Python client (and ember bot) speak WSS to an https:// server, trusting SSL_CERT_FILE's CAs: the
+        # join reaches Ember (refused: the app does not exist), where without the CA it fails verification.
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("SSL_CERT_FILE", str(ca.pem))
+            with pytest.raises(RoomError) as refused:
+                await RoomClient.join(server.url, app_id="a" * 32, room_id="r", user_id="u", app_key="k")
+            assert refused.value.code.startswith("RTC."), refused.value
+            env.setenv("SSL_CERT_FILE", str(tmp_path / "no-such-bundle.pem"))
+            with pytest.raises(ssl.SSLCertVerificationError):
+                await RoomClient.join(server.url, app_id="a" * 32, room_id="r", user_id="u", app_key="k")
 
         # A renewed certificate and SIGHUP: the same process and port, new connections see the new serial.
         assert await _serial(server.port, ca.pem) == first.serial
