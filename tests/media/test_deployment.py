@@ -1,7 +1,7 @@
 """Ember deployed as on a server, inside the test namespace: HTTPS/WSS on a non-loopback address with a test
 CA's certificate, Janus's candidates mapped to a "public" address (1:1 NAT), browsers with camera and
-microphone in a secure context exchanging media, ICE-TCP carrying a call without UDP, and ``ember doctor``
-seeing Janus stop.
+microphone in a secure context exchanging media, ICE-TCP carrying a call without UDP (and Python clients
+still served over UDP by the ICE-Lite Janus it needs), and ``ember doctor`` seeing Janus stop.
 
 The 1:1 NAT: Janus gathers on both veth addresses (10.77.0.1 and 10.77.0.2) and is told its public address
 is 10.77.0.2. Every candidate it offers then carries 10.77.0.2 with the port of the socket it gathered, so
@@ -30,6 +30,7 @@ from tests.media.conftest import MEDIA_IP, PEER_IP
 from tests.support.ember_serve import EMBER, EmberServe
 from tests.support.tls import TestCA
 
+from emberrtc.client import ColourVideoTrack, RoomClient
 from emberrtc.config import Settings
 from emberrtc.deploy.doctor import Doctor
 from emberrtc.media.janus_process import janus_pids
@@ -256,5 +257,19 @@ async def test_ice_tcp_carries_a_call_without_udp(tmp_path: Path) -> None:
                         }})()"""
                     )
                     assert protocol == "tcp", (user, pc, protocol)
+
+        # Janus in ICE-Lite mode still serves the Python client (aiortc, UDP): one publishes, one receives.
+        carl = await RoomClient.join(server.url, app_id=app_id, room_id="lite", user_id="carl", app_key=app_key)
+        dora = await RoomClient.join(server.url, app_id=app_id, room_id="lite", user_id="dora", app_key=app_key)
+        try:
+            await carl.publish("camera", video=ColourVideoTrack((200, 30, 30), width=160, height=120))
+            await asyncio.wait_for(dora.wait_stream("carl"), 15)
+            sub = await dora.subscribe("carl")
+            assert sub.video is not None
+            frames = [await asyncio.wait_for(sub.video.recv(), 15) for _ in range(10)]
+            assert frames[-1].width == 160 and frames[-1].height == 120
+        finally:
+            await dora.leave()
+            await carl.leave()
     finally:
         assert server.stop() == 0
