@@ -34,18 +34,29 @@ async def test_reload_serves_the_new_certificate_on_the_same_listener(tmp_path: 
     assert certificate.info.serial == first.serial and certificate.info.names == ("localhost",)
 
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while line := await reader.readline():
+            writer.write(line)
+            await writer.drain()
         writer.close()
 
     server = await asyncio.start_server(echo, "127.0.0.1", 0, ssl=certificate.context)
     port = server.sockets[0].getsockname()[1]
     try:
         assert await _served_serial(port, ca.pem) == first.serial
+        context = ssl.create_default_context(cafile=str(ca.pem))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="localhost")
         # Renewed files: the same context, the same listening socket, the new certificate.
         second = ca.issue("second", dns=("localhost",))
         shutil.copy(second.cert, live_cert)
         shutil.copy(second.key, live_key)
         assert certificate.reload().serial == second.serial
         assert await _served_serial(port, ca.pem) == second.serial
+        # The connection opened before the reload goes on, with the certificate it negotiated.
+        writer.write(b"still here\n")
+        assert await asyncio.wait_for(reader.readline(), 5) == b"still here\n"
+        old = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        assert x509.load_der_x509_certificate(old).serial_number == first.serial
+        writer.close()
 
         # A certificate whose key does not match is refused, and the served one stays.
         third = ca.issue("third", dns=("localhost",))
