@@ -49,6 +49,8 @@ def outbound_allow_list(settings: Settings) -> AllowList:
     if settings.outbound_allow.strip():
         return AllowList.parse(settings.outbound_allow)
     return AllowList.parse(LOOPBACK_DEFAULT if listens_on_loopback_only(settings.host) else "none")
+
+
 def public_ip_list(value: str) -> list[str]:
     """``EMBER_MEDIA_PUBLIC_IP`` as a list of IP addresses (each checked)."""
     import ipaddress
