@@ -53,3 +53,31 @@ def test_revocation_check_interval_from_the_environment() -> None:
     for bad in ("0", "-1", "61", "nan"):
         with pytest.raises(ValueError, match="revocation_check_interval"):
             Settings().with_env({"EMBER_REVOCATION_CHECK_INTERVAL": bad})
+
+
+def test_deployment_settings_are_checked() -> None:
+    s = Settings().with_env(
+        {
+            "EMBER_TLS_CERT": "/etc/ember/tls/fullchain.pem",
+            "EMBER_TLS_KEY": "/etc/ember/tls/privkey.pem",
+            "EMBER_MEDIA_PUBLIC_IP": "203.0.113.9, 2001:db8::9",
+            "EMBER_PUBLIC_URL": "https://rtc.example.com",
+            "EMBER_DOCTOR_MIN_FREE_MB": "10",
+        }
+    )
+    assert (s.tls_cert, s.media_public_ip, s.doctor_min_free_mb) == (
+        "/etc/ember/tls/fullchain.pem",
+        "203.0.113.9, 2001:db8::9",
+        10,
+    )
+    for bad, says in (
+        ({"EMBER_TLS_CERT": "/c.pem"}, "tls_cert and tls_key go together"),
+        ({"EMBER_MEDIA_PUBLIC_IP": "rtc.example.com"}, "not an IP address"),
+        ({"EMBER_MEDIA_PUBLIC_IP": "0.0.0.0"}, "cannot be reached"),
+        ({"EMBER_PUBLIC_URL": "rtc.example.com"}, "not an http:// or https:// URL"),
+        ({"EMBER_PUBLIC_URL": "https://u:p@rtc.example.com"}, "no credentials"),
+        ({"EMBER_PUBLIC_URL": "https://rtc.example.com:99999"}, "bad port"),
+        ({"EMBER_MEDIA_ICE_TCP": "true", "EMBER_MEDIA_PUBLIC_IP": "203.0.113.9"}, "ICE-Lite"),
+    ):
+        with pytest.raises(ValueError, match=says):
+            Settings().with_env(bad)

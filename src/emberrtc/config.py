@@ -51,6 +51,41 @@ def outbound_allow_list(settings: Settings) -> AllowList:
     return AllowList.parse(LOOPBACK_DEFAULT if listens_on_loopback_only(settings.host) else "none")
 
 
+def public_ip_list(value: str) -> list[str]:
+    """``EMBER_MEDIA_PUBLIC_IP`` as a list of IP addresses (each checked)."""
+    import ipaddress
+
+    ips = []
+    for entry in (e.strip() for e in value.split(",")):
+        if not entry:
+            continue
+        try:
+            ip = ipaddress.ip_address(entry)
+        except ValueError:
+            raise ValueError(f"media_public_ip: {entry!r} is not an IP address") from None
+        if ip.is_unspecified or ip.is_loopback:
+            raise ValueError(f"media_public_ip: {entry!r} cannot be reached from another machine")
+        ips.append(str(ip))
+    return ips
+
+
+def public_url_parts(url: str) -> tuple[str, str]:
+    """``EMBER_PUBLIC_URL`` checked: an ``http``/``https`` URL with a host and nothing after the path.
+    Returns (scheme, host)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"public_url: {url!r} is not an http:// or https:// URL with a host name")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"public_url: {url!r} must have no credentials, query or fragment")
+    try:
+        _ = parts.port  # raises for a port that is not a number in 0-65535
+    except ValueError:
+        raise ValueError(f"public_url: {url!r} has a bad port") from None
+    return parts.scheme, parts.hostname
+
+
 @dataclass(frozen=True)
 class RateLimit:
     """``count`` requests per ``period`` seconds, per tenant and API category (spec Table 1-2)."""
@@ -97,6 +132,11 @@ class Settings:
     #: Address and port the HTTP API listens on.
     host: str = "127.0.0.1"
     port: int = 8080
+    #: PEM certificate chain and private key: with both, the API, the signalling WebSocket, the SDK, the demo
+    #: and downloads are served over TLS only (https, wss). ``SIGHUP`` reads them again (``systemctl reload``):
+    #: new connections get the new certificate, open ones keep theirs. ``EMBER_TLS_CERT``, ``EMBER_TLS_KEY``.
+    tls_cert: str = ""
+    tls_key: str = ""
     # --- the HTTP edge (api/edge.py): limits checked before a caller is known ----------------------------
     #: Largest request body in bytes, refused with 413 from ``Content-Length`` or as it streams in.
     #: ``EMBER_MAX_BODY_BYTES``.
@@ -184,6 +224,14 @@ class Settings:
     media_ip: str = ""
     #: UDP ports for media, ``MIN-MAX`` (inclusive). Empty: the OS's ephemeral range. ``EMBER_MEDIA_PORTS``.
     media_ports: str = ""
+    #: The public address(es) of this machine when it sits behind a 1:1 NAT (a cloud VM whose public IP is
+    #: on none of its interfaces): Janus writes it in place of the private address in every candidate it
+    #: offers (``nat_1_1_mapping``), keeping the ports. Comma-separated IPs. ``EMBER_MEDIA_PUBLIC_IP``.
+    media_public_ip: str = ""
+    #: Offer ICE-TCP candidates too (passive TCP, for clients whose network passes no UDP). Janus 1.1 does
+    #: ICE-TCP only in ICE-Lite mode, which its documentation advises against behind a 1:1 NAT, so this is
+    #: refused together with ``media_public_ip``. ``EMBER_MEDIA_ICE_TCP``.
+    media_ice_tcp: bool = False
     #: Most streams (camera or screen, each with its audio) published at once in one room.
     room_max_streams: int = 64
     #: Seconds between the keepalives of Ember's Janus session; below Janus's 60 s ``session_timeout``.
@@ -203,8 +251,10 @@ class Settings:
     #: start with RTC.00001003.
     storage_config: str = ""
     storage_locations: str = ""
-    #: Base URL of this server as the applications reach it, for ``download_url`` of locally stored
-    #: files. Empty: ``http://{host}:{port}``.
+    #: Base URL of this server as applications and browsers reach it (``https://rtc.example.com``), for
+    #: ``download_url`` of locally stored files. Empty: derived by ``ember serve`` (deploy/public_url.py):
+    #: ``http(s)://{host}:{port}`` on a specific address; on a wildcard one (``0.0.0.0``) the TLS
+    #: certificate's name, else ``media_public_ip``, else ``ember serve`` refuses to start. ``EMBER_PUBLIC_URL``.
     public_url: str = ""
     #: How long (seconds) a ``download_url`` stays valid: the signed local link, or the S3 presigned URL
     #: (SigV4 allows at most 7 days).
@@ -240,6 +290,16 @@ class Settings:
     #: Callbacks POSTed at most this many at a time (each to a different job: a job's are in order).
     callback_concurrency: int = 16
 
+    # --- ember doctor (deploy/doctor.py) ----------------------------------------------------------------
+    #: A TLS certificate expiring within this many days is reported. ``EMBER_DOCTOR_CERT_DAYS``.
+    doctor_cert_days: int = 14
+    #: Free space (MiB) the data folder's file system must keep; less is reported. ``EMBER_DOCTOR_MIN_FREE_MB``.
+    doctor_min_free_mb: int = 1024
+    #: Largest difference (seconds) between this machine's clock and the database server's. Signatures carry
+    #: times (join ``ctime``, ``X-Sdk-Date`` within ``sdk_date_skew``, callbacks), and nodes must agree on
+    #: them. ``EMBER_DOCTOR_MAX_CLOCK_SKEW``.
+    doctor_max_clock_skew: float = 5.0
+
     def __post_init__(self) -> None:
         # Every path Ember derives from the data folder (database, Janus config, spool, storage) must mean
         # the same file whatever the working directory of whoever opens it (Janus runs with its config
@@ -261,6 +321,16 @@ class Settings:
             raise ValueError(f"password_scrypt_n must be a power of two, at least 2**14: {self.password_scrypt_n}")
         trusted_proxy_list(self.trusted_proxies)  # raises ValueError naming a bad entry
         outbound_allow_list(self)  # raises ValueError naming a bad entry
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together: give both (EMBER_TLS_CERT, EMBER_TLS_KEY) or neither")
+        public_ip_list(self.media_public_ip)  # raises ValueError naming a bad entry
+        if self.media_ice_tcp and self.media_public_ip:
+            raise ValueError(
+                "media_ice_tcp cannot be used with media_public_ip: Janus does ICE-TCP only in ICE-Lite mode, "
+                "which does not work behind a 1:1 NAT"
+            )
+        if self.public_url:
+            public_url_parts(self.public_url)  # raises ValueError saying what is wrong
         if not 5 <= self.auto_record_max_idle_time <= 43200:
             # the range of max_idle_time in the API (spec Table 4-26)
             raise ValueError(f"auto_record_max_idle_time must be 5-43200 seconds, not {self.auto_record_max_idle_time}")

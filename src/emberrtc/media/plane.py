@@ -467,12 +467,16 @@ class JanusMediaPlane:
     @classmethod
     def from_settings(cls, settings: Settings) -> JanusMediaPlane:
         """A plane on fresh loopback ports, with its private Janus config in ``data_dir/janus``."""
+        from emberrtc.config import public_ip_list
+
         config = JanusConfig(
             http_port=_free_loopback_port(),
             admin_port=_free_loopback_port(),
             ws_port=_free_loopback_port(),
             ice_enforce_list=settings.media_ip or None,
             rtp_port_range=_port_range(settings.media_ports),
+            nat_1_1_mapping=",".join(public_ip_list(settings.media_public_ip)) or None,
+            ice_tcp=settings.media_ice_tcp,
         )
         return cls(
             config,

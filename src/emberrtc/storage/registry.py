@@ -118,7 +118,8 @@ class StorageRegistry:
     def from_settings(cls, settings: Settings, clock: Clock) -> StorageRegistry:
         links = DownloadLinks(
             load_or_create_key(settings.download_url_key, settings.data_dir),
-            settings.public_url or f"http://{settings.host}:{settings.port}",
+            # ember serve always sets public_url (deploy/public_url.py); this is for servers built in-process.
+            settings.public_url or f"{'https' if settings.tls_cert else 'http'}://{settings.host}:{settings.port}",
             settings.download_url_ttl,
             clock,
         )
