@@ -46,3 +46,17 @@ async def keys(redis: Redis) -> AsyncIterator[Keyspace]:
         found = [k async for k in redis.scan_iter(match=space.prefix + "*")]  # braces are literal in MATCH
         if found:
             await redis.delete(*found)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``cluster`` need the harness of ``tests/support/cluster.py``: skipped, saying why, where
+    it cannot run."""
+    from tests.support.cluster import skip_reason
+
+    reason = skip_reason()
+    if reason is None:
+        return
+    skip = pytest.mark.skip(reason=reason)
+    for item in items:
+        if item.get_closest_marker("cluster") is not None:
+            item.add_marker(skip)
