@@ -9,6 +9,8 @@ import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlencode
 
 import asyncpg
 import httpx
@@ -164,6 +166,39 @@ async def test_two_racing_first_joins_end_in_one_room(app: ClusterApp) -> None:
         for pair in pairs:
             for client in pair:
                 await client.leave()
+
+
+async def test_the_browser_sdk_follows_the_redirect(app: ClusterApp, tmp_path: Path) -> None:
+    from tests.media.chromium import Chromium, chromium_skip_reason
+
+    reason = chromium_skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    await app.idle()
+    publisher = await app.join(app.cluster.nodes[0].url, "browser-meet", "pia")
+    try:
+        await publisher.publish("camera", video=ColourVideoTrack(RED, width=160, height=120))
+        host = app.cluster.node(publisher.server)
+        wrong = next(n for n in app.cluster.nodes if n is not host)
+        fields = {"app_id": app.app_id, "room": "browser-meet", "user": "bea", "app_key": app.app_key}
+        # The page comes from the wrong node; plain http on a bridge address is made a secure context (the
+        # SDK signs with WebCrypto, and asks for the fake camera).
+        origins = ",".join(n.url for n in app.cluster.nodes)
+        async with Chromium(tmp_path / "bea", [f"--unsafely-treat-insecure-origin-as-secure={origins}"]) as browser:
+            page = await browser.open(f"{wrong.url}/demo#{urlencode(fields)}")
+            await page.evaluate("document.getElementById('join').click()")
+            status = await page.wait_for(
+                "['joined', 'failed'].includes(window.emberDemo.status) && window.emberDemo.status", 30
+            )
+            assert status == "joined", await page.evaluate("window.emberDemo.error")
+            assert await page.evaluate("window.emberDemo.room.server") == host.url
+            redirects = await page.evaluate("window.emberDemo.room.redirects.map((r) => r.node_id)")
+            assert redirects == [host.node_id]
+            # In the publisher's room: it receives pia's camera and decodes it.
+            await page.wait_for("window.emberDemo.room.framesDecoded().then((n) => n > 10)", 30)
+            assert "bea" in publisher.participants
+    finally:
+        await publisher.leave()
 
 
 async def test_every_node_says_who_answered_and_status_drops_a_killed_node(app: ClusterApp) -> None:
