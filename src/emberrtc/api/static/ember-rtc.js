@@ -17,6 +17,8 @@
 //   await room.leave();
 //
 // By default the room subscribes to every stream of every other participant (autoSubscribe).
+// In a cluster, a node that does not host the room answers the join with "redirect": join() follows it to
+// the node that does (room.server, room.redirects), so the page may come from any node.
 // Signing with the app key in the browser (signJoin / the appKey option) is for development only: it
 // puts the key in the page. Production apps sign joins on their own server and hand the browser only
 // ctime and signature.
