@@ -397,9 +397,11 @@ def test_cluster_mode_on_sqlite_is_refused_at_start(tmp_path: Path) -> None:
     assert not (tmp_path / "ember.db").exists()  # refused before anything was made
 
 
-def test_cluster_status_needs_a_redis_url() -> None:
+def test_cluster_status_needs_a_redis_url_that_answers() -> None:
     r = ember("cluster", "status")
     assert r.returncode == 2 and "EMBER_REDIS_URL" in r.stderr and "Traceback" not in r.stderr
+    r = ember("cluster", "status", "--redis-url", f"redis://127.0.0.1:{free_port()}/0")
+    assert r.returncode == 2 and "the cluster's Redis does not answer" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_secrets_from_a_file_or_standard_input_into_a_private_data_folder(tmp_path: Path) -> None:

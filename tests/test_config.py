@@ -70,9 +70,10 @@ def test_cluster_mode_needs_postgresql_and_a_public_url() -> None:
 
 
 def test_node_id_defaults_to_the_host_name_and_is_checked() -> None:
+    import re
     import socket
 
-    assert Settings().node_id == socket.gethostname()[:64]
+    assert Settings().node_id == re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:64]
     for bad in ("a b", "x" * 65, "n/1"):
         with pytest.raises(ValueError, match="node_id"):
             Settings().with_env({"EMBER_NODE_ID": bad})
