@@ -397,6 +397,24 @@ def test_cluster_mode_on_sqlite_is_refused_at_start(tmp_path: Path) -> None:
     assert not (tmp_path / "ember.db").exists()  # refused before anything was made
 
 
+def test_cluster_node_whose_redis_does_not_answer_is_refused_at_start(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
+    env.update(
+        {
+            "EMBER_REDIS_URL": f"redis://:redis-secret@127.0.0.1:{free_port()}/0",
+            "EMBER_DATABASE_URL": "postgresql://ember@127.0.0.1:1/never-reached",
+            "EMBER_PUBLIC_URL": "http://10.0.0.1:8080",
+            "EMBER_MEDIA_ENABLED": "false",
+        }
+    )
+    data = tmp_path / "data"
+    r = subprocess.run([EMBER, "serve", "--data-dir", str(data)], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "the cluster's Redis at 127.0.0.1:" in r.stderr and "does not answer" in r.stderr
+    assert "redis-secret" not in r.stderr
+    assert not data.exists()  # refused before anything was made
+
+
 def test_cluster_status_needs_a_redis_url_that_answers() -> None:
     r = ember("cluster", "status")
     assert r.returncode == 2 and "EMBER_REDIS_URL" in r.stderr and "Traceback" not in r.stderr

@@ -187,7 +187,18 @@ async def _serve(args: argparse.Namespace) -> None:
         except JanusNotInstalledError as exc:
             print(f"ember: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
+    if settings.cluster_mode:
+        from emberrtc.cluster.node import check_reachable
+
+        await check_reachable(settings)  # before anything is made: a clear refusal (main prints it)
     services = await build(settings)
+    if services.cluster is not None:
+        try:
+            # Before listening: a node ID another live node holds is refused here, with its reason.
+            await services.cluster.start()
+        except EmberError:
+            await services.db.close()
+            raise
     _CleanExitServer = _clean_exit_server()
     app = create_app(services)
     # log_config=None: uvicorn's loggers go through the root handler and its URL masking (main()), like
