@@ -15,8 +15,10 @@ from urllib.parse import urlencode
 import asyncpg
 import httpx
 import pytest
+from redis.asyncio import Redis
 
 from emberrtc.client import ColourVideoTrack, RoomClient, ToneAudioTrack
+from emberrtc.cluster.keyspace import Keyspace
 from tests.media.media_checks import assert_colour, video_report, with_deadline
 from tests.support.cluster import SERVICES_IP, Cluster
 from tests.support.waiting import until
@@ -36,13 +38,24 @@ class ClusterApp:
         return await RoomClient.join(via, app_id=self.app_id, room_id=room, user_id=user, app_key=self.app_key)
 
     async def idle(self) -> None:
-        """Wait until every node's heartbeat says it hosts nobody (what earlier tests left is gone)."""
+        """Wait until every node's heartbeat says it hosts nobody and no placement is still counted as load
+        (what earlier tests left is gone), so that placement starts from even loads."""
 
         def quiet() -> bool:
             nodes = self.cluster.status()
             return len(nodes) == len(self.cluster.nodes) and all(n["participants"] == 0 for n in nodes)
 
         await until(lambda: asyncio.to_thread(quiet), within=20, what="the nodes to host nobody")
+        redis = Redis.from_url(f"redis://{SERVICES_IP}:6379/0", decode_responses=True)
+        try:
+            keys = Keyspace("ember")
+
+            async def settled() -> bool:
+                return not any([await redis.zcard(keys.placing(n.node_id)) for n in self.cluster.nodes])
+
+            await until(settled, within=20, what="recent placements to age out")
+        finally:
+            await redis.aclose()
 
     async def running_runs(self, room_id: str) -> list[asyncpg.Record]:
         conn = await asyncpg.connect(f"postgresql://postgres@{SERVICES_IP}:5432/ember", timeout=5)

@@ -52,7 +52,7 @@ redis.call('SADD', KEYS[2], ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[4]))
-if #ARGV > pairs_end then redis.call('ZREM', KEYS[3], unpack(ARGV, pairs_end + 1)) end
+for i = pairs_end + 1, #ARGV do redis.call('ZREM', KEYS[3], ARGV[i]) end
 return 1
 """
 
