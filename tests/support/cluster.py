@@ -7,8 +7,9 @@ machine's own PostgreSQL and Redis are out of reach of the nodes. Janus ignores 
 (DESIGN.md), so each node's Janus gathers on its namespace's bridge address, as on a machine of its own.
 
     with Cluster.start(tmp_path, nodes=3) as cluster:
-        tenant = cluster.create_tenant("acme", "password-1")
-        cluster.nodes[0].url  # http://10.78.0.11:8080
+        cluster.ember("tenant", "create", "acme", "--password", "password-1")  # on the cluster's database
+        cluster.nodes[0].url  # http://10.78.0.11:8080, node-1
+        cluster.status()  # ember cluster status --json: the live nodes
         cluster.kill9(cluster.nodes[2])
 
 Needs root (``ip netns``), ``/usr/lib/postgresql/*/bin/{initdb,postgres}`` (run as the ``postgres`` user
@@ -226,6 +227,8 @@ class Cluster:
                     break
                 except (OSError, asyncpg.PostgresError):
                     await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(f"PostgreSQL does not accept logins (see {self.root / 'postgres.log'})")
             try:
                 await conn.execute("CREATE DATABASE ember")
             finally:
