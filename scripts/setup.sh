@@ -48,6 +48,9 @@ ember_setup() {
     # nginx + libnginx-mod-rtmp: a real RTMP server on loopback for the RTMP push tests
     # (tests/support/rtmp_server.py runs its own nginx from a temp folder; the system service is not used).
     ember_apt_install nginx libnginx-mod-rtmp
+    # postgresql + redis-server: the API suite's database, the cluster's Redis, and the server binaries the
+    # cluster harness (tests/support/cluster.py) starts in a namespace of its own.
+    ember_apt_install postgresql redis-server
   fi
   ember_venv "$what"
 }

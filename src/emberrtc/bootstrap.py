@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from emberrtc.api.ratelimit import RateLimiter
+from emberrtc.cluster.node import ClusterNode, connect
 from emberrtc.config import Settings, listens_on_loopback_only, outbound_allow_list
 from emberrtc.domain.app import AppService
 from emberrtc.domain.clock import Clock, SystemClock
@@ -74,10 +75,16 @@ class Services:
     #: Where record callbacks and RTMP pushes may go (``EMBER_OUTBOUND_ALLOW``), checked when a URL is saved
     #: and at every delivery.
     outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
+    #: This node as a member of a cluster (``settings.redis_url``); None on a single node.
+    cluster: ClusterNode | None = None
 
     async def start(self) -> None:
         """Begin background work (the job supervisor, Janus); the schema is already migrated."""
-        # Rooms live in this process: whatever a previous run left open ended with it.
+        if self.cluster is not None:
+            # First: a second process with a live node's ID is refused before it closes that node's rooms.
+            await self.cluster.start()
+        # Rooms live in this process: whatever a previous run left open ended with it (in a cluster, the
+        # runs of this node only).
         await self.room_sessions.recover()
         # Recordings of the previous run: its workers' last files are stored and reported, then its
         # unfinished jobs wait for their media to resume.
@@ -94,6 +101,9 @@ class Services:
             self.stats_janus.start()
 
     async def close(self) -> None:
+        if self.cluster is not None:
+            # Out of the cluster first: no room is placed here any more.
+            await self.cluster.close()
         # No new job starts; running ones finish their files (reported to the outputs) and stay resumable.
         await self.supervisor.stop()
         await self.jobs.close()
@@ -196,6 +206,9 @@ async def build(
     )
     if engine is not None:
         engine.attach(jobs)
+    cluster = None
+    if settings.cluster_mode:
+        cluster = ClusterNode(settings, connect(settings), plane.hosted if plane is not None else dict)
     locator = RegionLocator(Path(settings.ip_database) if settings.ip_database else None)
     collector = StatsCollector(StatsWriter(db), clock, locator)
     return Services(
@@ -218,7 +231,7 @@ async def build(
         rate_limiter=RateLimiter(settings.rate_limits, clock, settings.rate_limits_enabled),
         signin_limiter=RateLimiter(settings.signin_limits, clock),
         supervisor=JobSupervisor(jobs, settings.job_tick),
-        room_sessions=RoomSessionService(db, box, clock),
+        room_sessions=RoomSessionService(db, box, clock, node_id=settings.node_id if cluster else None),
         storage=storage,
         outputs=outputs,
         usage=UsageService(db),
@@ -229,6 +242,7 @@ async def build(
         outbound=outbound,
         recorder=engine,
         media_source=source,
+        cluster=cluster,
         stats_janus=None
         if plane is None
         else JanusStatsPoller(

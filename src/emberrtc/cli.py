@@ -9,6 +9,7 @@
     ember credential revoke AK [--json] [--data-dir DIR]
     ember token revoke (--user NAME [--tenant NAME] | --tenant NAME) [--json] [--data-dir DIR]
     ember usage --app-id APP [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--json] [--data-dir DIR]
+    ember cluster status [--redis-url URL] [--cluster-name NAME] [--json]
     ember bot --server URL --app-id ID (--app-key KEY | --app-key-file FILE|-) --room ROOM --user USER [...]
 
 The database is SQLite in the data folder unless ``EMBER_DATABASE_URL`` names another (PostgreSQL).
@@ -194,6 +195,37 @@ async def _token_revoke(args: argparse.Namespace) -> None:
     _emit(args, data, f"{done.revoked} unexpired token(s) of {whose} revoked; signing in again gives a new one")
 
 
+async def _cluster_status(args: argparse.Namespace) -> None:
+    import time
+
+    from redis.asyncio import Redis
+
+    from emberrtc.cluster.keyspace import Keyspace
+    from emberrtc.cluster.presence import live_nodes
+
+    url = args.redis_url or os.environ.get("EMBER_REDIS_URL", "")
+    if not url:
+        print("ember: no cluster: give --redis-url or set EMBER_REDIS_URL", file=sys.stderr)
+        raise SystemExit(2)
+    name = args.cluster_name or os.environ.get("EMBER_CLUSTER_NAME") or "ember"
+    redis = Redis.from_url(url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        nodes = await live_nodes(redis, Keyspace(name))
+    finally:
+        await redis.aclose()
+    data = {"cluster_name": name, "nodes": [n.as_json() for n in nodes]}
+    now = time.time()
+    head = ("node", "public_url", "participants", "rooms", "workers", "cpu%", "seen")
+    lines = ["{:<20}  {:<32}  {:>12}  {:>5}  {:>7}  {:>5}  {:>5}".format(*head)]
+    lines += [
+        f"{n.node_id:<20}  {n.public_url:<32}  {n.load.participants:>12}  {n.load.rooms:>5}  "
+        f"{n.load.recording_workers:>7}  {n.load.cpu:>5.1f}  {max(0.0, now - n.heartbeat_at):>4.1f}s"
+        for n in nodes
+    ]
+    lines.append(f"{len(nodes)} live node(s) in cluster {name}")
+    _emit(args, data, "\n".join(lines))
+
+
 async def _usage(args: argparse.Namespace) -> None:
     from emberrtc.bootstrap import build
 
@@ -269,7 +301,18 @@ async def _serve(args: argparse.Namespace) -> None:
         except JanusNotInstalledError as exc:
             print(f"ember: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
+    if settings.cluster_mode:
+        from emberrtc.cluster.node import check_reachable
+
+        await check_reachable(settings)  # before anything is made: a clear refusal (main prints it)
     services = await build(settings)
+    if services.cluster is not None:
+        try:
+            # Before listening: a node ID another live node holds is refused here, with its reason.
+            await services.cluster.start()
+        except EmberError:
+            await services.db.close()
+            raise
     _CleanExitServer = _clean_exit_server()
     app = create_app(services)
     # log_config=None: uvicorn's loggers go through the root handler and its URL masking (main()), like
@@ -585,6 +628,20 @@ def parser() -> argparse.ArgumentParser:
     usage.add_argument("--json", action="store_true", help="print JSON")
     data_dir(usage)
     usage.set_defaults(run=_usage)
+
+    cluster = sub.add_parser("cluster", help="a cluster of Ember nodes (EMBER_REDIS_URL)").add_subparsers(
+        dest="action", required=True
+    )
+    cs = cluster.add_parser(
+        "status",
+        help="list the cluster's live nodes and their load",
+        description="List the live nodes of the cluster (those heard from within EMBER_CLUSTER_NODE_TTL, 10 s) "
+        "with their load from their last heartbeat: participants and rooms they host, recording workers, CPU.",
+    )
+    cs.add_argument("--redis-url", help="the cluster's Redis (default: $EMBER_REDIS_URL)")
+    cs.add_argument("--cluster-name", help="the cluster's name (default: $EMBER_CLUSTER_NAME or ember)")
+    cs.add_argument("--json", action="store_true", help="print JSON")
+    cs.set_defaults(run=_cluster_status)
 
     bot = sub.add_parser(
         "bot",

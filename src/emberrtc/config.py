@@ -6,6 +6,8 @@ Every field is documented where it is declared.
 from __future__ import annotations
 
 import os
+import re
+import socket
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -84,6 +86,15 @@ def public_url_parts(url: str) -> tuple[str, str]:
     except ValueError:
         raise ValueError(f"public_url: {url!r} has a bad port") from None
     return parts.scheme, parts.hostname
+
+
+_NODE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _host_node_id() -> str:
+    """The host name, cut to what a node ID may hold."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:64]
+    return name or "node"
 
 
 @dataclass(frozen=True)
@@ -259,6 +270,23 @@ class Settings:
     #: How long (seconds) a ``download_url`` stays valid: the signed local link, or the S3 presigned URL
     #: (SigV4 allows at most 7 days).
     download_url_ttl: int = 7 * 24 * 3600
+    # --- cluster (cluster/; docs/scaling.md) -------------------------------------------------------------
+    #: Redis URL (``redis://host:6379/0``). Set, this node is one of a cluster sharing this Redis and the
+    #: PostgreSQL at ``database_url`` (required: SQLite is refused): nodes register there with their load,
+    #: and each room is placed on one node, where its clients are sent. Empty: one node on its own, as
+    #: always. ``EMBER_REDIS_URL``.
+    redis_url: str = ""
+    #: This node's name in the cluster: letters, digits, ``.``, ``_``, ``-`` (at most 64). Empty: the host
+    #: name. Two live nodes cannot share one. ``EMBER_NODE_ID``.
+    node_id: str = ""
+    #: Names the cluster's keys in Redis (``ember:{cluster_name}:...``), so several clusters can share one
+    #: Redis. ``EMBER_CLUSTER_NAME``.
+    cluster_name: str = "ember"
+    #: Seconds between a node's heartbeats (its load, in Redis), and after which a node not heard from is
+    #: dead (its Redis registration expires). ``EMBER_CLUSTER_HEARTBEAT``, ``EMBER_CLUSTER_NODE_TTL``.
+    cluster_heartbeat: float = 2.0
+    cluster_node_ttl: float = 10.0
+
     #: HMAC key signing local download links. Empty: ``download.key`` in ``data_dir``, created on first use.
     #: Give it explicitly (``EMBER_DOWNLOAD_URL_KEY``) when several nodes serve the same files.
     download_url_key: str = ""
@@ -331,9 +359,45 @@ class Settings:
             )
         if self.public_url:
             public_url_parts(self.public_url)  # raises ValueError saying what is wrong
+
+        if not self.node_id:
+            object.__setattr__(self, "node_id", _host_node_id())
+        if not _NODE_ID.fullmatch(self.node_id):
+            raise ValueError(f"node_id must be 1-64 letters, digits, '.', '_' or '-', not {self.node_id!r}")
+        if not _NODE_ID.fullmatch(self.cluster_name):
+            raise ValueError(f"cluster_name must be 1-64 letters, digits, '.', '_' or '-', not {self.cluster_name!r}")
+        if self.redis_url:
+            self._check_cluster()
         if not 5 <= self.auto_record_max_idle_time <= 43200:
             # the range of max_idle_time in the API (spec Table 4-26)
             raise ValueError(f"auto_record_max_idle_time must be 5-43200 seconds, not {self.auto_record_max_idle_time}")
+
+    def _check_cluster(self) -> None:
+        """A cluster needs what every node shares (PostgreSQL) and what each must say of itself."""
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("redis_url must be a redis://, rediss:// or unix:// URL")
+        scheme = self.database_url.partition(":")[0].partition("+")[0]
+        if scheme not in ("postgresql", "postgres"):
+            raise ValueError(
+                "cluster mode (EMBER_REDIS_URL) needs EMBER_DATABASE_URL on PostgreSQL: every node shares the "
+                "database, and SQLite is one machine's file"
+                + ("" if not self.database_url else f" (the database URL's scheme is {scheme!r})")
+            )
+        if not self.public_url.startswith(("http://", "https://")):
+            raise ValueError(
+                "cluster mode (EMBER_REDIS_URL) needs EMBER_PUBLIC_URL, this node's http(s):// URL as clients "
+                "reach it: clients of a room this node hosts are sent there"
+            )
+        if not 0 < self.cluster_heartbeat < self.cluster_node_ttl:
+            raise ValueError(
+                f"cluster_heartbeat ({self.cluster_heartbeat}) must be positive and below cluster_node_ttl "
+                f"({self.cluster_node_ttl})"
+            )
+
+    @property
+    def cluster_mode(self) -> bool:
+        """Is this node part of a cluster (``redis_url`` set)?"""
+        return bool(self.redis_url)
 
     def with_env(self, env: dict[str, str] | None = None) -> Settings:
         """Apply ``EMBER_*`` variables (``EMBER_DATA_DIR``, ``EMBER_DATABASE_URL``, ``EMBER_MAX_APPS``, ...)."""

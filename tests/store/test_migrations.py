@@ -174,3 +174,43 @@ async def test_storage_revision_gives_pending_uploads_their_project(url: str) ->
 
     assert await on_connection(url, read) == {"u1": "p" * 32, "u2": None}
     assert await on_connection(url, _differences) == []
+
+
+def test_nodes_starting_together_migrate_one_after_the_other(tmp_path: Path) -> None:
+    """Cluster nodes started at once on an empty PostgreSQL database: every one starts (no duplicate
+    ``CREATE TABLE``), and the schema is the models'."""
+    import asyncio
+
+    from emberrtc.store.database import Database
+
+    async def start_together(url: str) -> list[Any]:
+        nodes = [Database(url) for _ in range(3)]
+        try:
+            # Bounded: without the lock, racing migrations fail or wait on each other forever.
+            await asyncio.wait_for(asyncio.gather(*(db.migrate() for db in nodes)), 60)
+        finally:
+            for db in nodes:
+                await db.close()
+        return await on_connection(url, _differences)
+
+    with database_url("postgres", tmp_path) as url:
+        assert asyncio.run(start_together(url)) == []
+
+
+async def test_cluster_revision_adds_the_rooms_node(url: str) -> None:
+    db = await open_database(url)
+    await db.close()
+
+    def columns(conn: Connection) -> list[str]:
+        return [c["name"] for c in inspect(conn).get_columns("rooms")]
+
+    assert "node_id" in await on_connection(url, columns)
+
+    def down(conn: Connection) -> list[str]:
+        command.downgrade(alembic_config(conn), "0006")
+        return columns(conn)
+
+    assert "node_id" not in await on_connection(url, down)
+    db = await open_database(url)
+    await db.close()
+    assert "node_id" in await on_connection(url, columns)

@@ -1071,6 +1071,10 @@ class JanusMediaPlane:
         room = self._rooms.get((app_id, room_id))
         return room is not None and bool(room.participants)
 
+    def hosted(self) -> dict[tuple[str, str], int]:
+        """The rooms this plane holds with anybody in them: ``(app_id, room_id)`` -> participants."""
+        return {key: len(room.participants) for key, room in self._rooms.items() if room.participants}
+
     def participants(self, app_id: str, room_id: str) -> list[str]:
         """User IDs of the room's participants."""
         room = self._rooms.get((app_id, room_id))

@@ -260,6 +260,7 @@ class Room(Base):
             sqlite_where=text("state = 'RUNNING'"),
             postgresql_where=text("state = 'RUNNING'"),
         ),
+        Index("ix_rooms_node_running", "node_id", "state"),
     )
 
     room_uid: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -274,6 +275,8 @@ class Room(Base):
     #: The rule of ``AUTO_INDIVIDUAL_RECORD`` when this run started (spec 4.6: only rooms created after the
     #: setting are recorded automatically); None when automatic recording was off.
     auto_record_rule_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    #: In cluster mode the node (``EMBER_NODE_ID``) whose media plane holds this run; None on a single node.
+    node_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class RoomSession(Base):
