@@ -226,13 +226,18 @@ class Presence:
         self._task = asyncio.create_task(self._run(), name="cluster-heartbeat")
 
     async def _run(self) -> None:
-        while True:
+        me = asyncio.current_task()
+        # redis-py can swallow a cancellation that lands in the middle of a command (the command then
+        # completes normally): the loop checks for a requested stop itself, or the heartbeat would go on.
+        while me is None or not me.cancelling():
             try:
                 await self.beat()
             except (RedisError, OSError) as exc:
                 log.warning("cluster heartbeat of node %s failed: %s", self.node_id, exc)
             except Exception:
                 log.exception("cluster heartbeat of node %s failed", self.node_id)
+            if me is not None and me.cancelling():
+                break
             await asyncio.sleep(self.heartbeat)
 
     async def stop(self) -> None:
