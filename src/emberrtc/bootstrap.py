@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from emberrtc.api.ratelimit import RateLimiter
-from emberrtc.config import Settings
+from emberrtc.config import Settings, port_range
 from emberrtc.domain.app import AppService
 from emberrtc.domain.clock import Clock, SystemClock
 from emberrtc.domain.job import JobService, JobSupervisor
@@ -19,8 +21,12 @@ from emberrtc.domain.room_session import RoomSessionService
 from emberrtc.domain.secrets import SecretBox
 from emberrtc.domain.tenant import TenantService
 from emberrtc.domain.usage import UsageService
+from emberrtc.media.ice_interfaces import usable_addresses
 from emberrtc.media.plane import JanusMediaPlane
 from emberrtc.media.recording_source import PlaneMediaSource
+from emberrtc.media.turn_config import TurnConfig
+from emberrtc.media.turn_credentials import IceServers, load_turn_secret, parse_turn_urls
+from emberrtc.media.turn_process import TurnProcess
 from emberrtc.recording.outputs import RecordingOutputs
 from emberrtc.recording.supervisor import RecordingSupervisor
 from emberrtc.stats.collector import StatsCollector
@@ -66,9 +72,15 @@ class Services:
     media_source: PlaneMediaSource | None = None
     #: The SFU's statistics of every leg (polled from Janus's admin API) when there is a media plane.
     stats_janus: JanusStatsPoller | None = None
+    #: The TURN relay clients are handed at join (none: ``IceServers(())``), set by :meth:`start`.
+    ice_servers: IceServers = field(default_factory=lambda: IceServers(()))
+    #: The embedded relay (``EMBER_TURN=embedded``) supervised with the server.
+    turn_relay: TurnProcess | None = None
 
     async def start(self) -> None:
-        """Begin background work (the job supervisor, Janus); the schema is already migrated."""
+        """Begin background work (the job supervisor, Janus, the TURN relay); the schema is already migrated."""
+        # Here, not in build(): the CLI's other commands build services too, and need no relay.
+        self.ice_servers, self.turn_relay = turn_from_settings(self.settings)
         # Rooms live in this process: whatever a previous run left open ended with it.
         await self.room_sessions.recover()
         # Recordings of the previous run: its workers' last files are stored and reported, then its
@@ -78,6 +90,9 @@ class Services:
         await self.jobs.recover()
         if self.plane is not None:
             await self.plane.start()
+        if self.turn_relay is not None:
+            await self.turn_relay.start()
+            logging.getLogger(__name__).info("TURN relay for clients: %s", ", ".join(self.ice_servers.urls))
         self.supervisor.start()
         self.outputs.start()
         self.stats_collector.writer.start()
@@ -98,6 +113,8 @@ class Services:
             await self.stats_janus.stop()
         await self.stats_rollup.stop()
         await self.stats_collector.writer.stop()
+        if self.turn_relay is not None:
+            await self.turn_relay.stop()
         if self.plane is not None:
             await self.plane.stop()
         await self.db.close()
@@ -106,6 +123,59 @@ class Services:
 def _public_host(settings: Settings) -> str:
     """The host name clients reach this server by (``public_url``'s, else the listening address)."""
     return urlsplit(settings.public_url).hostname or settings.host if settings.public_url else settings.host
+
+
+def turn_from_settings(settings: Settings) -> tuple[IceServers, TurnProcess | None]:
+    """The ICE servers handed to clients and, with ``EMBER_TURN=embedded``, the relay to run.
+
+    Raises ``ValueError`` saying what to set when the configuration cannot work."""
+    if settings.turn_urls:
+        secret = load_turn_secret(settings.turn_secret, settings.turn_secret_file, None)
+        return IceServers(parse_turn_urls(settings.turn_urls), secret, settings.turn_credential_ttl), None
+    if settings.turn != "embedded":
+        return IceServers(()), None
+    single = _single_ip(settings.media_ip)
+    # The relay sends only to Janus: the addresses it gathers candidates on, and the public ones its
+    # candidates are mapped to behind 1:1 NAT (EMBER_MEDIA_PUBLIC_IP, where the server has it).
+    peers = [c.ip.split("%")[0] for c in usable_addresses(settings.media_ip)]
+    public = getattr(settings, "media_public_ip", "")
+    peers += [p.strip() for p in str(public).split(",") if p.strip()]
+    if not peers:
+        raise ValueError("EMBER_TURN=embedded: Janus has no media address the relay could send to; set EMBER_MEDIA_IP")
+    host = settings.turn_host or single or (_public_host(settings) if settings.public_url else "")
+    if not host or host in ("0.0.0.0", "::") or _is_loopback(host):
+        raise ValueError(
+            "EMBER_TURN=embedded: say how clients reach the relay: set EMBER_TURN_HOST to this server's "
+            "public name or address (or EMBER_MEDIA_IP to one address)"
+        )
+    cert = settings.turn_tls_cert or str(getattr(settings, "tls_cert", ""))
+    key = settings.turn_tls_key or str(getattr(settings, "tls_key", ""))
+    config = TurnConfig(
+        secret=load_turn_secret(settings.turn_secret, settings.turn_secret_file, settings.data_dir),
+        allowed_peers=tuple(dict.fromkeys(peers)),
+        port=settings.turn_port,
+        tls_port=settings.turn_tls_port,
+        relay_ports=port_range(settings.turn_relay_ports, "turn_relay_ports"),
+        relay_ip=single,
+        tls_cert=Path(cert).absolute() if cert else None,
+        tls_key=Path(key).absolute() if key else None,
+    )
+    relay = TurnProcess(config, settings.data_dir / "turn", binary=settings.turn_binary)
+    return IceServers(config.urls(host), config.secret, settings.turn_credential_ttl), relay
+
+
+def _single_ip(media_ip: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(media_ip.strip()))
+    except ValueError:
+        return None
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def database_url(settings: Settings) -> str:

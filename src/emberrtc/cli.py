@@ -238,6 +238,7 @@ async def _serve(args: argparse.Namespace) -> None:
         except JanusNotInstalledError as exc:
             print(f"ember: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
+    _check_turn(settings)
     services = await build(settings)
     _CleanExitServer = _clean_exit_server()
     app = create_app(services)
@@ -247,6 +248,23 @@ async def _serve(args: argparse.Namespace) -> None:
     logging.getLogger(__name__).info("Ember data folder: %s", settings.data_dir)
     _tune_gc()
     await _CleanExitServer(config).serve()
+
+
+def _check_turn(settings: Settings) -> None:
+    """Refuse to start, saying what to set or install, when the TURN relay's configuration cannot work."""
+    from emberrtc.bootstrap import turn_from_settings
+    from emberrtc.media.turn_process import TurnNotInstalledError, TurnProcess
+
+    try:
+        if settings.turn == "embedded":
+            TurnProcess.check_installed(settings.turn_binary)
+        turn_from_settings(settings)
+    except TurnNotInstalledError as exc:
+        print(f"ember: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except ValueError as exc:
+        print(f"ember: bad configuration: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _tune_gc() -> None:
