@@ -10,6 +10,8 @@ Janus's address to Janus only. Nothing leaves loopback and the namespaces this r
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
 import json
 import os
 import re
@@ -49,6 +51,13 @@ SECRET = "test-shared-secret"
 #: The relay-only tests' own relay (the module's Ember runs one on 3478 meanwhile).
 RELAY = (PEER_IP, 3479)
 CLIENT_SIDE, SERVER_SIDE = "10.78.0.2", "10.78.0.1"
+#: The test CA of the module's relay certificate (set by the turn_server fixture).
+CA_FILE: list[Path] = []
+UDP_URL, TCP_URL, TLS_URL = (
+    f"turn:{PEER_IP}:3478?transport=udp",
+    f"turn:{PEER_IP}:3478?transport=tcp",
+    f"turns:{PEER_IP}:5349?transport=tcp",
+)
 
 
 def _ip(*args: str) -> None:
@@ -80,9 +89,52 @@ def client_namespace(nft_rules: str) -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", name], check=False)  # takes the veth pair with it
 
 
+def make_certificate(folder: Path, ip: str) -> tuple[Path, Path, Path]:
+    """A test CA (``ca.pem``) and a server certificate for ``ip`` it signed: (CA, certificate, key) files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Ember TURN test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ip)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = folder / "ca.pem", folder / "relay.pem", folder / "relay.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return paths
+
+
 def run_peers(namespace: str, app: MediaApp, room: str) -> dict[str, Any]:
-    """Two Python clients calling each other from ``namespace`` (tests/media/turn_peers.py)."""
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}
+    """Two Python clients calling each other from ``namespace`` (tests/media/turn_peers.py), trusting the
+    test CA that signed the relay's TLS certificate."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "SSL_CERT_FILE": str(CA_FILE[0])}
     result = subprocess.run(
         ["ip", "netns", "exec", namespace, sys.executable, "-m", "tests.media.turn_peers"]
         + [app.server.url, app.app_id, app.app_key, room],
@@ -100,6 +152,8 @@ def run_peers(namespace: str, app: MediaApp, room: str) -> dict[str, Any]:
 def turn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     """Ember with Janus on 10.77.0.1 and its embedded relay reached at 10.77.0.2, listening on 10.77.0.2."""
     data_dir = tmp_path_factory.mktemp("ember-turn")
+    ca, cert, key = make_certificate(tmp_path_factory.mktemp("tls"), PEER_IP)
+    CA_FILE[:] = [ca]
     settings = replace(
         make_settings(data_dir),
         media_enabled=True,
@@ -107,6 +161,8 @@ def turn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThre
         turn="embedded",
         turn_host=PEER_IP,
         turn_relay_ports="50000-50999",
+        turn_tls_cert=str(cert),
+        turn_tls_key=str(key),
     )
     server = ServerThread(settings, host=PEER_IP).start()
     try:
@@ -129,7 +185,7 @@ def _relay_log(server: ServerThread) -> str:
     return server.services.turn_relay.log_path.read_text(errors="replace")
 
 
-def _assert_relayed(result: dict[str, Any], transport: str) -> None:
+def _assert_relayed(result: dict[str, Any], url: str) -> None:
     assert_colour(tuple(result["received"]["alice"]), (30, 60, 220))  # bob's camera
     assert_colour(tuple(result["received"]["bob"]), (220, 30, 30))  # alice's
     # Every PeerConnection's media went through the relay: its local candidate is the relayed one.
@@ -137,7 +193,7 @@ def _assert_relayed(result: dict[str, Any], transport: str) -> None:
     for name, pair in result["pairs"].items():
         assert pair is not None and pair["local"] == "relay", (name, pair)
     for urls in result["chosen"].values():
-        assert urls == [f"turn:{PEER_IP}:3478?transport={transport}"], result["chosen"]
+        assert urls == [url], result["chosen"]
 
 
 async def _wait_peer_usage(server: ServerThread, username: str) -> list[tuple[int, int]]:
@@ -163,12 +219,20 @@ async def test_join_answer_hands_out_the_relay_with_a_time_limited_credential(tu
     )
     try:
         [server] = client.ice_servers
-        assert server["urls"] == [f"turn:{PEER_IP}:3478?transport=udp", f"turn:{PEER_IP}:3478?transport=tcp"]
+        assert server["urls"] == [UDP_URL, TCP_URL, TLS_URL]
         expiry, user = server["username"].split(":")
         assert user == client.session_id
         assert before + 24 * 3600 <= int(expiry) <= int(time.time()) + 24 * 3600
-        # The credential is the relay's: it grants an allocation.
-        assert await probe_turn(server["urls"][0], server["username"], server["credential"])
+        # The credential is the relay's: it grants an allocation over UDP, TCP and TLS (trusting the test CA).
+        assert await probe_turn(UDP_URL, server["username"], server["credential"])
+        assert await probe_turn(TCP_URL, server["username"], server["credential"])
+        os.environ["SSL_CERT_FILE"] = str(CA_FILE[0])
+        try:
+            assert await probe_turn(TLS_URL, server["username"], server["credential"])
+        finally:
+            del os.environ["SSL_CERT_FILE"]
+        # Not with a credential made up by the client.
+        assert not await probe_turn(UDP_URL, server["username"], "forged", within=5)
     finally:
         await client.leave()
 
@@ -181,7 +245,7 @@ async def test_clients_that_cannot_reach_janus_by_udp_call_through_the_relay(
         dropped = await asyncio.to_thread(
             subprocess.run, ["ip", "netns", "exec", ns, "nft", "list", "ruleset"], capture_output=True, text=True
         )
-    _assert_relayed(result, "udp")
+    _assert_relayed(result, UDP_URL)
     # The firewall did drop direct attempts (ICE checks to Janus's host candidates): the rule had work to do.
     packets = re.search(r"counter packets (\d+)", dropped.stdout)
     assert packets is not None and int(packets[1]) > 0, dropped.stdout
@@ -198,7 +262,18 @@ async def test_with_udp_blocked_entirely_turn_over_tcp_carries_the_call(
 ) -> None:
     with client_namespace("meta l4proto udp drop") as ns:
         result = await asyncio.to_thread(run_peers, ns, turn_app, "relayed-tcp")
-    _assert_relayed(result, "tcp")
+    _assert_relayed(result, TCP_URL)
+    for name, username in result["usernames"].items():
+        usage = await _wait_peer_usage(turn_server, username)
+        assert max(sb for _, sb in usage) > 20_000 and max(rb for rb, _ in usage) > 20_000, (name, usage)
+
+
+async def test_where_only_tls_passes_turn_over_tls_carries_the_call(
+    turn_server: ServerThread, turn_app: MediaApp
+) -> None:
+    with client_namespace("meta l4proto udp drop; tcp dport 3478 drop") as ns:
+        result = await asyncio.to_thread(run_peers, ns, turn_app, "relayed-tls")
+    _assert_relayed(result, TLS_URL)
     for name, username in result["usernames"].items():
         usage = await _wait_peer_usage(turn_server, username)
         assert max(sb for _, sb in usage) > 20_000 and max(rb for rb, _ in usage) > 20_000, (name, usage)
