@@ -89,6 +89,20 @@ def client_namespace(nft_rules: str) -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", name], check=False)  # takes the veth pair with it
 
 
+@contextmanager
+def firewall_here(nft_rules: str) -> Iterator[None]:
+    """``nft_rules`` (the body of an output chain) in this namespace, for the block's duration."""
+    rules = (
+        "table inet embertesthere {\n  chain out {\n    type filter hook output priority 0; policy accept;\n"
+        f"    {nft_rules}\n  }}\n}}\n"
+    )
+    subprocess.run(["nft", "-f", "-"], input=rules.encode(), check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["nft", "delete", "table", "inet", "embertesthere"], check=False)
+
+
 def make_certificate(folder: Path, ip: str) -> tuple[Path, Path, Path]:
     """A test CA (``ca.pem``) and a server certificate for ``ip`` it signed: (CA, certificate, key) files."""
     from cryptography import x509
@@ -277,6 +291,65 @@ async def test_where_only_tls_passes_turn_over_tls_carries_the_call(
     for name, username in result["usernames"].items():
         usage = await _wait_peer_usage(turn_server, username)
         assert max(sb for _, sb in usage) > 20_000 and max(rb for rb, _ in usage) > 20_000, (name, usage)
+
+
+async def test_browser_sdk_takes_the_relay_from_the_join_answer(turn_app: MediaApp, tmp_path: Path) -> None:
+    from tests.media.chromium import Chromium, chromium_skip_reason
+
+    from emberrtc.client import ColourVideoTrack, RoomClient
+
+    reason = chromium_skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    origin = turn_app.server.url
+    publisher = await RoomClient.join(
+        origin, app_id=turn_app.app_id, room_id="browser-turn", user_id="py", app_key=turn_app.app_key
+    )
+    # The page is served on the namespace address, not loopback: treated as secure, as HTTPS would be.
+    flags = [f"--unsafely-treat-insecure-origin-as-secure={origin}"]
+    # Chromium runs in this namespace, beside Janus: drop UDP to Janus's address except what the relay sends
+    # it from its relayed ports, and what Janus sends to those (so only relayed media gets through).
+    relay_ports = "50000-50999"  # turn_server's EMBER_TURN_RELAY_PORTS
+    firewall = firewall_here(f"ip daddr {MEDIA_IP} udp sport != {relay_ports} udp dport != {relay_ports} drop")
+    try:
+        with firewall:
+            await publisher.publish("camera", video=ColourVideoTrack((30, 200, 60), width=160, height=120))
+            async with Chromium(tmp_path / "browser", flags) as browser:
+                page = await browser.open(f"{origin}/demo")
+                options = json.dumps(
+                    {"appId": turn_app.app_id, "roomId": "browser-turn", "userId": "web", "appKey": turn_app.app_key}
+                )
+                handed = await page.evaluate(f"""(async () => {{
+                    const {{ EmberRoom }} = await import("/sdk/ember-rtc.js");
+                    window.turnRoom = await EmberRoom.join(location.origin, {options});
+                    return window.turnRoom.iceServers;
+                }})()""")
+                assert [s["urls"] for s in handed] == [[UDP_URL, TCP_URL, TLS_URL]]
+                # It receives the Python camera (subscribed on its own), on a PeerConnection with the relay...
+                await page.wait_for("window.turnRoom.framesDecoded().then((n) => n > 10)", 30)
+                config = await page.evaluate("window.turnRoom.subscriberPc.getConfiguration().iceServers")
+                assert [(c["urls"], c["username"], c["credential"]) for c in config] == [
+                    ([UDP_URL, TCP_URL, TLS_URL], handed[0]["username"], handed[0]["credential"])
+                ], config
+                # ...which granted the browser relayed candidates with the credential.
+                relayed = await page.evaluate("""(async () => {
+                    const stats = await window.turnRoom.subscriberPc.getStats();
+                    return [...stats.values()]
+                        .filter((s) => s.type === "local-candidate" && s.candidateType === "relay")
+                        .map((s) => s.relayProtocol);
+                })()""")
+                assert "udp" in relayed, relayed
+                # The pair carrying the media is the relayed one.
+                selected = await page.evaluate("""(async () => {
+                    const stats = [...(await window.turnRoom.subscriberPc.getStats()).values()];
+                    const transport = stats.find((s) => s.type === "transport" && s.selectedCandidatePairId);
+                    const pair = stats.find((s) => s.id === transport.selectedCandidatePairId);
+                    return stats.find((s) => s.id === pair.localCandidateId).candidateType;
+                })()""")
+                assert selected == "relay"
+                await page.evaluate("window.turnRoom.leave()")
+    finally:
+        await publisher.leave()
 
 
 # -- the relay on its own -------------------------------------------------------------------------------
