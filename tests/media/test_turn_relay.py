@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -413,3 +414,17 @@ async def test_relay_is_supervised_and_its_config_private(relay: TurnProcess) ->
     assert await relay.healthy()
     await relay.stop()
     assert relay_pids(relay.config_path) == [] and not await relay.healthy()
+
+
+async def test_a_relay_that_stops_answering_is_restarted(tmp_path: Path) -> None:
+    config = TurnConfig(secret=SECRET, allowed_peers=(MEDIA_IP,), port=RELAY[1], relay_ports=(51100, 51199))
+    process = TurnProcess(
+        config, tmp_path / "turn", backoff=Backoff(initial=0.05, maximum=1.0), health_interval=0.2, health_failures=2
+    )
+    async with process:
+        hung = process.pid
+        assert hung is not None
+        os.kill(hung, signal.SIGSTOP)  # alive, but answering nothing
+        await until(lambda: process.starts == 2, within=15, what="the hung relay replaced")
+        assert process.pid != hung and relay_pids(process.config_path) == [process.pid]
+        assert await process.healthy()

@@ -1,10 +1,10 @@
 """Run and supervise the embedded TURN relay (coturn's ``turnserver``), as Janus is run.
 
 :class:`TurnProcess` writes ``turnserver.conf`` (:mod:`emberrtc.media.turn_config`) into a private folder,
-starts ``turnserver`` on it, waits until it answers a STUN Binding request on its port, restarts it with
-exponential backoff when it dies, and stops it with SIGTERM, then SIGKILL if it lingers. The relay keeps
-no state Ember depends on: a restarted relay loses its allocations, and clients that were relayed through
-it see their ICE fail and join again (as after a Janus restart).
+starts ``turnserver`` on it, waits until it answers a STUN Binding request on its port, keeps probing it
+so, restarts it with exponential backoff when it dies or stops answering, and stops it with SIGTERM, then
+SIGKILL if it lingers. The relay keeps no state Ember depends on: a restarted relay loses its allocations,
+and clients that were relayed through it see their ICE fail and join again (as after a Janus restart).
 """
 
 from __future__ import annotations
@@ -53,7 +53,11 @@ class TurnProcess:
         stop_timeout: float = 5.0,
         backoff: Backoff | None = None,
         healthy_after: float = 30.0,
+        health_interval: float = 10.0,
+        health_failures: int = 3,
     ) -> None:
+        """``health_interval``: seconds between STUN probes of the running relay; after ``health_failures``
+        unanswered probes in a row it is killed and restarted (a hung relay is as useless as a dead one)."""
         self.config = config
         self.folder = absolute_path(folder)
         self.binary = binary
@@ -61,6 +65,8 @@ class TurnProcess:
         self.stop_timeout = stop_timeout
         self.backoff = backoff or Backoff()
         self.healthy_after = healthy_after
+        self.health_interval = health_interval
+        self.health_failures = health_failures
         self._proc: asyncio.subprocess.Process | None = None
         self._output: IO[bytes] | None = None
         self._supervisor: asyncio.Task[None] | None = None
@@ -176,7 +182,7 @@ class TurnProcess:
         while not self._stopping:
             proc = self._proc
             assert proc is not None
-            status = await proc.wait()
+            status = await self._watch(proc)
             if self._stopping:
                 return
             self.unexpected_exits += 1
@@ -191,6 +197,25 @@ class TurnProcess:
             except TurnStartError as exc:
                 log.error("TURN relay restart failed: %s", exc)
                 await self._terminate()
+
+    async def _watch(self, proc: asyncio.subprocess.Process) -> int:
+        """Wait until ``proc`` exits, probing it every ``health_interval``; kill it when it stops answering."""
+        missed = 0
+        while True:
+            try:
+                async with asyncio.timeout(self.health_interval):
+                    return await proc.wait()
+            except TimeoutError:
+                pass
+            if await stun_binding(("127.0.0.1", self.config.port), min(1.0, self.health_interval)):
+                missed = 0
+                continue
+            missed += 1
+            if missed >= self.health_failures:
+                log.error("TURN relay (pid %d) stopped answering STUN; killing it to restart it", proc.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                return await proc.wait()
 
     async def _terminate(self) -> None:
         proc = self._proc
