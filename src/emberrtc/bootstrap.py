@@ -92,7 +92,11 @@ class Services:
             await self.plane.start()
         if self.turn_relay is not None:
             await self.turn_relay.start()
-            logging.getLogger(__name__).info("TURN relay for clients: %s", ", ".join(self.ice_servers.urls))
+        if self.ice_servers.urls:
+            kind = "embedded" if self.turn_relay is not None else "external"
+            logging.getLogger(__name__).info(
+                "TURN relay (%s) handed to clients: %s", kind, ", ".join(self.ice_servers.urls)
+            )
         self.supervisor.start()
         self.outputs.start()
         self.stats_collector.writer.start()

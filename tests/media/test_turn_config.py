@@ -16,6 +16,7 @@ def _settings(text: str) -> list[tuple[str, str]]:
 
 def test_not_an_open_relay(tmp_path: Path) -> None:
     config = TurnConfig(secret="s3cret", allowed_peers=("10.0.0.5", "192.0.2.7"), relay_ip="10.0.0.5")
+    assert "s3cret" not in repr(config)  # nothing that logs the config logs the secret
     written = config.write(tmp_path / "turn")
     assert stat.S_IMODE(written.stat().st_mode) == 0o600
     lines = _settings(written.read_text())

@@ -26,6 +26,7 @@ def test_ice_servers_for_a_session() -> None:
         "credential": turn_credential("north", "sess", 1700000600)[1],
     }
     assert IceServers(()).for_user("sess", now=1700000000) == []
+    assert "north" not in repr(servers)
     with pytest.raises(ValueError, match="secret"):
         IceServers(("turn:relay.example",))
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["DENY_ALL_PEERS", "TurnConfig"]
@@ -29,8 +29,8 @@ DENY_ALL_PEERS = ("0.0.0.0-255.255.255.255", "::-ffff:ffff:ffff:ffff:ffff:ffff:f
 class TurnConfig:
     """Everything Ember decides about its coturn; :meth:`write` turns it into ``turnserver.conf``."""
 
-    #: Shared secret with Ember (``static-auth-secret``).
-    secret: str
+    #: Shared secret with Ember (``static-auth-secret``). Kept out of ``repr`` (and so of any log).
+    secret: str = field(repr=False)
     #: Janus's media addresses: the only peers the relay sends to.
     allowed_peers: tuple[str, ...]
     #: Port of TURN over UDP and TCP.

@@ -19,7 +19,7 @@ import hmac
 import os
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +93,8 @@ class IceServers:
 
     #: ``turn:``/``turns:`` URLs, in the order clients should prefer them (UDP first: least overhead).
     urls: tuple[str, ...]
-    secret: str = ""
+    #: Kept out of ``repr`` (and so of any log).
+    secret: str = field(default="", repr=False)
     #: Seconds each credential stays valid.
     ttl: int = 24 * 3600
 
