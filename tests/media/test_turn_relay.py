@@ -339,7 +339,8 @@ async def test_browser_sdk_takes_the_relay_from_the_join_answer(turn_app: MediaA
                         .filter((s) => s.type === "local-candidate" && s.candidateType === "relay")
                         .map((s) => s.relayProtocol);
                 })()""")
-                assert "udp" in relayed, relayed
+                # (Which of them getStats still lists varies: Chromium drops candidates it stopped using.)
+                assert relayed and set(relayed) <= {"udp", "tcp", "tls"}, relayed
                 # The pair carrying the media is the relayed one.
                 selected = await page.evaluate("""(async () => {
                     const stats = [...(await window.turnRoom.subscriberPc.getStats()).values()];
