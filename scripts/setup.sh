@@ -60,6 +60,9 @@ ember_setup() {
     ember_apt_install nginx libnginx-mod-rtmp
     # nftables: the TURN tests drop clients' direct media in their own network namespaces.
     ember_apt_install nftables
+    # postgresql + redis-server: the API suite's database, the cluster's Redis, and the server binaries the
+    # cluster harness (tests/support/cluster.py) starts in a namespace of its own.
+    ember_apt_install postgresql redis-server
   fi
   ember_venv "$what"
 }

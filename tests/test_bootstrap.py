@@ -66,6 +66,13 @@ def test_embedded_relay_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     servers, relay = turn_from_settings(named)
     assert relay is not None and relay.config.tls_cert == tmp_path / "c.pem"
     assert servers.urls[-1] == "turns:relay.example.com:5349?transport=tcp" and servers.secret == "given"
+    # Behind 1:1 NAT Janus's candidates carry the public address: the relay may send there too. The server's
+    # own certificate serves turns: unless the relay has its own.
+    servers, relay = turn_from_settings(
+        replace(settings, media_public_ip="198.51.100.7", tls_cert="/etc/e/full.pem", tls_key="/etc/e/key.pem")
+    )
+    assert relay is not None and relay.config.allowed_peers == ("192.0.2.10", "198.51.100.7")
+    assert relay.config.tls_cert == Path("/etc/e/full.pem") and servers.urls[-1].startswith("turns:192.0.2.10:5349")
     # Without a single media address nor a public URL, it cannot say how clients reach the relay.
     with pytest.raises(ValueError, match="EMBER_TURN_HOST"):
         turn_from_settings(replace(settings, media_ip="eth0"))

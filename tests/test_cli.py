@@ -430,6 +430,42 @@ def test_a_bad_setting_is_refused_with_its_name(tmp_path: Path) -> None:
     assert r.returncode == 2 and "Traceback" not in r.stderr
 
 
+def test_cluster_mode_on_sqlite_is_refused_at_start(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
+    env["EMBER_REDIS_URL"] = "redis://127.0.0.1:6379/0"
+    r = subprocess.run(
+        [EMBER, "serve", "--data-dir", str(tmp_path)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "cluster mode (EMBER_REDIS_URL) needs EMBER_DATABASE_URL on PostgreSQL" in r.stderr
+    assert not (tmp_path / "ember.db").exists()  # refused before anything was made
+
+
+def test_cluster_node_whose_redis_does_not_answer_is_refused_at_start(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
+    env.update(
+        {
+            "EMBER_REDIS_URL": f"redis://:redis-secret@127.0.0.1:{free_port()}/0",
+            "EMBER_DATABASE_URL": "postgresql://ember@127.0.0.1:1/never-reached",
+            "EMBER_PUBLIC_URL": "http://10.0.0.1:8080",
+            "EMBER_MEDIA_ENABLED": "false",
+        }
+    )
+    data = tmp_path / "data"
+    r = subprocess.run([EMBER, "serve", "--data-dir", str(data)], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "the cluster's Redis at 127.0.0.1:" in r.stderr and "does not answer" in r.stderr
+    assert "redis-secret" not in r.stderr
+    assert not data.exists()  # refused before anything was made
+
+
+def test_cluster_status_needs_a_redis_url_that_answers() -> None:
+    r = ember("cluster", "status")
+    assert r.returncode == 2 and "EMBER_REDIS_URL" in r.stderr and "Traceback" not in r.stderr
+    r = ember("cluster", "status", "--redis-url", f"redis://127.0.0.1:{free_port()}/0")
+    assert r.returncode == 2 and "the cluster's Redis does not answer" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_secrets_from_a_file_or_standard_input_into_a_private_data_folder(tmp_path: Path) -> None:
     """Passwords need not be arguments (visible in ``ps``); the data folder and its files are the owner's
     only, also when the folder existed world-readable (issue 11, item 10)."""

@@ -92,3 +92,65 @@ def test_turn_settings_from_the_environment() -> None:
 def test_bad_turn_settings_are_refused(env: dict[str, str], why: str) -> None:
     with pytest.raises(ValueError, match=why):
         Settings().with_env(env)
+
+
+def test_deployment_settings_are_checked() -> None:
+    s = Settings().with_env(
+        {
+            "EMBER_TLS_CERT": "/etc/ember/tls/fullchain.pem",
+            "EMBER_TLS_KEY": "/etc/ember/tls/privkey.pem",
+            "EMBER_MEDIA_PUBLIC_IP": "203.0.113.9, 2001:db8::9",
+            "EMBER_PUBLIC_URL": "https://rtc.example.com",
+            "EMBER_DOCTOR_MIN_FREE_MB": "10",
+        }
+    )
+    assert (s.tls_cert, s.media_public_ip, s.doctor_min_free_mb) == (
+        "/etc/ember/tls/fullchain.pem",
+        "203.0.113.9, 2001:db8::9",
+        10,
+    )
+    for bad, says in (
+        ({"EMBER_TLS_CERT": "/c.pem"}, "tls_cert and tls_key go together"),
+        ({"EMBER_MEDIA_PUBLIC_IP": "rtc.example.com"}, "not an IP address"),
+        ({"EMBER_MEDIA_PUBLIC_IP": "0.0.0.0"}, "cannot be reached"),
+        ({"EMBER_PUBLIC_URL": "rtc.example.com"}, "not an http:// or https:// URL"),
+        ({"EMBER_PUBLIC_URL": "https://u:p@rtc.example.com"}, "no credentials"),
+        ({"EMBER_PUBLIC_URL": "https://rtc.example.com:99999"}, "bad port"),
+        ({"EMBER_MEDIA_ICE_TCP": "true", "EMBER_MEDIA_PUBLIC_IP": "203.0.113.9"}, "ICE-Lite"),
+    ):
+        with pytest.raises(ValueError, match=says):
+            Settings().with_env(bad)
+
+
+def test_cluster_mode_needs_postgresql_and_a_public_url() -> None:
+    pg = "postgresql://ember@db.internal/ember"
+    assert not Settings().cluster_mode
+    with pytest.raises(ValueError, match="needs EMBER_DATABASE_URL on PostgreSQL"):
+        Settings().with_env({"EMBER_REDIS_URL": "redis://127.0.0.1:6379/0"})
+    with pytest.raises(ValueError, match="scheme is 'sqlite'"):
+        Settings().with_env({"EMBER_REDIS_URL": "redis://r:6379", "EMBER_DATABASE_URL": "sqlite:///x.db"})
+    with pytest.raises(ValueError, match="needs EMBER_PUBLIC_URL"):
+        Settings().with_env({"EMBER_REDIS_URL": "redis://r:6379", "EMBER_DATABASE_URL": pg})
+    with pytest.raises(ValueError, match="redis_url must be"):
+        Settings().with_env({"EMBER_REDIS_URL": "http://r:6379", "EMBER_DATABASE_URL": pg})
+    s = Settings().with_env(
+        {
+            "EMBER_REDIS_URL": "redis://r:6379",
+            "EMBER_DATABASE_URL": pg,
+            "EMBER_PUBLIC_URL": "https://node-1.example.com",
+            "EMBER_NODE_ID": "node-1",
+        }
+    )
+    assert s.cluster_mode and s.node_id == "node-1" and (s.cluster_heartbeat, s.cluster_node_ttl) == (2.0, 10.0)
+
+
+def test_node_id_defaults_to_the_host_name_and_is_checked() -> None:
+    import re
+    import socket
+
+    assert Settings().node_id == re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:64]
+    for bad in ("a b", "x" * 65, "n/1"):
+        with pytest.raises(ValueError, match="node_id"):
+            Settings().with_env({"EMBER_NODE_ID": bad})
+    with pytest.raises(ValueError, match="cluster_name"):
+        Settings().with_env({"EMBER_CLUSTER_NAME": "a:b"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import os
@@ -10,10 +11,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from emberrtc.api.ratelimit import RateLimiter
-from emberrtc.config import Settings, port_range
+from emberrtc.cluster.node import ClusterNode, connect
+from emberrtc.config import Settings, listens_on_loopback_only, outbound_allow_list, port_range, public_ip_list
 from emberrtc.domain.app import AppService
 from emberrtc.domain.clock import Clock, SystemClock
 from emberrtc.domain.job import JobService, JobSupervisor
+from emberrtc.domain.outbound import OutboundPolicy
 from emberrtc.domain.ports import MediaPlane, NoMediaPlane, RecordingEngine, UnavailableRecordingEngine
 from emberrtc.domain.record_rule import RecordRuleService
 from emberrtc.domain.room import RoomService
@@ -37,6 +40,8 @@ from emberrtc.stats.rollup import StatsRollup
 from emberrtc.stats.writer import StatsWriter
 from emberrtc.storage.registry import StorageRegistry
 from emberrtc.store.database import Database, default_url
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,6 +77,11 @@ class Services:
     media_source: PlaneMediaSource | None = None
     #: The SFU's statistics of every leg (polled from Janus's admin API) when there is a media plane.
     stats_janus: JanusStatsPoller | None = None
+    #: Where record callbacks and RTMP pushes may go (``EMBER_OUTBOUND_ALLOW``), checked when a URL is saved
+    #: and at every delivery.
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
+    #: This node as a member of a cluster (``settings.redis_url``); None on a single node.
+    cluster: ClusterNode | None = None
     #: The TURN relay clients are handed at join (none: ``IceServers(())``), set by :meth:`start`.
     ice_servers: IceServers = field(default_factory=lambda: IceServers(()))
     #: The embedded relay (``EMBER_TURN=embedded``) supervised with the server.
@@ -81,7 +91,11 @@ class Services:
         """Begin background work (the job supervisor, Janus, the TURN relay); the schema is already migrated."""
         # Here, not in build(): the CLI's other commands build services too, and need no relay.
         self.ice_servers, self.turn_relay = turn_from_settings(self.settings)
-        # Rooms live in this process: whatever a previous run left open ended with it.
+        if self.cluster is not None:
+            # First: a second process with a live node's ID is refused before it closes that node's rooms.
+            await self.cluster.start()
+        # Rooms live in this process: whatever a previous run left open ended with it (in a cluster, the
+        # runs of this node only).
         await self.room_sessions.recover()
         # Recordings of the previous run: its workers' last files are stored and reported, then its
         # unfinished jobs wait for their media to resume.
@@ -94,9 +108,7 @@ class Services:
             await self.turn_relay.start()
         if self.ice_servers.urls:
             kind = "embedded" if self.turn_relay is not None else "external"
-            logging.getLogger(__name__).info(
-                "TURN relay (%s) handed to clients: %s", kind, ", ".join(self.ice_servers.urls)
-            )
+            log.info("TURN relay (%s) handed to clients: %s", kind, ", ".join(self.ice_servers.urls))
         self.supervisor.start()
         self.outputs.start()
         self.stats_collector.writer.start()
@@ -105,6 +117,9 @@ class Services:
             self.stats_janus.start()
 
     async def close(self) -> None:
+        if self.cluster is not None:
+            # Out of the cluster first: no room is placed here any more.
+            await self.cluster.close()
         # No new job starts; running ones finish their files (reported to the outputs) and stay resumable.
         await self.supervisor.stop()
         await self.jobs.close()
@@ -140,10 +155,9 @@ def turn_from_settings(settings: Settings) -> tuple[IceServers, TurnProcess | No
         return IceServers(()), None
     single = _single_ip(settings.media_ip)
     # The relay sends only to Janus: the addresses it gathers candidates on, and the public ones its
-    # candidates are mapped to behind 1:1 NAT (EMBER_MEDIA_PUBLIC_IP, where the server has it).
+    # candidates are mapped to behind 1:1 NAT (EMBER_MEDIA_PUBLIC_IP).
     peers = [c.ip.split("%")[0] for c in usable_addresses(settings.media_ip)]
-    public = getattr(settings, "media_public_ip", "")
-    peers += [p.strip() for p in str(public).split(",") if p.strip()]
+    peers += public_ip_list(settings.media_public_ip)
     if not peers:
         raise ValueError("EMBER_TURN=embedded: Janus has no media address the relay could send to; set EMBER_MEDIA_IP")
     host = settings.turn_host or single or (_public_host(settings) if settings.public_url else "")
@@ -152,8 +166,9 @@ def turn_from_settings(settings: Settings) -> tuple[IceServers, TurnProcess | No
             "EMBER_TURN=embedded: say how clients reach the relay: set EMBER_TURN_HOST to this server's "
             "public name or address (or EMBER_MEDIA_IP to one address)"
         )
-    cert = settings.turn_tls_cert or str(getattr(settings, "tls_cert", ""))
-    key = settings.turn_tls_key or str(getattr(settings, "tls_key", ""))
+    # The server's own certificate (EMBER_TLS_CERT/KEY) serves turns: too unless the relay has its own.
+    cert = settings.turn_tls_cert or settings.tls_cert
+    key = settings.turn_tls_key or settings.tls_key
     config = TurnConfig(
         secret=load_turn_secret(settings.turn_secret, settings.turn_secret_file, settings.data_dir),
         allowed_peers=tuple(dict.fromkeys(peers)),
@@ -182,6 +197,23 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def _log_outbound(settings: Settings, outbound: OutboundPolicy) -> None:
+    """Say at start-up where callbacks and RTMP pushes may go besides public addresses."""
+    if settings.outbound_allow.strip():
+        log.info("outbound: callbacks and RTMP pushes may also reach %s (EMBER_OUTBOUND_ALLOW)", outbound.allow)
+    elif listens_on_loopback_only(settings.host):
+        log.info(
+            "outbound: the API listens on loopback only (%s), so callbacks and RTMP pushes may also reach "
+            "loopback addresses (%s); set EMBER_OUTBOUND_ALLOW to choose (e.g. 'none')",
+            settings.host,
+            outbound.allow,
+        )
+    else:
+        log.info(
+            "outbound: callbacks and RTMP pushes reach public addresses only; EMBER_OUTBOUND_ALLOW names exceptions"
+        )
+
+
 def database_url(settings: Settings) -> str:
     return settings.database_url or default_url(settings.data_dir)
 
@@ -208,24 +240,31 @@ async def build(
     db = Database(database_url(settings))
     await db.migrate()
     box = SecretBox.from_settings(settings.master_key, settings.data_dir)
+    outbound = OutboundPolicy(outbound_allow_list(settings))
+    _log_outbound(settings, outbound)
     plane = media if isinstance(media, JanusMediaPlane) else None
     if media is None and settings.media_enabled:
         plane = media = JanusMediaPlane.from_settings(settings)
     media = media or NoMediaPlane()
     storage = StorageRegistry.from_settings(settings, clock)
+    # Before anything is stored: local buckets of old, shared by all tenants, moved aside (kept reachable).
+    await asyncio.to_thread(storage.migrate_layouts)
     apps = AppService(
         db,
         box,
         clock,
         settings.max_apps_per_tenant,
         cache_ttl=None if db.dialect == "sqlite" else settings.app_cache_ttl,
+        outbound=outbound,
     )
-    outputs = RecordingOutputs.from_settings(settings, db, box, clock, storage)
+    outputs = RecordingOutputs.from_settings(settings, db, box, clock, storage, outbound)
     engine: RecordingSupervisor | None = None
     source: PlaneMediaSource | None = None
     if recorder is None and plane is not None:
         source = PlaneMediaSource(plane)
-        recorder = engine = RecordingSupervisor(outputs, source, spool_root=outputs.spool.root)
+        recorder = engine = RecordingSupervisor(
+            outputs, source, spool_root=outputs.spool.root, outbound_allow=outbound.allow.entries()
+        )
         source.attach(engine)
     jobs = JobService(
         db,
@@ -234,9 +273,13 @@ async def build(
         recorder or UnavailableRecordingEngine(),
         storage=outputs,
         auto_max_idle_time=settings.auto_record_max_idle_time,
+        outbound=outbound,
     )
     if engine is not None:
         engine.attach(jobs)
+    cluster = None
+    if settings.cluster_mode:
+        cluster = ClusterNode(settings, connect(settings), plane.hosted if plane is not None else dict)
     locator = RegionLocator(Path(settings.ip_database) if settings.ip_database else None)
     collector = StatsCollector(StatsWriter(db), clock, locator)
     return Services(
@@ -259,7 +302,7 @@ async def build(
         rate_limiter=RateLimiter(settings.rate_limits, clock, settings.rate_limits_enabled),
         signin_limiter=RateLimiter(settings.signin_limits, clock),
         supervisor=JobSupervisor(jobs, settings.job_tick),
-        room_sessions=RoomSessionService(db, box, clock),
+        room_sessions=RoomSessionService(db, box, clock, node_id=settings.node_id if cluster else None),
         storage=storage,
         outputs=outputs,
         usage=UsageService(db),
@@ -267,8 +310,10 @@ async def build(
         stats_rollup=StatsRollup.from_settings(settings, db, clock),
         stats_queries=StatsQueries(db, clock, _public_host(settings)),
         plane=plane,
+        outbound=outbound,
         recorder=engine,
         media_source=source,
+        cluster=cluster,
         stats_janus=None
         if plane is None
         else JanusStatsPoller(

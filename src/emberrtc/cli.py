@@ -1,12 +1,15 @@
-"""``ember``: run the server, manage tenants and credentials, read recording usage.
+"""``ember``: run the server, manage tenants and credentials, read recording usage, deploy and check.
 
-    ember serve [--host 127.0.0.1] [--port 8080] [--data-dir DIR]
+    ember serve [--host 127.0.0.1] [--port 8080] [--data-dir DIR] [--tls-cert FILE --tls-key FILE]
+    ember doctor [--env-file FILE] [--host H] [--port P] [--tls-cert FILE --tls-key FILE] [--data-dir DIR]
+    ember install-service [--user ember] [--data-dir /var/lib/ember] [--env-file F] [--unit-path F] [--dry-run]
     ember tenant create NAME (--password PW | --password-file FILE|-) [--project-name NAME] [--json] [--data-dir DIR]
     ember credential create --tenant NAME [--json] [--data-dir DIR]
     ember credential list [--tenant NAME] [--json] [--data-dir DIR]
     ember credential revoke AK [--json] [--data-dir DIR]
     ember token revoke (--user NAME [--tenant NAME] | --tenant NAME) [--json] [--data-dir DIR]
     ember usage --app-id APP [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--json] [--data-dir DIR]
+    ember cluster status [--redis-url URL] [--cluster-name NAME] [--json]
     ember bot --server URL --app-id ID (--app-key KEY | --app-key-file FILE|-) --room ROOM --user USER [...]
 
 The database is SQLite in the data folder unless ``EMBER_DATABASE_URL`` names another (PostgreSQL).
@@ -23,6 +26,8 @@ import gc
 import json
 import logging
 import os
+import signal
+import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
@@ -31,23 +36,33 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from emberrtc.config import Settings
+from emberrtc.config import Settings, absolute_path
 from emberrtc.domain.errors import EmberError
 from emberrtc.domain.redaction import MaskUrlsFilter
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    try:
-        settings = Settings().with_env()
-    except ValueError as exc:  # a bad EMBER_* value: say which, without a traceback
-        print(f"ember: bad configuration: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+def _settings(args: argparse.Namespace, base: Settings | None = None) -> Settings:
+    if base is not None:
+        settings = base
+    else:
+        try:
+            settings = Settings().with_env()
+        except ValueError as exc:  # a bad EMBER_* value: say which, without a traceback
+            print(f"ember: bad configuration: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     if getattr(args, "data_dir", None):
         settings = replace(settings, data_dir=Path(args.data_dir))
     if getattr(args, "host", None):
         settings = replace(settings, host=args.host)
     if getattr(args, "port", None):
         settings = replace(settings, port=args.port)
+    cert, key = getattr(args, "tls_cert", None), getattr(args, "tls_key", None)
+    if cert or key:
+        try:
+            settings = replace(settings, tls_cert=cert or settings.tls_cert, tls_key=key or settings.tls_key)
+        except ValueError as exc:
+            print(f"ember: bad configuration: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     return settings
 
 
@@ -180,6 +195,37 @@ async def _token_revoke(args: argparse.Namespace) -> None:
     _emit(args, data, f"{done.revoked} unexpired token(s) of {whose} revoked; signing in again gives a new one")
 
 
+async def _cluster_status(args: argparse.Namespace) -> None:
+    import time
+
+    from redis.asyncio import Redis
+
+    from emberrtc.cluster.keyspace import Keyspace
+    from emberrtc.cluster.presence import live_nodes
+
+    url = args.redis_url or os.environ.get("EMBER_REDIS_URL", "")
+    if not url:
+        print("ember: no cluster: give --redis-url or set EMBER_REDIS_URL", file=sys.stderr)
+        raise SystemExit(2)
+    name = args.cluster_name or os.environ.get("EMBER_CLUSTER_NAME") or "ember"
+    redis = Redis.from_url(url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        nodes = await live_nodes(redis, Keyspace(name))
+    finally:
+        await redis.aclose()
+    data = {"cluster_name": name, "nodes": [n.as_json() for n in nodes]}
+    now = time.time()
+    head = ("node", "public_url", "participants", "rooms", "workers", "cpu%", "seen")
+    lines = ["{:<20}  {:<32}  {:>12}  {:>5}  {:>7}  {:>5}  {:>5}".format(*head)]
+    lines += [
+        f"{n.node_id:<20}  {n.public_url:<32}  {n.load.participants:>12}  {n.load.rooms:>5}  "
+        f"{n.load.recording_workers:>7}  {n.load.cpu:>5.1f}  {max(0.0, now - n.heartbeat_at):>4.1f}s"
+        for n in nodes
+    ]
+    lines.append(f"{len(nodes)} live node(s) in cluster {name}")
+    _emit(args, data, "\n".join(lines))
+
+
 async def _usage(args: argparse.Namespace) -> None:
     from emberrtc.bootstrap import build
 
@@ -226,9 +272,26 @@ def _clean_exit_server() -> type:
 async def _serve(args: argparse.Namespace) -> None:
     from emberrtc.api.app import create_app
     from emberrtc.api.edge import server_config
+    from emberrtc.api.tls import CertificateError, ServerCertificate
     from emberrtc.bootstrap import build
+    from emberrtc.deploy.public_url import PublicUrlUnknown, advertised_addresses, public_base_url
 
     settings = _settings(args)
+    certificate: ServerCertificate | None = None
+    if settings.tls_cert:
+        try:
+            certificate = ServerCertificate(settings.tls_cert, settings.tls_key)
+        except CertificateError as exc:
+            print(f"ember: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+    try:
+        public_url = public_base_url(
+            settings, *((certificate.info.names, certificate.info.ip_addresses) if certificate else ())
+        )
+    except PublicUrlUnknown as exc:
+        print(f"ember: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    settings = replace(settings, public_url=public_url)
     if settings.media_enabled:
         from emberrtc.media.janus_process import JanusNotInstalledError
         from emberrtc.media.plane import JanusMediaPlane
@@ -239,13 +302,44 @@ async def _serve(args: argparse.Namespace) -> None:
             print(f"ember: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
     _check_turn(settings)
+    if settings.cluster_mode:
+        from emberrtc.cluster.node import check_reachable
+
+        await check_reachable(settings)  # before anything is made: a clear refusal (main prints it)
     services = await build(settings)
+    if services.cluster is not None:
+        try:
+            # Before listening: a node ID another live node holds is refused here, with its reason.
+            await services.cluster.start()
+        except EmberError:
+            await services.db.close()
+            raise
     _CleanExitServer = _clean_exit_server()
     app = create_app(services)
     # log_config=None: uvicorn's loggers go through the root handler and its URL masking (main()), like
     # every other line, instead of handlers of their own.
     config = server_config(app, settings, log_config=None)
-    logging.getLogger(__name__).info("Ember data folder: %s", settings.data_dir)
+    config.load()
+    log = logging.getLogger(__name__)
+    if certificate is not None:
+        # The one context the listener keeps; SIGHUP re-loads the files into it (api/tls.py).
+        config.ssl = certificate.context
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, certificate.reload_logged)
+        days = certificate.info.days_left(datetime.now(UTC))
+        if days < settings.doctor_cert_days:
+            log.warning(
+                "the TLS certificate %s %s: renew it and send SIGHUP (systemctl reload ember)",
+                settings.tls_cert,
+                f"expires in {days:.1f} days" if days > 0 else "has expired",
+            )
+    else:
+        # systemctl reload sends SIGHUP; its default action would end the server (a "clean" exit that
+        # Restart=on-failure does not restart).
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGHUP, lambda: log.info("SIGHUP: no TLS certificate to reload; nothing else is reloaded")
+        )
+    log.info("Ember data folder: %s", settings.data_dir)
+    log.info("%s", await asyncio.to_thread(advertised_addresses, settings, public_url))
     _tune_gc()
     await _CleanExitServer(config).serve()
 
@@ -265,6 +359,73 @@ def _check_turn(settings: Settings) -> None:
     except ValueError as exc:
         print(f"ember: bad configuration: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+async def _doctor(args: argparse.Namespace) -> None:
+    from emberrtc.deploy.doctor import Doctor, read_env_file
+
+    env = dict(os.environ)
+    if args.env_file:
+        try:
+            env.update(read_env_file(Path(args.env_file)))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            print(f"ember doctor: cannot read {args.env_file}: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+    try:
+        base = Settings().with_env(env)
+    except ValueError as exc:
+        print(f"ember doctor: bad configuration: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    settings = _settings(args, base)
+    findings = await Doctor(settings).run()
+    for finding in findings:
+        print(finding.render())
+    problems = sum(not f.ok for f in findings)
+    print(f"{problems} problem{'s' if problems != 1 else ''} found" if problems else "no problem found")
+    if problems:
+        raise SystemExit(1)
+
+
+async def _install_service(args: argparse.Namespace) -> None:
+    from emberrtc.deploy.service_unit import ServiceUnit, ember_executable, install, next_steps
+
+    try:
+        unit = ServiceUnit(
+            executable=ember_executable(),
+            user=args.user,
+            data_dir=absolute_path(args.data_dir),
+            env_file=absolute_path(args.env_file),
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"ember install-service: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    unit_path = absolute_path(args.unit_path)
+    if args.dry_run:
+        print(f"# {unit_path}")
+        print(unit.render(), end="")
+        return
+    if os.geteuid() != 0:
+        print(
+            "ember install-service: needs root (it creates a user and writes to /etc): run it with sudo, "
+            "or --dry-run to see the unit",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    try:
+        done = install(unit, unit_path)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"ember install-service: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    for line in done:
+        print(f"done: {line}")
+    if unit.in_home:
+        print(
+            f"warning: {unit.executable} is under a home folder, which the user {unit.user} may not be able "
+            "to read: install Ember in /opt (python3 -m venv /opt/ember && /opt/ember/bin/pip install .)"
+        )
+    print("next:")
+    for line in next_steps(unit, unit_path):
+        print(f"  {line}")
 
 
 def _tune_gc() -> None:
@@ -353,8 +514,50 @@ def parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    serve.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="PEM certificate chain: serve HTTPS and WSS only (with --tls-key; or $EMBER_TLS_CERT); SIGHUP reloads it",
+    )
+    serve.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert (or $EMBER_TLS_KEY)")
     data_dir(serve)
     serve.set_defaults(run=_serve)
+
+    doctor = sub.add_parser(
+        "doctor",
+        help="check this server's deployment: ports, TLS, Janus, storage, database, clock",
+        description="Check a deployment from the inside, as the server's user with the server's settings: "
+        "each problem is printed with its fix in one line; the exit status is 1 when there is one.",
+    )
+    doctor.add_argument(
+        "--env-file", metavar="FILE", help="read EMBER_* settings from this file too (the unit's EnvironmentFile)"
+    )
+    doctor.add_argument("--host", help="address the server listens on (default: the settings')")
+    doctor.add_argument("--port", type=int, help="port the server listens on (default: the settings')")
+    doctor.add_argument("--tls-cert", metavar="FILE", help="the server's certificate (default: $EMBER_TLS_CERT)")
+    doctor.add_argument("--tls-key", metavar="FILE", help="the server's key (default: $EMBER_TLS_KEY)")
+    data_dir(doctor)
+    doctor.set_defaults(run=_doctor)
+
+    from emberrtc.deploy.service_unit import DEFAULT_DATA_DIR, DEFAULT_ENV_FILE, DEFAULT_UNIT_PATH, DEFAULT_USER
+
+    service = sub.add_parser(
+        "install-service",
+        help="install Ember as a systemd service (user, data folder, settings file, unit)",
+        description="Create a system user and its data folder, a settings file (when there is none) and a "
+        "systemd unit running `ember serve` with restart on failure and logs in the journal. Needs root; "
+        "--dry-run prints the unit only.",
+    )
+    service.add_argument("--user", default=DEFAULT_USER, help=f"system user to run as (default {DEFAULT_USER})")
+    service.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help=f"data folder (default {DEFAULT_DATA_DIR})")
+    service.add_argument(
+        "--env-file", default=str(DEFAULT_ENV_FILE), help=f"EMBER_* settings file (default {DEFAULT_ENV_FILE})"
+    )
+    service.add_argument(
+        "--unit-path", default=str(DEFAULT_UNIT_PATH), help=f"where to write the unit (default {DEFAULT_UNIT_PATH})"
+    )
+    service.add_argument("--dry-run", action="store_true", help="print the unit and change nothing")
+    service.set_defaults(run=_install_service)
 
     tenant = sub.add_parser("tenant", help="manage tenants (accounts)").add_subparsers(dest="action", required=True)
     tc = tenant.add_parser(
@@ -443,6 +646,20 @@ def parser() -> argparse.ArgumentParser:
     usage.add_argument("--json", action="store_true", help="print JSON")
     data_dir(usage)
     usage.set_defaults(run=_usage)
+
+    cluster = sub.add_parser("cluster", help="a cluster of Ember nodes (EMBER_REDIS_URL)").add_subparsers(
+        dest="action", required=True
+    )
+    cs = cluster.add_parser(
+        "status",
+        help="list the cluster's live nodes and their load",
+        description="List the live nodes of the cluster (those heard from within EMBER_CLUSTER_NODE_TTL, 10 s) "
+        "with their load from their last heartbeat: participants and rooms they host, recording workers, CPU.",
+    )
+    cs.add_argument("--redis-url", help="the cluster's Redis (default: $EMBER_REDIS_URL)")
+    cs.add_argument("--cluster-name", help="the cluster's name (default: $EMBER_CLUSTER_NAME or ember)")
+    cs.add_argument("--json", action="store_true", help="print JSON")
+    cs.set_defaults(run=_cluster_status)
 
     bot = sub.add_parser(
         "bot",

@@ -6,8 +6,12 @@ Every field is documented where it is declared.
 from __future__ import annotations
 
 import os
+import re
+import socket
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+
+from emberrtc.domain.outbound import LOOPBACK_DEFAULT, AllowList
 
 
 def absolute_path(path: str | os.PathLike[str]) -> Path:
@@ -40,6 +44,69 @@ def port_range(value: str, name: str) -> tuple[int, int]:
     if not sep or not 0 < pair[0] <= pair[1] < 65536:
         raise ValueError(f"{name} must be MIN-MAX with 1 <= MIN <= MAX <= 65535, not {value!r}")
     return pair
+
+
+def listens_on_loopback_only(host: str) -> bool:
+    """Is ``host`` (the address the API listens on) a loopback address or ``localhost``?"""
+    import ipaddress
+
+    if host.lower().removesuffix(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def outbound_allow_list(settings: Settings) -> AllowList:
+    """The effective allow-list of outbound destinations (``Settings.outbound_allow``, or its default)."""
+    if settings.outbound_allow.strip():
+        return AllowList.parse(settings.outbound_allow)
+    return AllowList.parse(LOOPBACK_DEFAULT if listens_on_loopback_only(settings.host) else "none")
+
+
+def public_ip_list(value: str) -> list[str]:
+    """``EMBER_MEDIA_PUBLIC_IP`` as a list of IP addresses (each checked)."""
+    import ipaddress
+
+    ips = []
+    for entry in (e.strip() for e in value.split(",")):
+        if not entry:
+            continue
+        try:
+            ip = ipaddress.ip_address(entry)
+        except ValueError:
+            raise ValueError(f"media_public_ip: {entry!r} is not an IP address") from None
+        if ip.is_unspecified or ip.is_loopback:
+            raise ValueError(f"media_public_ip: {entry!r} cannot be reached from another machine")
+        ips.append(str(ip))
+    return ips
+
+
+def public_url_parts(url: str) -> tuple[str, str]:
+    """``EMBER_PUBLIC_URL`` checked: an ``http``/``https`` URL with a host and nothing after the path.
+    Returns (scheme, host)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"public_url: {url!r} is not an http:// or https:// URL with a host name")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"public_url: {url!r} must have no credentials, query or fragment")
+    try:
+        _ = parts.port  # raises for a port that is not a number in 0-65535
+    except ValueError:
+        raise ValueError(f"public_url: {url!r} has a bad port") from None
+    return parts.scheme, parts.hostname
+
+
+_NODE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _host_node_id() -> str:
+    """The host name, cut to what a node ID may hold."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:64]
+    return name or "node"
 
 
 @dataclass(frozen=True)
@@ -88,6 +155,11 @@ class Settings:
     #: Address and port the HTTP API listens on.
     host: str = "127.0.0.1"
     port: int = 8080
+    #: PEM certificate chain and private key: with both, the API, the signalling WebSocket, the SDK, the demo
+    #: and downloads are served over TLS only (https, wss). ``SIGHUP`` reads them again (``systemctl reload``):
+    #: new connections get the new certificate, open ones keep theirs. ``EMBER_TLS_CERT``, ``EMBER_TLS_KEY``.
+    tls_cert: str = ""
+    tls_key: str = ""
     # --- the HTTP edge (api/edge.py): limits checked before a caller is known ----------------------------
     #: Largest request body in bytes, refused with 413 from ``Content-Length`` or as it streams in.
     #: ``EMBER_MAX_BODY_BYTES``.
@@ -175,6 +247,14 @@ class Settings:
     media_ip: str = ""
     #: UDP ports for media, ``MIN-MAX`` (inclusive). Empty: the OS's ephemeral range. ``EMBER_MEDIA_PORTS``.
     media_ports: str = ""
+    #: The public address(es) of this machine when it sits behind a 1:1 NAT (a cloud VM whose public IP is
+    #: on none of its interfaces): Janus writes it in place of the private address in every candidate it
+    #: offers (``nat_1_1_mapping``), keeping the ports. Comma-separated IPs. ``EMBER_MEDIA_PUBLIC_IP``.
+    media_public_ip: str = ""
+    #: Offer ICE-TCP candidates too (passive TCP, for clients whose network passes no UDP). Janus 1.1 does
+    #: ICE-TCP only in ICE-Lite mode, which its documentation advises against behind a 1:1 NAT, so this is
+    #: refused together with ``media_public_ip``. ``EMBER_MEDIA_ICE_TCP``.
+    media_ice_tcp: bool = False
     #: Most streams (camera or screen, each with its audio) published at once in one room.
     room_max_streams: int = 64
     #: Seconds between the keepalives of Ember's Janus session; below Janus's 60 s ``session_timeout``.
@@ -217,22 +297,42 @@ class Settings:
 
     # --- object storage (storage/) -------------------------------------------------------------------
     #: Where recordings go, per record-rule ``obs_addr.location``. Without configuration there is one
-    #: location, ``local``: a folder per bucket under ``data_dir/storage``, served back by Ember for
-    #: ``download_url``. More locations come from a JSON file (``storage_config``, ``EMBER_STORAGE_CONFIG``)
-    #: and/or inline JSON (``storage_locations``, ``EMBER_STORAGE_LOCATIONS``; it wins over the file), both
-    #: shaped ``{"cn-north-4": {"type": "s3", "endpoint": "https://obs.cn-north-4.myhuaweicloud.com",
+    #: location, ``local``: a folder per project and bucket under ``data_dir/storage``
+    #: (``{project_id}/{bucket}``, ``storage.local_store``), served back by Ember for ``download_url``.
+    #: More locations come from a JSON file (``storage_config``, ``EMBER_STORAGE_CONFIG``) and/or inline
+    #: JSON (``storage_locations``, ``EMBER_STORAGE_LOCATIONS``; it wins over the file), both shaped
+    #: ``{"cn-north-4": {"type": "s3", "endpoint": "https://obs.cn-north-4.myhuaweicloud.com",
     #: "region": "cn-north-4", "access_key": "...", "secret_key": "...", "addressing_style": "virtual"}}``
     #: (the file may also wrap that in ``{"locations": ...}``). ``type`` is ``s3`` or ``local``; see
     #: ``storage.registry.LocationConfig`` for every key. A rule naming any other location fails the job
     #: start with RTC.00001003.
     storage_config: str = ""
     storage_locations: str = ""
-    #: Base URL of this server as the applications reach it, for ``download_url`` of locally stored
-    #: files. Empty: ``http://{host}:{port}``.
+    #: Base URL of this server as applications and browsers reach it (``https://rtc.example.com``), for
+    #: ``download_url`` of locally stored files. Empty: derived by ``ember serve`` (deploy/public_url.py):
+    #: ``http(s)://{host}:{port}`` on a specific address; on a wildcard one (``0.0.0.0``) the TLS
+    #: certificate's name, else ``media_public_ip``, else ``ember serve`` refuses to start. ``EMBER_PUBLIC_URL``.
     public_url: str = ""
     #: How long (seconds) a ``download_url`` stays valid: the signed local link, or the S3 presigned URL
     #: (SigV4 allows at most 7 days).
     download_url_ttl: int = 7 * 24 * 3600
+    # --- cluster (cluster/; docs/scaling.md) -------------------------------------------------------------
+    #: Redis URL (``redis://host:6379/0``). Set, this node is one of a cluster sharing this Redis and the
+    #: PostgreSQL at ``database_url`` (required: SQLite is refused): nodes register there with their load,
+    #: and each room is placed on one node, where its clients are sent. Empty: one node on its own, as
+    #: always. ``EMBER_REDIS_URL``.
+    redis_url: str = ""
+    #: This node's name in the cluster: letters, digits, ``.``, ``_``, ``-`` (at most 64). Empty: the host
+    #: name. Two live nodes cannot share one. ``EMBER_NODE_ID``.
+    node_id: str = ""
+    #: Names the cluster's keys in Redis (``ember:{cluster_name}:...``), so several clusters can share one
+    #: Redis. ``EMBER_CLUSTER_NAME``.
+    cluster_name: str = "ember"
+    #: Seconds between a node's heartbeats (its load, in Redis), and after which a node not heard from is
+    #: dead (its Redis registration expires). ``EMBER_CLUSTER_HEARTBEAT``, ``EMBER_CLUSTER_NODE_TTL``.
+    cluster_heartbeat: float = 2.0
+    cluster_node_ttl: float = 10.0
+
     #: HMAC key signing local download links. Empty: ``download.key`` in ``data_dir``, created on first use.
     #: Give it explicitly (``EMBER_DOWNLOAD_URL_KEY``) when several nodes serve the same files.
     download_url_key: str = ""
@@ -242,6 +342,15 @@ class Settings:
     upload_retry_max: float = 300.0
     #: Uploads run at most this many at a time.
     upload_concurrency: int = 4
+
+    # --- outbound destinations (domain/outbound.py) ----------------------------------------------------
+    #: Destinations that record callbacks and RTMP pushes may reach although they are not public
+    #: addresses: comma-separated CIDRs or addresses (``10.0.0.0/8``, ``127.0.0.1``) and host names
+    #: (``hooks.internal``, ``*.corp.example`` for the names under it); ``none``: nothing. Empty (unset):
+    #: loopback (``127.0.0.0/8``, ``::1``) when the server listens on a loopback address only (the
+    #: default ``--host 127.0.0.1``, where only this machine can call the API), else nothing. When set,
+    #: it is the whole list. Give every node the same list. ``EMBER_OUTBOUND_ALLOW``.
+    outbound_allow: str = ""
 
     # --- recording callbacks (callbacks/) ------------------------------------------------------------
     #: A callback counts as delivered when the application answers 2xx within this many seconds (4.3).
@@ -254,6 +363,16 @@ class Settings:
     callback_retry_window: float = 24 * 3600
     #: Callbacks POSTed at most this many at a time (each to a different job: a job's are in order).
     callback_concurrency: int = 16
+
+    # --- ember doctor (deploy/doctor.py) ----------------------------------------------------------------
+    #: A TLS certificate expiring within this many days is reported. ``EMBER_DOCTOR_CERT_DAYS``.
+    doctor_cert_days: int = 14
+    #: Free space (MiB) the data folder's file system must keep; less is reported. ``EMBER_DOCTOR_MIN_FREE_MB``.
+    doctor_min_free_mb: int = 1024
+    #: Largest difference (seconds) between this machine's clock and the database server's. Signatures carry
+    #: times (join ``ctime``, ``X-Sdk-Date`` within ``sdk_date_skew``, callbacks), and nodes must agree on
+    #: them. ``EMBER_DOCTOR_MAX_CLOCK_SKEW``.
+    doctor_max_clock_skew: float = 5.0
 
     def __post_init__(self) -> None:
         # Every path Ember derives from the data folder (database, Janus config, spool, storage) must mean
@@ -275,6 +394,26 @@ class Settings:
         if self.password_scrypt_n < 2**14 or self.password_scrypt_n & (self.password_scrypt_n - 1):
             raise ValueError(f"password_scrypt_n must be a power of two, at least 2**14: {self.password_scrypt_n}")
         trusted_proxy_list(self.trusted_proxies)  # raises ValueError naming a bad entry
+        outbound_allow_list(self)  # raises ValueError naming a bad entry
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together: give both (EMBER_TLS_CERT, EMBER_TLS_KEY) or neither")
+        public_ip_list(self.media_public_ip)  # raises ValueError naming a bad entry
+        if self.media_ice_tcp and self.media_public_ip:
+            raise ValueError(
+                "media_ice_tcp cannot be used with media_public_ip: Janus does ICE-TCP only in ICE-Lite mode, "
+                "which does not work behind a 1:1 NAT"
+            )
+        if self.public_url:
+            public_url_parts(self.public_url)  # raises ValueError saying what is wrong
+
+        if not self.node_id:
+            object.__setattr__(self, "node_id", _host_node_id())
+        if not _NODE_ID.fullmatch(self.node_id):
+            raise ValueError(f"node_id must be 1-64 letters, digits, '.', '_' or '-', not {self.node_id!r}")
+        if not _NODE_ID.fullmatch(self.cluster_name):
+            raise ValueError(f"cluster_name must be 1-64 letters, digits, '.', '_' or '-', not {self.cluster_name!r}")
+        if self.redis_url:
+            self._check_cluster()
         if not 5 <= self.auto_record_max_idle_time <= 43200:
             # the range of max_idle_time in the API (spec Table 4-26)
             raise ValueError(f"auto_record_max_idle_time must be 5-43200 seconds, not {self.auto_record_max_idle_time}")
@@ -295,6 +434,33 @@ class Settings:
         if bool(self.turn_tls_cert) != bool(self.turn_tls_key):
             raise ValueError("turn_tls_cert and turn_tls_key go together: give both or neither")
         port_range(self.turn_relay_ports, "turn_relay_ports")
+
+    def _check_cluster(self) -> None:
+        """A cluster needs what every node shares (PostgreSQL) and what each must say of itself."""
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("redis_url must be a redis://, rediss:// or unix:// URL")
+        scheme = self.database_url.partition(":")[0].partition("+")[0]
+        if scheme not in ("postgresql", "postgres"):
+            raise ValueError(
+                "cluster mode (EMBER_REDIS_URL) needs EMBER_DATABASE_URL on PostgreSQL: every node shares the "
+                "database, and SQLite is one machine's file"
+                + ("" if not self.database_url else f" (the database URL's scheme is {scheme!r})")
+            )
+        if not self.public_url.startswith(("http://", "https://")):
+            raise ValueError(
+                "cluster mode (EMBER_REDIS_URL) needs EMBER_PUBLIC_URL, this node's http(s):// URL as clients "
+                "reach it: clients of a room this node hosts are sent there"
+            )
+        if not 0 < self.cluster_heartbeat < self.cluster_node_ttl:
+            raise ValueError(
+                f"cluster_heartbeat ({self.cluster_heartbeat}) must be positive and below cluster_node_ttl "
+                f"({self.cluster_node_ttl})"
+            )
+
+    @property
+    def cluster_mode(self) -> bool:
+        """Is this node part of a cluster (``redis_url`` set)?"""
+        return bool(self.redis_url)
 
     def with_env(self, env: dict[str, str] | None = None) -> Settings:
         """Apply ``EMBER_*`` variables (``EMBER_DATA_DIR``, ``EMBER_DATABASE_URL``, ``EMBER_MAX_APPS``, ...)."""

@@ -54,3 +54,14 @@ def test_metrics_report_the_database_and_request_latency(server: ServerThread, h
     assert counted[("GET", "/v2/apps/{app_id}", "200")] >= 1
     assert counted[("POST", "/v2/apps", "201")] >= 1
     assert not any(app_id in route for _, route, _ in counted)
+
+
+def test_healthz_and_metrics_say_which_node_answered(server: ServerThread) -> None:
+    assert server.services is not None
+    node_id = server.services.settings.node_id
+    with httpx.Client(base_url=server.url, trust_env=False) as client:
+        health = client.get("/healthz")
+    assert health.status_code == 200
+    # A single node (no EMBER_REDIS_URL) without a media plane, as the API suite runs.
+    assert health.json() == {"status": "ok", "node_id": node_id, "cluster": False, "media": False}
+    assert _scrape(server)["ember_node_info"] == [({"node_id": node_id, "cluster": "false"}, 1.0)]

@@ -255,3 +255,58 @@ async def test_recover_closes_what_a_previous_run_left_open(env: Env) -> None:
     assert await env.svc.recover() >= 2
     assert {r["state"] for r in await env.svc.rooms(app_id)} == {"CLOSED"}
     assert {(s["state"], s["leave_reason"]) for s in await env.svc.sessions(app_id)} == {("OFFLINE", "server_restart")}
+
+
+async def test_in_a_cluster_a_starting_node_closes_only_its_own_rooms(env: Env) -> None:
+    app_id = await env.app()
+    node_a = RoomSessionService(env.db, env.box, env.clock, node_id="node-a")
+    node_b = RoomSessionService(env.db, env.box, env.clock, node_id="node-b")
+    on_a = await node_a.admit(signed(app_id, "r1", "alice"))
+    on_b = await node_b.admit(signed(app_id, "r2", "bob"))
+    rooms = {r["room_id"]: r for r in await env.svc.rooms(app_id)}
+    assert (rooms["r1"]["node_id"], rooms["r2"]["node_id"]) == ("node-a", "node-b")
+    env.clock.advance(5)
+    assert await node_a.recover() == 1
+    rooms = {r["room_id"]: r for r in await env.svc.rooms(app_id)}
+    assert (rooms["r1"]["state"], rooms["r2"]["state"]) == ("CLOSED", "RUNNING")
+    sessions = {s["session_id"]: s for s in await env.svc.sessions(app_id)}
+    assert (sessions[on_a.session_id]["state"], sessions[on_a.session_id]["leave_reason"]) == (
+        "OFFLINE",
+        "server_restart",
+    )
+    assert sessions[on_b.session_id]["state"] == "ONLINE"
+
+
+async def test_a_single_node_records_no_node(env: Env) -> None:
+    app_id = await env.app()
+    await env.svc.admit(signed(app_id, "r1", "alice"))
+    [room] = await env.svc.rooms(app_id)
+    assert room["node_id"] is None
+
+
+async def test_a_run_held_by_a_node_that_lost_the_room_is_closed_by_its_new_host(env: Env) -> None:
+    app_id = await env.app()
+    node_a = RoomSessionService(env.db, env.box, env.clock, node_id="node-a")
+    node_b = RoomSessionService(env.db, env.box, env.clock, node_id="node-b")
+    lost = await node_a.admit(signed(app_id, "r1", "alice"))
+    env.clock.advance(3)
+    # The room was placed on node-b after node-a died: node-b's first join opens a run of its own.
+    here = await node_b.admit(signed(app_id, "r1", "bob"))
+    assert here.room_uid != lost.room_uid
+    runs = {r["room_uid"]: r for r in await env.svc.rooms(app_id, "r1")}
+    assert (runs[lost.room_uid]["state"], runs[lost.room_uid]["duration"]) == ("CLOSED", 3)
+    assert (runs[here.room_uid]["state"], runs[here.room_uid]["node_id"]) == ("RUNNING", "node-b")
+    sessions = {s["session_id"]: s for s in await env.svc.sessions(app_id)}
+    assert (sessions[lost.session_id]["state"], sessions[lost.session_id]["leave_reason"]) == ("OFFLINE", "node_lost")
+    # node-b's own later joins share its run.
+    assert (await node_b.admit(signed(app_id, "r1", "carol"))).room_uid == here.room_uid
+
+
+async def test_refusal_checks_a_join_without_recording_it(env: Env) -> None:
+    app_id = await env.app()
+    assert await env.svc.refusal(signed(app_id, "r1", "alice")) is None
+    bad = signed(app_id, "r1", "alice", ctime=NOW - 1)
+    refused = await env.svc.refusal(bad)
+    assert isinstance(refused, Unauthenticated)
+    assert isinstance(await env.svc.refusal(signed("0" * 32, "r1", "alice")), AppNotExist)
+    assert await env.svc.sessions(app_id) == [] and await env.svc.rooms(app_id) == []

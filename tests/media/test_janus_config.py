@@ -105,6 +105,22 @@ def test_network_settings(tmp_path: Path) -> None:
     assert config.admin_url == "http://127.0.0.1:17088/admin"
 
 
+def test_public_address_and_ice_tcp(tmp_path: Path) -> None:
+    config = JanusConfig(
+        http_port=1, admin_port=2, ws_port=3, ice_enforce_list="10.0.0.5", nat_1_1_mapping="203.0.113.9"
+    )
+    nat = _parse((config.write(tmp_path / "nat") / "janus.jcfg").read_text())["nat"]
+    # The public address replaces the private one in every candidate; ICE-Lite stays off (Janus's sample config).
+    assert (nat["nat_1_1_mapping"], nat["keep_private_host"]) == ("203.0.113.9", False)
+    assert "ice_lite" not in nat and "ice_tcp" not in nat
+    tcp = _parse(render_jcfg(JanusConfig(1, 2, 3, ice_tcp=True).files()["janus.jcfg"]))["nat"]
+    assert (tcp["ice_tcp"], tcp["ice_lite"]) == (True, True) and "nat_1_1_mapping" not in tcp
+    with pytest.raises(ValueError, match="ICE-Lite|nat_1_1_mapping"):
+        JanusConfig(1, 2, 3, ice_tcp=True, nat_1_1_mapping="203.0.113.9")
+    with pytest.raises(ValueError):
+        JanusConfig(1, 2, 3, nat_1_1_mapping="public.example.com")
+
+
 def test_interface_name_is_not_used_as_sdp_address() -> None:
     core = JanusConfig(http_port=1, admin_port=2, ws_port=3, ice_enforce_list="ember0").files()["janus.jcfg"]
     assert core["nat"]["ice_enforce_list"] == "ember0"

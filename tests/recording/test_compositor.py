@@ -6,7 +6,8 @@ import av
 import numpy as np
 import pytest
 
-from emberrtc.recording.compositor import Compositor, fit_size
+from emberrtc.recording import compositor as compositor_module
+from emberrtc.recording.compositor import Compositor, fit_size, planes_of
 from emberrtc.recording.layout import CROP, PAD, Layout, Participant, Tile, compute_layout, layout_params
 from emberrtc.recording.mix_images import MixImages, decode_image
 from emberrtc.synthetic import COLOURS, ColourVideo, colour_distance
@@ -205,19 +206,58 @@ def test_layout_of_another_size_is_refused() -> None:
         Compositor(641, 480)
 
 
-def test_compose_is_cheap_when_nothing_changes() -> None:
-    """A tile whose input has no new picture is not scaled again (the scaled planes are reused)."""
+def test_compose_is_cheap_when_nothing_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tile whose input has no new picture is neither scaled nor pasted again; a changed one is."""
     group = [Participant(f"u{i}", i, True, False) for i in range(9)]
     layout = compute_layout(layout_params({"layout_template": "nine_grids_view"}), group, 1280, 720)
     compositor = Compositor(1280, 720)
     compositor.set_layout(layout)
     for p in group:
         compositor.update((p.user_id, "camera"), picture(640, 360, (220, 30, 30)))
-    first = compositor.compose()
+    pasted: list[Tile] = []
+    real_paste = compositor_module._paste
+    monkeypatch.setattr(compositor_module, "_paste", lambda c, t, p: (pasted.append(t), real_paste(c, t, p)))
+    first = compositor.compose().to_ndarray()
+    assert len(pasted) == 9
     scaled = {k: id(v[1]) for k, v in compositor._scaled.items()}
+    pasted.clear()
     second = compositor.compose()
     assert {k: id(v[1]) for k, v in compositor._scaled.items()} == scaled
-    assert np.array_equal(first.to_ndarray(), second.to_ndarray())
+    assert pasted == [] and np.array_equal(first, second.to_ndarray())
+    compositor.update(("u4", "camera"), picture(640, 360, (30, 60, 220)))
+    third = compositor.compose()
+    assert pasted == [layout.tiles[4]]
+    assert near(third, *centre(layout.tiles[4]), (30, 60, 220))
+    assert all(near(third, *centre(t), (220, 30, 30)) for i, t in enumerate(layout.tiles) if i != 4)
+
+
+def test_a_padded_tile_whose_picture_changes_shape_shows_the_background_in_its_new_bars() -> None:
+    tile = Tile(0, 0, 640, 360, 0, ("a", "camera"), "a", PAD)
+    compositor = Compositor(640, 360, BACKGROUND)
+    compositor.set_layout(single(tile, 640, 360))
+    compositor.update(("a", "camera"), picture(640, 360, (220, 30, 30)))  # fills the tile
+    assert near(compositor.compose(), 20, 180, (220, 30, 30))
+    compositor.update(("a", "camera"), picture(180, 360, (30, 200, 60)))  # portrait: bars left and right
+    frame = compositor.compose()
+    assert near(frame, 320, 180, (30, 200, 60))
+    assert near(frame, 20, 180, BACKGROUND) and near(frame, 620, 180, BACKGROUND)
+
+
+def test_a_shrunk_picture_is_area_averaged() -> None:
+    """Downscaling averages the source pixels each output pixel covers (a box filter): one-pixel stripes
+    every third column, shrunk by 3:2, give alternately 2/3 of a stripe and no stripe (bilinear would blur
+    them to about 137 and 41)."""
+    luma = np.full((360, 640), 16, np.uint8)
+    luma[:, ::3] = 235
+    source = av.VideoFrame(640, 360, "yuv420p")
+    y, u, v = planes_of(source)
+    y[:], u[:], v[:] = luma, 128, 128
+    compositor = Compositor(640, 360, BACKGROUND)
+    compositor.set_layout(single(Tile(0, 0, 426, 240, 0, ("a", "camera"), "a", CROP), 640, 360))
+    compositor.update(("a", "camera"), source)
+    row = planes_of(compositor.compose())[0][120, :6].astype(int)
+    assert all(abs(v - (235 + 16 / 2) / 1.5) < 8 for v in row[::2]), row  # 162
+    assert all(abs(v - 16) < 8 for v in row[1::2]), row
 
 
 def test_a_full_grid_then_a_gap_shows_the_background_again() -> None:

@@ -100,3 +100,15 @@ async def test_check_target(tmp_path: Path) -> None:
     await reg.check_target("local", "records")  # the embedded default makes buckets on first use
     with pytest.raises(UnknownStorageLocation):
         await reg.check_target("cn-north-4", "records")
+
+
+def test_download_links_follow_the_scheme_and_the_public_url(tmp_path: Path) -> None:
+    tls = Settings(data_dir=tmp_path, host="10.0.0.5", port=8443, tls_cert="c.pem", tls_key="k.pem")
+    links = StorageRegistry.from_settings(tls, ManualClock()).links
+    assert links is not None and links.url("local", "b", "x.mp4").startswith(
+        "https://10.0.0.5:8443/files/local/b/x.mp4?"
+    )
+    # ember serve sets the derived public URL (deploy/public_url.py); the links use it as given.
+    public = replace(tls, public_url="https://rtc.example.com")
+    links = StorageRegistry.from_settings(public, ManualClock()).links
+    assert links is not None and links.url("local", "b", "x.mp4").startswith("https://rtc.example.com/files/")

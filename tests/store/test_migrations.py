@@ -124,3 +124,93 @@ async def test_revocation_columns_come_and_go_with_their_revision(url: str) -> N
     cred, epoch = await on_connection(url, read)
     assert cred == ("AK1", None, None) and [tuple(r) for r in epoch] == [(1, 0)]
     assert await on_connection(url, _differences) == []
+
+
+def _insert(conn: Connection, table: str, **given: Any) -> None:
+    """A row of ``table`` with ``given`` values, and plain ones for the other required columns."""
+    from sqlalchemy import JSON, Boolean, Float, Integer, MetaData, Numeric, Table
+
+    t = Table(table, MetaData(), autoload_with=conn)
+    values = dict(given)
+    for c in t.columns:
+        if c.name in values or c.nullable or c.server_default is not None:
+            continue
+        kind = c.type
+        if isinstance(kind, JSON):
+            values[c.name] = {}
+        elif isinstance(kind, Boolean):
+            values[c.name] = False
+        elif isinstance(kind, Integer | Float | Numeric):
+            values[c.name] = 0
+        else:
+            values[c.name] = f"{c.name[:8]}-x"
+    conn.execute(t.insert().values(**values))
+
+
+async def test_storage_revision_gives_pending_uploads_their_project(url: str) -> None:
+    """0008_storage: an upload registered before buckets were kept per project goes to its job's app's
+    project's bucket; one without a job keeps none (the shared buckets of old)."""
+    from sqlalchemy import text
+
+    db = await open_database(url)
+    await db.close()
+
+    def down(conn: Connection) -> list[str]:
+        command.downgrade(alembic_config(conn), "0006")
+        _insert(conn, "tenants", domain_id="d1", domain_name="acme", project_id="p" * 32)
+        _insert(conn, "apps", app_id="a1", domain_id="d1", app_name="one")
+        _insert(conn, "jobs", job_id="j1", app_id="a1", room_id="r", user_id="u", state="STOPPED")
+        for upload_id, job_id in (("u1", "j1"), ("u2", None)):
+            _insert(conn, "uploads", upload_id=upload_id, job_id=job_id, state="pending")
+        return [c["name"] for c in inspect(conn).get_columns("uploads")]
+
+    assert "project_id" not in await on_connection(url, down)
+    db = await open_database(url)  # the server's start-up migration
+    await db.close()
+
+    def read(conn: Connection) -> dict[str, Any]:
+        rows = conn.execute(text("SELECT upload_id, project_id FROM uploads")).all()
+        return {r[0]: r[1] for r in rows}
+
+    assert await on_connection(url, read) == {"u1": "p" * 32, "u2": None}
+    assert await on_connection(url, _differences) == []
+
+
+def test_nodes_starting_together_migrate_one_after_the_other(tmp_path: Path) -> None:
+    """Cluster nodes started at once on an empty PostgreSQL database: every one starts (no duplicate
+    ``CREATE TABLE``), and the schema is the models'."""
+    import asyncio
+
+    from emberrtc.store.database import Database
+
+    async def start_together(url: str) -> list[Any]:
+        nodes = [Database(url) for _ in range(3)]
+        try:
+            # Bounded: without the lock, racing migrations fail or wait on each other forever.
+            await asyncio.wait_for(asyncio.gather(*(db.migrate() for db in nodes)), 60)
+        finally:
+            for db in nodes:
+                await db.close()
+        return await on_connection(url, _differences)
+
+    with database_url("postgres", tmp_path) as url:
+        assert asyncio.run(start_together(url)) == []
+
+
+async def test_cluster_revision_adds_the_rooms_node(url: str) -> None:
+    db = await open_database(url)
+    await db.close()
+
+    def columns(conn: Connection) -> list[str]:
+        return [c["name"] for c in inspect(conn).get_columns("rooms")]
+
+    assert "node_id" in await on_connection(url, columns)
+
+    def down(conn: Connection) -> list[str]:
+        command.downgrade(alembic_config(conn), "0006")
+        return columns(conn)
+
+    assert "node_id" not in await on_connection(url, down)
+    db = await open_database(url)
+    await db.close()
+    assert "node_id" in await on_connection(url, columns)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -25,7 +26,8 @@ class EmberServe:
 
     ``data_dir`` None runs with no ``--data-dir`` (the default ``./data`` of ``cwd``); ``env`` is added to a
     copy of the environment without any ``EMBER_*`` variable of the test run; ``prefix`` runs the command
-    through another (``ip netns exec NAME``); ``log`` is where its output goes.
+    through another (``ip netns exec NAME``); ``log`` is where its output goes. ``serve_args`` are added to
+    ``ember serve``'s; with ``ca`` (a PEM file) the server is reached over HTTPS at ``host``, trusting that CA.
     """
 
     def __init__(
@@ -37,10 +39,15 @@ class EmberServe:
         prefix: Sequence[str] = (),
         log: Path | None = None,
         data_dir_arg: str | None = None,
+        serve_args: Sequence[str] = (),
+        host: str = "127.0.0.1",
+        ca: Path | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.ca = ca
+        self.url = f"{'https' if ca else 'http'}://{host}:{self.port}"
+        self.serve_args = list(serve_args)
         self.proc: subprocess.Popen[bytes] | None = None
         self.extra_env = env or {}
         self.cwd = cwd
@@ -55,6 +62,10 @@ class EmberServe:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
         env.update(self.extra_env)
         return env
+
+    def verify(self) -> ssl.SSLContext | bool:
+        """What an HTTP client should verify the server with: the test CA, or the system's."""
+        return ssl.create_default_context(cafile=str(self.ca)) if self.ca else True
 
     def _data_args(self) -> list[str]:
         return ["--data-dir", self.data_dir_arg] if self.data_dir_arg else []
@@ -74,7 +85,7 @@ class EmberServe:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [*self.prefix, EMBER, "serve", "--port", str(self.port), *self._data_args()],
+                [*self.prefix, EMBER, "serve", "--port", str(self.port), *self._data_args(), *self.serve_args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env(),
@@ -96,7 +107,7 @@ class EmberServe:
         async def answers() -> bool:
             self.check_alive()
             try:
-                async with httpx.AsyncClient(trust_env=False) as c:
+                async with httpx.AsyncClient(trust_env=False, verify=self.verify()) as c:
                     return (await c.get(f"{self.url}/openapi.json", timeout=2)).status_code == 200
             except httpx.TransportError:
                 return False

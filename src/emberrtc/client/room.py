@@ -62,6 +62,9 @@ FINAL_EVENTS = ("left", "removed", "dismissed", "disconnected")
 #: Default signature validity: spec README recommends now + 2 h.
 DEFAULT_VALIDITY = 2 * 3600
 SDK_VERSION = "emberrtc-python/0.1.0"
+#: Most ``redirect`` answers followed in one join (a cluster sends a join once, to the room's node; more
+#: happen only while a room's placement moves, e.g. off a node that died).
+MAX_REDIRECTS = 3
 
 
 def sign_join(app_key: str, app_id: str, room_id: str, user_id: str, ctime: int | str) -> str:
@@ -173,8 +176,27 @@ def _peer_connection(ice_servers: list[RTCIceServer]) -> RTCPeerConnection:
     return RTCPeerConnection(RTCConfiguration(iceServers=ice_servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
 
 
+def _redirect_target(reply: dict[str, Any], redirects: list[dict[str, Any]]) -> str:
+    """Where a ``redirect`` answer sends the join (a node of a cluster hosting the room), after checks: at
+    most :data:`MAX_REDIRECTS` in a row, and an http(s) or ws(s) URL."""
+    redirects.append(reply)
+    if len(redirects) > MAX_REDIRECTS:
+        raise RoomError("RTC.00002000", f"redirected more than {MAX_REDIRECTS} times: {redirects!r}")
+    target = reply.get("url")
+    try:
+        signalling_url(str(target))
+    except ValueError:
+        raise RoomError("RTC.00002000", f"redirected to an unusable URL: {target!r}") from None
+    return str(target)
+
+
 class RoomClient:
     """One participant's connection to a room. Create it with :meth:`join`."""
+
+    #: The server it joined through: the one given to :meth:`join`, or the node a cluster sent it to.
+    server: str = ""
+    #: The ``redirect`` answers that led there (a cluster's node hosting the room), in order.
+    redirects: list[dict[str, Any]]
 
     def __init__(
         self,
@@ -186,6 +208,7 @@ class RoomClient:
         join_ms: float | None = None,
     ) -> None:
         self._ws = ws
+        self.redirects = []
         self.session_id: str = joined["session_id"]
         self.room_id: str = joined["room_id"]
         self.user_id: str = joined["user_id"]
@@ -250,7 +273,9 @@ class RoomClient:
     ) -> RoomClient:
         """Connect and join. With ``app_key`` the client signs its own join (``ctime`` defaulting to now
         + 2 h); otherwise pass ``ctime`` and ``signature`` made by the application's server, or nothing
-        when the app has authentication off. Raises :class:`JoinRefusedError` if the server refuses."""
+        when the app has authentication off. Raises :class:`JoinRefusedError` if the server refuses. A
+        node of a cluster that does not host the room answers ``redirect``: the join goes to the node
+        named (:attr:`server`, :attr:`redirects`)."""
         if app_key is not None:
             ctime = ctime if ctime is not None else int(time.time()) + DEFAULT_VALIDITY
             signature = sign_join(app_key, app_id, room_id, user_id, ctime)
@@ -268,21 +293,32 @@ class RoomClient:
             "device_model": device_model or platform.machine() or None,
         }
         started = time.monotonic()
-        # proxy=None: never send signalling through a proxy from the environment.
-        ws = await connect(signalling_url(server), proxy=None, max_size=4 * 1024 * 1024, open_timeout=request_timeout)
-        try:
-            await ws.send(json.dumps({k: v for k, v in message.items() if v is not None}))
-            async with asyncio.timeout(request_timeout):
-                reply = json.loads(await ws.recv())
-            if reply.get("type") == "error":
-                raise JoinRefusedError(reply.get("code", ""), reply.get("message", ""))
-            if reply.get("type") != "joined":
-                raise RoomError("RTC.00002000", f"unexpected answer to join: {reply!r}")
-        except BaseException:
-            await ws.close()
-            raise
+        redirects: list[dict[str, Any]] = []
+        while True:
+            # proxy=None: never send signalling through a proxy from the environment.
+            url = signalling_url(server)
+            ws = await connect(url, proxy=None, max_size=4 * 1024 * 1024, open_timeout=request_timeout)
+            try:
+                await ws.send(json.dumps({k: v for k, v in message.items() if v is not None}))
+                async with asyncio.timeout(request_timeout):
+                    reply = json.loads(await ws.recv())
+                if reply.get("type") == "error":
+                    raise JoinRefusedError(reply.get("code", ""), reply.get("message", ""))
+                if reply.get("type") == "redirect":
+                    server = _redirect_target(reply, redirects)
+                    await ws.close()
+                    continue
+                if reply.get("type") != "joined":
+                    raise RoomError("RTC.00002000", f"unexpected answer to join: {reply!r}")
+            except BaseException:
+                await ws.close()
+                raise
+            break
         join_ms = (time.monotonic() - started) * 1000
-        return cls(ws, reply, request_timeout=request_timeout, stats_interval=stats_interval, join_ms=join_ms)
+        client = cls(ws, reply, request_timeout=request_timeout, stats_interval=stats_interval, join_ms=join_ms)
+        client.server = server
+        client.redirects = redirects
+        return client
 
     async def __aenter__(self) -> RoomClient:
         return self

@@ -13,8 +13,11 @@ join to its last leave (``CLOSED``, with end time and duration); every join atte
 then ``OFFLINE`` (with when and why), or ``FAIL`` with the reason the client was given. Refused joins to an
 app that does not exist are not recorded: no tenant owns them, so no statistics query could show them.
 
-The media plane keeps rooms in one process's memory, so these records assume one media node: at start
-(:meth:`RoomSessionService.recover`) whatever a previous run left ``ONLINE``/``RUNNING`` is closed.
+The media plane keeps rooms in one process's memory. On a single node, at start
+(:meth:`RoomSessionService.recover`) whatever a previous run left ``ONLINE``/``RUNNING`` is closed. In a
+cluster (``node_id`` given) each room run records the node hosting it, and a starting node closes only its
+own runs; a join on the node a room is now placed on finds a run still held by another node only when that
+node lost the room (placement moves only off a dead node), and closes that run before opening its own.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ ONLINE, OFFLINE, FAIL = "ONLINE", "OFFLINE", "FAIL"
 MAX_CTIME_AHEAD = 12 * 3600
 #: ``leave_reason`` of sessions a previous server run left open.
 SERVER_RESTART = "server_restart"
+#: ``leave_reason`` of sessions of a run whose node lost the room (the room was placed on another node).
+NODE_LOST = "node_lost"
 
 
 def join_signature(app_key: str, app_id: str, room_id: str, user_id: str, ctime: str) -> str:
@@ -77,10 +82,12 @@ class Admission:
 
 
 class RoomSessionService:
-    def __init__(self, db: Database, box: SecretBox, clock: Clock) -> None:
+    def __init__(self, db: Database, box: SecretBox, clock: Clock, *, node_id: str | None = None) -> None:
+        """``node_id``: this node's ID in cluster mode (room runs record it); None for a single node."""
         self._db = db
         self._box = box
         self._clock = clock
+        self._node_id = node_id
 
     # --- joining -------------------------------------------------------------------------------------
 
@@ -101,6 +108,23 @@ class RoomSessionService:
         if ctime > now + MAX_CTIME_AHEAD:
             raise Unauthenticated(f"ctime {ctime} is more than 12 hours ahead")
 
+    async def refusal(self, req: JoinRequest) -> EmberError | None:
+        """The error :meth:`admit` would refuse this join with, or None; records nothing. (In a cluster a
+        join is checked before the client is told which node hosts the room.)"""
+        now = self._clock.now()
+
+        def work(s: Session) -> EmberError | None:
+            app = s.get(App, req.app_id)
+            if app is None:
+                return AppNotExist(f"app {req.app_id} does not exist")
+            try:
+                self._check(app, req, now)
+            except EmberError as exc:
+                return exc
+            return None
+
+        return await self._db.run(work)
+
     async def admit(self, req: JoinRequest) -> Admission:
         """Check the join; on success the session is ``ONLINE`` (the room run starts if it was not
         running). A refused join is recorded as ``FAIL`` and raised as the catalogue error."""
@@ -117,7 +141,11 @@ class RoomSessionService:
                 running = self._running_room(s, req.app_id, req.room_id, lock=False)
                 s.add(self._session(req, now, FAIL, running, fail_reason=f"{exc.code}: {exc.message}"))
                 return exc
-            room = self._running_room(s, req.app_id, req.room_id, lock=True) or self._open_room(s, app, req, now)
+            room = self._running_room(s, req.app_id, req.room_id, lock=True)
+            if room is not None and self._node_id is not None and room.node_id != self._node_id:
+                self._close_lost(s, room, now)
+                room = None
+            room = room or self._open_room(s, app, req, now)
             session = self._session(req, now, ONLINE, room)
             s.add(session)
             return Admission(session.session_id, room.room_uid, req.app_id, req.room_id, req.user_id)
@@ -167,6 +195,7 @@ class RoomSessionService:
             state=RUNNING,
             start_time=now,
             auto_record_rule_id=auto_rule,
+            node_id=self._node_id,
         )
         try:
             with s.begin_nested():
@@ -236,17 +265,30 @@ class RoomSessionService:
         room.end_time = max(now, room.start_time)
         room.duration = int(room.end_time - room.start_time)
 
+    def _close_lost(self, s: Session, room: Room, now: float) -> None:
+        """Close a run another node held and lost (the room is placed here now), with its sessions."""
+        s.execute(
+            update(RoomSession)
+            .where(RoomSession.room_uid == room.room_uid, RoomSession.state == ONLINE)
+            .values(state=OFFLINE, leave_time=now, leave_reason=NODE_LOST)
+        )
+        self._close(room, now)
+        s.flush()  # the run is CLOSED before the new one is added (uq_rooms_running)
+
     async def recover(self) -> int:
-        """Close what a previous server run left open (its rooms died with it); return how many rooms."""
+        """Close what a previous server run left open (its rooms died with it); return how many rooms. In a
+        cluster only this node's runs: the other nodes' rooms live on."""
         now = self._clock.now()
 
         def work(s: Session) -> int:
-            s.execute(
-                update(RoomSession)
-                .where(RoomSession.state == ONLINE)
-                .values(state=OFFLINE, leave_time=now, leave_reason=SERVER_RESTART)
-            )
-            rooms = list(s.execute(select(Room).where(Room.state == RUNNING).with_for_update()).scalars())
+            q = select(Room).where(Room.state == RUNNING)
+            if self._node_id is not None:
+                q = q.where(Room.node_id == self._node_id)
+            rooms = list(s.execute(q.with_for_update()).scalars())
+            sessions = update(RoomSession).where(RoomSession.state == ONLINE)
+            if self._node_id is not None:
+                sessions = sessions.where(RoomSession.room_uid.in_([r.room_uid for r in rooms]))
+            s.execute(sessions.values(state=OFFLINE, leave_time=now, leave_reason=SERVER_RESTART))
             for room in rooms:
                 self._close(room, now)
             return len(rooms)

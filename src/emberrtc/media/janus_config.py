@@ -105,6 +105,12 @@ class JanusConfig:
     ice_enforce_list: str | None = None
     #: UDP port range for RTP/RTCP, inclusive (None: Janus's default, the whole ephemeral range).
     rtp_port_range: tuple[int, int] | None = None
+    #: Public address(es) written in place of the private one in every candidate Janus offers (1:1 NAT,
+    #: ``nat.nat_1_1_mapping``; ports kept). Comma-separated IPs, None: the gathered addresses as they are.
+    nat_1_1_mapping: str | None = None
+    #: Gather passive ICE-TCP candidates too. Janus 1.1 supports ICE-TCP only together with ICE-Lite
+    #: (``nat.ice_tcp`` and ``nat.ice_lite``), which its documentation says not to use behind a 1:1 NAT.
+    ice_tcp: bool = False
     #: Seconds without any request before Janus drops a session (0 disables the timeout).
     session_timeout: int = 60
     #: Janus log verbosity, 0 (none) to 7 (everything); 4 is Janus's default.
@@ -126,6 +132,11 @@ class JanusConfig:
             low, high = self.rtp_port_range
             if not 0 < low <= high < 65536:
                 raise ValueError(f"rtp_port_range must be 1 <= min <= max <= 65535, got {self.rtp_port_range}")
+        if self.ice_tcp and self.nat_1_1_mapping:
+            raise ValueError("ice_tcp needs ICE-Lite, which does not work with nat_1_1_mapping (Janus's documentation)")
+        if self.nat_1_1_mapping is not None:
+            for entry in self.nat_1_1_mapping.split(","):
+                ipaddress.ip_address(entry.strip())  # raises ValueError for anything but an IP address
         if not 0 <= self.debug_level <= 7:
             raise ValueError(f"debug_level must be in [0, 7], got {self.debug_level}")
 
@@ -194,6 +205,15 @@ class JanusConfig:
             # Resolving .local candidates means multicast DNS queries on the LAN: never wanted here.
             "ignore_mdns": True,
         }
+        if self.nat_1_1_mapping:
+            # Host candidates carry the public address instead of the private one (a cloud VM's public IP
+            # is on none of its interfaces); ICE-Lite stays off, as Janus's sample config requires for it.
+            nat["nat_1_1_mapping"] = self.nat_1_1_mapping
+            nat["keep_private_host"] = False
+        if self.ice_tcp:
+            # Janus: "Whether to enable ICE-TCP or not (warning: only works with ICE Lite)".
+            nat["ice_lite"] = True
+            nat["ice_tcp"] = True
         if self.ice_enforce_list:
             nat["ice_enforce_list"] = self.ice_enforce_list
         else:

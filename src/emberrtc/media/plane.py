@@ -467,12 +467,16 @@ class JanusMediaPlane:
     @classmethod
     def from_settings(cls, settings: Settings) -> JanusMediaPlane:
         """A plane on fresh loopback ports, with its private Janus config in ``data_dir/janus``."""
+        from emberrtc.config import public_ip_list
+
         config = JanusConfig(
             http_port=_free_loopback_port(),
             admin_port=_free_loopback_port(),
             ws_port=_free_loopback_port(),
             ice_enforce_list=settings.media_ip or None,
             rtp_port_range=_port_range(settings.media_ports),
+            nat_1_1_mapping=",".join(public_ip_list(settings.media_public_ip)) or None,
+            ice_tcp=settings.media_ice_tcp,
         )
         return cls(
             config,
@@ -1066,6 +1070,10 @@ class JanusMediaPlane:
         """Is anybody in the room?"""
         room = self._rooms.get((app_id, room_id))
         return room is not None and bool(room.participants)
+
+    def hosted(self) -> dict[tuple[str, str], int]:
+        """The rooms this plane holds with anybody in them: ``(app_id, room_id)`` -> participants."""
+        return {key: len(room.participants) for key, room in self._rooms.items() if room.participants}
 
     def participants(self, app_id: str, room_id: str) -> list[str]:
         """User IDs of the room's participants."""

@@ -10,6 +10,7 @@ encodes the result to AAC.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from fractions import Fraction
 
@@ -118,7 +119,7 @@ class AudioMixer:
         """Exactly ``samples`` mixed samples, fltp stereo at :attr:`sample_rate` (pts left to the caller)."""
         if samples <= 0:
             raise ValueError("samples must be positive")
-        alpha = 1.0 - float(np.exp(-samples / (LEVEL_SMOOTHING * self.sample_rate)))
+        alpha = 1.0 - math.exp(-samples / (LEVEL_SMOOTHING * self.sample_rate))
         blocks: dict[str, np.ndarray] = {}
         for user_id, queue in self._inputs.items():
             if not queue.queued:
@@ -144,10 +145,11 @@ class AudioMixer:
     def _limit(self, mix: np.ndarray, samples: int) -> None:
         """Scale ``mix`` in place so its peak stays under :data:`CEILING`: the gain drops at once to what the
         block needs and recovers slowly (no pumping on every syllable)."""
-        peak = float(np.max(np.abs(mix))) if mix.size else 0.0
-        recovered = min(1.0, self._gain * float(np.exp(samples / (RELEASE * self.sample_rate))))
+        peak = max(float(mix.max()), -float(mix.min())) if mix.size else 0.0  # no |mix| array
+        recovered = min(1.0, self._gain * math.exp(samples / (RELEASE * self.sample_rate)))
         needed = CEILING / peak if peak > CEILING else 1.0
         self._gain = min(recovered, needed)
         if self._gain < 1.0:
             mix *= self._gain
-        np.clip(mix, -CEILING, CEILING, out=mix)  # float rounding only: the gain already keeps the peak under
+        if peak * self._gain >= CEILING:  # float rounding only: the gain already keeps the peak under
+            np.clip(mix, -CEILING, CEILING, out=mix)

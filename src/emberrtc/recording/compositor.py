@@ -3,12 +3,18 @@
 Works on the Y, U and V planes with NumPy (an RGB canvas costs a third more, and the encoder wants
 yuv420p anyway). Each input is scaled by one reused swscale context per input and size
 (``VideoFrame.reformat`` would build a new one per frame), at most once per new input picture: a tile
-whose input sent nothing new reuses its scaled planes. Images are scaled once per tile size.
+whose input sent nothing new reuses its scaled planes. Downscaling uses swscale's area averaging (a box
+filter: each output pixel averages the source pixels it covers; sharper than swscale's bilinear, which
+widens its triangle when shrinking, and about a tenth cheaper; FFmpeg's ``scale`` filter defaults to
+bicubic, a quarter dearer than bilinear), upscaling bilinear. Images are scaled once per tile size.
 
-Painting, per output frame: the canvas base (background colour, or ``background_image`` cropped to
-fill, cached), then the tiles in zorder. A tile shows its input's newest picture, cropped to fill
-(``crop``) or whole with bars (``pad``, the bars show what lies below). A frozen input keeps its last
-picture; a dropped or absent one shows the user's background image, else the default user image,
+Painting: the canvas is one frame, kept from output frame to output frame (the frame :meth:`Compositor.compose`
+returns is valid until the next call: encode or copy it first). After a new layout or new images, or
+when tiles overlap, everything is painted: the canvas base (background colour, or ``background_image``
+cropped to fill, cached), then the tiles in zorder. Otherwise only the tiles whose content changed are
+painted again (a frozen input's tile costs nothing). A tile shows its input's newest picture, cropped
+to fill (``crop``) or whole with bars (``pad``, the bars show what lies below). A frozen input keeps its
+last picture; a dropped or absent one shows the user's background image, else the default user image,
 else nothing (the canvas shows through). The screen-share main pane is first filled with
 ``screen_background_image`` when the job has one.
 """
@@ -21,7 +27,7 @@ from dataclasses import dataclass
 
 import av
 import numpy as np
-from av.video.reformatter import ColorRange, VideoReformatter
+from av.video.reformatter import ColorRange, Interpolation, VideoReformatter
 
 from emberrtc.recording.layout import CROP, Layout, Tile
 from emberrtc.recording.mix_images import MixImages
@@ -31,7 +37,7 @@ Source = tuple[str, str]
 Planes = tuple[np.ndarray, np.ndarray, np.ndarray]  # Y, U, V (views)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # compared by identity: the same scaled picture, not equal pixels
 class _Placed:
     """A picture scaled for one tile: planes to paste at (x, y) of the canvas (tile-relative offsets)."""
 
@@ -39,6 +45,7 @@ class _Placed:
     dx: int
     dy: int
     keep: av.VideoFrame  # owner of the planes' memory
+    whole: bool  # covers its whole tile (a crop, or a pad that needed no bars)
 
 
 @dataclass(slots=True)
@@ -89,6 +96,9 @@ class Compositor:
         self._scaled: dict[tuple[Source, int, int, str], tuple[int, _Placed]] = {}
         self._image_cache: dict[tuple[int, int, int, str], _Placed] = {}
         self._base: Planes = self._make_base()
+        self._canvas = av.VideoFrame(width, height, "yuv420p")
+        # What each tile of the layout shows on the canvas now (by tile index); None: paint everything.
+        self._painted: list[tuple[_Placed, ...]] | None = None
 
     # --- inputs --------------------------------------------------------------------------------------------
 
@@ -97,6 +107,7 @@ class Compositor:
             raise ValueError(f"layout is {layout.width}x{layout.height}, canvas {self.width}x{self.height}")
         self._layout = layout
         self._disjoint = not any(_overlap(a, b) for a, b in itertools.combinations(layout.tiles, 2))
+        self._painted = None
         # Scaled pictures for tile sizes no longer in use would only hold memory.
         sizes = {(t.width, t.height, t.fit) for t in layout.tiles}
         self._scaled = {k: v for k, v in self._scaled.items() if (k[1], k[2], k[3]) in sizes}
@@ -105,6 +116,7 @@ class Compositor:
         self._images = images
         self._image_cache.clear()
         self._base = self._make_base()
+        self._painted = None
 
     def update(self, source: Source, frame: av.VideoFrame) -> None:
         """The newest decoded picture of an input (any size and pixel format)."""
@@ -120,19 +132,39 @@ class Compositor:
     # --- output --------------------------------------------------------------------------------------------
 
     def compose(self) -> av.VideoFrame:
-        """The canvas now: a new yuv420p frame of width x height (pts left to the caller)."""
-        paints = [(tile, placed) for tile in self._layout.tiles for placed in self._paints(tile)]
-        frame = av.VideoFrame(self.width, self.height, "yuv420p")
-        canvas = planes_of(frame)
-        # A full grid hides the whole base: copying it first would be wasted (a canvas per frame).
-        if not (self._disjoint and _covered(paints) == self.width * self.height):
-            for dst, src in zip(canvas, self._base, strict=True):
-                np.copyto(dst, src)
-        for tile, placed in paints:
-            _paste(canvas, tile, placed)
-        return frame
+        """The canvas now: a yuv420p frame of width x height (pts left to the caller).
 
-    def _paints(self, tile: Tile) -> list[_Placed]:
+        The frame is the compositor's own and is painted over by the next call: encode or copy it before.
+        """
+        tiles = self._layout.tiles
+        paints = [self._paints(tile) for tile in tiles]
+        canvas = self._canvas
+        # Should anything still hold the canvas's buffer (an encoder that queues frames), it is copied here
+        # rather than painted under its holder.
+        canvas.make_writable()
+        planes = planes_of(canvas)
+        painted = self._painted
+        if painted is None or not self._disjoint:
+            # A full grid hides the whole base: copying it first would be wasted.
+            if not (self._disjoint and _covered(tiles, paints) == self.width * self.height):
+                for dst, src in zip(planes, self._base, strict=True):
+                    np.copyto(dst, src)
+            for tile, placed in zip(tiles, paints, strict=True):
+                for p in placed:
+                    _paste(planes, tile, p)
+        else:
+            # Tiles do not overlap: a tile whose pictures are those already on the canvas is left as it is.
+            for tile, placed, before in zip(tiles, paints, painted, strict=True):
+                if placed == before:  # the same pictures (identity: _Placed has no __eq__)
+                    continue
+                if not any(p.whole for p in placed):
+                    _paste_base(planes, self._base, tile)
+                for p in placed:
+                    _paste(planes, tile, p)
+        self._painted = paints
+        return canvas
+
+    def _paints(self, tile: Tile) -> tuple[_Placed, ...]:
         """What a tile paints, bottom first."""
         out = []
         if tile.main and self._images.screen is not None:
@@ -144,7 +176,7 @@ class Compositor:
             image = self._images.for_user(tile.user_id)
             if image is not None:
                 out.append(self._image(image, tile.width, tile.height, CROP))
-        return out
+        return tuple(out)
 
     def _picture(self, tile: Tile, entry: _Input) -> _Placed:
         assert tile.source is not None
@@ -188,8 +220,10 @@ def _scale(scaler: VideoReformatter, frame: av.VideoFrame, width: int, height: i
     """``frame`` as limited-range yuv420p of ``width`` x ``height`` (what the H.264 encoder is told it gets).
 
     Full-range pictures (PNG, JPEG, some cameras) are converted to limited range on the way; one thread:
-    one job per process, and a tile is small.
+    one job per process, and a tile is small. Area averaging when the picture shrinks (the usual case: a
+    camera into a grid tile), bilinear when it grows; see the module docstring.
     """
+    shrinks = width <= frame.width and height <= frame.height
     return scaler.reformat(
         frame,
         width=width,
@@ -197,6 +231,7 @@ def _scale(scaler: VideoReformatter, frame: av.VideoFrame, width: int, height: i
         format="yuv420p",
         src_color_range=frame.color_range or ColorRange.MPEG,
         dst_color_range=ColorRange.MPEG,
+        interpolation=Interpolation.AREA if shrinks else Interpolation.BILINEAR,
         threads=1,
     )
 
@@ -213,17 +248,25 @@ def _place(scaled: av.VideoFrame, box_w: int, box_h: int) -> _Placed:
         v = v[cy // 2 : (cy + ch) // 2, cx // 2 : (cx + cw) // 2]
         w, h = cw, ch
     dx, dy = ((box_w - w) // 2) & ~1, ((box_h - h) // 2) & ~1
-    return _Placed((y, u, v), dx, dy, scaled)
+    return _Placed((y, u, v), dx, dy, scaled, w == box_w and h == box_h)
 
 
 def _overlap(a: Tile, b: Tile) -> bool:
     return a.x < b.x + b.width and b.x < a.x + a.width and a.y < b.y + b.height and b.y < a.y + a.height
 
 
-def _covered(paints: list[tuple[Tile, _Placed]]) -> int:
+def _covered(tiles: tuple[Tile, ...], paints: list[tuple[_Placed, ...]]) -> int:
     """Canvas area painted whole by pictures that fill their tile (of tiles that do not overlap)."""
-    whole = {id(t): t for t, p in paints if p.planes[0].shape == (t.height, t.width)}
-    return sum(t.width * t.height for t in whole.values())
+    return sum(t.width * t.height for t, placed in zip(tiles, paints, strict=True) if any(p.whole for p in placed))
+
+
+def _paste_base(canvas: Planes, base: Planes, tile: Tile) -> None:
+    """The canvas base again under one tile."""
+    x, y, w, h = tile.x, tile.y, tile.width, tile.height
+    canvas[0][y : y + h, x : x + w] = base[0][y : y + h, x : x + w]
+    cx, cy, cw, ch = x // 2, y // 2, w // 2, h // 2
+    canvas[1][cy : cy + ch, cx : cx + cw] = base[1][cy : cy + ch, cx : cx + cw]
+    canvas[2][cy : cy + ch, cx : cx + cw] = base[2][cy : cy + ch, cx : cx + cw]
 
 
 def _paste(canvas: Planes, tile: Tile, placed: _Placed) -> None:

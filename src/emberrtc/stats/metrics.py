@@ -8,7 +8,9 @@
 - ``ember_janus_up`` (1 while this node's Janus answers), ``ember_janus_restarts_total`` (unexpected
   exits, each followed by a restart);
 - ``ember_stats_pending_rows``, ``ember_stats_dropped_rows_total``: this node's statistics buffer;
-- ``ember_http_request_duration_seconds{method,route,status}``: request latency by route template.
+- ``ember_http_request_duration_seconds{method,route,status}``: request latency by route template;
+- ``ember_node_info{node_id,cluster}`` (1): which node answered (``EMBER_NODE_ID``), and whether it is part
+  of a cluster (``EMBER_REDIS_URL``).
 
 Database figures are read when scraped (one unit of work); the rest is this node's. Each app has its own
 registry (several apps can live in one process, as in the tests).
@@ -39,6 +41,11 @@ class _NodeCollector(Collector):
 
     def collect(self) -> Any:
         svc = self._services
+        node = GaugeMetricFamily(
+            "ember_node_info", "The node that answered this scrape (always 1)", labels=["node_id", "cluster"]
+        )
+        node.add_metric([svc.settings.node_id, "true" if svc.cluster is not None else "false"], 1.0)
+        yield node
         plane = svc.plane
         up = GaugeMetricFamily("ember_janus_up", "1 while this node's Janus answers its API, else 0")
         restarts = CounterMetricFamily("ember_janus_restarts", "Unexpected Janus exits (each is restarted)")

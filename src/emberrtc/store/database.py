@@ -25,13 +25,15 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import QueuePool
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: The PostgreSQL advisory lock key migrations hold (any constant of Ember's own: "ember" in ASCII).
+MIGRATION_LOCK = 0x656D626572
 T = TypeVar("T")
 Work = Callable[[Session], T]
 RawWork = Callable[[sqlite3.Connection], T]
@@ -303,6 +305,10 @@ class Database:
         else:
             assert self._async is not None
             async with self._async.begin() as conn:
+                # Nodes of a cluster starting together on one database migrate one after the other: the
+                # lock is held to the end of the migration's transaction (PostgreSQL's DDL is transactional,
+                # so the next node finds the schema at its head and has nothing to do).
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
                 await conn.run_sync(upgrade)
 
     async def close(self) -> None:

@@ -181,6 +181,9 @@ class Upload(Base):
     #: Files that make one recording file (an HLS playlist and its segments) share a group.
     group_key: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
     location: Mapped[str] = mapped_column(String(64))
+    #: Whose bucket (the job's app's project; ``storage.local_store`` keeps projects' buckets apart). None
+    #: only for a file registered before buckets were kept per project: it goes to the shared buckets.
+    project_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     bucket: Mapped[str] = mapped_column(String(64))
     object_name: Mapped[str] = mapped_column(Text)
     content_type: Mapped[str] = mapped_column(String(128))
@@ -257,6 +260,7 @@ class Room(Base):
             sqlite_where=text("state = 'RUNNING'"),
             postgresql_where=text("state = 'RUNNING'"),
         ),
+        Index("ix_rooms_node_running", "node_id", "state"),
     )
 
     room_uid: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -271,6 +275,8 @@ class Room(Base):
     #: The rule of ``AUTO_INDIVIDUAL_RECORD`` when this run started (spec 4.6: only rooms created after the
     #: setting are recorded automatically); None when automatic recording was off.
     auto_record_rule_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    #: In cluster mode the node (``EMBER_NODE_ID``) whose media plane holds this run; None on a single node.
+    node_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class RoomSession(Base):
@@ -607,3 +613,29 @@ class StatsMark(Base):
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     #: UNIX s up to which (exclusive) the roll-up is complete.
     done_until: Mapped[float] = mapped_column(Double)
+
+
+class ObjectClaim(Base):
+    """An object name a recording file holds (``recording.object_names``), so that no other job's file
+    is ever stored under it. Claimed when the file starts, before a byte is uploaded; the unique key on
+    the name (within its location, namespace and bucket) decides between jobs on every node at once.
+
+    ``namespace``: the project for a location that keeps projects' buckets apart (local), else empty
+    (an S3 bucket is one for every project). ``planned_name``: the name the job's templates gave the file;
+    ``object_name`` differs when that was taken.
+    """
+
+    __tablename__ = "object_claims"
+    __table_args__ = (
+        UniqueConstraint("location", "namespace", "bucket", "object_name", name="uq_object_claims_name"),
+        UniqueConstraint("job_id", "planned_name", name="uq_object_claims_planned"),
+    )
+
+    claim_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    location: Mapped[str] = mapped_column(String(64))
+    namespace: Mapped[str] = mapped_column(String(64))
+    bucket: Mapped[str] = mapped_column(String(64))
+    object_name: Mapped[str] = mapped_column(Text)
+    job_id: Mapped[str] = mapped_column(String(32))
+    planned_name: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Double)

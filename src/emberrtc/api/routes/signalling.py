@@ -45,6 +45,10 @@ Server -> client replies:
   others already in the room and their live streams; ``ice_servers`` (WebRTC ``RTCIceServer`` objects,
   ``[]`` when the server has no TURN relay) is for every PeerConnection of this session: a time-limited
   TURN credential (``EMBER_TURN_CREDENTIAL_TTL``) for when direct media fails.
+- ``{"type": "redirect", "room_id", "node_id", "url", "message"}``, in a cluster (``EMBER_REDIS_URL``)
+  instead of ``joined`` when the room is hosted by another node (``url``: that node's ``EMBER_PUBLIC_URL``);
+  the server closes (4302), and the client sends the same ``join`` to ``url``'s signalling endpoint. The
+  join is checked (signature, app) before it is redirected; nothing is recorded for it on this node.
 - ``{"type": "published", "stream", "sdp", "tracks": [{"mid", "type", "codec"}]}``: the SDP answer.
 - ``{"type": "subscription", "sdp", "subscriptions": [{"subscription", "user_id", "stream", "tracks":
   [{"mid", "type", "codec", "feed_mid"}]}]}``: the SDP offer (``null`` if nothing changed) and each new
@@ -142,6 +146,7 @@ FLUSH_TIMEOUT = 2.0
 CLOSE_NORMAL = 1000
 CLOSE_REMOVED, CLOSE_DISMISSED, CLOSE_DISCONNECTED = 4001, 4002, 4003
 CLOSE_PROTOCOL, CLOSE_REFUSED, CLOSE_FAULT = 4400, 4403, 4500
+CLOSE_REDIRECT = 4302
 
 _CTIME = re.compile(r"^\d{1,12}$")
 
@@ -425,6 +430,8 @@ class _Connection:
             await self.send_error(throttled, message.id)
             await self.close(CLOSE_REFUSED)
             return
+        if self.svc.cluster is not None and await self.redirected(request, message):
+            return
         try:
             admission = await self.svc.room_sessions.admit(request)
         except E.EmberError as exc:
@@ -493,6 +500,33 @@ class _Connection:
             with contextlib.suppress(WebSocketDisconnect, RuntimeError):
                 await self.send(reply)
             await self.close(code)
+
+    async def redirected(self, request: JoinRequest, message: JoinMessage) -> bool:
+        """In a cluster: when the room lives on another node (placed now if it had no live host), tell the
+        client where and close; True if so. A join the checks refuse is not placed: it goes on to be
+        refused (and recorded) here."""
+        assert self.svc.cluster is not None
+        if await self.svc.room_sessions.refusal(request) is not None:
+            return False
+        try:
+            host = await self.svc.cluster.host_of(request.app_id, request.room_id)
+        except E.EmberError as exc:
+            log.error("placing room %s/%s: %s", request.app_id, request.room_id, exc.message)
+            await self.send_error(exc, message.id)
+            await self.close(CLOSE_FAULT)
+            return True
+        if host is None:
+            return False
+        reply = {
+            "type": "redirect",
+            "room_id": request.room_id,
+            "node_id": host.node_id,
+            "url": host.public_url,
+            "message": f"room {request.room_id} is hosted by node {host.node_id}: join it at {host.public_url}",
+        }
+        await self.send(reply, message.id)
+        await self.close(CLOSE_REDIRECT)
+        return True
 
     def _join_refused(self, request: JoinRequest, error: E.EmberError, started: float) -> None:
         self.svc.stats_collector.join_refused(

@@ -17,6 +17,8 @@
 //   await room.leave();
 //
 // By default the room subscribes to every stream of every other participant (autoSubscribe).
+// In a cluster, a node that does not host the room answers the join with "redirect": join() follows it to
+// the node that does (room.server, room.redirects), so the page may come from any node.
 // Signing with the app key in the browser (signJoin / the appKey option) is for development only: it
 // puts the key in the page. Production apps sign joins on their own server and hand the browser only
 // ctime and signature.
@@ -28,6 +30,8 @@ export const FINAL_EVENTS = ["left", "removed", "dismissed", "disconnected"];
 // Default signature validity: the spec README recommends now + 2 h.
 const DEFAULT_VALIDITY = 2 * 3600;
 const REQUEST_TIMEOUT_MS = 15000;
+// Most "redirect" answers followed in one join (a cluster redirects once, more only while a placement moves).
+const MAX_REDIRECTS = 3;
 const GATHER_TIMEOUT_MS = 5000;
 
 // QoS reports over signalling (message "stats", format in src/emberrtc/stats/report.py).
@@ -301,14 +305,32 @@ export class EmberRoom extends EventTarget {
       sdk_version: SDK_VERSION,
       device_model: navigator.userAgent.slice(0, 128),
     };
-    const ws = await openSocket(signallingUrl(server));
-    ws.send(JSON.stringify(message));
+    // A node of a cluster that does not host the room answers "redirect" with the node that does: the
+    // same join goes there (at most MAX_REDIRECTS times in a row).
+    const redirects = [];
+    let ws;
     let reply;
-    try {
-      reply = await nextMessage(ws, REQUEST_TIMEOUT_MS);
-    } catch (err) {
+    for (;;) {
+      ws = await openSocket(signallingUrl(server));
+      ws.send(JSON.stringify(message));
+      try {
+        reply = await nextMessage(ws, REQUEST_TIMEOUT_MS);
+      } catch (err) {
+        ws.close();
+        throw err;
+      }
+      if (reply.type !== "redirect") break;
       ws.close();
-      throw err;
+      redirects.push(reply);
+      if (redirects.length > MAX_REDIRECTS) {
+        throw new RoomError("RTC.00002000", `redirected more than ${MAX_REDIRECTS} times: ${JSON.stringify(redirects)}`);
+      }
+      try {
+        signallingUrl(reply.url);
+      } catch (err) {
+        throw new RoomError("RTC.00002000", `redirected to an unusable URL: ${JSON.stringify(reply.url)}`);
+      }
+      server = reply.url;
     }
     if (reply.type === "error") {
       ws.close();
@@ -319,6 +341,9 @@ export class EmberRoom extends EventTarget {
       throw new RoomError("RTC.00002000", `unexpected answer to join: ${JSON.stringify(reply)}`);
     }
     const room = new EmberRoom(ws, reply, autoSubscribe, statsIntervalMs);
+    /** The server joined through (a cluster's node hosting the room), and the redirects that led there. */
+    room.server = server;
+    room.redirects = redirects;
     room.qos.joined(performance.now() - started);
     return room;
   }
