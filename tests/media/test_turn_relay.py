@@ -429,3 +429,28 @@ async def test_a_relay_that_stops_answering_is_restarted(tmp_path: Path) -> None
         await until(lambda: process.starts == 2, within=15, what="the hung relay replaced")
         assert process.pid != hung and relay_pids(process.config_path) == [process.pid]
         assert await process.healthy()
+
+
+async def test_doctor_reports_the_relay(relay: TurnProcess, tmp_path: Path) -> None:
+    from emberrtc.config import Settings
+    from emberrtc.deploy.doctor import Doctor
+
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        turn="embedded",
+        media_ip=MEDIA_IP,
+        turn_host=PEER_IP,
+        turn_port=RELAY[1],
+        turn_secret=SECRET,
+    )
+    [ok] = await Doctor(settings).check_turn()
+    assert ok.ok and "grants allocations" in ok.detail, ok
+    [refused] = await Doctor(replace(settings, turn_secret="not-the-relays")).check_turn()
+    assert not refused.ok and "refuses Ember's credentials" in refused.detail and refused.fix, refused
+    # The same relay named as an external one, by URL.
+    external = replace(settings, turn="", turn_urls=f"turn:{PEER_IP}:{RELAY[1]}?transport=tcp")
+    [reached] = await Doctor(external).check_turn()
+    assert reached.ok, reached
+    await relay.stop()
+    [down] = await Doctor(settings).check_turn()
+    assert not down.ok and f"does not answer on port {RELAY[1]}" in down.detail and "systemctl start" in down.fix
