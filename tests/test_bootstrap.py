@@ -80,3 +80,29 @@ def test_embedded_relay_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         turn_from_settings(replace(settings, media_ip="eth0", public_url="http://127.0.0.1:8080"))
     servers, _ = turn_from_settings(replace(settings, media_ip="eth0", public_url="https://rtc.example.com"))
     assert servers.urls[0] == "turn:rtc.example.com:3478?transport=udp"
+
+
+def test_readme_turn_example_configures_what_it_says(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    from emberrtc import bootstrap
+    from emberrtc.media.ice_interfaces import Candidate
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## TURN relay", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block is not None
+    env = dict(re.findall(r"\b(EMBER_[A-Z_]+)=(\S+)", block.group(1)))
+    assert env["EMBER_TURN"] == "embedded"
+    monkeypatch.setattr(bootstrap, "usable_addresses", lambda media_ip: [Candidate("eth0", media_ip)])
+    settings = Settings(data_dir=tmp_path).with_env(env)
+    servers, relay = turn_from_settings(settings)
+    assert relay is not None and relay.config.allowed_peers == (env["EMBER_MEDIA_IP"],)
+    # The URLs the section says clients are told, in that order.
+    assert servers.urls == (
+        "turn:rtc.example.com:3478?transport=udp",
+        "turn:rtc.example.com:3478?transport=tcp",
+        "turns:rtc.example.com:5349?transport=tcp",
+    )
+    for url in servers.urls:
+        assert url.replace("rtc.example.com", "HOST") in section
