@@ -225,6 +225,11 @@ async def _wait_peer_usage(server: ServerThread, username: str) -> list[tuple[in
     return usage()
 
 
+def test_relay_in_the_metrics(turn_app: MediaApp) -> None:
+    text = turn_app.http.get("/metrics").text
+    assert "ember_turn_up 1.0" in text and "ember_turn_restarts_total 0.0" in text
+
+
 async def test_join_answer_hands_out_the_relay_with_a_time_limited_credential(turn_app: MediaApp) -> None:
     from emberrtc.client import RoomClient
 
@@ -428,7 +433,8 @@ async def test_a_relay_that_stops_answering_is_restarted(tmp_path: Path) -> None
         os.kill(hung, signal.SIGSTOP)  # alive, but answering nothing
         await until(lambda: process.starts == 2, within=15, what="the hung relay replaced")
         assert process.pid != hung and relay_pids(process.config_path) == [process.pid]
-        assert await process.healthy()
+        assert await process.healthy() and process.ready and process.unexpected_exits == 1
+    assert not process.ready
 
 
 async def test_doctor_reports_the_relay(relay: TurnProcess, tmp_path: Path) -> None:

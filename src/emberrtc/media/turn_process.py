@@ -73,6 +73,7 @@ class TurnProcess:
         self._stopping = False
         self.starts = 0
         self.unexpected_exits = 0
+        self._ready = False
 
     @property
     def config_path(self) -> Path:
@@ -82,6 +83,11 @@ class TurnProcess:
     def log_path(self) -> Path:
         """coturn's own log (sessions, allocations, refusals)."""
         return self.folder / "turnserver.log"
+
+    @property
+    def ready(self) -> bool:
+        """True while the relay runs and answered its last STUN probe."""
+        return self._ready and self.pid is not None
 
     @property
     def pid(self) -> int | None:
@@ -174,6 +180,7 @@ class TurnProcess:
             if loop.time() >= deadline:
                 raise TurnStartError(f"turnserver did not answer within {self.ready_timeout} s; see {self.log_path}")
         self.starts += 1
+        self._ready = True
         log.info("TURN relay (pid %d) ready on port %d", self._proc.pid, self.config.port)
 
     async def _supervise(self) -> None:
@@ -183,6 +190,7 @@ class TurnProcess:
             proc = self._proc
             assert proc is not None
             status = await self._watch(proc)
+            self._ready = False
             if self._stopping:
                 return
             self.unexpected_exits += 1
@@ -209,8 +217,10 @@ class TurnProcess:
                 pass
             if await stun_binding(("127.0.0.1", self.config.port), min(1.0, self.health_interval)):
                 missed = 0
+                self._ready = True
                 continue
             missed += 1
+            self._ready = False
             if missed >= self.health_failures:
                 log.error("TURN relay (pid %d) stopped answering STUN; killing it to restart it", proc.pid)
                 with contextlib.suppress(ProcessLookupError):
@@ -218,6 +228,7 @@ class TurnProcess:
                 return await proc.wait()
 
     async def _terminate(self) -> None:
+        self._ready = False
         proc = self._proc
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
