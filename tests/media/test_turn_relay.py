@@ -4,7 +4,10 @@ The clients run in a network namespace of their own (made here), joined to the t
 pair (10.78.0.2 on their side, 10.78.0.1 on the test namespace's), with a route to the media addresses.
 nftables in the clients' namespace drops what a firewall would: UDP to Janus's media address (10.77.0.1),
 or every UDP packet. The relay listens on the test namespace's other address (10.77.0.2) and relays from
-Janus's address to Janus only. Nothing leaves loopback and the namespaces this run made.
+Janus's address to Janus only. Chromium, which runs in the test namespace beside Janus, is fenced by an
+nftables rule there instead (UDP to Janus only from and to the relay's ports). The relay is also run alone:
+expired and forged credentials, peers other than Janus, supervision, and ``ember doctor``'s check of it.
+Nothing leaves loopback and the namespaces this run made.
 """
 
 from __future__ import annotations
