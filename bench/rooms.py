@@ -149,8 +149,8 @@ class Trace:
                     trace.asked[(ref["user_id"], ref["stream"])] = now
             return await request(room, message)
 
-        def traced_pc() -> RTCPeerConnection:
-            pc = make_pc()
+        def traced_pc(ice_servers: list[Any]) -> RTCPeerConnection:
+            pc = make_pc(ice_servers)
             marks = trace.pcs[pc] = {"offer": time.perf_counter()}
             set_local = pc.setLocalDescription
 

@@ -40,14 +40,26 @@ ember_venv() {
 
 ember_setup() {
   local what="${1:-runtime}"
-  # janus: the SFU (media plane); ffmpeg: tools to inspect recordings; iproute2: test network namespaces.
-  ember_apt_install janus ffmpeg iproute2 python3-venv
+  # janus: the SFU (media plane); coturn: the TURN relay (EMBER_TURN=embedded); ffmpeg: tools to inspect
+  # recordings; iproute2: test network namespaces.
+  local had_coturn=1
+  dpkg -s coturn >/dev/null 2>&1 || had_coturn=0
+  ember_apt_install janus coturn ffmpeg iproute2 python3-venv
+  if [ "$had_coturn" = 0 ] && [ -d /run/systemd/system ]; then
+    # Debian starts its own coturn service on install, on /etc/turnserver.conf and port 3478. Ember runs
+    # its own relay on a generated config (EMBER_TURN=embedded): the system one, just installed, is off.
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo systemctl disable --now coturn >/dev/null 2>&1 || true
+  fi
   if [ "$what" = "test" ]; then
     # chromium: the browser SDK's test drives headless Chromium with fake camera and microphone.
     ember_apt_install chromium
     # nginx + libnginx-mod-rtmp: a real RTMP server on loopback for the RTMP push tests
     # (tests/support/rtmp_server.py runs its own nginx from a temp folder; the system service is not used).
     ember_apt_install nginx libnginx-mod-rtmp
+    # nftables: the TURN tests drop clients' direct media in their own network namespaces.
+    ember_apt_install nftables
     # postgresql + redis-server: the API suite's database, the cluster's Redis, and the server binaries the
     # cluster harness (tests/support/cluster.py) starts in a namespace of its own.
     ember_apt_install postgresql redis-server

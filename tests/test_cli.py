@@ -250,6 +250,36 @@ def test_serve_without_janus_says_how_to_install_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("janus") is None, reason="Janus not installed: apt-get install janus")
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"EMBER_TURN_BINARY": "/no/such/turnserver"}, "apt-get install coturn"),
+        # Janus gathers on an interface (not one address): the relay's address for clients cannot be guessed.
+        ({"EMBER_TURN_BINARY": "/bin/true", "EMBER_MEDIA_IP": "{interface}"}, "set EMBER_TURN_HOST"),
+    ],
+)
+def test_serve_with_an_embedded_relay_it_cannot_run_says_what_to_do(
+    tmp_path: Path, env: dict[str, str], says: str
+) -> None:
+    run_env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
+    from emberrtc.media.ice_interfaces import usable_addresses
+
+    interfaces = [c.interface for c in usable_addresses("")]
+    if not interfaces:
+        pytest.skip("no network interface but loopback")
+    run_env.update({"EMBER_TURN": "embedded", **{k: v.format(interface=interfaces[0]) for k, v in env.items()}})
+    r = subprocess.run(
+        [EMBER, "serve", "--port", str(free_port()), "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=run_env,
+        timeout=60,
+    )
+    assert r.returncode == 2, r.stderr
+    assert says in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.skipif(shutil.which("janus") is None, reason="Janus not installed: apt-get install janus")
 def test_serve_runs_janus_and_stops_it(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}

@@ -55,6 +55,45 @@ def test_revocation_check_interval_from_the_environment() -> None:
             Settings().with_env({"EMBER_REVOCATION_CHECK_INTERVAL": bad})
 
 
+def test_turn_settings_from_the_environment() -> None:
+    s = Settings().with_env(
+        {
+            "EMBER_TURN": "embedded",
+            "EMBER_TURN_HOST": "relay.example.com",
+            "EMBER_TURN_PORT": "443",
+            "EMBER_TURN_RELAY_PORTS": "40000-40999",
+            "EMBER_TURN_CREDENTIAL_TTL": "3600",
+        }
+    )
+    assert (s.turn, s.turn_host, s.turn_port, s.turn_relay_ports, s.turn_credential_ttl) == (
+        "embedded",
+        "relay.example.com",
+        443,
+        "40000-40999",
+        3600,
+    )
+    assert Settings().turn == "" and Settings().turn_urls == ""  # default: no relay
+
+
+@pytest.mark.parametrize(
+    ("env", "why"),
+    [
+        ({"EMBER_TURN": "coturn"}, "'embedded' or empty"),
+        ({"EMBER_TURN": "embedded", "EMBER_TURN_URLS": "turn:x", "EMBER_TURN_SECRET": "s"}, "leave it empty"),
+        ({"EMBER_TURN_URLS": "turn:relay.example.com"}, "needs its shared secret"),
+        ({"EMBER_TURN_SECRET": "a", "EMBER_TURN_SECRET_FILE": "/f"}, "not both"),
+        ({"EMBER_TURN_CREDENTIAL_TTL": "30"}, "60-604800"),
+        ({"EMBER_TURN_RELAY_PORTS": "5000"}, "MIN-MAX"),
+        ({"EMBER_TURN_RELAY_PORTS": "6000-5000"}, "MIN-MAX"),
+        ({"EMBER_TURN_PORT": "70000"}, "port number"),
+        ({"EMBER_TURN_TLS_CERT": "/c.pem"}, "go together"),
+    ],
+)
+def test_bad_turn_settings_are_refused(env: dict[str, str], why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        Settings().with_env(env)
+
+
 def test_deployment_settings_are_checked() -> None:
     s = Settings().with_env(
         {

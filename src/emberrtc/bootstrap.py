@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from urllib.parse import urlsplit
 
 from emberrtc.api.ratelimit import RateLimiter
 from emberrtc.cluster.node import ClusterNode, connect
-from emberrtc.config import Settings, listens_on_loopback_only, outbound_allow_list
+from emberrtc.config import Settings, listens_on_loopback_only, outbound_allow_list, port_range, public_ip_list
 from emberrtc.domain.app import AppService
 from emberrtc.domain.clock import Clock, SystemClock
 from emberrtc.domain.job import JobService, JobSupervisor
@@ -23,8 +24,12 @@ from emberrtc.domain.room_session import RoomSessionService
 from emberrtc.domain.secrets import SecretBox
 from emberrtc.domain.tenant import TenantService
 from emberrtc.domain.usage import UsageService
+from emberrtc.media.ice_interfaces import usable_addresses
 from emberrtc.media.plane import JanusMediaPlane
 from emberrtc.media.recording_source import PlaneMediaSource
+from emberrtc.media.turn_config import TurnConfig
+from emberrtc.media.turn_credentials import IceServers, load_turn_secret, parse_turn_urls
+from emberrtc.media.turn_process import TurnProcess
 from emberrtc.recording.outputs import RecordingOutputs
 from emberrtc.recording.supervisor import RecordingSupervisor
 from emberrtc.stats.collector import StatsCollector
@@ -77,9 +82,15 @@ class Services:
     outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
     #: This node as a member of a cluster (``settings.redis_url``); None on a single node.
     cluster: ClusterNode | None = None
+    #: The TURN relay clients are handed at join (none: ``IceServers(())``), set by :meth:`start`.
+    ice_servers: IceServers = field(default_factory=lambda: IceServers(()))
+    #: The embedded relay (``EMBER_TURN=embedded``) supervised with the server.
+    turn_relay: TurnProcess | None = None
 
     async def start(self) -> None:
-        """Begin background work (the job supervisor, Janus); the schema is already migrated."""
+        """Begin background work (the job supervisor, Janus, the TURN relay); the schema is already migrated."""
+        # Here, not in build(): the CLI's other commands build services too, and need no relay.
+        self.ice_servers, self.turn_relay = turn_from_settings(self.settings)
         if self.cluster is not None:
             # First: a second process with a live node's ID is refused before it closes that node's rooms.
             await self.cluster.start()
@@ -93,6 +104,11 @@ class Services:
         await self.jobs.recover()
         if self.plane is not None:
             await self.plane.start()
+        if self.turn_relay is not None:
+            await self.turn_relay.start()
+        if self.ice_servers.urls:
+            kind = "embedded" if self.turn_relay is not None else "external"
+            log.info("TURN relay (%s) handed to clients: %s", kind, ", ".join(self.ice_servers.urls))
         self.supervisor.start()
         self.outputs.start()
         self.stats_collector.writer.start()
@@ -116,6 +132,8 @@ class Services:
             await self.stats_janus.stop()
         await self.stats_rollup.stop()
         await self.stats_collector.writer.stop()
+        if self.turn_relay is not None:
+            await self.turn_relay.stop()
         if self.plane is not None:
             await self.plane.stop()
         await self.db.close()
@@ -124,6 +142,59 @@ class Services:
 def _public_host(settings: Settings) -> str:
     """The host name clients reach this server by (``public_url``'s, else the listening address)."""
     return urlsplit(settings.public_url).hostname or settings.host if settings.public_url else settings.host
+
+
+def turn_from_settings(settings: Settings) -> tuple[IceServers, TurnProcess | None]:
+    """The ICE servers handed to clients and, with ``EMBER_TURN=embedded``, the relay to run.
+
+    Raises ``ValueError`` saying what to set when the configuration cannot work."""
+    if settings.turn_urls:
+        secret = load_turn_secret(settings.turn_secret, settings.turn_secret_file, None)
+        return IceServers(parse_turn_urls(settings.turn_urls), secret, settings.turn_credential_ttl), None
+    if settings.turn != "embedded":
+        return IceServers(()), None
+    single = _single_ip(settings.media_ip)
+    # The relay sends only to Janus: the addresses it gathers candidates on, and the public ones its
+    # candidates are mapped to behind 1:1 NAT (EMBER_MEDIA_PUBLIC_IP).
+    peers = [c.ip.split("%")[0] for c in usable_addresses(settings.media_ip)]
+    peers += public_ip_list(settings.media_public_ip)
+    if not peers:
+        raise ValueError("EMBER_TURN=embedded: Janus has no media address the relay could send to; set EMBER_MEDIA_IP")
+    host = settings.turn_host or single or (_public_host(settings) if settings.public_url else "")
+    if not host or host in ("0.0.0.0", "::") or _is_loopback(host):
+        raise ValueError(
+            "EMBER_TURN=embedded: say how clients reach the relay: set EMBER_TURN_HOST to this server's "
+            "public name or address (or EMBER_MEDIA_IP to one address)"
+        )
+    # The server's own certificate (EMBER_TLS_CERT/KEY) serves turns: too unless the relay has its own.
+    cert = settings.turn_tls_cert or settings.tls_cert
+    key = settings.turn_tls_key or settings.tls_key
+    config = TurnConfig(
+        secret=load_turn_secret(settings.turn_secret, settings.turn_secret_file, settings.data_dir),
+        allowed_peers=tuple(dict.fromkeys(peers)),
+        port=settings.turn_port,
+        tls_port=settings.turn_tls_port,
+        relay_ports=port_range(settings.turn_relay_ports, "turn_relay_ports"),
+        relay_ip=single,
+        tls_cert=Path(cert).absolute() if cert else None,
+        tls_key=Path(key).absolute() if key else None,
+    )
+    relay = TurnProcess(config, settings.data_dir / "turn", binary=settings.turn_binary)
+    return IceServers(config.urls(host), config.secret, settings.turn_credential_ttl), relay
+
+
+def _single_ip(media_ip: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(media_ip.strip()))
+    except ValueError:
+        return None
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _log_outbound(settings: Settings, outbound: OutboundPolicy) -> None:

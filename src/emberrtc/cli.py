@@ -301,6 +301,7 @@ async def _serve(args: argparse.Namespace) -> None:
         except JanusNotInstalledError as exc:
             print(f"ember: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
+    _check_turn(settings)
     if settings.cluster_mode:
         from emberrtc.cluster.node import check_reachable
 
@@ -341,6 +342,23 @@ async def _serve(args: argparse.Namespace) -> None:
     log.info("%s", await asyncio.to_thread(advertised_addresses, settings, public_url))
     _tune_gc()
     await _CleanExitServer(config).serve()
+
+
+def _check_turn(settings: Settings) -> None:
+    """Refuse to start, saying what to set or install, when the TURN relay's configuration cannot work."""
+    from emberrtc.bootstrap import turn_from_settings
+    from emberrtc.media.turn_process import TurnNotInstalledError, TurnProcess
+
+    try:
+        if settings.turn == "embedded":
+            TurnProcess.check_installed(settings.turn_binary)
+        turn_from_settings(settings)
+    except TurnNotInstalledError as exc:
+        print(f"ember: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except ValueError as exc:
+        print(f"ember: bad configuration: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 async def _doctor(args: argparse.Namespace) -> None:

@@ -34,6 +34,18 @@ def trusted_proxy_list(value: str) -> list[str]:
     return entries
 
 
+def port_range(value: str, name: str) -> tuple[int, int]:
+    """``MIN-MAX`` as two port numbers, ``1 <= MIN <= MAX <= 65535``."""
+    low, sep, high = value.partition("-")
+    try:
+        pair = (int(low), int(high))
+    except ValueError:
+        pair = (0, 0)
+    if not sep or not 0 < pair[0] <= pair[1] < 65536:
+        raise ValueError(f"{name} must be MIN-MAX with 1 <= MIN <= MAX <= 65535, not {value!r}")
+    return pair
+
+
 def listens_on_loopback_only(host: str) -> bool:
     """Is ``host`` (the address the API listens on) a loopback address or ``localhost``?"""
     import ipaddress
@@ -249,6 +261,40 @@ class Settings:
     #: ``EMBER_JANUS_KEEPALIVE``.
     janus_keepalive: float = 25.0
 
+    # --- TURN relay for clients (media/turn_*.py; README "TURN relay") --------------------------------
+    #: ``embedded``: ``ember serve`` runs and supervises a coturn relay (Debian package ``coturn``) on a
+    #: generated config in ``data_dir/turn``. Empty: no relay of its own (an external one may still be named
+    #: by ``turn_urls``). ``EMBER_TURN``.
+    turn: str = ""
+    #: ICE server URLs handed to clients, comma-separated (``turn:relay.example.com:3478?transport=udp,
+    #: turns:relay.example.com:5349?transport=tcp``): an external relay sharing ``turn_secret``. With
+    #: ``turn=embedded`` leave it empty: the URLs follow from ``turn_host`` and the ports. ``EMBER_TURN_URLS``.
+    turn_urls: str = ""
+    #: Secret shared with the relay (coturn ``static-auth-secret``) from which Ember makes time-limited
+    #: credentials (TURN REST API scheme). Or a file holding it (``turn_secret_file``). Embedded without
+    #: either: ``turn.key`` in ``data_dir``, created on first use. ``EMBER_TURN_SECRET``, ``EMBER_TURN_SECRET_FILE``.
+    turn_secret: str = ""
+    turn_secret_file: str = ""
+    #: Seconds a TURN credential handed at join stays valid (the relay refuses its allocations and
+    #: refreshes after that, so it bounds a relayed call's length). ``EMBER_TURN_CREDENTIAL_TTL``.
+    turn_credential_ttl: int = 24 * 3600
+    #: Name or address clients reach the embedded relay by (in its URLs; for ``turns:`` the name its
+    #: certificate is for). Empty: the address of ``media_ip`` when it is one IP address, else the host of
+    #: ``public_url``. ``EMBER_TURN_HOST``.
+    turn_host: str = ""
+    #: Embedded relay: port for TURN over UDP and TCP, port for TURN over TLS (only with a certificate),
+    #: and the UDP ports of its relayed addresses (``MIN-MAX``). ``EMBER_TURN_PORT``, ``EMBER_TURN_TLS_PORT``,
+    #: ``EMBER_TURN_RELAY_PORTS``.
+    turn_port: int = 3478
+    turn_tls_port: int = 5349
+    turn_relay_ports: str = "49152-65535"
+    #: Certificate chain and key (PEM) for ``turns:`` on the embedded relay. Empty: ``tls_cert``/``tls_key``
+    #: when the server has them, else no TLS transport. ``EMBER_TURN_TLS_CERT``, ``EMBER_TURN_TLS_KEY``.
+    turn_tls_cert: str = ""
+    turn_tls_key: str = ""
+    #: The coturn executable (``apt-get install coturn``). ``EMBER_TURN_BINARY``.
+    turn_binary: str = "turnserver"
+
     # --- object storage (storage/) -------------------------------------------------------------------
     #: Where recordings go, per record-rule ``obs_addr.location``. Without configuration there is one
     #: location, ``local``: a folder per project and bucket under ``data_dir/storage``
@@ -371,6 +417,23 @@ class Settings:
         if not 5 <= self.auto_record_max_idle_time <= 43200:
             # the range of max_idle_time in the API (spec Table 4-26)
             raise ValueError(f"auto_record_max_idle_time must be 5-43200 seconds, not {self.auto_record_max_idle_time}")
+
+        if self.turn not in ("", "embedded"):
+            raise ValueError(f"turn must be 'embedded' or empty, not {self.turn!r}")
+        if self.turn and self.turn_urls:
+            raise ValueError("turn_urls names an external relay: leave it empty with turn=embedded")
+        if self.turn_secret and self.turn_secret_file:
+            raise ValueError("give turn_secret or turn_secret_file, not both")
+        if self.turn_urls and not (self.turn_secret or self.turn_secret_file):
+            raise ValueError("an external relay (turn_urls) needs its shared secret: turn_secret or turn_secret_file")
+        if not 60 <= self.turn_credential_ttl <= 7 * 24 * 3600:
+            raise ValueError(f"turn_credential_ttl must be 60-604800 seconds, not {self.turn_credential_ttl}")
+        for name in ("turn_port", "turn_tls_port"):
+            if not 0 < getattr(self, name) < 65536:
+                raise ValueError(f"{name} must be a port number, not {getattr(self, name)}")
+        if bool(self.turn_tls_cert) != bool(self.turn_tls_key):
+            raise ValueError("turn_tls_cert and turn_tls_key go together: give both or neither")
+        port_range(self.turn_relay_ports, "turn_relay_ports")
 
     def _check_cluster(self) -> None:
         """A cluster needs what every node shares (PostgreSQL) and what each must say of itself."""

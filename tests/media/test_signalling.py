@@ -38,6 +38,7 @@ async def test_signed_join_is_accepted_and_recorded(media_app: MediaApp) -> None
         media_app, "r1", "alice", nickname="Alice", platform_name="web-test", sdk_version="9.9", device_model="rig"
     )
     assert alice.participants == {}
+    assert alice.ice_servers == []  # no TURN relay configured: nothing to hand out (tests/media/test_turn_relay.py)
     bob = await join(media_app, "r1", "bob")
     assert set(bob.participants) == {"alice"}
     assert bob.participants["alice"].nickname == "Alice"

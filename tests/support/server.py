@@ -26,12 +26,16 @@ def free_port() -> int:
 class ServerThread:
     """``start()`` returns once the server answers; ``stop()`` shuts it down cleanly."""
 
-    def __init__(self, settings: Settings, clock: Clock | None = None, **build_kwargs: Any) -> None:
+    def __init__(
+        self, settings: Settings, clock: Clock | None = None, *, host: str = "127.0.0.1", **build_kwargs: Any
+    ) -> None:
+        """``host``: the address to listen on (loopback; another for clients in other network namespaces)."""
         self.settings = settings
+        self.host = host
         self.clock = clock
         self.build_kwargs = build_kwargs
         self.port = settings.port if settings.port not in (0, 8080) else free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         self.services: Services | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._server: uvicorn.Server | None = None
@@ -50,7 +54,7 @@ class ServerThread:
         self.loop = asyncio.get_running_loop()
         self.services = await build(self.settings, clock=self.clock, **self.build_kwargs)
         app = create_app(self.services)
-        config = server_config(app, self.settings, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        config = server_config(app, self.settings, host=self.host, port=self.port, log_level="warning", lifespan="on")
         self._server = uvicorn.Server(config)
         config.install_signal_handlers = False  # type: ignore[attr-defined]
         serve = asyncio.create_task(self._server.serve())

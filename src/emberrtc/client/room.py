@@ -2,8 +2,9 @@
 
 Speaks the signalling protocol of :mod:`emberrtc.api.routes.signalling` over one WebSocket; each
 published stream is its own aiortc PeerConnection, and every subscription comes on one subscriber
-PeerConnection that the server renegotiates (no ICE servers: the client never contacts a public STUN
-server; bundled, so all media shares one transport). :meth:`RoomClient.subscribe` calls made together
+PeerConnection that the server renegotiates (ICE servers: only the server's TURN relay handed in the
+join answer, if it has one, so the client never contacts a public STUN server; bundled, so all media
+shares one transport). :meth:`RoomClient.subscribe` calls made together
 (``asyncio.gather``) are sent as one request, so one renegotiation.
 
     async with await RoomClient.join("http://127.0.0.1:8080", app_id=..., room_id="r1", user_id="alice",
@@ -31,13 +32,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.exceptions import InvalidStateError
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from emberrtc.client.ice import choose_ice_servers
 from emberrtc.client.qos import FrameMeter, QosReporter
 
 __all__ = [
@@ -168,9 +170,10 @@ class Subscription:
     end_reason: str | None = None
 
 
-def _peer_connection() -> RTCPeerConnection:
-    # No ICE servers: aiortc would otherwise ask a public STUN server. MAX_BUNDLE: see DESIGN.md.
-    return RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+def _peer_connection(ice_servers: list[RTCIceServer]) -> RTCPeerConnection:
+    # Only the server's TURN relay (from the join answer), if any: with iceServers left out aiortc would
+    # ask a public STUN server. MAX_BUNDLE: see DESIGN.md.
+    return RTCPeerConnection(RTCConfiguration(iceServers=ice_servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
 
 
 def _redirect_target(reply: dict[str, Any], redirects: list[dict[str, Any]]) -> str:
@@ -209,6 +212,11 @@ class RoomClient:
         self.session_id: str = joined["session_id"]
         self.room_id: str = joined["room_id"]
         self.user_id: str = joined["user_id"]
+        #: The server's TURN relay with this session's credential (``RTCIceServer`` dicts), or [].
+        self.ice_servers: list[dict[str, Any]] = list(joined.get("ice_servers") or [])
+        #: The one TURN URL aiortc is given (aioice uses one): chosen by a probe at the first PeerConnection.
+        self._rtc_ice_servers: list[RTCIceServer] | None = None
+        self._ice_choice = asyncio.Lock()
         self.request_timeout = request_timeout
         #: Who else is in the room, kept up to date from the events.
         self.participants: dict[str, RemoteParticipant] = {
@@ -421,6 +429,15 @@ class RoomClient:
             raise RoomError(reply.get("code", ""), reply.get("message", ""))
         return reply
 
+    async def _new_peer_connection(self) -> RTCPeerConnection:
+        async with self._ice_choice:
+            if self._rtc_ice_servers is None:
+                self._rtc_ice_servers = await choose_ice_servers(self.ice_servers)
+                if self.ice_servers:
+                    chosen = self._rtc_ice_servers[0].urls if self._rtc_ice_servers else "none works from here"
+                    log.info("room client %s: TURN relay %s", self.user_id, chosen)
+        return _peer_connection(self._rtc_ice_servers)
+
     async def ping(self) -> None:
         await self._request({"type": "ping"})
 
@@ -436,7 +453,7 @@ class RoomClient:
         ``h264``) restricts the video codec offered. Others see it once its media flows."""
         if video is None and audio is None:
             raise ValueError("publish needs a video or an audio track")
-        pc = _peer_connection()
+        pc = await self._new_peer_connection()
         try:
             if video is not None:
                 transceiver = pc.addTransceiver(video, direction="sendonly")
@@ -532,7 +549,7 @@ class RoomClient:
         reply = await self._request(request)
         pc = self.subscriber_pc
         if pc is None and reply.get("sdp"):
-            pc = self.subscriber_pc = _peer_connection()
+            pc = self.subscriber_pc = await self._new_peer_connection()
             pc.on("connectionstatechange", lambda pc=pc: self._on_subscriber_state(pc))
         subs: list[Subscription] = []
         for entry in reply.get(what, []):

@@ -387,7 +387,75 @@ class Doctor:
         return findings
 
     async def check_turn(self) -> list[Finding]:
-        return [Finding("turn", "not configured: this version of Ember has no TURN relay")]
+        """The TURN relay: installed, configured, answering, and granting allocations with the credentials
+        Ember makes (embedded: over loopback; external: at each URL)."""
+        from emberrtc.bootstrap import turn_from_settings
+        from emberrtc.client.ice import probe_turn
+        from emberrtc.media.turn_credentials import turn_credential
+        from emberrtc.media.turn_process import stun_binding
+
+        s = self.settings
+        if not s.turn and not s.turn_urls:
+            return [
+                Finding(
+                    "turn",
+                    "not configured (EMBER_TURN, EMBER_TURN_URLS): clients whose network blocks UDP to the media "
+                    "ports cannot connect media",
+                )
+            ]
+        if s.turn == "embedded":
+            if shutil.which(s.turn_binary) is None:
+                return [_problem("turn", f"{s.turn_binary!r} is not installed", "apt-get install coturn")]
+            if not (s.turn_secret or s.turn_secret_file or (s.data_dir / "turn.key").exists()):
+                return [
+                    _problem(
+                        "turn",
+                        f"no turn.key in {s.data_dir}: ember serve has not run with EMBER_TURN=embedded here",
+                        "start the server (systemctl start ember), or give the server's --data-dir",
+                    )
+                ]
+        try:
+            servers, relay = turn_from_settings(s)
+        except ValueError as exc:
+            return [_problem("turn", str(exc), "set what the message names (README: TURN relay)")]
+        username, password = turn_credential(servers.secret, "ember-doctor", int(self.clock.now()) + 60)
+        if relay is not None:
+            local = ("127.0.0.1", relay.config.port)
+            if not await stun_binding(local, self.timeout):
+                return [
+                    _problem(
+                        "turn",
+                        f"the embedded relay does not answer on port {relay.config.port}",
+                        f"start the server (systemctl start ember); the relay's log: {relay.log_path}",
+                    )
+                ]
+            url = f"turn:127.0.0.1:{relay.config.port}?transport=udp"
+            if not await probe_turn(url, username, password, within=self.timeout):
+                return [
+                    _problem(
+                        "turn",
+                        f"the embedded relay on port {relay.config.port} refuses Ember's credentials",
+                        "restart the server: the running relay has another secret (EMBER_TURN_SECRET changed?)",
+                    )
+                ]
+            return [
+                Finding(
+                    "turn", f"embedded relay answers and grants allocations; clients are told {', '.join(servers.urls)}"
+                )
+            ]
+        findings = []
+        for url in servers.urls:
+            if await probe_turn(url, username, password, within=self.timeout):
+                findings.append(Finding("turn", f"{url} grants allocations with Ember's credentials"))
+            else:
+                findings.append(
+                    _problem(
+                        "turn",
+                        f"{url} gives no allocation with Ember's credentials (unreachable, or another secret)",
+                        "check that this host reaches the relay and that EMBER_TURN_SECRET is its static-auth-secret",
+                    )
+                )
+        return findings
 
 
 def _write_probe(path: Path) -> None:

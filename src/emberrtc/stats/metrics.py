@@ -7,6 +7,8 @@
   spool waiting to be stored;
 - ``ember_janus_up`` (1 while this node's Janus answers), ``ember_janus_restarts_total`` (unexpected
   exits, each followed by a restart);
+- ``ember_turn_up``, ``ember_turn_restarts_total``: the same for this node's embedded TURN relay (only
+  with ``EMBER_TURN=embedded``);
 - ``ember_stats_pending_rows``, ``ember_stats_dropped_rows_total``: this node's statistics buffer;
 - ``ember_http_request_duration_seconds{method,route,status}``: request latency by route template;
 - ``ember_node_info{node_id,cluster}`` (1): which node answered (``EMBER_NODE_ID``), and whether it is part
@@ -54,6 +56,16 @@ class _NodeCollector(Collector):
             restarts.add_metric([], float(plane.process.unexpected_exits))
         yield up
         yield restarts
+        relay = svc.turn_relay
+        if relay is not None:  # only with EMBER_TURN=embedded: an external relay is not this node's
+            yield GaugeMetricFamily(
+                "ember_turn_up", "1 while this node's TURN relay answers STUN, else 0", value=float(relay.ready)
+            )
+            yield CounterMetricFamily(
+                "ember_turn_restarts",
+                "Unexpected exits (or hangs) of the TURN relay (each is restarted)",
+                value=float(relay.unexpected_exits),
+            )
         writer = svc.stats_collector.writer
         yield GaugeMetricFamily(
             "ember_stats_pending_rows", "Statistics rows waiting to be written", value=writer.pending

@@ -41,7 +41,10 @@ Client -> server:
 Server -> client replies:
 
 - ``{"type": "joined", "session_id", "room_id", "user_id", "participants": [{"user_id", "nickname",
-  "streams": [{"stream", "audio", "video"}]}]}``: the others already in the room and their live streams.
+  "streams": [{"stream", "audio", "video"}]}], "ice_servers": [{"urls", "username", "credential"}]}``: the
+  others already in the room and their live streams; ``ice_servers`` (WebRTC ``RTCIceServer`` objects,
+  ``[]`` when the server has no TURN relay) is for every PeerConnection of this session: a time-limited
+  TURN credential (``EMBER_TURN_CREDENTIAL_TTL``) for when direct media fails.
 - ``{"type": "redirect", "room_id", "node_id", "url", "message"}``, in a cluster (``EMBER_REDIS_URL``)
   instead of ``joined`` when the room is hosted by another node (``url``: that node's ``EMBER_PUBLIC_URL``);
   the server closes (4302), and the client sends the same ``join`` to ``url``'s signalling endpoint. The
@@ -472,6 +475,9 @@ class _Connection:
                         }
                         for peer in peers
                     ],
+                    # The TURN relay and a credential for this session ([] without one): clients use it when
+                    # direct media to Janus fails (media/turn_credentials.py).
+                    "ice_servers": self.svc.ice_servers.for_user(admission.session_id, self.svc.clock.now()),
                 },
                 message.id,
             )

@@ -223,8 +223,11 @@ export function signallingUrl(server) {
   return url.toString();
 }
 
-function peerConnection() {
-  return new RTCPeerConnection({ iceServers: [], bundlePolicy: "max-bundle" });
+// iceServers: the TURN relay and credential the join answer hands this session ([] without a relay: the
+// browser then asks no STUN server either). The browser tries every URL (UDP, TCP, TLS) and keeps the
+// direct path when it works.
+function peerConnection(iceServers = []) {
+  return new RTCPeerConnection({ iceServers, bundlePolicy: "max-bundle" });
 }
 
 // Resolves once ICE gathering is complete (the SDP then holds every candidate), or after a deadline
@@ -351,6 +354,8 @@ export class EmberRoom extends EventTarget {
     this.qos = new QosReporter(this, statsIntervalMs);
     this._ws = ws;
     this.sessionId = joined.session_id;
+    /** RTCIceServer objects for every RTCPeerConnection of this session (the server's TURN relay), or []. */
+    this.iceServers = joined.ice_servers ?? [];
     this.roomId = joined.room_id;
     this.userId = joined.user_id;
     this.autoSubscribe = autoSubscribe;
@@ -480,7 +485,7 @@ export class EmberRoom extends EventTarget {
 
   /** Publish a MediaStream's tracks (at most one audio, one video) as "camera" or "screen". */
   async publish(stream, mediaStream) {
-    const pc = peerConnection();
+    const pc = peerConnection(this.iceServers);
     try {
       const video = mediaStream.getVideoTracks()[0];
       const audio = mediaStream.getAudioTracks()[0];
@@ -597,7 +602,7 @@ export class EmberRoom extends EventTarget {
   async _renegotiate(request) {
     const reply = await this._request(request);
     if (reply.sdp && !this.subscriberPc) {
-      const pc = peerConnection();
+      const pc = peerConnection(this.iceServers);
       // A subscriber RTCPeerConnection that fails carries nothing more: end its subscriptions and have
       // the server drop its side, so the next subscription starts afresh.
       pc.addEventListener("connectionstatechange", () => {
