@@ -62,9 +62,9 @@ def bar_chart_svg(chart: Chart) -> Markup:
         f'<text x="{_LEFT - 4}" y="{_TOP + plot_h}" text-anchor="end" font-size="11" fill="currentColor">0</text>',
     ]
     for i, p in enumerate(chart.points):
-        if p.value is None:
-            continue
-        h = plot_h * max(0.0, p.value) / scale_top
+        if p.value is None or p.value <= 0:
+            continue  # nothing to draw (the numbers table lists every point)
+        h = plot_h * p.value / scale_top
         x = _LEFT + i * step + (step - bar_w) / 2
         parts.append(
             f'<rect x="{x:.1f}" y="{_TOP + plot_h - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" fill="#d9480f">'

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from emberrtc.console.forms import FormError
 from emberrtc.console.session import ConsoleSession
@@ -23,7 +23,6 @@ STATIC = HERE / "static"
 _env = Environment(
     loader=FileSystemLoader(TEMPLATES),
     autoescape=select_autoescape(["html"]),
-    undefined=StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
 )
