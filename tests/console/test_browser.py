@@ -11,7 +11,6 @@ The browser talks to the loopback server only; no media plane is needed.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import time
@@ -19,14 +18,13 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import av
 import httpx
-import numpy as np
 import pytest
 
 from tests.conftest import make_settings, make_tenant, token_for
+from tests.console.browser import fill, go, loaded, shot, text
 from tests.console.recording import record_file
-from tests.media.chromium import Chromium, Page, chromium_skip_reason
+from tests.media.chromium import Chromium, chromium_skip_reason
 from tests.support.server import ServerThread, TenantInfo, free_port
 
 # The API checks run in between browser steps; blocking httpx calls there are fine in a test.
@@ -54,56 +52,6 @@ def shots(tmp_path: Path) -> Path:
     return folder
 
 
-async def _loaded(page: Page, action: str) -> None:
-    """Run ``action`` in the page (a click or a submit) and wait for the page it leads to."""
-    done = asyncio.create_task(page.browser.wait_event("Page.loadEventFired", page.session_id))
-    try:
-        await page.evaluate(action)
-        async with asyncio.timeout(15):
-            await done
-    finally:
-        done.cancel()
-
-
-async def _go(page: Page, url: str) -> None:
-    await _loaded(page, f"location.href = {json.dumps(url)}")
-
-
-async def _fill(page: Page, values: dict[str, str]) -> None:
-    for name, value in values.items():
-        await page.evaluate(f"document.querySelector('[name=\"{name}\"]').value = {json.dumps(value)}")
-
-
-async def _shot(page: Page, folder: Path, name: str, width: int = 1200) -> Path:
-    """A full-page PNG at ``width`` CSS pixels, checked to show something (not one flat colour)."""
-    await page.send(
-        "Emulation.setDeviceMetricsOverride",
-        {"width": width, "height": 800, "deviceScaleFactor": 1, "mobile": width < 600},
-    )
-    height = await page.evaluate("Math.ceil(document.documentElement.scrollHeight)")
-    shot = await page.send(
-        "Page.captureScreenshot",
-        {
-            "format": "png",
-            "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
-        },
-    )
-    path = folder / f"{name}.png"
-    path.write_bytes(base64.b64decode(shot["data"]))
-    with av.open(str(path)) as png:
-        picture = next(png.decode(video=0)).to_ndarray(format="rgb24")
-    assert picture.shape[1] == width and picture.shape[0] >= 200, picture.shape
-    assert np.unique(picture.reshape(-1, 3), axis=0).shape[0] > 20, f"{name}: the page looks blank"
-    # Nothing wider than the screen: readable at phone width without scrolling sideways.
-    assert await page.evaluate("document.documentElement.scrollWidth") <= width + 1, f"{name}: wider than {width}"
-    return path
-
-
-async def _text(page: Page) -> str:
-    return str(await page.evaluate("document.body.innerText"))
-
-
 async def test_the_console_in_chromium(server: ServerThread, shots: Path) -> None:
     reason = chromium_skip_reason()
     if reason is not None:
@@ -113,81 +61,81 @@ async def test_the_console_in_chromium(server: ServerThread, shots: Path) -> Non
     base = server.url
     async with Chromium(shots.parent / "browser") as browser:
         page = await browser.open(f"{base}/console")
-        await _shot(page, shots, "01-sign-in")
+        await shot(page, shots, "01-sign-in")
 
         # A wrong password is refused on the page, then the right one signs in.
-        await _fill(page, {"user": tenant.name, "password": "not-the-password"})
-        await _loaded(page, "document.querySelector('form[action=\"/console/sign-in\"]').requestSubmit()")
-        assert "the user name, password or account name is wrong" in await _text(page)
-        await _shot(page, shots, "02-sign-in-refused")
-        await _fill(page, {"user": tenant.name, "password": tenant.password})
-        await _loaded(page, "document.querySelector('form[action=\"/console/sign-in\"]').requestSubmit()")
+        await fill(page, {"user": tenant.name, "password": "not-the-password"})
+        await loaded(page, "document.querySelector('form[action=\"/console/sign-in\"]').requestSubmit()")
+        assert "the user name, password or account name is wrong" in await text(page)
+        await shot(page, shots, "02-sign-in-refused")
+        await fill(page, {"user": tenant.name, "password": tenant.password})
+        await loaded(page, "document.querySelector('form[action=\"/console/sign-in\"]').requestSubmit()")
         assert await page.evaluate("location.pathname") == "/console/apps"
         assert await page.evaluate("document.cookie") == ""  # HttpOnly: no script sees the session
 
         # Create an app.
-        await _fill(page, {"app_name": "browser-app"})
-        await _loaded(page, "document.querySelector('form[action=\"/console/apps\"]').requestSubmit()")
+        await fill(page, {"app_name": "browser-app"})
+        await loaded(page, "document.querySelector('form[action=\"/console/apps\"]').requestSubmit()")
         app_id = str(await page.evaluate("document.getElementById('app-id').textContent"))
         assert api.get(f"/v2/apps/{app_id}").json()["app_name"] == "browser-app"
         key = api.get(f"/v2/apps/{app_id}").json()["authentication"]["app_key"]
-        assert key not in await _text(page)
-        await _loaded(page, "document.querySelector('form[action$=\"/app-key\"] button').click()")
+        assert key not in await text(page)
+        await loaded(page, "document.querySelector('form[action$=\"/app-key\"] button').click()")
         assert await page.evaluate("document.getElementById('app-key').textContent") == key
-        await _shot(page, shots, "03-app")
+        await shot(page, shots, "03-app")
 
         # A record rule with an invalid value: the API's error, next to the field; then fixed.
-        await _go(page, f"{base}/console/apps/{app_id}/recording")
-        await _fill(page, {"obs_addr.bucket": "recordings", "mp4_config.record_cycle": "30"})
-        await _loaded(page, "document.getElementById('rule-form').requestSubmit()")
+        await go(page, f"{base}/console/apps/{app_id}/recording")
+        await fill(page, {"obs_addr.bucket": "recordings", "mp4_config.record_cycle": "30"})
+        await loaded(page, "document.getElementById('rule-form').requestSubmit()")
         field = "document.getElementById('f-mp4_config-record_cycle')"
         assert await page.evaluate(f"{field}.getAttribute('aria-invalid')") == "true"
         assert "f-mp4_config-record_cycle-error" in await page.evaluate(f"{field}.getAttribute('aria-describedby')")
         error = await page.evaluate("document.getElementById('f-mp4_config-record_cycle-error').textContent")
         assert "RTC.00001003" in error and "mp4_config.record_cycle" in error and "60" in error
         assert await page.evaluate(f"{field}.value") == "30"  # what was typed is kept
-        await _shot(page, shots, "04-rule-error")
-        await _fill(page, {"mp4_config.record_cycle": "120"})
-        await _loaded(page, "document.getElementById('rule-form').requestSubmit()")
+        await shot(page, shots, "04-rule-error")
+        await fill(page, {"mp4_config.record_cycle": "120"})
+        await loaded(page, "document.getElementById('rule-form').requestSubmit()")
         (rule,) = api.get(f"/v2/apps/{app_id}/record-rules").json()["rules"]
-        assert rule["mp4_config"]["record_cycle"] == 120 and rule["rule_id"] in await _text(page)
-        await _shot(page, shots, "05-recording")
-        await _shot(page, shots, "05-recording-phone", width=390)
+        assert rule["mp4_config"]["record_cycle"] == 120 and rule["rule_id"] in await text(page)
+        await shot(page, shots, "05-recording")
+        await shot(page, shots, "05-recording-phone", width=390)
 
         # A recording, listed and played in the page.
         stored = record_file(server, api, app_id, tenant.project_id, seconds=4.0)
         deadline = time.monotonic() + 20
         while True:
-            await _go(page, f"{base}/console/apps/{app_id}/recordings")
+            await go(page, f"{base}/console/apps/{app_id}/recordings")
             if await page.evaluate("document.querySelectorAll('video[data-src]').length") == 1:
                 break
             assert time.monotonic() < deadline, "the recording never showed up as stored"
             await asyncio.sleep(0.3)
-        assert stored.object_name in await _text(page)
+        assert stored.object_name in await text(page)
         await page.evaluate("document.querySelector('video').play()")
         await page.wait_for("document.querySelector('video').currentTime > 1.5", 15)
-        await _shot(page, shots, "06-recordings-playing")
+        await shot(page, shots, "06-recordings-playing")
 
-        await _go(page, f"{base}/console/apps/{app_id}/jobs")
-        assert stored.job_id in await _text(page)
-        await _shot(page, shots, "07-jobs")
+        await go(page, f"{base}/console/apps/{app_id}/jobs")
+        assert stored.job_id in await text(page)
+        await shot(page, shots, "07-jobs")
 
         # Live rooms: the page follows the server's event stream.
-        await _go(page, f"{base}/console/apps/{app_id}/rooms")
+        await go(page, f"{base}/console/apps/{app_id}/rooms")
         await page.wait_for("window.emberRooms && window.emberRooms.updates >= 1", 5)
-        assert "Live: updated" in await _text(page)
-        await _shot(page, shots, "08-rooms")
+        assert "Live: updated" in await text(page)
+        await shot(page, shots, "08-rooms")
 
-        await _go(page, f"{base}/console/apps/{app_id}/usage")
+        await go(page, f"{base}/console/apps/{app_id}/usage")
         assert await page.evaluate("document.querySelectorAll('svg.chart rect').length") >= 1  # today's recording
-        await _shot(page, shots, "09-usage")
-        await _shot(page, shots, "09-usage-phone", width=390)
+        await shot(page, shots, "09-usage")
+        await shot(page, shots, "09-usage-phone", width=390)
 
-        await _go(page, f"{base}/console/apps/{app_id}/try")
-        await _loaded(page, "document.querySelector('form[action$=\"/try\"]').requestSubmit()")
+        await go(page, f"{base}/console/apps/{app_id}/try")
+        await loaded(page, "document.querySelector('form[action$=\"/try\"]').requestSubmit()")
         link = str(await page.evaluate("document.getElementById('try-link').getAttribute('href')"))
         assert link.startswith("/demo#app_id=") and "signature=" in link
-        await _shot(page, shots, "10-try")
+        await shot(page, shots, "10-try")
 
         # A cross-site form post (another origin's page posting to the console) is rejected.
         before = api.get("/v2/apps").json()["count"]
@@ -196,15 +144,15 @@ async def test_the_console_in_chromium(server: ServerThread, shots: Path) -> Non
             f"<form method=post action='{base}/console/apps'><input name=app_name value=forged>"
             "<input name=csrf value=guess></form>"
         )
-        await _loaded(other, f"document.body.innerHTML = {json.dumps(form)}; document.forms[0].submit()")
-        refused = await _text(other)
+        await loaded(other, f"document.body.innerHTML = {json.dumps(form)}; document.forms[0].submit()")
+        refused = await text(other)
         assert "RTC.00001001" in refused or "RTC.00001021" in refused
         assert api.get("/v2/apps").json()["count"] == before
 
         # Sign out: back to the sign-in page, and the session is gone.
-        await _go(page, f"{base}/console/apps")
-        await _loaded(page, "document.querySelector('form[action=\"/console/sign-out\"] button').click()")
+        await go(page, f"{base}/console/apps")
+        await loaded(page, "document.querySelector('form[action=\"/console/sign-out\"] button').click()")
         assert await page.evaluate("location.pathname") == "/console"
-        await _go(page, f"{base}/console/apps")
+        await go(page, f"{base}/console/apps")
         assert await page.evaluate("location.pathname") == "/console"
     api.close()

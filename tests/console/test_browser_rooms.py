@@ -1,0 +1,97 @@
+"""The live rooms page in headless Chromium with real rooms: a bot joins a room through Janus and appears on
+the page within 2 s (server-sent events, no reload), with its published camera and its network report;
+the page's Remove button takes it out of the room, and it disappears from the page.
+
+Marked ``media``: Janus and the test network namespace (``scripts/netns.sh``), as the other media tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from emberrtc.client import ColourVideoTrack, RoomClient, ToneAudioTrack
+from tests.conftest import make_tenant, token_for
+from tests.console.browser import loaded, shot, sign_in, text
+from tests.media.chromium import Chromium, chromium_skip_reason
+from tests.media.conftest import media_skip_reason, start_media_server
+from tests.support.server import ServerThread, TenantInfo
+
+pytestmark = pytest.mark.media
+
+ROW = "document.querySelector('tr[data-user=\"alice\"]')"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    reason = media_skip_reason() or chromium_skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    srv = start_media_server(tmp_path_factory.mktemp("console-rooms"))
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("EMBER_CONSOLE_SCREENSHOTS") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def live_app(server: ServerThread) -> tuple[TenantInfo, str, str]:
+    """A tenant, its app and the app's key."""
+    tenant = make_tenant(server)
+    with httpx.Client(base_url=server.url, headers={"X-Auth-Token": token_for(server, tenant)}) as api:
+        app_id = api.post("/v2/apps", json={"app_name": "live-rooms"}).json()["app_id"]
+        app_key = api.get(f"/v2/apps/{app_id}").json()["authentication"]["app_key"]
+    return tenant, app_id, app_key
+
+
+async def test_a_bot_appears_live_and_is_removed_from_the_page(
+    server: ServerThread, live_app: tuple[TenantInfo, str, str], shots: Path, tmp_path: Path
+) -> None:
+    tenant, app_id, app_key = live_app
+    async with Chromium(tmp_path / "browser") as browser:
+        page = await browser.open("about:blank")
+        await sign_in(page, server.url, tenant.name, tenant.password)
+        await loaded(page, f"location.href = '/console/apps/{app_id}/rooms'")
+        await page.wait_for("window.emberRooms && window.emberRooms.updates >= 1", 5)
+        assert "No room is running" in await text(page)
+
+        bot = await RoomClient.join(
+            server.url, app_id=app_id, room_id="room1", user_id="alice", app_key=app_key, stats_interval=1.0
+        )
+        try:
+            joined = time.monotonic()
+            # On the page within 2 s of the join, without a reload.
+            await page.wait_for(ROW, 2)
+            assert time.monotonic() - joined < 2.5
+            await bot.publish(
+                "camera", video=ColourVideoTrack((220, 30, 30), width=160, height=120), audio=ToneAudioTrack(440)
+            )
+            await page.wait_for(f"{ROW} && {ROW}.textContent.includes('camera')", 5)
+            # The bot's own report (every second here) shows as its network.
+            await page.wait_for(f"{ROW} && {ROW}.textContent.includes('RTT')", 15)
+            row = await page.evaluate(f"{ROW}.textContent")
+            assert "loss" in row and "ago" in row
+            await shot(page, shots, "11-rooms-live")
+
+            removed = time.monotonic()
+            await loaded(page, f"{ROW}.querySelector('button').click()")
+            final = await asyncio.wait_for(asyncio.shield(bot.ended), 3)
+            assert time.monotonic() - removed < 3
+            assert final.get("reason") == "removed", final
+            await page.wait_for(f"!{ROW}", 5)
+            await shot(page, shots, "12-rooms-after-remove")
+        finally:
+            await bot.leave()
