@@ -32,9 +32,19 @@ class StoredFile:
     size: int
 
 
-def write_mp4(path: Path, seconds: float, rgb: tuple[int, int, int] = (30, 60, 220)) -> None:
+def write_video(path: Path, seconds: float, rgb: tuple[int, int, int] = (30, 60, 220)) -> None:
+    """``seconds`` of the synthetic picture, H.264: an MP4 file, or (``.m3u8``) an HLS playlist with 1 s
+    segments named as Ember's writer names them (``{stem}_00000.ts`` beside the playlist)."""
     source = ColourVideo(rgb, width=320, height=180, fps=15)
-    with av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"}) as out:
+    if path.suffix == ".m3u8":
+        segments = str(path.with_name(f"{path.stem}_%05d.ts"))
+        fmt, options = (
+            "hls",
+            {"hls_time": "1", "hls_list_size": "0", "hls_playlist_type": "vod", "hls_segment_filename": segments},
+        )
+    else:
+        fmt, options = "mp4", {"movflags": "+faststart"}
+    with av.open(str(path), "w", format=fmt, options=options) as out:
         stream = out.add_stream("libx264", rate=15, options={"preset": "ultrafast", "g": "15"})
         stream.width, stream.height, stream.pix_fmt = 320, 180, "yuv420p"
         for n in range(int(seconds * 15)):
@@ -47,9 +57,10 @@ def write_mp4(path: Path, seconds: float, rgb: tuple[int, int, int] = (30, 60, 2
 
 
 def record_file(
-    server: ServerThread, api: httpx.Client, app_id: str, project_id: str, seconds: float = 4.0
+    server: ServerThread, api: httpx.Client, app_id: str, project_id: str, seconds: float = 4.0, fmt: str = "MP4"
 ) -> StoredFile:
-    """A job of ``app_id`` with one stored MP4 file of ``seconds``."""
+    """A job of ``app_id`` with one stored file of ``seconds``: ``MP4``, or an ``HLS`` playlist whose
+    segments are reported first (``store_part``), as a recording worker reports them."""
     rule = api.post(
         f"/v2/apps/{app_id}/record-rules",
         json={
@@ -60,28 +71,43 @@ def record_file(
     ).json()
     job = api.post(
         f"/v2/apps/{app_id}/individual-stream-jobs",
-        json={"room_id": "room1", "user_id": "alice", "record_param": {"record_rule_id": rule["rule_id"]}},
+        json={
+            "room_id": "room1",
+            "user_id": f"user-{fmt.lower()}",
+            "record_param": {"record_rule_id": rule["rule_id"]},
+        },
     )
     assert job.status_code == 201, job.text
     job_id, stream = job.json()["job_id"], job.json()["stream_name"]
     assert server.services is not None
     outputs = server.services.outputs
-    path = outputs.spool.path_for(job_id, "file.mp4")
-    write_mp4(path, seconds)
+    suffix = "m3u8" if fmt == "HLS" else "mp4"
+    path = outputs.spool.path_for(job_id, f"{stream}.{suffix}")
+    write_video(path, seconds)
+    folder = f"{app_id}/{fmt}/{stream}"
+    ref = JobRef(app_id, job_id, "room1", stream)
+    group = None
     size = path.stat().st_size
-    object_name = f"{app_id}/MP4/{stream}/{stream}.mp4"
+    if fmt == "HLS":
+        group = f"hls-{job_id}"
+        for segment in sorted(path.parent.glob(f"{stream}_*.ts")):
+            size += segment.stat().st_size
+            target = FileTarget("cn-north-4", BUCKET, f"{folder}/{segment.name}")
+            server.call(outputs.store_part(ref, path=segment, target=target, group=group))
     end = time.time()
     server.call(
         outputs.file_completed(
-            JobRef(app_id, job_id, "room1", stream),
-            record_format="MP4",
+            ref,
+            record_format=fmt,
             path=path,
-            target=FileTarget("cn-north-4", BUCKET, object_name),
+            target=FileTarget("cn-north-4", BUCKET, f"{folder}/{path.name}"),
             start_time=end - seconds,
             end_time=end,
             width=320,
             height=180,
+            group=group,
+            content_type="application/vnd.apple.mpegurl" if fmt == "HLS" else None,
             transcoded=False,
         )
     )
-    return StoredFile(job_id, object_name, seconds, size)
+    return StoredFile(job_id, f"{folder}/{path.name}", seconds, size)

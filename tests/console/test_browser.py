@@ -116,6 +116,23 @@ async def test_the_console_in_chromium(server: ServerThread, shots: Path) -> Non
         await page.wait_for("document.querySelector('video').currentTime > 1.5", 15)
         await shot(page, shots, "06-recordings-playing")
 
+        # An HLS recording (a playlist and its segments), played in the page too.
+        hls = record_file(server, api, app_id, tenant.project_id, seconds=4.0, fmt="HLS")
+        deadline = time.monotonic() + 20
+        while True:
+            await go(page, f"{base}/console/apps/{app_id}/recordings")
+            if await page.evaluate("document.querySelectorAll('video[data-format=\"HLS\"]').length") == 1:
+                break
+            assert time.monotonic() < deadline, "the HLS recording never showed up as stored"
+            await asyncio.sleep(0.3)
+        assert hls.object_name in await text(page)
+        video = "document.querySelector('video[data-format=\"HLS\"]')"
+        await page.evaluate(f"{video}.play()")
+        await page.wait_for(f"{video}.currentTime > 1.5", 15)
+        assert await page.evaluate(f"{video}.dataset.engine") in ("hls.js", "native")
+        await page.evaluate(f"{video}.scrollIntoView()")
+        await shot(page, shots, "06-recordings-hls-playing")
+
         await go(page, f"{base}/console/apps/{app_id}/jobs")
         assert stored.job_id in await text(page)
         await shot(page, shots, "07-jobs")

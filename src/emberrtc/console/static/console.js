@@ -26,8 +26,10 @@ function attachPlayers() {
       hls.loadSource(url);
       hls.attachMedia(video);
       video.emberHls = hls;
+      video.dataset.engine = "hls.js";
     } else {
       video.src = url;
+      video.dataset.engine = "native";
     }
   }
 }
