@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 import time
 from collections.abc import Iterator
@@ -147,3 +148,60 @@ def test_try_it_makes_a_signed_join_link(console: Console, api: httpx.Client, ap
     assert fields["app_id"] == app_id and fields["room"] == "room1" and fields["user"] == "bob"
     assert fields["signature"] == join_signature(key, app_id, "room1", "bob", fields["ctime"])
     assert 3500 < int(fields["ctime"]) - time.time() <= 3600
+
+
+def _mix_form(rule_id: str, **changes: str) -> dict[str, str]:
+    form = {
+        "room_id": "room7",
+        "layout_template": "nine_grids_view",
+        "encode_template": "1280x720_15_2260",
+        "max_idle_time": "",
+        "record_rule_id": rule_id,
+    }
+    form.update(changes)
+    return form
+
+
+def test_starting_a_mixed_job_with_the_layout_picker(
+    console: Console, api: httpx.Client, app_id: str, tenant: TenantInfo
+) -> None:
+    page = console.get(f"/console/apps/{app_id}/jobs").text
+    assert 'value="screen_share_left"' in page and 'value="audio_only"' in page
+    rule = api.post(
+        f"/v2/apps/{app_id}/record-rules",
+        json={
+            "obs_addr": {"location": "cn-north-4", "project_id": tenant.project_id, "bucket": "recordings"},
+            "record_formats": ["MP4"],
+            "mp4_config": {"record_cycle": 60},
+        },
+    ).json()["rule_id"]
+    # Each bad choice gets the API's own error for the same body.
+    for changes, api_mix, field in (
+        ({"max_idle_time": "2"}, {"max_idle_time": 2}, "max_idle_time"),
+        ({"room_id": "bad room"}, {"room_id": "bad room"}, "room_id"),
+        ({"encode_template": "audio_only"}, {"encode_template": "audio_only"}, None),
+        ({"layout_template": ""}, {"layout_template": None}, None),
+    ):
+        mix = {"room_id": "room7", "encode_template": "1280x720_15_2260", "layout_template": "nine_grids_view"}
+        mix.update(api_mix)
+        mix = {k: v for k, v in mix.items() if v is not None}
+        expected = api.post(
+            f"/v2/apps/{app_id}/mix-stream-jobs", json={"mix_param": mix, "record_param": {"record_rule_id": rule}}
+        ).json()
+        assert expected["error_code"].startswith("RTC."), expected
+        r = console.post(f"/console/apps/{app_id}/jobs/mix", _mix_form(rule, **changes))
+        assert r.status_code == 400
+        assert expected["error_code"] in r.text and expected["error_msg"] in html.unescape(r.text)
+        if field is not None:
+            assert re.findall(r'name="([^"]+)"[^>]*aria-invalid="true"', r.text) == [field]
+    no_output = console.post(f"/console/apps/{app_id}/jobs/mix", _mix_form(""))
+    assert no_output.status_code == 400 and "RTC.00001005" in no_output.text
+    r = console.post(f"/console/apps/{app_id}/jobs/mix", _mix_form(rule, layout_template="screen_share_left"))
+    assert r.status_code == 303
+    jobs = [j for j in console.get(f"/console/apps/{app_id}/jobs").text.split("<tr") if "room7" in j]
+    assert len(jobs) == 1 and "mixed" in jobs[0]
+    job_id = re.search(r"<code>([0-9a-f]{32})</code>", jobs[0]).group(1)  # type: ignore[union-attr]
+    job = api.get(f"/v2/apps/{app_id}/mix-stream-jobs/{job_id}").json()
+    assert job["mix_param"]["layout_template"] == "screen_share_left"
+    assert job["mix_param"]["encode_template"] == "1280x720_15_2260"
+    assert job["record_param"]["record_rule_id"] == rule

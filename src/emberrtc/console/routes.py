@@ -22,6 +22,7 @@ from emberrtc.api.auth import services_of
 from emberrtc.api.routes.iam import limited_sign_in
 from emberrtc.api.schemas.apps import AutoRecordBody, CreateAppBody, RecordCallbackBody, RemoveUsersBody
 from emberrtc.api.schemas.common import RoomId, SpecModel, UserId
+from emberrtc.api.schemas.jobs import ENCODE_TEMPLATES, MixJobBody
 from emberrtc.api.schemas.record_rules import RecordRuleBody
 from emberrtc.bootstrap import Services
 from emberrtc.callbacks.test_event import TestOutcome, send_test_event
@@ -52,6 +53,7 @@ from emberrtc.domain.errors import (
 )
 from emberrtc.domain.job import INDIVIDUAL, MIX
 from emberrtc.domain.live_room import live_rooms
+from emberrtc.domain.mix_layout import AUDIO_ONLY
 from emberrtc.domain.recording_file import STORED, RecordingFile, list_files
 from emberrtc.domain.room_session import join_signature
 from emberrtc.stats.queries import Days, SeriesQuery, UsageQuery, Window, spec_second, today
@@ -64,6 +66,19 @@ LIVE_INTERVAL = 1.0
 LIVE_STREAM_SECONDS = 300.0
 #: How long a join link made on the "Try it" page is valid.
 TRY_LINK_SECONDS = 3600
+#: The mixed job form's choices: the reference's encode templates (Table 4-175), biggest first, and the
+#: layouts a form can describe (``custom`` needs panes: use the API for it).
+ENCODE_TEMPLATE_CHOICES = [
+    *sorted(
+        (t.replace("*", "x") for t in ENCODE_TEMPLATES), key=lambda t: [-int(n) for n in t.replace("x", "_").split("_")]
+    ),
+    AUDIO_ONLY,
+]
+LAYOUT_CHOICES = [
+    ("nine_grids_view", "Grid: everyone in equal cells"),
+    ("screen_share_left", "Screen share left, cameras on the right"),
+    ("screen_share_right", "Screen share right, cameras on the left"),
+]
 RECORD_RULE_FIELDS = {
     "mp4_config": ("record_cycle", "record_prefix", "record_max_duration_to_merge_file"),
     "hls_config": ("record_cycle", "record_prefix", "record_slice_duration", "record_max_duration_to_merge_file"),
@@ -482,12 +497,19 @@ def _download_url(svc: Services, f: RecordingFile) -> str | None:
 
 
 async def _jobs_page(
-    request: Request, session: ConsoleSession, *, status: int = 200, error: FormError | None = None
+    request: Request,
+    session: ConsoleSession,
+    *,
+    status: int = 200,
+    error: FormError | None = None,
+    mix_error: FormError | None = None,
+    values: Form | None = None,
 ) -> Response:
     svc = services_of(request)
     app_id = _app_id(request)
     app = await _app(svc, session, app_id)
     jobs = await svc.jobs.list_jobs(session.who, app_id)
+    rules = (await svc.rules.list_rules(session.who, app_id, 0, 100))["rules"]
     files: dict[str, list[RecordingFile]] = {}
     for f in await list_files(svc.db, session.who, app_id):
         files.setdefault(f.job_id, []).append(f)
@@ -501,6 +523,11 @@ async def _jobs_page(
         jobs=jobs,
         files=files,
         error=error,
+        mix_error=mix_error,
+        values=values if values is not None else Form([]),
+        rules=rules,
+        encode_templates=ENCODE_TEMPLATE_CHOICES,
+        layouts=LAYOUT_CHOICES,
         title=f"Jobs - {app['app_name']}",
     )
 
@@ -508,6 +535,27 @@ async def _jobs_page(
 @_page("/apps/{app_id}/jobs")
 async def jobs_page(request: Request, session: ConsoleSession) -> Response:
     return await _jobs_page(request, session)
+
+
+@_action("/apps/{app_id}/jobs/mix", "mix_jobs")
+async def start_mix_job(request: Request, session: ConsoleSession, form: Form) -> Response:
+    """spec 4.8.1 with a layout from the picker, checked by the API's body model and the domain's rules."""
+    mix: dict[str, Any] = {"room_id": form.get("room_id").strip(), "encode_template": form.get("encode_template")}
+    if (layout := form.optional("layout_template")) is not None:
+        mix["layout_template"] = layout
+    if (idle := form.optional("max_idle_time")) is not None:
+        mix["max_idle_time"] = idle
+    data: dict[str, Any] = {"mix_param": mix}
+    if (rule_id := form.optional("record_rule_id")) is not None:
+        data["record_param"] = {"record_rule_id": rule_id}
+    body = validate(MixJobBody, data)
+    if isinstance(body, FormError):
+        return await _jobs_page(request, session, status=400, mix_error=body, values=form)
+    try:
+        await services_of(request).jobs.start_mix(session.who, _app_id(request), body.model_dump(mode="json"))
+    except EmberError as exc:
+        return await _jobs_page(request, session, status=exc.status, mix_error=FormError.of(exc), values=form)
+    return pages.redirect(_app_url(_app_id(request), "jobs"))
 
 
 @_action("/apps/{app_id}/jobs/{job_id}/stop", None)
