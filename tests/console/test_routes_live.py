@@ -122,6 +122,7 @@ def test_usage_page_draws_the_statistics(
 ) -> None:
     empty = console.get(f"/console/apps/{app_id}/usage")
     assert empty.status_code == 200 and "Recorded minutes per day" in empty.text
+    assert "Abnormal events, last hour" in empty.text and "None." in empty.text
     assert "<rect" not in empty.text
     record_file(server, api, app_id, tenant.project_id, seconds=3.0)
     page = console.get(f"/console/apps/{app_id}/usage").text

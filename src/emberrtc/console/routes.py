@@ -56,7 +56,8 @@ from emberrtc.domain.live_room import live_rooms
 from emberrtc.domain.mix_layout import AUDIO_ONLY
 from emberrtc.domain.recording_file import STORED, RecordingFile, list_files
 from emberrtc.domain.room_session import join_signature
-from emberrtc.stats.queries import Days, SeriesQuery, UsageQuery, Window, spec_second, today
+from emberrtc.stats.queries import AbnormalQuery, Days, SeriesQuery, UsageQuery, Window, spec_second, today
+from emberrtc.stats.queries import Page as QueryPage
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -703,7 +704,8 @@ def _minute_label(text: str) -> str:
 
 @_page("/apps/{app_id}/usage")
 async def usage_page(request: Request, session: ConsoleSession) -> Response:
-    """The statistics API's reads (spec 5.3, 5.5, 5.7) for the last hour and the last 14 days, as charts."""
+    """The statistics API's reads (spec 5.3, 5.5, 5.7) for the last hour and the last 14 days, as charts,
+    and the last hour's abnormal events (5.11)."""
     svc = services_of(request)
     app_id = _app_id(request)
     app = await _app(svc, session, app_id)
@@ -735,6 +737,7 @@ async def usage_page(request: Request, session: ConsoleSession) -> Response:
                 [Point(d["date"][5:], d["total_duration"] / 60) for d in usage["usage"]],
             )
         )
+    abnormal = await q.abnormal_events(session.who, AbnormalQuery(app_id, None, None, hour, QueryPage(50, 0), ()))
     return pages.render(
         request,
         "usage.html",
@@ -742,6 +745,7 @@ async def usage_page(request: Request, session: ConsoleSession) -> Response:
         app=app,
         tab="usage",
         charts=charts,
+        abnormal=abnormal,
         as_of=spec_second(now),
         title=f"Usage - {app['app_name']}",
     )
