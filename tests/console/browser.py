@@ -69,3 +69,21 @@ async def sign_in(page: Page, base: str, user: str, password: str) -> None:
     await fill(page, {"user": user, "password": password})
     await loaded(page, "document.querySelector('form[action=\"/console/sign-in\"]').requestSubmit()")
     assert await page.evaluate("location.pathname") == "/console/apps"
+
+
+_KEYS = {"Tab": 9, "Enter": 13}
+
+
+async def press(page: Page, key: str) -> None:
+    """Press and release a key (``Tab``, ``Enter``) as a keyboard would."""
+    code = _KEYS[key]
+    down = {"type": "keyDown", "key": key, "code": key, "windowsVirtualKeyCode": code, "nativeVirtualKeyCode": code}
+    if key == "Enter":
+        down["text"] = "\r"
+    await page.send("Input.dispatchKeyEvent", down)
+    await page.send("Input.dispatchKeyEvent", {**down, "type": "keyUp", "text": ""})
+
+
+async def type_text(page: Page, text: str) -> None:
+    """Type into the focused field."""
+    await page.send("Input.insertText", {"text": text})

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from tests.conftest import make_settings, make_tenant, token_for
-from tests.console.browser import fill, go, loaded, shot, text
+from tests.console.browser import fill, go, loaded, press, shot, text, type_text
 from tests.console.recording import record_file
 from tests.media.chromium import Chromium, chromium_skip_reason
 from tests.support.server import ServerThread, TenantInfo, free_port
@@ -68,8 +68,15 @@ async def test_the_console_in_chromium(server: ServerThread, shots: Path) -> Non
         await loaded(page, "document.querySelector('form[action=\"/console/sign-in\"]').requestSubmit()")
         assert "the user name, password or account name is wrong" in await text(page)
         await shot(page, shots, "02-sign-in-refused")
-        await fill(page, {"user": tenant.name, "password": tenant.password})
-        await loaded(page, "document.querySelector('form[action=\"/console/sign-in\"]').requestSubmit()")
+        # Now with the keyboard only: the user field has the focus, Tab to the password, Enter to sign in.
+        assert await page.evaluate("document.activeElement.name") == "user"
+        await press(page, "Tab")
+        assert await page.evaluate("document.activeElement.name") == "password"
+        await type_text(page, tenant.password)
+        done = asyncio.create_task(browser.wait_event("Page.loadEventFired", page.session_id))
+        await press(page, "Enter")
+        async with asyncio.timeout(15):
+            await done
         assert await page.evaluate("location.pathname") == "/console/apps"
         assert await page.evaluate("document.cookie") == ""  # HttpOnly: no script sees the session
 

@@ -171,3 +171,24 @@ def test_the_session_cookie_is_secure_over_https(limited: tuple[ServerThread, Ma
     cookie = next(v for k, v in r.headers.multi_items() if k == "set-cookie" and v.startswith("ember_console="))
     assert "secure" in [a.strip().lower() for a in cookie.split(";")]
     c.close()
+
+
+def test_the_live_stream_ends_when_the_session_does(console: Console, api_app: str) -> None:
+    with console.http.stream("GET", f"/console/apps/{api_app}/rooms/events", timeout=10) as events:
+        lines = events.iter_lines()
+        assert next(lines).startswith("retry:")
+        assert console.post("/console/sign-out", {}).status_code == 303
+        started = time.monotonic()
+        assert "event: signed-out" in lines  # reads until the server says it, or the stream ends
+        assert time.monotonic() - started < 5
+
+
+def test_the_console_is_not_in_the_api_description(server: ServerThread) -> None:
+    paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
+    assert paths and not [p for p in paths if p.startswith("/console")]
+
+
+@pytest.fixture
+def api_app(server: ServerThread, tenant: TenantInfo) -> str:
+    with httpx.Client(base_url=server.url, headers={"X-Auth-Token": token_for(server, tenant)}) as api:
+        return str(api.post("/v2/apps", json={"app_name": "streamed"}).json()["app_id"])
