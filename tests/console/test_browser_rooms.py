@@ -1,6 +1,8 @@
 """The live rooms page in headless Chromium with real rooms: a bot joins a room through Janus and appears on
 the page within 2 s (server-sent events, no reload), with its published camera and its network report;
-the page's Remove button takes it out of the room, and it disappears from the page.
+it is recorded (a single-stream job through Janus and a recording worker, stopped with the Jobs page's
+button) and the file plays on the Recordings page; the Remove button takes it out of the room, and it
+disappears from the page.
 
 Marked ``media``: Janus and the test network namespace (``scripts/netns.sh``), as the other media tests.
 """
@@ -11,17 +13,18 @@ import asyncio
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
 
 from emberrtc.client import ColourVideoTrack, RoomClient, ToneAudioTrack
-from tests.conftest import make_tenant, token_for
+from tests.conftest import make_settings, make_tenant, token_for
 from tests.console.browser import loaded, shot, sign_in, text
 from tests.media.chromium import Chromium, chromium_skip_reason
-from tests.media.conftest import media_skip_reason, start_media_server
-from tests.support.server import ServerThread, TenantInfo
+from tests.media.conftest import MEDIA_IP, media_skip_reason
+from tests.support.server import ServerThread, TenantInfo, free_port
 
 pytestmark = pytest.mark.media
 
@@ -33,7 +36,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     reason = media_skip_reason() or chromium_skip_reason()
     if reason is not None:
         pytest.skip(reason)
-    srv = start_media_server(tmp_path_factory.mktemp("console-rooms"))
+    port = free_port()
+    settings = replace(
+        make_settings(tmp_path_factory.mktemp("console-rooms")),
+        media_enabled=True,
+        media_ip=MEDIA_IP,
+        port=port,
+        public_url=f"http://127.0.0.1:{port}",  # download links the page can play
+    )
+    srv = ServerThread(settings).start()
     try:
         yield srv
     finally:
@@ -86,6 +97,29 @@ async def test_a_bot_appears_live_and_is_removed_from_the_page(
             assert "loss" in row and "ago" in row
             await shot(page, shots, "11-rooms-live")
 
+            # Record her: a job through the API, stopped from the Jobs page, played on the Recordings page.
+            job_id = await asyncio.to_thread(_start_recording, server, tenant, app_id)
+            await asyncio.to_thread(_wait_state, server, tenant, app_id, job_id, "RUNNING", 20)
+            recorded_from = time.monotonic()
+            await loaded(page, f"location.href = '/console/apps/{app_id}/jobs'")
+            # Four seconds of her in the file (a duration of content, not a wait for something to happen).
+            await asyncio.sleep(max(0.0, 4 - (time.monotonic() - recorded_from)))
+            await loaded(page, f"document.querySelector('form[action$=\"/jobs/{job_id}/stop\"] button').click()")
+            await asyncio.to_thread(_wait_state, server, tenant, app_id, job_id, "STOPPED", 10)
+            deadline = time.monotonic() + 30
+            while True:
+                await loaded(page, f"location.href = '/console/apps/{app_id}/recordings'")
+                if await page.evaluate("document.querySelectorAll('video[data-src]').length") >= 1:
+                    break
+                assert time.monotonic() < deadline, "the recording never showed up as stored"
+                await asyncio.sleep(0.5)
+            assert job_id in await text(page)
+            await page.evaluate("document.querySelector('video').play()")
+            await page.wait_for("document.querySelector('video').currentTime > 2", 15)
+            await shot(page, shots, "13-bot-recording-playing")
+            await loaded(page, f"location.href = '/console/apps/{app_id}/rooms'")
+            await page.wait_for(ROW, 5)
+
             removed = time.monotonic()
             await loaded(page, f"{ROW}.querySelector('button').click()")
             final = await asyncio.wait_for(asyncio.shield(bot.ended), 3)
@@ -95,3 +129,32 @@ async def test_a_bot_appears_live_and_is_removed_from_the_page(
             await shot(page, shots, "12-rooms-after-remove")
         finally:
             await bot.leave()
+
+
+def _start_recording(server: ServerThread, tenant: TenantInfo, app_id: str) -> str:
+    with httpx.Client(base_url=server.url, headers={"X-Auth-Token": token_for(server, tenant)}) as api:
+        rule = api.post(
+            f"/v2/apps/{app_id}/record-rules",
+            json={
+                "obs_addr": {"location": "cn-north-4", "project_id": tenant.project_id, "bucket": "recordings"},
+                "record_formats": ["MP4"],
+                "mp4_config": {"record_cycle": 60},
+            },
+        ).json()
+        job = api.post(
+            f"/v2/apps/{app_id}/individual-stream-jobs",
+            json={"room_id": "room1", "user_id": "alice", "record_param": {"record_rule_id": rule["rule_id"]}},
+        )
+        assert job.status_code == 201, job.text
+        return str(job.json()["job_id"])
+
+
+def _wait_state(server: ServerThread, tenant: TenantInfo, app_id: str, job_id: str, state: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    with httpx.Client(base_url=server.url, headers={"X-Auth-Token": token_for(server, tenant)}) as api:
+        while True:
+            job = api.get(f"/v2/apps/{app_id}/individual-stream-jobs/{job_id}").json()
+            if job["state"] == state:
+                return
+            assert time.monotonic() < deadline, f"job still {job['state']}: {job.get('description')}"
+            time.sleep(0.2)
