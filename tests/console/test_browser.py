@@ -90,6 +90,7 @@ async def test_the_console_in_chromium(server: ServerThread, shots: Path) -> Non
         await loaded(page, "document.querySelector('form[action$=\"/app-key\"] button').click()")
         assert await page.evaluate("document.getElementById('app-key').textContent") == key
         await shot(page, shots, "03-app")
+        await shot(page, shots, "03-app-phone", width=390)
 
         # A record rule with an invalid value: the API's error, next to the field; then fixed.
         await go(page, f"{base}/console/apps/{app_id}/recording")
@@ -122,6 +123,7 @@ async def test_the_console_in_chromium(server: ServerThread, shots: Path) -> Non
         await page.evaluate("document.querySelector('video').play()")
         await page.wait_for("document.querySelector('video').currentTime > 1.5", 15)
         await shot(page, shots, "06-recordings-playing")
+        await shot(page, shots, "06-recordings-playing-phone", width=390)
 
         # An HLS recording (a playlist and its segments), played in the page too.
         hls = record_file(server, api, app_id, tenant.project_id, seconds=4.0, fmt="HLS")
@@ -143,12 +145,14 @@ async def test_the_console_in_chromium(server: ServerThread, shots: Path) -> Non
         await go(page, f"{base}/console/apps/{app_id}/jobs")
         assert stored.job_id in await text(page)
         await shot(page, shots, "07-jobs")
+        await shot(page, shots, "07-jobs-phone", width=390)
 
         # Live rooms: the page follows the server's event stream.
         await go(page, f"{base}/console/apps/{app_id}/rooms")
         await page.wait_for("window.emberRooms && window.emberRooms.updates >= 1", 5)
         assert "Live: updated" in await text(page)
         await shot(page, shots, "08-rooms")
+        await shot(page, shots, "08-rooms-phone", width=390)
 
         await go(page, f"{base}/console/apps/{app_id}/usage")
         assert await page.evaluate("document.querySelectorAll('svg.chart rect').length") >= 1  # today's recording
@@ -160,6 +164,7 @@ async def test_the_console_in_chromium(server: ServerThread, shots: Path) -> Non
         link = str(await page.evaluate("document.getElementById('try-link').getAttribute('href')"))
         assert link.startswith("/demo#app_id=") and "signature=" in link
         await shot(page, shots, "10-try")
+        await shot(page, shots, "10-try-phone", width=390)
 
         # A cross-site form post (another origin's page posting to the console) is rejected.
         before = api.get("/v2/apps").json()["count"]

@@ -96,6 +96,7 @@ async def test_a_bot_appears_live_and_is_removed_from_the_page(
             row = await page.evaluate(f"{ROW}.textContent")
             assert "loss" in row and "ago" in row
             await shot(page, shots, "11-rooms-live")
+            await shot(page, shots, "11-rooms-live-phone", width=390)
 
             # Record her: a job through the API, stopped from the Jobs page, played on the Recordings page.
             job_id = await asyncio.to_thread(_start_recording, server, tenant, app_id)

@@ -772,14 +772,30 @@ async def make_try_link(request: Request, session: ConsoleSession, form: Form) -
     target = validate(_RoomUser, {"room_id": form.get("room_id"), "user_id": form.get("user_id")})
     if isinstance(target, FormError):
         return pages.render(
-            request, "try.html", session=session, status=400, app=app, tab="try", link=None, error=target,
-            values=form, title="Try it",
-        )  # fmt: skip
+            request,
+            "try.html",
+            session=session,
+            status=400,
+            app=app,
+            tab="try",
+            link=None,
+            error=target,
+            values=form,
+            title="Try it",
+        )
     ctime = str(int(svc.clock.now()) + TRY_LINK_SECONDS)
     signature = join_signature(app["authentication"]["app_key"], app["app_id"], target.room_id, target.user_id, ctime)
     join = {"app_id": app["app_id"], "room": target.room_id, "user": target.user_id}
     fragment = urlencode({**join, "ctime": ctime, "signature": signature})
     return pages.render(
-        request, "try.html", session=session, app=app, tab="try", link=f"/demo#{fragment}", error=None,
-        values=form, expires=int(ctime), title="Try it",
-    )  # fmt: skip
+        request,
+        "try.html",
+        session=session,
+        app=app,
+        tab="try",
+        link=f"/demo#{fragment}",
+        error=None,
+        values=form,
+        expires=int(ctime),
+        title="Try it",
+    )
