@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import multiprocessing
 import os
 import socket
@@ -161,14 +162,15 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
     env.update(EMBER_DATA_DIR=str(tmp), EMBER_MEDIA_ENABLED="false", EMBER_RATE_LIMITS="off")
     ember = [sys.executable, "-m", "emberrtc.cli"]
-    subprocess.run(
-        [*ember, "tenant", "create", "abuse", "--password-file", "-"],
+    made = subprocess.run(
+        [*ember, "tenant", "create", "abuse", "--password-file", "-", "--json"],
         input="abuse-password\n",
         env=env,
         check=True,
         capture_output=True,
         text=True,
     )
+    project_id = json.loads(made.stdout)["project_id"]
     from tests.support.server import free_port
 
     port = free_port()
@@ -191,7 +193,7 @@ def main() -> None:
         app_id = httpx.post(f"{base}/v2/apps", json={"app_name": "abuse"}, headers=h).json()["app_id"]
         if args.idle_jobs:
             rule = {
-                "obs_addr": {"location": "local", "project_id": "p", "bucket": "abuse"},
+                "obs_addr": {"location": "local", "project_id": project_id, "bucket": "abuse"},
                 "record_formats": ["MP4"],
                 "mp4_config": {"record_cycle": 60},
             }

@@ -28,11 +28,14 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-RULE_BODY = {
-    "obs_addr": {"location": "local", "project_id": "p", "bucket": "bench-bucket", "object": "rec"},
-    "record_formats": ["MP4"],
-    "mp4_config": {"record_cycle": 60, "record_max_duration_to_merge_file": 0},
-}
+
+def rule_body(project_id: str) -> dict[str, object]:
+    """The benchmarked rule, for the tenant's own project (the only one a rule may name)."""
+    return {
+        "obs_addr": {"location": "local", "project_id": project_id, "bucket": "bench-bucket", "object": "rec"},
+        "record_formats": ["MP4"],
+        "mp4_config": {"record_cycle": 60, "record_max_duration_to_merge_file": 0},
+    }
 
 
 def free_port() -> int:
@@ -154,7 +157,7 @@ def main() -> None:
             "POST /v2/apps/{app_id}/record-rules": (
                 "POST",
                 f"/v2/apps/{app_id}/record-rules",
-                json.dumps(RULE_BODY).encode(),
+                json.dumps(rule_body(cred["project_id"])).encode(),
             ),
         }
         bodies = {}

@@ -77,6 +77,9 @@ def make_settings(data_dir: Path, database_url: str = "") -> Settings:
         storage_locations=json.dumps(
             {"cn-north-4": {"type": "local"}, "vault": {"type": "local", "create_buckets": False}}
         ),
+        # Callbacks and RTMP pushes go to the tests' own receivers on 127.0.0.1 (not the rest of loopback),
+        # and the API tests' URLs name example.com hosts, which are never resolved (or reached) here.
+        outbound_allow="127.0.0.1,example.com,*.example.com",
     )
 
 

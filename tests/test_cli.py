@@ -90,6 +90,20 @@ def test_help_explains_the_commands() -> None:
     assert "usage: ember" in bare.stderr
 
 
+def test_revocation_commands_explain_themselves() -> None:
+    listing = ember("credential", "list", "--help")
+    assert listing.returncode == 0, listing.stderr
+    for word in ("--tenant", "--json", "--data-dir", "never shown"):
+        assert word in listing.stdout, word
+    revoke = ember("credential", "revoke", "--help")
+    assert revoke.returncode == 0, revoke.stderr
+    for word in ("AK", "every", "EMBER_REVOCATION_CHECK_INTERVAL"):
+        assert word in revoke.stdout, word
+    # Whose tokens must be said: neither --user nor --tenant is a usage error, not a revocation of all.
+    bare = ember("token", "revoke")
+    assert bare.returncode == 2 and "--user or --tenant" in bare.stderr and "Traceback" not in bare.stderr
+
+
 def test_tenant_and_credential_work_with_the_sdk(tmp_path: Path, server_on: Callable[[], ServerThread]) -> None:
     password = "pw-" + os.urandom(6).hex()
     made = create_tenant(tmp_path, "acme", password)

@@ -45,3 +45,11 @@ def test_edge_settings_from_the_environment() -> None:
     ):
         with pytest.raises(ValueError):
             Settings().with_env(bad)
+
+
+def test_revocation_check_interval_from_the_environment() -> None:
+    assert Settings().revocation_check_interval == 1.0
+    assert Settings().with_env({"EMBER_REVOCATION_CHECK_INTERVAL": "0.25"}).revocation_check_interval == 0.25
+    for bad in ("0", "-1", "61", "nan"):
+        with pytest.raises(ValueError, match="revocation_check_interval"):
+            Settings().with_env({"EMBER_REVOCATION_CHECK_INTERVAL": bad})

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from emberrtc.api.ratelimit import RateLimiter
-from emberrtc.config import Settings
+from emberrtc.config import Settings, listens_on_loopback_only, outbound_allow_list
 from emberrtc.domain.app import AppService
 from emberrtc.domain.clock import Clock, SystemClock
 from emberrtc.domain.job import JobService, JobSupervisor
+from emberrtc.domain.outbound import OutboundPolicy
 from emberrtc.domain.ports import MediaPlane, NoMediaPlane, RecordingEngine, UnavailableRecordingEngine
 from emberrtc.domain.record_rule import RecordRuleService
 from emberrtc.domain.room import RoomService
@@ -31,6 +34,8 @@ from emberrtc.stats.rollup import StatsRollup
 from emberrtc.stats.writer import StatsWriter
 from emberrtc.storage.registry import StorageRegistry
 from emberrtc.store.database import Database, default_url
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -66,6 +71,9 @@ class Services:
     media_source: PlaneMediaSource | None = None
     #: The SFU's statistics of every leg (polled from Janus's admin API) when there is a media plane.
     stats_janus: JanusStatsPoller | None = None
+    #: Where record callbacks and RTMP pushes may go (``EMBER_OUTBOUND_ALLOW``), checked when a URL is saved
+    #: and at every delivery.
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
 
     async def start(self) -> None:
         """Begin background work (the job supervisor, Janus); the schema is already migrated."""
@@ -108,6 +116,23 @@ def _public_host(settings: Settings) -> str:
     return urlsplit(settings.public_url).hostname or settings.host if settings.public_url else settings.host
 
 
+def _log_outbound(settings: Settings, outbound: OutboundPolicy) -> None:
+    """Say at start-up where callbacks and RTMP pushes may go besides public addresses."""
+    if settings.outbound_allow.strip():
+        log.info("outbound: callbacks and RTMP pushes may also reach %s (EMBER_OUTBOUND_ALLOW)", outbound.allow)
+    elif listens_on_loopback_only(settings.host):
+        log.info(
+            "outbound: the API listens on loopback only (%s), so callbacks and RTMP pushes may also reach "
+            "loopback addresses (%s); set EMBER_OUTBOUND_ALLOW to choose (e.g. 'none')",
+            settings.host,
+            outbound.allow,
+        )
+    else:
+        log.info(
+            "outbound: callbacks and RTMP pushes reach public addresses only; EMBER_OUTBOUND_ALLOW names exceptions"
+        )
+
+
 def database_url(settings: Settings) -> str:
     return settings.database_url or default_url(settings.data_dir)
 
@@ -134,24 +159,31 @@ async def build(
     db = Database(database_url(settings))
     await db.migrate()
     box = SecretBox.from_settings(settings.master_key, settings.data_dir)
+    outbound = OutboundPolicy(outbound_allow_list(settings))
+    _log_outbound(settings, outbound)
     plane = media if isinstance(media, JanusMediaPlane) else None
     if media is None and settings.media_enabled:
         plane = media = JanusMediaPlane.from_settings(settings)
     media = media or NoMediaPlane()
     storage = StorageRegistry.from_settings(settings, clock)
+    # Before anything is stored: local buckets of old, shared by all tenants, moved aside (kept reachable).
+    await asyncio.to_thread(storage.migrate_layouts)
     apps = AppService(
         db,
         box,
         clock,
         settings.max_apps_per_tenant,
         cache_ttl=None if db.dialect == "sqlite" else settings.app_cache_ttl,
+        outbound=outbound,
     )
-    outputs = RecordingOutputs.from_settings(settings, db, box, clock, storage)
+    outputs = RecordingOutputs.from_settings(settings, db, box, clock, storage, outbound)
     engine: RecordingSupervisor | None = None
     source: PlaneMediaSource | None = None
     if recorder is None and plane is not None:
         source = PlaneMediaSource(plane)
-        recorder = engine = RecordingSupervisor(outputs, source, spool_root=outputs.spool.root)
+        recorder = engine = RecordingSupervisor(
+            outputs, source, spool_root=outputs.spool.root, outbound_allow=outbound.allow.entries()
+        )
         source.attach(engine)
     jobs = JobService(
         db,
@@ -160,6 +192,7 @@ async def build(
         recorder or UnavailableRecordingEngine(),
         storage=outputs,
         auto_max_idle_time=settings.auto_record_max_idle_time,
+        outbound=outbound,
     )
     if engine is not None:
         engine.attach(jobs)
@@ -176,6 +209,7 @@ async def build(
             settings.token_ttl,
             scrypt_n=settings.password_scrypt_n,
             hash_concurrency=settings.password_hash_concurrency,
+            revocation_check=settings.revocation_check_interval,
         ),
         apps=apps,
         rules=RecordRuleService(db, clock, apps),
@@ -192,6 +226,7 @@ async def build(
         stats_rollup=StatsRollup.from_settings(settings, db, clock),
         stats_queries=StatsQueries(db, clock, _public_host(settings)),
         plane=plane,
+        outbound=outbound,
         recorder=engine,
         media_source=source,
         stats_janus=None

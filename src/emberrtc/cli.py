@@ -3,11 +3,16 @@
     ember serve [--host 127.0.0.1] [--port 8080] [--data-dir DIR]
     ember tenant create NAME (--password PW | --password-file FILE|-) [--project-name NAME] [--json] [--data-dir DIR]
     ember credential create --tenant NAME [--json] [--data-dir DIR]
+    ember credential list [--tenant NAME] [--json] [--data-dir DIR]
+    ember credential revoke AK [--json] [--data-dir DIR]
+    ember token revoke (--user NAME [--tenant NAME] | --tenant NAME) [--json] [--data-dir DIR]
     ember usage --app-id APP [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--json] [--data-dir DIR]
     ember bot --server URL --app-id ID (--app-key KEY | --app-key-file FILE|-) --room ROOM --user USER [...]
 
 The database is SQLite in the data folder unless ``EMBER_DATABASE_URL`` names another (PostgreSQL).
-Tenant and credential commands write to the same database, so they work while the server runs.
+Tenant, credential and token commands write to the same database, so they work while the server runs
+(a revoked AK is refused by every node within ``EMBER_REVOCATION_CHECK_INTERVAL`` seconds, a revoked token
+at once).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import sys
 import textwrap
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +101,83 @@ async def _credential_create(args: argparse.Namespace) -> None:
         await services.db.close()
     data = {"ak": ak, "sk": sk, "project_id": p.project_id, "domain_id": p.domain_id}
     _emit(args, data, "\n".join(f"{k}: {v}" for k, v in data.items()) + "\nKeep the SK: it is not shown again.")
+
+
+def _iso(t: float | None) -> str | None:
+    """A stored UNIX time as ``2026-12-03T09:30:00Z`` (None stays None)."""
+    return None if t is None else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _credential_data(c: Any) -> dict[str, Any]:
+    return {
+        "ak": c.ak,
+        "tenant": c.tenant,
+        "user_name": c.user_name,
+        "state": c.state,
+        "created_at": _iso(c.created_at),
+        "last_used_at": _iso(c.last_used_at),
+        "revoked_at": _iso(c.revoked_at),
+    }
+
+
+async def _credential_list(args: argparse.Namespace) -> None:
+    from emberrtc.bootstrap import build
+
+    services = await build(_settings(args))
+    try:
+        creds = await services.tenants.list_credentials(args.tenant)
+    finally:
+        await services.db.close()
+    data = [_credential_data(c) for c in creds]
+    head = ("ak", "tenant", "user", "state", "created", "last used", "revoked")
+    rows = [
+        (
+            d["ak"],
+            d["tenant"],
+            d["user_name"],
+            d["state"],
+            d["created_at"],
+            d["last_used_at"] or "never",
+            d["revoked_at"] or "-",
+        )
+        for d in data
+    ]
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    lines = ["  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in [head, *rows]]
+    if not rows:
+        lines.append("(no credentials)")
+    print(json.dumps({"credentials": data}) if args.json else "\n".join(lines))
+
+
+async def _credential_revoke(args: argparse.Namespace) -> None:
+    from emberrtc.bootstrap import build
+
+    services = await build(_settings(args))
+    try:
+        cred, already = await services.tenants.revoke_credential(args.ak)
+    finally:
+        await services.db.close()
+    data = _credential_data(cred) | {"already_revoked": already}
+    text = f"{cred.ak} of tenant {cred.tenant} " + (
+        f"was revoked already, at {data['revoked_at']}"
+        if already
+        else f"revoked at {data['revoked_at']}: every node refuses it within "
+        f"{services.settings.revocation_check_interval:g} s"
+    )
+    _emit(args, data, text)
+
+
+async def _token_revoke(args: argparse.Namespace) -> None:
+    from emberrtc.bootstrap import build
+
+    services = await build(_settings(args))
+    try:
+        done = await services.tenants.revoke_tokens(user_name=args.user, tenant_name=args.tenant)
+    finally:
+        await services.db.close()
+    data = {"tenants": done.tenants, "revoked": done.revoked}
+    whose = f"IAM user {args.user}" if args.user else f"tenant {args.tenant}"
+    _emit(args, data, f"{done.revoked} unexpired token(s) of {whose} revoked; signing in again gives a new one")
 
 
 async def _usage(args: argparse.Namespace) -> None:
@@ -286,6 +369,42 @@ def parser() -> argparse.ArgumentParser:
     cc.add_argument("--json", action="store_true", help="print JSON")
     data_dir(cc)
     cc.set_defaults(run=_credential_create)
+    cl = cred.add_parser(
+        "list",
+        help="list AK/SK credentials (never their SKs)",
+        description="List the access keys (AK) of every tenant, or of one: tenant, IAM user, state (active "
+        "or revoked), when each was created, last used (to the minute; 'never' if not since it was made) and "
+        "revoked. Secret keys are never shown.",
+    )
+    cl.add_argument("--tenant", help="only this tenant's (domain name)")
+    cl.add_argument("--json", action="store_true", help="print JSON")
+    data_dir(cl)
+    cl.set_defaults(run=_credential_list)
+    cr = cred.add_parser(
+        "revoke",
+        help="revoke an AK/SK pair at once, on every node",
+        description="Revoke an access key: requests signed with it are refused with 401 (RTC.00001001) by "
+        "every server sharing this database within EMBER_REVOCATION_CHECK_INTERVAL seconds (1 by default). "
+        "It cannot be reinstated: create a new credential instead.",
+    )
+    cr.add_argument("ak", metavar="AK", help="the access key to revoke")
+    cr.add_argument("--json", action="store_true", help="print JSON")
+    data_dir(cr)
+    cr.set_defaults(run=_credential_revoke)
+
+    token = sub.add_parser("token", help="revoke IAM tokens").add_subparsers(dest="action", required=True)
+    tr = token.add_parser(
+        "revoke",
+        help="revoke every token of an IAM user or of a tenant",
+        description="Revoke every unexpired IAM token (POST /v3/auth/tokens) of an IAM user or of a whole "
+        "tenant: from now on they are refused with 401 (RTC.00001001) on every node. The user can still sign "
+        "in with the password and get a new token.",
+    )
+    tr.add_argument("--user", help="the IAM user's name (add --tenant if several tenants have one so named)")
+    tr.add_argument("--tenant", help="the tenant (domain) name: all its tokens, or its user named by --user")
+    tr.add_argument("--json", action="store_true", help="print JSON")
+    data_dir(tr)
+    tr.set_defaults(run=_token_revoke, needs_one_of=("user", "tenant"))
 
     usage = sub.add_parser(
         "usage",
@@ -364,7 +483,11 @@ def _configure_logging() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    needs = getattr(args, "needs_one_of", ())
+    if needs and all(getattr(args, name) is None for name in needs):
+        p.error(f"{args.command} {args.action}: give " + " or ".join(f"--{name}" for name in needs))
     # Everything Ember creates (database, WAL, keys, recordings, Janus's config and log) is the owner's
     # only; the data folder itself is made 0700 (bootstrap.private_folder).
     os.umask(0o077)

@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from emberrtc.domain.outbound import LOOPBACK_DEFAULT, AllowList
+
 
 def absolute_path(path: str | os.PathLike[str]) -> Path:
     """``path`` with ``~`` expanded, made absolute against the current folder and normalised (``..``)."""
@@ -28,6 +30,25 @@ def trusted_proxy_list(value: str) -> list[str]:
         except ValueError:
             raise ValueError(f"trusted_proxies: {entry!r} is not an IP address or CIDR") from None
     return entries
+
+
+def listens_on_loopback_only(host: str) -> bool:
+    """Is ``host`` (the address the API listens on) a loopback address or ``localhost``?"""
+    import ipaddress
+
+    if host.lower().removesuffix(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def outbound_allow_list(settings: Settings) -> AllowList:
+    """The effective allow-list of outbound destinations (``Settings.outbound_allow``, or its default)."""
+    if settings.outbound_allow.strip():
+        return AllowList.parse(settings.outbound_allow)
+    return AllowList.parse(LOOPBACK_DEFAULT if listens_on_loopback_only(settings.host) else "none")
 
 
 @dataclass(frozen=True)
@@ -118,6 +139,9 @@ class Settings:
     #: With several nodes on one PostgreSQL: how long (seconds) a node may serve an app it read from its
     #: cache. With SQLite (one process) the cache never goes stale and this is not used.
     app_cache_ttl: float = 2.0
+    #: Seconds between a node's reads of the revocation epoch (``ember credential revoke``): a revoked AK
+    #: may be accepted from the node's cache for at most this long. ``EMBER_REVOCATION_CHECK_INTERVAL``.
+    revocation_check_interval: float = 1.0
     #: How often (seconds) the job supervisor looks for jobs whose ``max_idle_time`` ran out.
     job_tick: float = 1.0
     #: ``max_idle_time`` of automatic recording jobs (spec 4.6): seconds a publisher may be gone (left,
@@ -168,10 +192,11 @@ class Settings:
 
     # --- object storage (storage/) -------------------------------------------------------------------
     #: Where recordings go, per record-rule ``obs_addr.location``. Without configuration there is one
-    #: location, ``local``: a folder per bucket under ``data_dir/storage``, served back by Ember for
-    #: ``download_url``. More locations come from a JSON file (``storage_config``, ``EMBER_STORAGE_CONFIG``)
-    #: and/or inline JSON (``storage_locations``, ``EMBER_STORAGE_LOCATIONS``; it wins over the file), both
-    #: shaped ``{"cn-north-4": {"type": "s3", "endpoint": "https://obs.cn-north-4.myhuaweicloud.com",
+    #: location, ``local``: a folder per project and bucket under ``data_dir/storage``
+    #: (``{project_id}/{bucket}``, ``storage.local_store``), served back by Ember for ``download_url``.
+    #: More locations come from a JSON file (``storage_config``, ``EMBER_STORAGE_CONFIG``) and/or inline
+    #: JSON (``storage_locations``, ``EMBER_STORAGE_LOCATIONS``; it wins over the file), both shaped
+    #: ``{"cn-north-4": {"type": "s3", "endpoint": "https://obs.cn-north-4.myhuaweicloud.com",
     #: "region": "cn-north-4", "access_key": "...", "secret_key": "...", "addressing_style": "virtual"}}``
     #: (the file may also wrap that in ``{"locations": ...}``). ``type`` is ``s3`` or ``local``; see
     #: ``storage.registry.LocationConfig`` for every key. A rule naming any other location fails the job
@@ -193,6 +218,15 @@ class Settings:
     upload_retry_max: float = 300.0
     #: Uploads run at most this many at a time.
     upload_concurrency: int = 4
+
+    # --- outbound destinations (domain/outbound.py) ----------------------------------------------------
+    #: Destinations that record callbacks and RTMP pushes may reach although they are not public
+    #: addresses: comma-separated CIDRs or addresses (``10.0.0.0/8``, ``127.0.0.1``) and host names
+    #: (``hooks.internal``, ``*.corp.example`` for the names under it); ``none``: nothing. Empty (unset):
+    #: loopback (``127.0.0.0/8``, ``::1``) when the server listens on a loopback address only (the
+    #: default ``--host 127.0.0.1``, where only this machine can call the API), else nothing. When set,
+    #: it is the whole list. Give every node the same list. ``EMBER_OUTBOUND_ALLOW``.
+    outbound_allow: str = ""
 
     # --- recording callbacks (callbacks/) ------------------------------------------------------------
     #: A callback counts as delivered when the application answers 2xx within this many seconds (4.3).
@@ -219,9 +253,14 @@ class Settings:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.header_timeout <= 0 or self.body_timeout <= 0:
             raise ValueError("header_timeout and body_timeout must be positive")
+        if not 0 < self.revocation_check_interval <= 60:  # also NaN
+            raise ValueError(
+                f"revocation_check_interval must be in (0, 60] seconds, not {self.revocation_check_interval}"
+            )
         if self.password_scrypt_n < 2**14 or self.password_scrypt_n & (self.password_scrypt_n - 1):
             raise ValueError(f"password_scrypt_n must be a power of two, at least 2**14: {self.password_scrypt_n}")
         trusted_proxy_list(self.trusted_proxies)  # raises ValueError naming a bad entry
+        outbound_allow_list(self)  # raises ValueError naming a bad entry
         if not 5 <= self.auto_record_max_idle_time <= 43200:
             # the range of max_idle_time in the API (spec Table 4-26)
             raise ValueError(f"auto_record_max_idle_time must be 5-43200 seconds, not {self.auto_record_max_idle_time}")

@@ -33,6 +33,7 @@ from tests.support.spec_checks import (
     create_app,
     create_rule,
     mp4_rule,
+    own_project,
 )
 
 UNKNOWN_APP = "0" * 32
@@ -85,12 +86,12 @@ def test_callback_event_subscription_and_replacing(http: httpx.Client, app_id: s
     # No auth_key: no signature (spec: "not set or left empty").
     assert not cb.get("auth_key")
 
-    with_key = assert_ok(http.put(callback_path(app_id), json={"url": "http://a.example/x", "auth_key": "k1"}))
+    with_key = assert_ok(http.put(callback_path(app_id), json={"url": "http://a.example.com/x", "auth_key": "k1"}))
     assert with_key["record_callback"]["auth_key"] == "k1"
-    assert with_key["record_callback"]["url"] == "http://a.example/x"
+    assert with_key["record_callback"]["url"] == "http://a.example.com/x"
     # A later PUT replaces the whole configuration: leaving auth_key out clears it.
-    cleared = assert_ok(http.put(callback_path(app_id), json={"url": "http://b.example/y"}))["record_callback"]
-    assert cleared["url"] == "http://b.example/y"
+    cleared = assert_ok(http.put(callback_path(app_id), json={"url": "http://b.example.com/y"}))["record_callback"]
+    assert cleared["url"] == "http://b.example.com/y"
     assert not cleared.get("auth_key")
     assert assert_ok(http.get(callback_path(app_id)))["record_callback"] == cleared
 
@@ -173,7 +174,7 @@ def test_auto_record_rule_of_another_app_is_404(http: httpx.Client, app_id: str)
 
 
 def test_auto_record_rule_deleted_is_404(http: httpx.Client, app_id: str) -> None:
-    rule_id = create_rule(http, app_id, mp4_rule("cn-east-3"))["rule_id"]
+    rule_id = create_rule(http, app_id, mp4_rule("cn-east-3", project_id=own_project(http)))["rule_id"]
     assert http.delete(f"/v2/apps/{app_id}/record-rules/{rule_id}").status_code == 204
     body = {"mode": "AUTO_INDIVIDUAL_RECORD", "record_rule_id": rule_id}
     assert_error(http.put(auto_path(app_id), json=body), 404, "RTC.00001011")

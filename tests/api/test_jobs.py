@@ -319,9 +319,14 @@ def test_a_missing_bucket_or_unknown_location_fails_the_start(
     assert_error(start_individual(http, app_id, room_id="b", user_id="u", **rec), 404, "RTC.00001014")
     mix = {"mix_param": {"room_id": "b", "encode_template": "audio_only"}, **rec}
     assert_error(http.post(f"/v2/apps/{app_id}/{MIX}", json=mix), 404, "RTC.00001014")
-    # Nothing was stored: once the bucket exists, the same user's job starts (no RTC.00001006).
+    # Nothing was stored: once the bucket exists, the same user's job starts (no RTC.00001006). A bucket is
+    # a project's: the same name among the shared buckets of old, or another project's, is not this one.
     assert server.services is not None
-    (server.services.settings.data_dir / "storage-vault" / "absent-bucket").mkdir(parents=True)
+    vault = server.services.settings.data_dir / "storage-vault"
+    (vault / ".legacy" / "absent-bucket").mkdir(parents=True)
+    (vault / ("0" * 32) / "absent-bucket").mkdir(parents=True)
+    assert_error(start_individual(http, app_id, room_id="b", user_id="u", **rec), 404, "RTC.00001014")
+    (vault / tenant.project_id / "absent-bucket").mkdir(parents=True)
     started = start_individual(http, app_id, room_id="b", user_id="u", **rec)
     assert started.status_code == 201, started.text
 
@@ -381,13 +386,17 @@ def test_unknown_record_rule_is_404(http: httpx.Client, tenant: TenantInfo, app_
         )
         assert_error(r, 404, "RTC.00001011")
     # Nothing was created by the refused starts: the user's job can still be started.
-    ok = start_individual(http, app_id, room_id="r", user_id="u", publish_param={"rtmp_urls": ["rtmp://a.b/c"]})
+    ok = start_individual(
+        http, app_id, room_id="r", user_id="u", publish_param={"rtmp_urls": ["rtmp://live.example.com/c"]}
+    )
     assert ok.status_code == 201, ok.text
 
 
 def test_unknown_app_is_404(http: httpx.Client) -> None:
     app_id = "a" * 32
-    r = start_individual(http, app_id, room_id="r", user_id="u", publish_param={"rtmp_urls": ["rtmp://a.b/c"]})
+    r = start_individual(
+        http, app_id, room_id="r", user_id="u", publish_param={"rtmp_urls": ["rtmp://live.example.com/c"]}
+    )
     assert_error(r, 404, "RTC.00001015")
     assert_error(http.get(f"/v2/apps/{app_id}/{MIX}/{'b' * 32}"), 404, "RTC.00001015")
 

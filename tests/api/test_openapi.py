@@ -3,7 +3,7 @@
 import httpx
 
 from emberrtc.api.schemas import responses as R
-from tests.support.spec_checks import mp4_rule
+from tests.support.spec_checks import mp4_rule, own_project
 
 
 def test_openapi_documents_requests_and_responses(server) -> None:
@@ -28,7 +28,8 @@ def test_real_responses_match_documented_models(http) -> None:
     R.ListAppsResponse.model_validate(http.get("/v2/apps").json())
     R.AppStateResponse.model_validate(http.post(f"/v2/apps/{app_id}/disable").json())
     http.post(f"/v2/apps/{app_id}/enable")
-    rule = R.RecordRule.model_validate(http.post(f"/v2/apps/{app_id}/record-rules", json=mp4_rule()).json())
+    body = mp4_rule(project_id=own_project(http))
+    rule = R.RecordRule.model_validate(http.post(f"/v2/apps/{app_id}/record-rules", json=body).json())
     R.ListRulesResponse.model_validate(http.get(f"/v2/apps/{app_id}/record-rules").json())
     R.RecordCallbackResponse.model_validate(
         http.put(f"/v2/apps/{app_id}/record-callback", json={"url": "http://127.0.0.1:9/cb"}).json()

@@ -38,6 +38,7 @@ class Ctx:
     http: httpx.Client
     app_id: str
     rule_id: str
+    project_id: str
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,8 @@ def ctx(server: ServerThread) -> Iterator[Ctx]:
     tenant = make_tenant(server)
     with httpx.Client(base_url=server.url, headers={"X-Auth-Token": token_for(server, tenant)}) as c:
         app_id = create_app(c)
-        yield Ctx(c, app_id, create_rule(c, app_id, mp4_rule("cn-north-4"))["rule_id"])
+        rule_id = create_rule(c, app_id, mp4_rule("cn-north-4", project_id=tenant.project_id))["rule_id"]
+        yield Ctx(c, app_id, rule_id, tenant.project_id)
 
 
 def patched(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
@@ -156,7 +158,10 @@ def test_app_name(ctx: Ctx, value: Any, code: str | None) -> None:
 
 # --- 4.9 record rules (POST and PUT take the same body) -------------------------------------------------
 
-RULE_BASES = {"mp4": mp4_rule("cn-north-4"), "hls": hls_rule("cn-north-4")}
+
+def rule_bases(project_id: str) -> dict[str, dict[str, Any]]:
+    return {"mp4": mp4_rule("cn-north-4", project_id=project_id), "hls": hls_rule("cn-north-4", project_id=project_id)}
+
 
 RULE_CASES = [
     # Table 4-234 MP4 record_cycle [60, 10800]
@@ -249,7 +254,7 @@ RULE_CASES = [
 @pytest.mark.parametrize("method", ["POST", "PUT"])
 @pytest.mark.parametrize(("base", "path", "value", "code"), RULE_CASES)
 def test_record_rule_body(ctx: Ctx, method: str, base: str, path: str, value: Any, code: str | None) -> None:
-    body = patched(RULE_BASES[base], path, value)
+    body = patched(rule_bases(ctx.project_id)[base], path, value)
     url = f"/v2/apps/{ctx.app_id}/record-rules" + (f"/{ctx.rule_id}" if method == "PUT" else "")
     rule = check(ctx.http.request(method, url, json=body), code, 201 if method == "POST" else 200, path, value)
     if rule:
@@ -606,18 +611,19 @@ def test_rejected_rules_are_not_stored(ctx: Ctx) -> None:
     app_id = create_app(ctx.http)
     url = f"/v2/apps/{app_id}/record-rules"
     rejected = [
-        mp4_rule(record_cycle=59),
-        mp4_rule(bucket="Bad_Bucket"),
-        mp4_rule(record_prefix="../x"),
-        {**mp4_rule(), "record_formats": ["HLS"]},
-        hls_rule(record_slice_duration=61),
+        mp4_rule(record_cycle=59, project_id=ctx.project_id),
+        mp4_rule(bucket="Bad_Bucket", project_id=ctx.project_id),
+        mp4_rule(record_prefix="../x", project_id=ctx.project_id),
+        {**mp4_rule(project_id=ctx.project_id), "record_formats": ["HLS"]},
+        hls_rule(record_slice_duration=61, project_id=ctx.project_id),
+        mp4_rule(project_id="0" * 32),  # another project
     ]
     for body in rejected:
         assert ctx.http.post(url, json=body).status_code == 400
     assert assert_ok(ctx.http.get(url))["rules"] == []
 
     # A rejected replace (same location) or update leaves the stored rule as it was.
-    rule = create_rule(ctx.http, app_id, mp4_rule("cn-north-4", record_cycle=600))
+    rule = create_rule(ctx.http, app_id, mp4_rule("cn-north-4", record_cycle=600, project_id=ctx.project_id))
     for body in rejected:
         assert ctx.http.post(url, json=body).status_code == 400
         assert ctx.http.put(f"{url}/{rule['rule_id']}", json=body).status_code == 400

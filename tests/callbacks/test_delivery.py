@@ -16,6 +16,7 @@ from sqlalchemy import select
 from emberrtc.callbacks import outbox
 from emberrtc.callbacks.delivery import CallbackDelivery
 from emberrtc.domain.clock import ManualClock
+from emberrtc.domain.outbound import AllowList, OutboundPolicy
 from emberrtc.domain.retry import Backoff
 from emberrtc.domain.secrets import SecretBox
 from emberrtc.store.database import Database
@@ -28,7 +29,11 @@ AUTH_KEY = "8923ab8c2dcef4538923ab8c2dcef453"
 
 
 def make_delivery(db: Database, box: SecretBox, clock: ManualClock, **kw: object) -> CallbackDelivery:
-    options: dict[str, object] = {"backoff": Backoff(1.0, 600.0, jitter=0.0), "timeout": 2.0}
+    options: dict[str, object] = {
+        "backoff": Backoff(1.0, 600.0, jitter=0.0),
+        "timeout": 2.0,
+        "outbound": OutboundPolicy(AllowList.parse("127.0.0.1")),  # the receiver's address
+    }
     options.update(kw)
     return CallbackDelivery(db, box, clock, **options)  # type: ignore[arg-type]
 

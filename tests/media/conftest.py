@@ -134,6 +134,8 @@ class MediaApp:
     app_id: str
     app_key: str
     http: httpx.Client
+    #: The tenant's project: the one its rules' ``obs_addr.project_id`` may name.
+    project_id: str
 
     @property
     def services(self) -> Services:
@@ -206,7 +208,7 @@ def new_app(server: ServerThread) -> MediaApp:
     assert created.status_code == 201, created.text
     app_id = created.json()["app_id"]
     app_key = http.get(f"/v2/apps/{app_id}").json()["authentication"]["app_key"]
-    return MediaApp(server, app_id, app_key, http)
+    return MediaApp(server, app_id, app_key, http, tenant.project_id)
 
 
 @pytest.fixture

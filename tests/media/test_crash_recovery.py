@@ -100,7 +100,7 @@ async def test_kill_9_of_the_server_mid_recording_loses_nothing(tmp_path: Path) 
         callback = {"url": receiver.url + "/events", "auth_key": AUTH_KEY}
         assert (await api(server, token, "PUT", f"/v2/apps/{app_id}/record-callback", callback)).status_code == 200
         rule = {
-            "obs_addr": {"location": "local", "project_id": "p", "bucket": "crash-records"},
+            "obs_addr": {"location": "local", "project_id": tenant["project_id"], "bucket": "crash-records"},
             "record_formats": ["MP4"],
             "mp4_config": {"record_cycle": 60},
         }
@@ -199,7 +199,7 @@ async def test_kill_9_of_the_server_mid_recording_loses_nothing(tmp_path: Path) 
     mix = [e["event_type"] for e in _events(receiver, None, jobs["mix"])]
     assert mix == ["RECORD_NEW_FILE_START", "RECORD_FILE_COMPLETE"] * 2 + ["CLOUD_RECORD_OVER"], mix
 
-    storage = server.data_dir / "storage" / "crash-records"
+    storage = server.data_dir / "storage" / tenant["project_id"] / "crash-records"
     expected = {(jobs["ann"], 0): RED, (jobs["ann"], 1): BLUE, (jobs["ben"], 0): GREEN}
     for (job_id, index), colour in expected.items():
         complete = _events(receiver, "RECORD_FILE_COMPLETE", job_id)[index]

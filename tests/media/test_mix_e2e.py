@@ -39,7 +39,7 @@ async def merging_rule(app: MediaApp) -> str:
     """A rule whose MP4s go on over interruptions up to 10 s: a test process starved of CPU for a second
     (its clients send from it) must not split the recording the test reads back."""
     rule = {
-        "obs_addr": {"location": "local", "project_id": "ember-e2e", "bucket": "ember-records"},
+        "obs_addr": {"location": "local", "project_id": app.project_id, "bucket": "ember-records"},
         "record_formats": ["MP4"],
         "mp4_config": {"record_cycle": 60, "record_max_duration_to_merge_file": 10},
     }
@@ -97,7 +97,7 @@ async def test_mixed_job_composes_the_room_follows_it_and_takes_a_live_layout(
     carol = None
     try:
         rec = await Recorded.set_up(media_app, receiver)
-        store = media_app.services.storage.local("local")
+        store = media_app.services.storage.local("local", media_app.project_id)
         assert store is not None
         image = tmp_path / "magenta.png"
         image.write_bytes(png(MAGENTA))

@@ -46,7 +46,7 @@ class Recorded:
         put = await asyncio.to_thread(app.http.put, f"/v2/apps/{app.app_id}/record-callback", json=body)
         assert put.status_code == 200, put.text
         rule = {
-            "obs_addr": {"location": "local", "project_id": "ember-e2e", "bucket": "ember-records"},
+            "obs_addr": {"location": "local", "project_id": app.project_id, "bucket": "ember-records"},
             "record_formats": ["MP4"],
             "mp4_config": {"record_cycle": 60},
         }
@@ -125,6 +125,7 @@ async def test_single_stream_job_records_an_mp4_with_signed_callbacks(media_app:
         assert {(t["type"], t["codec"]) for t in publication.tracks} == {("video", "h264"), ("audio", "opus")}
         await until(lambda: _live(media_app, "rec-room", "alice", "CAMERASTREAM"), what="alice's camera is live")
 
+        asked = time.monotonic()
         job_id = await rec.start_job("rec-room", "alice")
         running = await rec.wait_state(job_id, "RUNNING")
         started = time.monotonic()
@@ -133,6 +134,9 @@ async def test_single_stream_job_records_an_mp4_with_signed_callbacks(media_app:
         await asyncio.sleep(RECORD_SECONDS)  # the length of the recording, not a synchronisation
         recorded = time.monotonic() - started
         await rec.stop_job(job_id)
+        # The most the file can hold: from the start request to the stop's answer (a loaded machine can
+        # stretch both calls, and the worker records until the stop reaches it).
+        longest = time.monotonic() - asked
         stopped = await rec.wait_state(job_id, "STOPPED")
         assert stopped["stop_reason"]
         assert sum((await _forwarders(media_app, "rec-room")).values()) == 0  # alice still publishes
@@ -157,7 +161,7 @@ async def test_single_stream_job_records_an_mp4_with_signed_callbacks(media_app:
     assert (complete["obs_location"], complete["obs_bucket"]) == ("local", "ember-records")
     assert complete["obs_object"].endswith(".mp4")
     assert (complete["width"], complete["height"]) == (WIDTH, HEIGHT)
-    assert abs(complete["record_duration"] - recorded) <= 1.5  # whole seconds, rounded
+    assert recorded - 1.5 <= complete["record_duration"] <= longest + 1.0  # whole seconds, rounded
     for key in ("start_time", "end_time", "download_url"):
         assert complete[key], key
 
@@ -165,7 +169,9 @@ async def test_single_stream_job_records_an_mp4_with_signed_callbacks(media_app:
     assert "mp4" in rb.format
     assert (rb.video_codec, rb.width, rb.height) == ("h264", WIDTH, HEIGHT)
     assert (rb.audio_codec, rb.sample_rate) == ("aac", 48_000)
-    assert abs(rb.duration - recorded) <= 1.0, f"file lasts {rb.duration:.2f} s, recorded for {recorded:.2f} s"
+    assert recorded - 1.0 <= rb.duration <= longest + 0.2, (
+        f"file lasts {rb.duration:.2f} s, recorded for {recorded:.2f} s (at most {longest:.2f} s)"
+    )
     assert colour_distance(median_rgb(rb.middle_frame), RED) < COLOUR_TOLERANCE
     assert dominant_frequency(rb.audio[5:]) == pytest.approx(TONE, abs=5)
 

@@ -51,7 +51,7 @@ class FakeOutputs:
     def named(self, name: str) -> list[Call]:
         return [c for c in self.calls if c.name == name]
 
-    async def check_target(self, location: str, bucket: str) -> None:
+    async def check_target(self, location: str, bucket: str, project: str | None = None) -> None:
         if bucket == "missing":
             raise BucketNotExist(f"bucket {bucket} does not exist")
 
@@ -73,7 +73,7 @@ class FakeOutputs:
         self.calls.append(Call("job_over", {"job": job, "detail_message": detail_message}))
         return "event"
 
-    async def read_image(self, uri: str, location: str) -> bytes:
+    async def read_image(self, uri: str, location: str, project: str | None = None) -> bytes:
         """A mixed job's image from ``store/{bucket}/{object}`` (``s3://bucket/object``)."""
         bucket, _, name = uri.removeprefix("s3://").partition("/")
         try:
@@ -203,7 +203,14 @@ async def engine_fixture(tmp_path: Path) -> AsyncIterator[Engine]:
     outputs, jobs, source = FakeOutputs(tmp_path / "store"), FakeJobs(), FakeSource()
     spool = tmp_path / "spool"
     supervisor = RecordingSupervisor(
-        outputs, source, spool_root=spool, jobs=jobs, max_restarts=0, stop_timeout=60, timing=TIMING
+        outputs,
+        source,
+        spool_root=spool,
+        jobs=jobs,
+        max_restarts=0,
+        stop_timeout=60,
+        timing=TIMING,
+        outbound_allow=("127.0.0.1",),  # the tests' RTMP server
     )
     e = Engine(supervisor, outputs, jobs, source, spool)
     supervisor.listeners.append(e.listen)

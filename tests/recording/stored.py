@@ -26,6 +26,8 @@ from tests.recording.readback import Readback, read_back
 from tests.support.server import ServerThread, free_port
 
 BLUE = (30, 60, 220)
+#: The recording's project: its bucket is that project's, and its links carry it.
+PROJECT = "5e1f0c2a9b8d4e7f6a5b4c3d2e1f0a9b"
 
 
 class StoreOutputs(FakeOutputs):
@@ -82,7 +84,7 @@ async def record_hls(
 ) -> Recorded:
     """Record ``seconds`` of H.264 + Opus to HLS (2 s segments) through a real worker into ``server``'s store."""
     assert server.services is not None
-    store = server.services.storage.local("local")
+    store = server.services.storage.local("local", PROJECT)
     assert store is not None
     outputs, jobs, source = StoreOutputs(store), FakeJobs(), FakeSource()
     supervisor = RecordingSupervisor(

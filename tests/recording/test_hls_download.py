@@ -16,7 +16,7 @@ import pytest
 
 from emberrtc.synthetic import colour_distance, median_rgb
 from tests.recording.readback import read_back
-from tests.recording.stored import BLUE, Recorded, file_server, record_hls
+from tests.recording.stored import BLUE, PROJECT, Recorded, file_server, record_hls
 from tests.support.server import ServerThread
 
 
@@ -34,6 +34,7 @@ async def recorded(server: ServerThread, tmp_path: Path) -> Recorded:
 async def test_an_hls_recording_plays_from_its_download_url(recorded: Recorded) -> None:
     url = recorded.download_url
     assert url.startswith(f"{recorded.server.url}/files/local/bkt/") and url.split("?")[0].endswith(".m3u8")
+    assert f"&project={PROJECT}&" in url  # the bucket is the project's
     rb = await asyncio.to_thread(read_back, url)
     # Start to end: every frame that was recorded, and the media's length.
     local, seconds = recorded.local, recorded.seconds
@@ -54,8 +55,13 @@ async def test_the_played_link_reaches_no_other_object(recorded: Recorded) -> No
         assert playlist.status_code == 200
         segments = [line for line in playlist.text.splitlines() if line and not line.startswith("#")]
         assert len(segments) >= 3 and all("?expires=" in s and "&signature=" in s for s in segments)
+        assert all(f"&project={PROJECT}&" in s for s in segments)
         # The names a player resolves without the grant, and the playlist's grant on a segment: refused.
         base = url.split("?")[0].rsplit("/", 1)[0]
         bare = f"{base}/{segments[0].split('?')[0]}"
         assert (await http.get(bare)).status_code == 403
         assert (await http.get(f"{bare}?{url.split('?')[1]}")).status_code == 403
+        # A segment's own grant, without its project (as a link of the shared layout of old): refused.
+        unscoped = f"{base}/{segments[0]}".replace(f"&project={PROJECT}", "")
+        assert (await http.get(unscoped)).status_code == 403
+        assert (await http.get(f"{base}/{segments[0]}")).status_code == 200

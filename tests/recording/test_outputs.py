@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from emberrtc.callbacks.delivery import CallbackDelivery
 from emberrtc.domain.clock import ManualClock
+from emberrtc.domain.outbound import AllowList, OutboundPolicy
 from emberrtc.domain.retry import Backoff
 from emberrtc.domain.secrets import SecretBox
 from emberrtc.recording.outputs import FileTarget, JobRef, RecordingOutputs
@@ -60,7 +61,14 @@ async def outputs(
     registry = StorageRegistry(stores, links)
     spool = Spool(tmp_path / "spool")
     uploader = Uploader(db, registry, spool, clock, node_id=spool.node_id(), backoff=Backoff(2.0, 300.0, jitter=0))
-    delivery = CallbackDelivery(db, box, clock, backoff=Backoff(1.0, 600.0, jitter=0), timeout=5.0)
+    delivery = CallbackDelivery(
+        db,
+        box,
+        clock,
+        backoff=Backoff(1.0, 600.0, jitter=0),
+        timeout=5.0,
+        outbound=OutboundPolicy(AllowList.parse("127.0.0.1")),
+    )
     out = RecordingOutputs(db, registry, spool, uploader, delivery, clock)
     out.start()
     try:
@@ -196,10 +204,12 @@ async def test_hls_completion_waits_for_every_segment(
     parts = urlsplit(body["download_url"])
     assert parts.path == f"/files/local/records/{prefix}/s2.m3u8"
     q = parse_qs(parts.query)
+    project = await outputs.project_of(app)
+    assert project is not None and q["project"] == [project]  # the app's tenant's bucket
     links = outputs.registry.links
     assert links is not None
-    links.verify("local", "records", f"{prefix}/s2.m3u8", q["expires"][0], q["signature"][0])
-    local = outputs.registry.get("local")
+    links.verify("local", "records", f"{prefix}/s2.m3u8", q["expires"][0], q["signature"][0], project)
+    local = outputs.registry.get("local", project)
     assert (await local.get("records", f"{prefix}/s2.m3u8")).startswith(b"#EXTM3U")
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from emberrtc.domain.outbound import AllowList
 from emberrtc.domain.ports import JobSpec
 from emberrtc.recording.plan import (
     STREAM_TYPE_CAPS,
@@ -163,3 +164,14 @@ def test_a_mixed_job_plans_every_stream_and_survives_json() -> None:
 def test_what_cannot_be_mixed_is_refused(job: JobSpec, streams: tuple[MixStream, ...], message: str) -> None:
     with pytest.raises(PlanError, match=message):
         build_mix_plan(job, streams, spool_dir=Path("/s"), endpoint=Endpoint())
+
+
+def test_the_plan_carries_the_outbound_allow_list_to_the_worker() -> None:
+    """The worker's RTMP pushes vet their URLs with the server's EMBER_OUTBOUND_ALLOW (domain.outbound)."""
+    spec = job_spec("j9", None, publish_param={"rtmp_urls": ["rtmp://live.example.com/app/k"]})
+    allow = AllowList.parse("127.0.0.1,10.0.0.0/8,hooks.internal").entries()
+    plan = build_plan(spec, H264_OPUS, spool_dir=Path("/s"), outbound_allow=allow)
+    again = RecordingPlan.from_json(plan.to_json())
+    assert again.outbound_allow == ("127.0.0.1/32", "10.0.0.0/8", "hooks.internal") == plan.outbound_allow
+    assert AllowList.from_entries(again.outbound_allow).allows_name("hooks.internal")
+    assert build_plan(spec, H264_OPUS, spool_dir=Path("/s")).outbound_allow == ()  # public addresses only

@@ -11,6 +11,7 @@ as the media sent.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import socket
 import threading
 import time
@@ -21,14 +22,16 @@ from typing import Any
 import av
 import pytest
 
+from emberrtc.domain import outbound
 from emberrtc.domain.errors import RecordingFault
+from emberrtc.domain.outbound import AllowList, OutboundPolicy
 from emberrtc.recording import reports
 from emberrtc.recording.plan import Mp4Output, PlanError, RecordingPlan, Timing
 from emberrtc.recording.reports import FileCompleted, MediaState, PushState
 from emberrtc.recording.rtmp import AUDIO, VIDEO, PushQueue, QueuedPacket, RtmpPush, mask_url, target_id
 from emberrtc.recording.video import VideoPacket
 from emberrtc.synthetic import ColourVideo, colour_distance, dominant_frequency, median_rgb, parse_colour
-from tests.recording.engine import Engine, FakeJobs, engine_fixture, job_spec
+from tests.recording.engine import Engine, FakeJobs, engine_fixture, job_spec, rule
 from tests.recording.publisher import Publisher
 from tests.recording.readback import Readback, first_frame_is_keyframe, picture_nals, read_back
 from tests.recording.test_pipeline import NAMING, Driver, plan_for
@@ -84,7 +87,8 @@ def pushed(server: RtmpServer, name: str) -> Readback:
 
 def push_plan(tmp: Path, urls: list[str], *, mp4: bool = False, **kw: Any) -> RecordingPlan:
     outputs: dict[str, Any] = {"mp4": Mp4Output(NAMING, 60)} if mp4 else {}
-    return plan_for(tmp, rtmp_urls=tuple(urls), **{"timing": TIMING, **outputs, **kw})
+    # The pushes go to the tests' RTMP servers on 127.0.0.1: allowed explicitly, as an operator would.
+    return plan_for(tmp, rtmp_urls=tuple(urls), **{"timing": TIMING, "outbound_allow": ("127.0.0.1",), **outputs, **kw})
 
 
 # --- the pure parts ---------------------------------------------------------------------------------------
@@ -137,7 +141,14 @@ def test_a_stalled_connection_is_ended_and_retried(tmp_path: Path) -> None:
     stuck.write_text('#!/bin/sh\nread -r header\necho \'{"state": "connected"}\'\nexec sleep 60\n')
     stuck.chmod(0o755)
     timing = dataclasses.replace(TIMING, push_connect_timeout=1.0, push_retry=5.0, push_retry_max=5.0)
-    push = RtmpPush("rtmp://127.0.0.1/live/x", has_video=True, audio=None, timing=timing, python=str(stuck))
+    push = RtmpPush(
+        "rtmp://127.0.0.1/live/x",
+        has_video=True,
+        audio=None,
+        timing=timing,
+        outbound=OutboundPolicy(AllowList.parse("127.0.0.1")),
+        python=str(stuck),
+    )
     states: list[PushState] = []
     try:
         n = 0
@@ -280,20 +291,23 @@ def test_a_plan_update_adds_and_removes_urls(tmp_path: Path, rtmp: RtmpServer) -
 @needs_nginx
 def test_an_unreachable_url_is_retried_and_reported_while_the_mp4_records(tmp_path: Path) -> None:
     port = closed_port()
-    url = f"rtmp://ember:secret@127.0.0.1:{port}/live/streamkey?token=abc"
+    url = f"rtmp://127.0.0.1:{port}/live/streamkey?token=abc"  # (user-info is refused: domain.outbound)
     pub = Publisher("H264", colour=BLUE, tone=440.0)
-    d = Driver(push_plan(tmp_path, [url], mp4=True), pub, tmp_path)
+    # An attempt that takes longer than push_retry_max counts as a connection that lasted and starts the count
+    # over: on a loaded machine starting the pusher alone can take a second, so the cap is well above that.
+    timing = dataclasses.replace(TIMING, push_retry_max=10.0)
+    d = Driver(push_plan(tmp_path, [url], mp4=True, timing=timing), pub, tmp_path)
     pump(d, lambda: len(pushes(d)) >= 3, what="three failed attempts")
     d.close()
 
     states = pushes(d)
     assert [r.state for r in states[:3]] == ["retrying"] * 3 and states[-1].state == "stopped"
     assert "connected" not in [r.state for r in states]
-    # user-info, stream key and query masked
-    assert all(r.url == f"rtmp://***@127.0.0.1:{port}/live/***?***" for r in states)
+    # stream key and query masked
+    assert all(r.url == f"rtmp://127.0.0.1:{port}/live/***?***" for r in states)
     assert {r.detail for r in states[:3]} == {"Connection refused"}
     assert [r.attempt for r in states[:3]] == [1, 2, 3]
-    assert all(r.retry_in is not None and r.retry_in <= TIMING.push_retry_max for r in states[:3])
+    assert all(r.retry_in is not None and r.retry_in <= timing.push_retry_max for r in states[:3])
     assert not any("secret" in reports.encode(r) or "streamkey" in reports.encode(r) for r in d.reports)
     (mp4,) = [r for r in d.reports if isinstance(r, FileCompleted)]
     rb = read_back(mp4.path)
@@ -377,6 +391,75 @@ def test_a_server_that_never_answers_times_out_without_stalling_the_pipeline(tmp
     assert mp4.duration == pytest.approx(pub.t, abs=0.3)
 
 
+# --- the outbound policy: where a push may connect (domain.outbound) ----------------------------------------------
+
+
+class Resolver:
+    """DNS as the test says: ``rtmp.test`` (unknown to the system resolver) resolves to ``answer``."""
+
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+
+    def __call__(self, host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        if host != "rtmp.test":
+            raise OSError(-2, "Name or service not known")
+        return [ipaddress.ip_address(self.answer)]
+
+
+def test_a_push_to_a_refused_address_never_connects_and_is_reported(tmp_path: Path) -> None:
+    """127.0.0.2 is loopback, and the plan allows 127.0.0.1 only: a listener there never sees a connection."""
+    with socket.socket() as trap:
+        trap.bind(("127.0.0.2", 0))
+        trap.listen(8)
+        trap.settimeout(0)
+        port = trap.getsockname()[1]
+        url = f"rtmp://127.0.0.2:{port}/live/streamkey"
+        pub = Publisher("H264", colour=BLUE, tone=440.0)
+        d = Driver(push_plan(tmp_path, [url], mp4=True), pub, tmp_path)
+        pump(d, lambda: len(pushes(d)) >= 2, what="two refused attempts")
+        d.close()
+        with pytest.raises(BlockingIOError):
+            trap.accept()  # nothing ever connected
+    states = pushes(d)
+    assert [r.state for r in states[:2]] == ["retrying", "retrying"] and states[-1].state == "stopped"
+    assert states[0].detail == (
+        "refused by the outbound policy: address 127.0.0.2 (loopback), which is not an allowed destination "
+        "(the operator may allow it with EMBER_OUTBOUND_ALLOW)"
+    )
+    assert all(r.url == f"rtmp://127.0.0.2:{port}/live/***" for r in states)
+    (mp4,) = [r for r in d.reports if isinstance(r, FileCompleted)]
+    assert mp4.duration == pytest.approx(pub.t, abs=0.3)  # the recording went on
+
+
+@needs_nginx
+def test_a_push_connects_to_the_vetted_address_and_a_changed_answer_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FFmpeg could not resolve ``rtmp.test``: the stream reached nginx because the pusher was given the vetted
+    address. When the connection breaks, the next attempt resolves again and a loopback answer outside the
+    allow-list is refused."""
+    dns = Resolver("127.0.0.1")
+    monkeypatch.setattr(outbound, "system_resolver", dns)
+    server = RtmpServer(tmp_path / "nginx").start()
+    url = f"rtmp://rtmp.test:{server.port}/live/pinned"
+    pub = Publisher("H264", colour=GREEN, tone=440.0)
+    d = Driver(push_plan(tmp_path, [url]), pub, tmp_path)
+    try:
+        pump(d, lambda: connected(d, url), what="the push to connect")
+        d.send(2.0)
+        dns.answer = "127.0.0.3"  # rebinding
+        server.stop()
+        pump(d, lambda: any("127.0.0.3" in r.detail for r in pushes(d)), what="the new answer refused")
+        d.close()
+    finally:
+        server.stop()
+    rb = read_back(server.recording("pinned"))
+    assert rb.video_codec == "h264" and rb.duration >= 1.5
+    assert colour_distance(median_rgb(rb.middle_frame), GREEN) < 25
+    refused = [r for r in pushes(d) if "127.0.0.3" in r.detail]
+    assert refused[0].state == "retrying" and "resolves to 127.0.0.3 (loopback)" in refused[0].detail
+
+
 # --- through the supervisor and a worker process --------------------------------------------------------------
 
 
@@ -429,3 +512,28 @@ async def test_an_rtmp_only_job_runs_pushes_and_describes_a_failing_url(engine: 
     assert 2.0 <= rb.duration <= pub.t + 0.5
     assert colour_distance(median_rgb(rb.middle_frame), GREEN) < 25
     assert dominant_frequency(rb.audio[5:]) == pytest.approx(440.0, abs=5)
+
+
+async def test_a_job_pushing_to_a_refused_address_says_so_in_its_description(engine: Engine) -> None:
+    """The engine's plans carry the allow-list (127.0.0.1 here): a push to the metadata address is refused
+    before any connection, and the job's description says why."""
+    jobs = DescribedJobs()
+    engine.supervisor.attach(jobs)
+    url = "rtmp://169.254.169.254:1935/live/secret-key"
+    engine.source.publishers["j2"] = Publisher("H264", colour=GREEN, tone=440.0)
+    await engine.supervisor.start(job_spec("j2", rule(), publish_param={"rtmp_urls": [url]}))
+
+    def described() -> list[str]:
+        return [c[2] for c in jobs.calls if c[0] == "describe"]
+
+    deadline = time.monotonic() + 20.0
+    while not any("refused" in d for d in described()):
+        assert time.monotonic() < deadline, f"no refusal described: {jobs.calls}"
+        await engine.publish("j2", 0.5)
+    await engine.supervisor.stop("j2")
+    (text,) = {d for d in described() if "refused" in d}
+    assert text.startswith(
+        "recording; pushing to 0 of 1 RTMP URL; rtmp://169.254.169.254:1935/live/***: retrying (refused by the "
+        "outbound policy: address 169.254.169.254 (cloud metadata), which is not an allowed destination"
+    )
+    assert "secret-key" not in " ".join(described())

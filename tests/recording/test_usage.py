@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from emberrtc.callbacks.delivery import CallbackDelivery
 from emberrtc.domain.clock import ManualClock
+from emberrtc.domain.outbound import AllowList, OutboundPolicy
 from emberrtc.domain.retry import Backoff
 from emberrtc.domain.secrets import SecretBox
 from emberrtc.domain.usage import UsageService
@@ -119,7 +120,14 @@ async def outputs(db: Database, box: SecretBox, clock: ManualClock, tmp_path: Pa
     registry = StorageRegistry({"local": LocalStore("local", tmp_path / "storage", links)}, links)
     spool = Spool(tmp_path / "spool")
     uploader = Uploader(db, registry, spool, clock, node_id=spool.node_id(), backoff=Backoff(2.0, 300.0, jitter=0))
-    delivery = CallbackDelivery(db, box, clock, backoff=Backoff(1.0, 600.0, jitter=0), timeout=5.0)
+    delivery = CallbackDelivery(
+        db,
+        box,
+        clock,
+        backoff=Backoff(1.0, 600.0, jitter=0),
+        timeout=5.0,
+        outbound=OutboundPolicy(AllowList.parse("127.0.0.1")),
+    )
     out = RecordingOutputs(db, registry, spool, uploader, delivery, clock)
     out.start()
     try:

@@ -75,6 +75,8 @@ def test_readme_commands_on_a_fresh_copy(fresh_copy: Path) -> None:
         # The first run installs the Python packages into its own .venv before it serves.
         wait_for(answers, timeout=600, what="./scripts/run to answer on 127.0.0.1:8080")
         assert f"Ember data folder: {fresh_copy / 'data'}" in output()
+        # No EMBER_OUTBOUND_ALLOW, listening on loopback: the quick start's callback receiver on 127.0.0.1 is allowed.
+        assert "outbound: the API listens on loopback only (127.0.0.1)" in output()
         assert janus_pids(janus_dir), "Janus is not running on the copy's data folder"
 
         out = run_quickstart(SOURCE / "README.md", fresh_copy, {**_env(), "EMBER_URL": URL}, timeout=600)

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from emberrtc.storage.errors import BucketNotExist, InvalidObjectName, ObjectNotExist, StorageUnavailable
+from emberrtc.storage.errors import BucketNotExist, InvalidObjectName, ObjectExists, ObjectNotExist, StorageUnavailable
 from emberrtc.storage.s3_store import QuerySigner, S3Store
 from tests.support.s3 import MotoS3
 
@@ -154,3 +154,64 @@ async def test_segment_urls_fetch_the_segments(store: S3Store, moto_s3: MotoS3, 
         for i, url in enumerate(urls):
             r = await http.get(url)
             assert r.status_code == 200 and r.content == b"segment %d" % i
+
+
+async def test_an_object_is_never_written_over(store: S3Store, moto_s3: MotoS3, tmp_path: Path) -> None:
+    bucket = moto_s3.new_bucket()
+    first, second = tmp_path / "first.mp4", tmp_path / "second.mp4"
+    first.write_bytes(b"first job's file")
+    second.write_bytes(b"second job's file")
+    info = await store.put_file(bucket, "a.mp4", first)
+    # The same bytes again (a retried upload that had gone through) are that object.
+    assert await store.put_file(bucket, "a.mp4", first) == info
+    with pytest.raises(ObjectExists):
+        await store.put_file(bucket, "a.mp4", second)
+    assert moto_s3.client().get_object(Bucket=bucket, Key="a.mp4")["Body"].read() == b"first job's file"
+
+
+@pytest.mark.parametrize(("conditional", "multipart"), [(True, False), (True, True), (False, False)])
+async def test_a_name_taken_between_the_check_and_the_write(
+    moto_s3: MotoS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, conditional: bool, multipart: bool
+) -> None:
+    """Someone else writes the name after the HEAD found it free: a conditional write (If-None-Match: *,
+    for a multipart upload on its completion) leaves their object; without one (``conditional_writes:
+    false``) it is overwritten (the documented window)."""
+    threshold = 5 * 1024 * 1024
+    store = S3Store("cn-north-4", moto_s3.settings(conditional_writes=conditional, multipart_threshold=threshold))
+    bucket = moto_s3.new_bucket()
+    src = tmp_path / "ours.mp4"
+    src.write_bytes(os.urandom(threshold + 1000) if multipart else b"ours")
+    real_head = store.head
+    looked = []
+
+    async def head_then_theirs(b: str, name: str):  # type: ignore[no-untyped-def]
+        found = await real_head(b, name)
+        if not looked:  # the check before the write: then another writer takes the name
+            looked.append(name)
+            moto_s3.client().put_object(Bucket=b, Key=name, Body=b"theirs")
+        return found
+
+    monkeypatch.setattr(store, "head", head_then_theirs)
+    if conditional:
+        with pytest.raises(ObjectExists):
+            await store.put_file(bucket, "race.mp4", src)
+        assert looked == ["race.mp4"]
+        assert moto_s3.client().get_object(Bucket=bucket, Key="race.mp4")["Body"].read() == b"theirs"
+    else:
+        await store.put_file(bucket, "race.mp4", src)
+        assert moto_s3.client().get_object(Bucket=bucket, Key="race.mp4")["Body"].read() == src.read_bytes()
+
+
+async def test_a_large_file_goes_up_in_parts_once(moto_s3: MotoS3, tmp_path: Path) -> None:
+    threshold = 5 * 1024 * 1024
+    store = S3Store("cn-north-4", moto_s3.settings(multipart_threshold=threshold))
+    bucket = moto_s3.new_bucket()
+    big = tmp_path / "big.mp4"
+    big.write_bytes(os.urandom(threshold + 1000))
+    info = await store.put_file(bucket, "big.mp4", big)
+    assert info.size == threshold + 1000 and "-" in info.etag  # a multipart ETag
+    assert await store.put_file(bucket, "big.mp4", big) == info  # a retry: the same object
+    other = tmp_path / "other.mp4"
+    other.write_bytes(os.urandom(threshold + 2000))
+    with pytest.raises(ObjectExists):
+        await store.put_file(bucket, "big.mp4", other)

@@ -265,3 +265,33 @@ async def test_group_completion_with_concurrent_uploads(
             await up.add(await describe(path, "local", "records", f"g{g}/seg{i}.ts"), group_key=f"group{g}")
     assert await up.run_once() == 24
     assert sorted(completed) == [f"group{g}" for g in range(6)]
+
+
+async def test_an_object_of_another_is_never_replaced(
+    db: Database, tmp_path: Path, links: DownloadLinks, clock: ManualClock, spool: Spool
+) -> None:
+    """Storage already holds other bytes under the name (put there outside Ember after the file's name was
+    claimed): the upload is refused, retried later, and the spool keeps the file; the project's bucket is
+    the one written, not another project's of the same name."""
+    registry = make_registry(tmp_path, links, MotoS3())
+    project, other = "a" * 32, "b" * 32
+    theirs = tmp_path / "theirs.mp4"
+    theirs.write_bytes(b"someone else's")
+    await registry.get("local", project).put_file("records", "a.mp4", theirs)
+    await registry.get("local", other).put_file("records", "b.mp4", theirs)
+    up = make_uploader(db, registry, spool, clock)
+    path, data = spooled(spool, "job1", "a.mp4")
+    uid = await up.add(await describe(path, "local", "records", "a.mp4"), job_id="job1", project_id=project)
+    assert await up.run_once() == 1
+    r = await row(db, uid)
+    assert r.state == PENDING and "ObjectExists" in (r.last_error or "") and r.next_attempt_at > clock.now()
+    assert path.read_bytes() == data
+    assert await registry.get("local", project).get("records", "a.mp4") == b"someone else's"
+    # Another file of the same project and bucket, whose name another project uses: stored.
+    path2, data2 = spooled(spool, "job1", "b.mp4")
+    uid2 = await up.add(await describe(path2, "local", "records", "b.mp4"), job_id="job1", project_id=project)
+    clock.advance(1)
+    await up.run_once()
+    assert (await row(db, uid2)).state == STORED
+    assert await registry.get("local", project).get("records", "b.mp4") == data2
+    assert await registry.get("local", other).get("records", "b.mp4") == b"someone else's"

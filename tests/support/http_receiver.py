@@ -2,13 +2,15 @@
 
 Each request is answered by the next scripted behaviour (default 200): a status code, or ``HANG`` (never
 answer, so the sender's timeout fires). ``stop()`` and ``start()`` take it down and bring it back on the
-same port, so a sender sees connections refused in between.
+same port, so a sender sees connections refused in between. With an ``ssl`` context it speaks HTTPS and
+records the server name (SNI) each client asked for in ``server_names``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl as _ssl
 from collections import deque
 from dataclasses import dataclass
 
@@ -26,7 +28,11 @@ class Received:
 
 
 class HttpReceiver:
-    def __init__(self) -> None:
+    def __init__(self, ssl: _ssl.SSLContext | None = None) -> None:
+        self.ssl = ssl
+        self.server_names: list[str | None] = []
+        if ssl is not None:
+            ssl.sni_callback = lambda _sock, name, _ctx: self.server_names.append(name)  # type: ignore[assignment]
         self.received: list[Received] = []
         self.script: deque[int | str] = deque()
         self.port = 0
@@ -35,10 +41,12 @@ class HttpReceiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl is not None else 'http'}://127.0.0.1:{self.port}"
 
     async def start(self) -> HttpReceiver:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True)
+        self._server = await asyncio.start_server(
+            self._handle, "127.0.0.1", self.port, reuse_address=True, ssl=self.ssl
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

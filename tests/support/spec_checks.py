@@ -51,26 +51,33 @@ def create_app(http: httpx.Client, name: str | None = None) -> str:
     return str(assert_ok(http.post("/v2/apps", json={"app_name": name or unique("app-")}), 201)["app_id"])
 
 
-def mp4_rule(location: str = "cn-north-4", bucket: str = "ember-rec", **mp4: Any) -> dict[str, Any]:
-    """A minimal valid MP4 rule body (Table 4-231)."""
+def own_project(http: httpx.Client) -> str:
+    """The caller's project (``GET /v3/projects``): the only one a rule's ``obs_addr.project_id`` may name."""
+    (project,) = assert_ok(http.get("/v3/projects"))["projects"]
+    return str(project["id"])
+
+
+def mp4_rule(location: str = "cn-north-4", bucket: str = "ember-rec", *, project_id: str, **mp4: Any) -> dict[str, Any]:
+    """A minimal valid MP4 rule body (Table 4-231) for the project ``project_id``."""
     return {
-        "obs_addr": {"location": location, "project_id": "p0123456789", "bucket": bucket},
+        "obs_addr": {"location": location, "project_id": project_id, "bucket": bucket},
         "record_formats": ["MP4"],
         "mp4_config": {"record_cycle": 60, **mp4},
     }
 
 
-def hls_rule(location: str = "cn-north-4", bucket: str = "ember-rec", **hls: Any) -> dict[str, Any]:
-    """A minimal valid HLS rule body (Table 4-231)."""
+def hls_rule(location: str = "cn-north-4", bucket: str = "ember-rec", *, project_id: str, **hls: Any) -> dict[str, Any]:
+    """A minimal valid HLS rule body (Table 4-231) for the project ``project_id``."""
     return {
-        "obs_addr": {"location": location, "project_id": "p0123456789", "bucket": bucket},
+        "obs_addr": {"location": location, "project_id": project_id, "bucket": bucket},
         "record_formats": ["HLS"],
         "hls_config": {"record_cycle": 60, **hls},
     }
 
 
 def create_rule(http: httpx.Client, app_id: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    return dict(assert_ok(http.post(f"/v2/apps/{app_id}/record-rules", json=body or mp4_rule()), 201))
+    body = body or mp4_rule(project_id=own_project(http))
+    return dict(assert_ok(http.post(f"/v2/apps/{app_id}/record-rules", json=body), 201))
 
 
 def individual_job(rule_id: str, **extra: Any) -> dict[str, Any]:

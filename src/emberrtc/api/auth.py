@@ -54,6 +54,7 @@ async def _authenticate(request: Request, svc: Services) -> Principal:
         secret, principal = await svc.tenants.secret_for_ak(auth.access_key)
         signed = replace(signed, body=await request.body())  # read once; FastAPI's body parameter reuses it
         aksk.verify(signed, auth, secret)
+        svc.tenants.note_used(auth.access_key)
     else:
         raise Unauthenticated("no credentials: send X-Auth-Token, or sign the request with AK/SK")
     project = headers.get("x-project-id")

@@ -10,6 +10,11 @@
   An event being sent is leased (its ``next_attempt_at`` pushed past the timeout), so two loops never
   send it at once, and a process that died mid-send is retried once the lease runs out.
 - The body is sent byte for byte as stored; with the app's ``auth_key`` it is signed (``X-Rtc-*``).
+- Each attempt first vets the URL with the outbound policy (``domain.outbound``): its host is resolved
+  again and every answer judged, and the POST goes to a vetted address (``Host``, TLS SNI and certificate
+  check keep the URL's host name), so a DNS answer that changed since the URL was saved cannot take the
+  callback to a loopback, private or metadata address. A refused attempt is recorded in the event's
+  ``last_error`` and logged like any failed one, and retried (the answer may change back).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from emberrtc.callbacks.outbox import subscribed, valid_callback_url
 from emberrtc.callbacks.signature import signed_headers
 from emberrtc.domain.background import BackgroundTask
 from emberrtc.domain.clock import Clock
+from emberrtc.domain.outbound import HTTP_SCHEMES, OutboundPolicy, OutboundRefused, Vetted
 from emberrtc.domain.redaction import mask_urls
 from emberrtc.domain.retry import Backoff
 from emberrtc.domain.secrets import SecretBox
@@ -87,8 +93,10 @@ class CallbackDelivery:
         concurrency: int = 16,
         poll_interval: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        outbound: OutboundPolicy,
     ) -> None:
         self._db = db
+        self._outbound = outbound
         self._box = box
         self._clock = clock
         self._backoff = backoff
@@ -114,6 +122,9 @@ class CallbackDelivery:
                 trust_env=False,  # no proxies from the environment: callbacks go where the app said
                 timeout=httpx.Timeout(self.timeout),
                 headers={"User-Agent": USER_AGENT},
+                # Connections are made to vetted addresses, pooled by address: a connection verified for one
+                # host name is not reused for another name at that address.
+                limits=httpx.Limits(max_keepalive_connections=0),
             )
         return self._client
 
@@ -256,7 +267,10 @@ class CallbackDelivery:
         headers = {"Content-Type": "application/json", **signed_headers(c.auth_key, body, self._clock.now())}
         try:
             async with asyncio.timeout(self.timeout):  # the whole exchange, not each phase, within the timeout
-                r = await self._http().post(c.url, content=body, headers=headers)
+                vetted = await self._outbound.vet_async(c.url, HTTP_SCHEMES)
+                r = await self._send(vetted, body, headers)
+        except OutboundRefused as exc:
+            return _Outcome(False, error=f"refused by the outbound policy: {exc.detail}")
         except TimeoutError:
             return _Outcome(False, error=f"no answer within {self.timeout:g} s")
         except httpx.HTTPError as exc:
@@ -267,6 +281,28 @@ class CallbackDelivery:
             return _Outcome(True, status=r.status_code)
         hint = " (redirects are not followed)" if 300 <= r.status_code < 400 else ""
         return _Outcome(False, status=r.status_code, error=f"HTTP {r.status_code}{hint}")
+
+    async def _send(self, vetted: Vetted, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        """POST to the first vetted address that takes the connection (never to a fresh resolution of the
+        name), with ``Host`` and, for https, SNI and the certificate check for the URL's host name."""
+        d = vetted.destination
+        headers = {**headers, "Host": d.host_header}
+        extensions = {"sni_hostname": d.host} if d.scheme == "https" and d.ip is None else {}
+        for i, ip in enumerate(vetted.addresses):
+            try:
+                return await self._http().post(d.with_address(ip), content=body, headers=headers, extensions=extensions)
+            except httpx.ConnectError:
+                if i == len(vetted.addresses) - 1:
+                    raise
+        raise AssertionError("a vetted destination has at least one address")
+
+    async def post_once(self, url: str, auth_key: str | None, body: bytes) -> tuple[int | None, str | None]:
+        """One POST of ``body`` to ``url`` made exactly as an event's attempt is (outbound policy, signature,
+        timeout, no redirects), outside the outbox: nothing is recorded or retried (the console's test
+        event). Returns the receiver's HTTP status (None without an answer) and why it is not delivery."""
+        attempt = _Claimed("", "", "", body.decode(), 0, self._clock.now(), url, auth_key, None)
+        outcome = await self._post(attempt)
+        return outcome.status, None if outcome.delivered else outcome.error
 
     async def _deliver(self, c: _Claimed) -> None:
         await self._record(c, await self._post(c))

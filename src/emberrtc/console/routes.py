@@ -477,7 +477,8 @@ async def test_callback(request: Request, session: ConsoleSession, form: Form) -
     if not current:
         err = InvalidParameterValue("the app has no record callback URL: save one first")
         return await _recording_page(request, session, status=400, errors={"test": FormError.of(err)})
-    outcome = await send_test_event(current["url"], current.get("auth_key") or None, _app_id(request), svc.clock)
+    auth_key = current.get("auth_key") or None
+    outcome = await send_test_event(svc.outputs.delivery, current["url"], auth_key, _app_id(request), svc.clock)
     return await _recording_page(request, session, outcome=outcome)
 
 
@@ -488,7 +489,7 @@ def _download_url(svc: Services, f: RecordingFile) -> str | None:
     """A signed, expiring link to a stored file (the callback's ``download_url``), or None."""
     if f.state != STORED or f.location is None or f.bucket is None:
         return None
-    store = svc.storage.find(f.location)
+    store = svc.storage.find(f.location, f.project_id)  # the project the file was stored for, as the callback
     if store is None:
         return None
     try:

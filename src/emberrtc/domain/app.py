@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from emberrtc.domain.clock import Clock, spec_time
 from emberrtc.domain.errors import AppDeactivation, AppExist, AppNotExist, AppsExceed, JobRunning, RecordRuleNotExist
+from emberrtc.domain.outbound import HTTP_SCHEMES, OutboundPolicy, OutboundRefused
 from emberrtc.domain.secrets import SecretBox, new_hex_id
 from emberrtc.domain.tenant import Principal
 from emberrtc.store.database import Database
@@ -50,8 +51,18 @@ def require_active(app: App) -> None:
 
 
 class AppService:
-    def __init__(self, db: Database, box: SecretBox, clock: Clock, max_apps: int, cache_ttl: float | None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        box: SecretBox,
+        clock: Clock,
+        max_apps: int,
+        cache_ttl: float | None,
+        *,
+        outbound: OutboundPolicy,
+    ) -> None:
         self._db = db
+        self._outbound = outbound
         self._box = box
         self._clock = clock
         self._max_apps = max_apps
@@ -226,6 +237,13 @@ class AppService:
     async def set_record_callback(
         self, principal: Principal, app_id: str, url: str, auth_key: str | None, events: list[str] | None
     ) -> dict[str, Any]:
+        """spec 4.3.1. The URL must lead somewhere the outbound policy allows (``domain.outbound``; checked
+        again at every delivery): RTC.00001003 saying why not."""
+        try:
+            await self._outbound.check(url, HTTP_SCHEMES)
+        except OutboundRefused as exc:
+            raise OutboundRefused(f"url: {exc.detail}") from None
+
         def work(s: Session) -> dict[str, Any]:
             app = load_app(s, principal, app_id, for_update=True)
             app.record_callback_url = url

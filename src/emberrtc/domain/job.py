@@ -19,12 +19,13 @@ from emberrtc.domain.app import ACTIVATION, drop_none, load_app, require_active
 from emberrtc.domain.background import BackgroundTask
 from emberrtc.domain.clock import Clock, spec_time
 from emberrtc.domain.errors import EmberError, JobDone, JobNotExist, JobRunning, RecordRuleNotExist
+from emberrtc.domain.outbound import RTMP_SCHEMES, OutboundPolicy, OutboundRefused
 from emberrtc.domain.ports import JobSpec, MediaPlane, RecordingEngine
 from emberrtc.domain.record_rule import rule_view
 from emberrtc.domain.secrets import new_hex_id
 from emberrtc.domain.tenant import Principal
 from emberrtc.store.database import Database
-from emberrtc.store.models import App, Job, RecordRule, Room
+from emberrtc.store.models import App, Job, RecordRule, Room, Tenant
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ FATAL_ERROR = "FATAL_ERROR"
 
 
 class StorageCheck(Protocol):
-    async def check_target(self, location: str, bucket: str) -> None:
+    async def check_target(self, location: str, bucket: str, project: str | None = None) -> None:
         """Raise RTC.00001003 for an unknown location, RTC.00001014 for a bucket that does not exist."""
 
 
@@ -119,8 +120,10 @@ class JobService:
         *,
         storage: StorageCheck | None = None,
         auto_max_idle_time: int = 30,
+        outbound: OutboundPolicy,
     ) -> None:
         self._db = db
+        self._outbound = outbound
         self._clock = clock
         self.media = media
         self.engine = engine
@@ -135,6 +138,7 @@ class JobService:
 
     async def start_individual(self, principal: Principal, app_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """spec 4.4.1. Stream name ``s_{job_id}_{room_id}_{user_id}``."""
+        await self._check_rtmp_urls(body)
         job_id = new_hex_id()
         job = Job(
             job_id=job_id,
@@ -148,6 +152,7 @@ class JobService:
 
     async def start_mix(self, principal: Principal, app_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """spec 4.8.1. Stream name ``m_{job_id}_{room_id}``."""
+        await self._check_rtmp_urls(body)
         job_id = new_hex_id()
         mix = drop_none(body["mix_param"])
         if mix.get("layout_panes"):
@@ -187,6 +192,7 @@ class JobService:
         self, principal: Principal, app_id: str, job_id: str, body: dict[str, Any]
     ) -> dict[str, Any]:
         """spec 4.4.4: new ``record_param`` applies from the next file; new ``publish_param`` at once."""
+        await self._check_rtmp_urls(body)
 
         def work(s: Session) -> tuple[dict[str, Any], JobSpec, str]:
             load_app(s, principal, app_id)
@@ -523,7 +529,16 @@ class JobService:
             return dict(rule.obs_addr)
 
         obs = await self._db.run(work)
-        await self._storage.check_target(obs["location"], obs["bucket"])
+        await self._storage.check_target(obs["location"], obs["bucket"], principal.project_id)
+
+    async def _check_rtmp_urls(self, body: dict[str, Any]) -> None:
+        """Every ``publish_param.rtmp_urls`` URL must lead somewhere the outbound policy allows
+        (``domain.outbound``; each push checks again when it connects): RTC.00001003 naming the URL."""
+        for i, url in enumerate((body.get("publish_param") or {}).get("rtmp_urls") or ()):
+            try:
+                await self._outbound.check(url, RTMP_SCHEMES)
+            except OutboundRefused as exc:
+                raise OutboundRefused(f"publish_param.rtmp_urls[{i}]: {exc.detail}") from None
 
     @staticmethod
     def _check_no_duplicate(s: Session, app_id: str, job: Job) -> None:
@@ -574,6 +589,8 @@ class JobService:
     @staticmethod
     def _spec(s: Session, job: Job) -> JobSpec:
         rule = s.get(RecordRule, job.record_rule_id) if job.record_rule_id else None
+        app = s.get(App, job.app_id)
+        tenant = s.get(Tenant, app.domain_id) if app is not None else None
         return JobSpec(
             job.job_id,
             job.app_id,
@@ -583,6 +600,7 @@ class JobService:
             job.stream_name,
             dict(job.params),
             rule_view(rule) if rule else None,
+            tenant.project_id if tenant is not None else None,
         )
 
 

@@ -26,6 +26,9 @@ class JobSpec:
     stream_name: str
     params: dict[str, Any]
     record_rule: dict[str, Any] | None
+    #: The project of the app's tenant: whose buckets the files go to (a local location keeps each
+    #: project's buckets apart; the rule's ``obs_addr.project_id`` is the same, checked when it was saved).
+    project_id: str | None = None
 
 
 class MediaPlane(Protocol):

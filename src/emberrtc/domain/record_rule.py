@@ -64,6 +64,17 @@ def _normalise(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def check_project(principal: Principal, obs_addr: dict[str, Any]) -> None:
+    """Table 4-232 ``obs_addr.project_id`` names whose storage the files go to: only the caller's own
+    project may be named (RTC.00001003), for every location, local or S3-compatible. (A local location
+    keeps each project's buckets apart by the app's project in any case, ``storage.local_store``.)"""
+    if obs_addr.get("project_id") != principal.project_id:
+        raise InvalidParameterValue(
+            f"obs_addr.project_id {obs_addr.get('project_id')!r} is not the caller's project: a rule may name "
+            "only the project of the credentials it is created with"
+        )
+
+
 # A replaced rule keeps its id and creation time (and its app: the conflict is on app_id and location).
 _KEPT = ("rule_id", "app_id", "create_time")
 
@@ -119,6 +130,7 @@ class RecordRuleService:
         now = self._clock.now()
         if not await self._apps.exists(principal, app_id):
             raise AppNotExist(f"app {app_id} does not exist")
+        check_project(principal, data["obs_addr"])
         params = {
             **data,
             "rule_id": new_hex_id(),
@@ -177,6 +189,7 @@ class RecordRuleService:
         def work(s: Session) -> dict[str, Any]:
             load_app(s, principal, app_id, for_update=True)
             rule = self._load(s, app_id, rule_id)
+            check_project(principal, data["obs_addr"])
             location = data["obs_addr"]["location"]
             if location != rule.location:
                 clash = s.scalar(

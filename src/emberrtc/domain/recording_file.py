@@ -32,6 +32,9 @@ class RecordingFile:
     object_name: str
     location: str | None
     bucket: str | None
+    #: Whose bucket the file went to (``storage.local_store`` keeps projects' buckets apart; None: the
+    #: shared buckets of files stored before that).
+    project_id: str | None
     #: Seconds recorded (the file's ``end_time - start_time``).
     duration: float
     #: Bytes of the file with all its parts (an HLS playlist's segments), as uploaded so far.
@@ -71,9 +74,9 @@ async def list_files(db: Database, principal: Principal, app_id: str, limit: int
         out = []
         for f in files:
             head = s.execute(
-                select(Upload.location, Upload.bucket, Upload.group_key, Upload.state, Upload.size).where(
-                    Upload.job_id == f.job_id, Upload.object_name == f.object_name
-                )
+                select(
+                    Upload.location, Upload.bucket, Upload.project_id, Upload.group_key, Upload.state, Upload.size
+                ).where(Upload.job_id == f.job_id, Upload.object_name == f.object_name)
             ).first()
             size, state = 0, "pending"
             if head is not None:
@@ -96,6 +99,7 @@ async def list_files(db: Database, principal: Principal, app_id: str, limit: int
                     object_name=f.object_name,
                     location=head.location if head is not None else None,
                     bucket=head.bucket if head is not None else None,
+                    project_id=head.project_id if head is not None else None,
                     duration=float(f.duration or 0.0),
                     size=size,
                     width=f.width,

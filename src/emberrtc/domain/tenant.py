@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select, update
@@ -23,8 +26,9 @@ from emberrtc.domain.secrets import (
     verify_password,
 )
 from emberrtc.store.database import Database
-from emberrtc.store.models import Credential, Tenant, Token
+from emberrtc.store.models import Credential, RevocationEpoch, Tenant, Token
 
+log = logging.getLogger(__name__)
 _NAME_RE = re.compile(r"^[A-Za-z0-9_\-.]{1,64}$")
 
 
@@ -51,6 +55,43 @@ class IssuedToken:
     principal: Principal
 
 
+@dataclass(frozen=True)
+class CredentialInfo:
+    """An AK/SK pair as ``ember credential list`` shows it: never its SK."""
+
+    ak: str
+    tenant: str
+    user_name: str
+    created_at: float
+    #: Last accepted signature, to the minute; None: never used (or not since 0007_revoke).
+    last_used_at: float | None
+    revoked_at: float | None
+
+    @property
+    def state(self) -> str:
+        return "revoked" if self.revoked_at is not None else "active"
+
+
+@dataclass(frozen=True)
+class TokenRevocation:
+    """What ``ember token revoke`` did: the tenants whose tokens it revoked, and how many were valid."""
+
+    tenants: list[str]
+    revoked: int
+
+
+#: A node writes an AK's ``last_used_at`` at most this often (seconds): one write a minute, not per request.
+LAST_USED_RESOLUTION = 60.0
+
+
+def _bump_epoch(s: Session) -> None:
+    """Raise the revocation epoch in the caller's transaction: every node drops its cached credentials
+    when it next looks (at most ``revocation_check`` seconds later)."""
+    done = s.execute(update(RevocationEpoch).where(RevocationEpoch.id == 1).values(epoch=RevocationEpoch.epoch + 1))
+    if done.rowcount == 0:  # type: ignore[attr-defined]  # the row 0007_revoke made is gone: make it again
+        s.add(RevocationEpoch(id=1, epoch=1))
+
+
 class TenantService:
     """Creates tenants and credentials (CLI), issues and checks tokens and AK/SK keys (API)."""
 
@@ -63,6 +104,8 @@ class TenantService:
         *,
         scrypt_n: int = SCRYPT_N,
         hash_concurrency: int = 2,
+        revocation_check: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._db = db
         self._box = box
@@ -73,9 +116,20 @@ class TenantService:
         # so that many sign-ins together queue instead of taking the host's memory.
         self._hashing = asyncio.Semaphore(hash_concurrency)
         self._dummy_hash: str | None = None  # made on first use: it costs as much as a real one
-        # AK -> (SK, principal). Credentials are immutable once made, so caching them is safe;
-        # deleting a tenant clears the cache through forget().
+        # AK -> (SK, principal). A credential never changes but can be revoked, on any node or by the CLI:
+        # before a request uses this cache, the revocation epoch is read if it was last read more than
+        # ``revocation_check`` seconds ago (real time, not the domain clock), and a changed epoch empties
+        # the cache. One primary-key read a second per process, whatever the traffic.
         self._ak_cache: dict[str, tuple[str, Principal]] = {}
+        self._cache_generation = 0  # raised on every emptying: a lookup begun before it is not cached
+        self._revocation_check = revocation_check
+        self._monotonic = monotonic
+        self._seen_epoch: int | None = None
+        self._next_check = float("-inf")
+        self._checking: asyncio.Task[None] | None = None
+        # AK -> when this node last wrote its ``last_used_at``; the writes in flight.
+        self._used_written: dict[str, float] = {}
+        self._writes: set[asyncio.Task[None]] = set()
 
     async def create_tenant(self, name: str, password: str, *, project_name: str = "ember") -> Principal:
         """Create an account with one project and one IAM user named like the account."""
@@ -170,6 +224,7 @@ class TenantService:
 
         def store(s: Session) -> None:
             s.add(Token(token_hash=token_digest(token), domain_id=domain, expires_at=now + self._token_ttl))
+            # Expired rows go; revoked ones too once expired (until then they say "revoked", not "unknown").
             s.execute(delete(Token).where(Token.expires_at < now))
             if rehashed is not None:
                 s.execute(update(Tenant).where(Tenant.domain_id == domain).values(password_hash=rehashed))
@@ -181,14 +236,17 @@ class TenantService:
         digest = token_digest(token)
         row = await self._db.run(
             lambda s: s.execute(
-                select(Tenant, Token.expires_at)
+                select(Tenant, Token.expires_at, Token.revoked_at)
                 .join(Token, Token.domain_id == Tenant.domain_id)
                 .where(Token.token_hash == digest)
             ).one_or_none()
         )
         if row is None:
             raise Unauthenticated("the X-Auth-Token is not valid")
-        tenant, expires_at = row
+        # Read from the database on every request (no cache), so a revocation holds at once on every node.
+        tenant, expires_at, revoked_at = row
+        if revoked_at is not None:
+            raise Unauthenticated("the X-Auth-Token has been revoked; get a new one from POST /v3/auth/tokens")
         if expires_at <= self._clock.now():
             raise Unauthenticated("the X-Auth-Token has expired; get a new one from POST /v3/auth/tokens")
         return _principal(tenant)
@@ -199,20 +257,161 @@ class TenantService:
         await self._db.run(lambda s: s.execute(delete(Token).where(Token.token_hash == digest)))
 
     async def secret_for_ak(self, ak: str) -> tuple[str, Principal]:
-        """The SK and the tenant of an access key, or :class:`Unauthenticated`."""
+        """The SK and the tenant of an access key, or :class:`Unauthenticated` (unknown or revoked)."""
+        await self._revocations_seen()
         cached = self._ak_cache.get(ak)
         if cached is not None:
             return cached
+        generation = self._cache_generation
         row = await self._db.run(
             lambda s: s.execute(
-                select(Credential.sk_encrypted, Tenant)
+                select(Credential.sk_encrypted, Credential.revoked_at, Tenant)
                 .join(Tenant, Tenant.domain_id == Credential.domain_id)
                 .where(Credential.ak == ak)
             ).one_or_none()
         )
         if row is None:
             raise Unauthenticated("unknown access key (AK)")
-        sealed, tenant = row
+        sealed, revoked_at, tenant = row
+        if revoked_at is not None:
+            raise Unauthenticated("this access key (AK) has been revoked")
         result = (self._box.open(sealed), _principal(tenant))
-        self._ak_cache[ak] = result
+        # A revocation seen while this row was read may be newer than the row: then it is not kept.
+        if generation == self._cache_generation:
+            self._ak_cache[ak] = result
         return result
+
+    def note_used(self, ak: str) -> None:
+        """A request signed with ``ak`` was accepted: write its ``last_used_at`` if this node has not in
+        the last minute (in the background; the request does not wait for it)."""
+        now = self._clock.now()
+        if now - self._used_written.get(ak, float("-inf")) < LAST_USED_RESOLUTION:
+            return
+        self._used_written[ak] = now
+
+        def work(s: Session) -> None:
+            s.execute(
+                update(Credential)
+                .where(Credential.ak == ak)
+                .where(Credential.last_used_at.is_(None) | (Credential.last_used_at < now))
+                .values(last_used_at=now)
+            )
+
+        task = asyncio.get_running_loop().create_task(self._db.run(work))
+        self._writes.add(task)
+        task.add_done_callback(self._written)
+
+    def _written(self, task: asyncio.Task[None]) -> None:
+        self._writes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("could not record an access key's last use: %s", task.exception())
+
+    async def _revocations_seen(self) -> None:
+        """Empty the AK cache if anything was revoked since the epoch was last read, reading it at most
+        once every ``revocation_check`` seconds. Requests arriving while it is read wait for that one read,
+        so none of them uses a cache older than the interval."""
+        if self._checking is None:
+            if self._monotonic() < self._next_check:
+                return
+            self._checking = asyncio.get_running_loop().create_task(self._check_epoch())
+        await asyncio.shield(self._checking)
+
+    async def _check_epoch(self) -> None:
+        try:
+            epoch = await self._db.run(
+                lambda s: s.execute(select(RevocationEpoch.epoch).where(RevocationEpoch.id == 1)).scalar_one_or_none()
+            )
+            if epoch != self._seen_epoch:
+                self.forget()
+                self._seen_epoch = epoch
+        finally:
+            self._checking = None
+            self._next_check = self._monotonic() + self._revocation_check
+
+    def forget(self) -> None:
+        """Drop every cached credential (this node; others follow through the revocation epoch)."""
+        self._ak_cache.clear()
+        self._cache_generation += 1
+
+    # --- revocation (CLI) ----------------------------------------------------------------------
+
+    async def list_credentials(self, tenant_name: str | None = None) -> list[CredentialInfo]:
+        """Every credential (of one tenant when named), oldest first per tenant; never an SK."""
+
+        def work(s: Session) -> list[CredentialInfo]:
+            q = select(Credential, Tenant).join(Tenant, Tenant.domain_id == Credential.domain_id)
+            if tenant_name is not None:
+                if s.execute(select(Tenant.domain_id).where(Tenant.domain_name == tenant_name)).first() is None:
+                    raise InvalidParameterValue(f"no tenant named {tenant_name!r}")
+                q = q.where(Tenant.domain_name == tenant_name)
+            rows = s.execute(q.order_by(Tenant.domain_name, Credential.created_at, Credential.ak)).all()
+            return [
+                CredentialInfo(c.ak, t.domain_name, t.user_name, c.created_at, c.last_used_at, c.revoked_at)
+                for c, t in rows
+            ]
+
+        return await self._db.run(work)
+
+    async def revoke_credential(self, ak: str) -> tuple[CredentialInfo, bool]:
+        """Revoke an AK/SK pair: refused on every node within ``revocation_check`` seconds. Returns the
+        credential and whether it was revoked already (then nothing changes)."""
+        now = self._clock.now()
+
+        def work(s: Session) -> tuple[CredentialInfo, bool]:
+            row = s.execute(
+                select(Credential, Tenant)
+                .join(Tenant, Tenant.domain_id == Credential.domain_id)
+                .where(Credential.ak == ak)
+                .with_for_update(of=Credential)
+            ).one_or_none()
+            if row is None:
+                raise InvalidParameterValue(f"no credential with the access key {ak!r}")
+            cred, tenant = row
+            already = cred.revoked_at is not None
+            if not already:
+                cred.revoked_at = now
+                _bump_epoch(s)
+            info = CredentialInfo(
+                cred.ak, tenant.domain_name, tenant.user_name, cred.created_at, cred.last_used_at, cred.revoked_at
+            )
+            return info, already
+
+        try:
+            return await self._db.run(work)
+        finally:
+            self.forget()
+
+    async def revoke_tokens(self, *, user_name: str | None = None, tenant_name: str | None = None) -> TokenRevocation:
+        """Revoke every unexpired token of an IAM user (found by name, within ``tenant_name`` when given)
+        or of a whole tenant. Each tenant has one IAM user today, so both reach the same tokens; the user
+        can sign in again with the password. Tokens are checked against the database on every request, so
+        the revocation holds at once on every node."""
+        if user_name is None and tenant_name is None:
+            raise InvalidParameterValue("name the IAM user or the tenant whose tokens to revoke")
+        now = self._clock.now()
+
+        def work(s: Session) -> TokenRevocation:
+            q = select(Tenant.domain_id, Tenant.domain_name)
+            if tenant_name is not None:
+                q = q.where(Tenant.domain_name == tenant_name)
+            if user_name is not None:
+                q = q.where(Tenant.user_name == user_name)
+            found = s.execute(q).all()
+            if not found:
+                what = [f"tenant {tenant_name!r}"] if tenant_name is not None else []
+                what += [f"IAM user {user_name!r}"] if user_name is not None else []
+                raise InvalidParameterValue(f"no {' with '.join(what)}")
+            if tenant_name is None and len(found) > 1:
+                raise InvalidParameterValue(
+                    f"{len(found)} tenants have an IAM user named {user_name!r}: name the tenant too (--tenant)"
+                )
+            done = s.execute(
+                update(Token)
+                .where(Token.domain_id.in_([d for d, _ in found]))
+                .where(Token.revoked_at.is_(None), Token.expires_at > now)
+                .values(revoked_at=now)
+            )
+            _bump_epoch(s)
+            return TokenRevocation(sorted(n for _, n in found), done.rowcount)  # type: ignore[attr-defined]
+
+        return await self._db.run(work)

@@ -8,7 +8,9 @@ The engine calls, for each file it writes into the spool (``spool.path_for``):
   uploaded, and ``RECORD_FILE_COMPLETE`` (with its ``download_url``) goes out once the file and all its
   parts are stored; its recorded and transcoded seconds are counted (``domain.usage``), once per file;
 
-and :meth:`RecordingOutputs.job_over` when the job ends (``CLOUD_RECORD_OVER``). Each call is one
+and :meth:`RecordingOutputs.job_over` when the job ends (``CLOUD_RECORD_OVER``). Files go to the buckets
+of the project of the job's app, under the object name the file claimed when it started
+(``storage.object_claims``: never over another job's file); the callbacks name that object. Each call is one
 transaction: the upload, the event (and for a completion, the usage) are recorded together or not at
 all, and survive restarts.
 Callbacks of a job go out in the order of these calls (a completion waits for its upload, and so does
@@ -20,9 +22,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from emberrtc.callbacks import outbox
@@ -30,14 +33,17 @@ from emberrtc.callbacks.delivery import CallbackDelivery
 from emberrtc.config import Settings
 from emberrtc.domain.clock import Clock
 from emberrtc.domain.errors import EmberError
+from emberrtc.domain.outbound import OutboundPolicy
 from emberrtc.domain.retry import Backoff
 from emberrtc.domain.secrets import SecretBox, new_hex_id
 from emberrtc.domain.usage import record_file
+from emberrtc.storage.object_claims import ObjectClaims, rename_segments
 from emberrtc.storage.object_store import validate_object_name
 from emberrtc.storage.registry import StorageRegistry
 from emberrtc.storage.spool import Spool
 from emberrtc.storage.uploader import Uploader, describe, register
 from emberrtc.store.database import Database
+from emberrtc.store.models import App, Tenant, Upload
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +83,21 @@ class RecordingOutputs:
         self._uploader = uploader
         self._delivery = delivery
         self._clock = clock
+        self.claims = ObjectClaims(db, registry, clock)
+        #: app -> its tenant's project (an app never changes tenant).
+        self._projects: dict[str, str | None] = {}
         uploader.on_group_stored.append(self._release_completions)
         uploader.after_group_stored.append(delivery.wake)
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, db: Database, box: SecretBox, clock: Clock, registry: StorageRegistry
+        cls,
+        settings: Settings,
+        db: Database,
+        box: SecretBox,
+        clock: Clock,
+        registry: StorageRegistry,
+        outbound: OutboundPolicy,
     ) -> RecordingOutputs:
         """The spool under ``data_dir/spool``, its uploader and the callback delivery, as configured."""
         spool = Spool(settings.data_dir / "spool")
@@ -103,6 +118,7 @@ class RecordingOutputs:
             timeout=settings.callback_timeout,
             retry_window=settings.callback_retry_window,
             concurrency=settings.callback_concurrency,
+            outbound=outbound,
         )
         return cls(db, registry, spool, uploader, delivery, clock)
 
@@ -123,21 +139,40 @@ class RecordingOutputs:
         await self._uploader.stop()
         await self._delivery.stop()
 
-    async def check_target(self, location: str, bucket: str) -> None:
-        """At job start: an unknown location is RTC.00001003, a missing bucket RTC.00001014."""
-        await self.registry.check_target(location, bucket)
+    async def check_target(self, location: str, bucket: str, project: str | None = None) -> None:
+        """At job start: an unknown location is RTC.00001003, a missing bucket (of ``project``, the job's app's
+        project) RTC.00001014."""
+        await self.registry.check_target(location, bucket, project)
 
-    async def read_image(self, uri: str, location: str) -> bytes:
+    async def read_image(self, uri: str, location: str, project: str | None = None) -> bytes:
         """A mixed job's image (``s3://bucket/object``, spec Table 4-175) from the storage ``location`` (the
-        job's rule's). A malformed URI, an unknown location or a missing object raise the storage errors."""
-        ref = self.registry.resolve_uri(uri, location)
+        job's rule's), in ``project``'s buckets (the job's app's project). A malformed URI, an unknown
+        location or a missing object raise the storage errors."""
+        ref = self.registry.resolve_uri(uri, location, project)
         return await ref.store.get(ref.bucket, ref.name)
+
+    async def project_of(self, app_id: str) -> str | None:
+        """The project of the app's tenant: whose buckets the app's files go to."""
+        if app_id not in self._projects:
+            project = await self._db.run(lambda s: _project_of(s, app_id))
+            if project is None:
+                return None  # not cached: the app may be written by another node right now
+            self._projects[app_id] = project
+        return self._projects[app_id]
+
+    async def _claimed(self, job: JobRef, target: FileTarget, *, part: bool = False) -> tuple[FileTarget, str | None]:
+        """The target under the object name the file holds (``storage.object_claims``), and the project."""
+        project = await self.project_of(job.app_id)
+        args = (job.job_id, target.location, project, target.bucket, validate_object_name(target.object_name))
+        name = await (self.claims.part(*args) if part else self.claims.claim(*args))
+        return replace(target, object_name=name), project
 
     async def file_started(
         self, job: JobRef, *, record_format: str, target: FileTarget, start_time: float
     ) -> str | None:
-        """A new file was opened. Returns the event id (None when the app does not want the event)."""
-        validate_object_name(target.object_name)
+        """A new file was opened: its object name is claimed (it may differ from ``target``'s when that is
+        taken). Returns the event id (None when the app does not want the event)."""
+        target, _ = await self._claimed(job, target)
         now = self._clock.now()
         fields = {
             **self._ids(job),
@@ -161,10 +196,13 @@ class RecordingOutputs:
     async def store_part(self, job: JobRef, *, path: Path, target: FileTarget, group: str) -> str:
         """Upload a piece of a file that is still being written (an HLS segment); ``group`` names the file
         (pass the same to :meth:`file_completed`). Returns the upload id."""
+        target, project = await self._claimed(job, target, part=True)
         f = await describe(path, target.location, target.bucket, target.object_name)
         now = self._clock.now()
         upload_id = await self._db.run(
-            lambda s: register(s, f, node_id=self._uploader.node_id, now=now, job_id=job.job_id, group_key=group)
+            lambda s: register(
+                s, f, node_id=self._uploader.node_id, now=now, job_id=job.job_id, group_key=group, project_id=project
+            )
         )
         self._uploader.wake()
         return upload_id
@@ -188,6 +226,11 @@ class RecordingOutputs:
         and count its seconds for the app (``transcoded``: its video was re-encoded; see ``domain.usage``).
         Returns the group key (one per recording file)."""
         group = group or new_hex_id()
+        planned = target.object_name
+        target, project = await self._claimed(job, target)
+        if target.object_name != planned and planned.endswith(".m3u8"):
+            # The playlist names its segments after the planned name: after the claimed one, as stored.
+            await asyncio.to_thread(_rename_playlist, path, planned, target.object_name)
         f = await describe(path, target.location, target.bucket, target.object_name, content_type)
         now = self._clock.now()
         fields = {
@@ -203,7 +246,9 @@ class RecordingOutputs:
         }
 
         def work(s: Session) -> None:
-            register(s, f, node_id=self._uploader.node_id, now=now, job_id=job.job_id, group_key=group)
+            register(
+                s, f, node_id=self._uploader.node_id, now=now, job_id=job.job_id, group_key=group, project_id=project
+            )
             outbox.enqueue(
                 s,
                 app_id=job.app_id,
@@ -265,8 +310,25 @@ class RecordingOutputs:
             body = json.loads(event.body)
             fields = {}
             try:
-                store = self.registry.get(body["obs_location"])
+                # The project the file was written for (its upload's), so the link names the object stored.
+                project = s.scalar(select(Upload.project_id).where(Upload.group_key == group).limit(1))
+                store = self.registry.get(body["obs_location"], project)
                 fields["download_url"] = store.download_url(body["obs_bucket"], body["obs_object"])
             except (EmberError, KeyError) as exc:  # the location left the configuration meanwhile
                 log.error("no download_url for event %s: %s", event.event_id, exc)
             outbox.release(s, event, now, fields)
+
+
+def _project_of(s: Session, app_id: str) -> str | None:
+    return s.scalar(select(Tenant.project_id).join(App, App.domain_id == Tenant.domain_id).where(App.app_id == app_id))
+
+
+def _rename_playlist(path: Path, planned: str, actual: str) -> None:
+    """Rewrite a finished playlist in the spool (atomically: a replay after a crash rewrites it again,
+    to the same text) so that it names its segments after ``actual``."""
+    text = path.read_text()
+    renamed = rename_segments(text, planned, actual)
+    if renamed != text:
+        tmp = path.with_name(f".{path.name}.renamed")
+        tmp.write_text(renamed)
+        tmp.replace(path)

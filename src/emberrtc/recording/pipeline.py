@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from emberrtc.domain.outbound import AllowList, OutboundPolicy
 from emberrtc.recording import depacketizer
 from emberrtc.recording.audio import AudioPacket, AudioPath
 from emberrtc.recording.depacketizer import Depacketizer, EncodedFrame, OpusDepacketizer
@@ -256,7 +257,13 @@ class Pipeline:
         template = self._audio.template if self._audio is not None else None
         for url in plan.rtmp_urls:
             if url not in self._pushes:
-                self._pushes[url] = RtmpPush(url, has_video=self.has_video, audio=template, timing=plan.timing)
+                self._pushes[url] = RtmpPush(
+                    url,
+                    has_video=self.has_video,
+                    audio=template,
+                    timing=plan.timing,
+                    outbound=OutboundPolicy(AllowList.from_entries(plan.outbound_allow)),
+                )
 
     def _poll_pushes(self) -> None:
         """Report the pushes' state changes (they happen on their threads; reports are sent from here)."""

@@ -297,6 +297,9 @@ class RecordingPlan:
     rtmp_urls: tuple[str, ...] = ()
     #: A mixed-stream job: its inputs and layout (``video`` and ``audio`` are then None).
     mix: MixInput | None = None
+    #: The operator's outbound allow-list (``domain.outbound.AllowList.entries``): each RTMP push vets its
+    #: URL with it before every connection. Empty: public addresses only.
+    outbound_allow: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.mix is not None:
@@ -364,6 +367,7 @@ def build_plan(
     publish_domain: str = "ember",
     encoding: Encoding | None = None,
     timing: Timing | None = None,
+    outbound_allow: tuple[str, ...] = (),
 ) -> RecordingPlan:
     """The plan for a single-stream job (spec 4.4): files with its rule (spec 4.9), if it has one, and an
     RTMP push to each of its ``publish_param.rtmp_urls`` (spec Table 4-27), if any."""
@@ -398,6 +402,7 @@ def build_plan(
         encoding=encoding or Encoding(),
         timing=timing or Timing(),
         rtmp_urls=rtmp_urls,
+        outbound_allow=outbound_allow,
     )
 
 
@@ -411,6 +416,7 @@ def build_mix_plan(
     publish_domain: str = "ember",
     encoding: Encoding | None = None,
     timing: Timing | None = None,
+    outbound_allow: tuple[str, ...] = (),
 ) -> RecordingPlan:
     """The plan for a mixed-stream job (spec 4.8): every stream of the room (``streams``, as the media plane
     forwards them to ``endpoint``) composed by the job's ``mix_param``; files and RTMP pushes as for a
@@ -443,6 +449,7 @@ def build_mix_plan(
         encoding=encoding or Encoding(),
         timing=timing or Timing(),
         rtmp_urls=rtmp_urls,
+        outbound_allow=outbound_allow,
         mix=MixInput(endpoint=endpoint, encode_template=template, params=mix_param, streams=streams, images=images),
     )
 

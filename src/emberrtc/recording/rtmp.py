@@ -36,6 +36,13 @@ recording. What happens to a URL:
   ``retrying`` (with the reason, e.g. "Connection refused", the attempt and the delay), ``stopped``. The thread
   queues them; the pipeline sends them from the packet loop (:meth:`RtmpPush.poll`), so reports have one
   writer. URLs in reports and logs are masked (:func:`mask_url`: no credentials, query or stream key).
+- **Where it connects.** Before every attempt the URL is vetted with the outbound policy
+  (``domain.outbound``, the operator's ``EMBER_OUTBOUND_ALLOW`` from the plan): its host is resolved and
+  every answer judged, and the pusher is given the URL with a vetted address in place of the host name, so
+  FFmpeg does not resolve it again (a DNS answer that changed since the check cannot take the stream to a
+  loopback, private or metadata address). FFmpeg then names that address in the RTMP ``tcUrl`` and, for
+  ``rtmps``, sends no SNI. A refused URL is reported (``retrying``, "refused by the outbound policy: ...")
+  and tried again with backoff, as the answer may change back.
 - **Stopping.** A URL removed by a plan update, or the end of the job: what is queued is sent, the FLV
   stream is ended and the connection closed (at most ``push_connect_timeout`` seconds, then killed).
 """
@@ -64,6 +71,7 @@ import av
 from av.audio.stream import AudioStream
 
 from emberrtc.domain import redaction
+from emberrtc.domain.outbound import RTMP_SCHEMES, OutboundPolicy, OutboundRefused
 from emberrtc.domain.retry import Backoff
 from emberrtc.recording.audio import AudioPacket
 from emberrtc.recording.plan import Timing
@@ -188,15 +196,16 @@ class RtmpPush:
         has_video: bool,
         audio: AudioStream | None,
         timing: Timing,
+        outbound: OutboundPolicy,
         python: str = sys.executable,
     ) -> None:
         self.url = url
+        self._outbound = outbound
         self.masked = mask_url(url)
         self.target = target_id(url)
         self._timing = timing
         self._python = python
         self._header: dict[str, Any] = {
-            "url": url,
             "video": has_video,
             "audio": _audio_params(audio) if audio is not None else None,
         }
@@ -298,6 +307,7 @@ class RtmpPush:
         """One connection: start a pusher and feed it, from a keyframe on, until stopped or broken. The
         pusher connects when it gets the first packet (FFmpeg takes the H.264 parameter sets for the FLV
         header from that keyframe) and says so; until then its packets wait in the pipe."""
+        url = self._vetted_url()
         p = subprocess.Popen(
             [self._python, "-m", "emberrtc.recording.rtmp"],
             stdin=subprocess.PIPE,
@@ -333,7 +343,7 @@ class RtmpPush:
                     origin = item.time
                     deadline = time.monotonic() + self._timing.push_connect_timeout
                     # The picture size is needed before the stream starts (FLV's onMetaData carries it).
-                    header = {**self._header, "width": item.width, "height": item.height}
+                    header = {**self._header, "url": url, "width": item.width, "height": item.height}
                     self._write(p, json.dumps(header).encode() + b"\n")
                 ms = round((item.time - origin) * 1000)
                 if ms < 0:
@@ -356,6 +366,14 @@ class RtmpPush:
             p.stdout.close()
             with self._lock:
                 self._process = None
+
+    def _vetted_url(self) -> str:
+        """The URL with a vetted address for its host (attempts take the addresses in turn)."""
+        try:
+            vetted = self._outbound.vet(self.url, RTMP_SCHEMES)
+        except OutboundRefused as exc:
+            raise PushFailed(f"refused by the outbound policy: {exc.detail}") from None
+        return vetted.destination.with_address(vetted.addresses[self.attempts % len(vetted.addresses)])
 
     @staticmethod
     def _said(p: subprocess.Popen[bytes]) -> dict[str, Any]:

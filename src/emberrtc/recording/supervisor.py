@@ -90,7 +90,7 @@ MAX_IMAGE_BYTES = 8 * 1024 * 1024  # a larger background image is refused (it wo
 class Outputs(Protocol):
     """The part of ``recording.outputs.RecordingOutputs`` the engine calls."""
 
-    async def check_target(self, location: str, bucket: str) -> None: ...
+    async def check_target(self, location: str, bucket: str, project: str | None = None) -> None: ...
 
     async def file_started(
         self, job: JobRef, *, record_format: str, target: FileTarget, start_time: float
@@ -116,8 +116,8 @@ class Outputs(Protocol):
 
     async def job_over(self, job: JobRef, *, detail_message: str | None = None) -> str | None: ...
 
-    async def read_image(self, uri: str, location: str) -> bytes:
-        """A mixed job's ``s3://bucket/object`` image from the storage ``location``."""
+    async def read_image(self, uri: str, location: str, project: str | None = None) -> bytes:
+        """A mixed job's ``s3://bucket/object`` image from the storage ``location`` (``project``'s buckets)."""
         ...
 
 
@@ -181,8 +181,11 @@ class RecordingSupervisor:
         python: str = sys.executable,
         timing: Timing | None = None,
         encoding: Encoding | None = None,
+        outbound_allow: tuple[str, ...] = (),
     ) -> None:
         self._outputs = outputs
+        #: ``EMBER_OUTBOUND_ALLOW`` as the workers get it in their plans (their RTMP pushes vet with it).
+        self._outbound_allow = outbound_allow
         self._source = source
         self._spool_root = spool_root
         self._jobs = jobs
@@ -214,7 +217,7 @@ class RecordingSupervisor:
             raise RecordingFault("the job has no record_param and no publish_param.rtmp_urls: nothing to do")
         if job.record_rule is not None:  # RTMP only: no files, no storage to check
             obs = job.record_rule["obs_addr"]
-            await self._outputs.check_target(obs["location"], obs["bucket"])
+            await self._outputs.check_target(obs["location"], obs["bucket"], job.project_id)
         if job.kind == "mix":
             await self._start_mix(job)
             return
@@ -365,6 +368,7 @@ class RecordingSupervisor:
             publish_domain=self._publish_domain,
             encoding=self._encoding,
             timing=self._timing,
+            outbound_allow=self._outbound_allow,
         )
 
     # --- mixed jobs ---------------------------------------------------------------------------------------------
@@ -429,6 +433,7 @@ class RecordingSupervisor:
             publish_domain=self._publish_domain,
             encoding=self._encoding,
             timing=self._timing,
+            outbound_allow=self._outbound_allow,
         )
 
     async def _fetch_images(self, job: JobSpec) -> tuple[MixImageFiles, list[str]]:
@@ -443,7 +448,7 @@ class RecordingSupervisor:
         problems: list[str] = []
         for uri in sorted(set(uris.values())):
             try:
-                data = await self._outputs.read_image(uri, location)
+                data = await self._outputs.read_image(uri, location, job.project_id)
                 if len(data) > MAX_IMAGE_BYTES:
                     raise ValueError(f"larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MiB")
                 await asyncio.to_thread(_check_image, data)

@@ -12,6 +12,7 @@ __all__ = [
     "BucketNotExist",
     "DownloadLinkInvalid",
     "InvalidObjectName",
+    "ObjectExists",
     "ObjectNotExist",
     "StorageUnavailable",
     "UnknownStorageLocation",
@@ -36,3 +37,8 @@ class DownloadLinkInvalid(NoPermission):
 
 class StorageUnavailable(InternalError):
     """Storage could not be reached or answered with a fault: transient, retried by the uploader."""
+
+
+class ObjectExists(InternalError):
+    """A write found another object (other bytes) already stored under its name, and did not replace it:
+    storage never overwrites what another job wrote (``ObjectStore.put_file``)."""

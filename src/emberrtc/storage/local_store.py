@@ -1,16 +1,29 @@
-"""The embedded default backend: a folder per bucket under one root, served back by Ember itself.
+"""The embedded default backend: a folder per project and bucket under one root, served back by Ember.
 
-``root/{bucket}/{object name}`` holds the bytes; ``root/.meta/{bucket}/{sha256(name)}.json`` holds the
-content type and MD5 (bucket names start with a letter or digit, so ``.meta`` is never a bucket).
-Every path is checked, after resolving symlinks, to lie inside its bucket folder.
+``root/{project_id}/{bucket}/{object name}`` holds the bytes; ``root/{project_id}/.meta/{bucket}/
+{sha256(name)}.json`` the content type and MD5 (bucket names start with a letter or digit, so ``.meta`` is
+never a bucket). Each project has its own buckets: two tenants may both name a bucket ``recordings``
+and never see each other's objects. Every path is checked, after resolving symlinks, to lie inside its
+bucket folder.
+
+Before buckets were kept per project they were ``root/{bucket}``, shared by every tenant. At start-up
+:func:`migrate_layout` moves such folders, as they are, to ``root/.legacy/`` (once: ``root/.layout``
+records that it is done); the links handed out for them (links without a project,
+``storage.download_link``) keep working, served from there. See docs/decisions.md.
+
+Objects are written create-exclusive (a hard link of the finished temporary file): a name another job
+wrote is never replaced (``ObjectExists``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
+import logging
 import os
+import re
 import secrets
 import shutil
 from pathlib import Path
@@ -20,13 +33,24 @@ from emberrtc.storage.errors import BucketNotExist, InvalidObjectName, ObjectNot
 from emberrtc.storage.object_store import (
     ObjectInfo,
     ObjectStore,
+    already_there,
     file_digest,
     guess_content_type,
     validate_bucket,
     validate_object_name,
 )
 
+log = logging.getLogger(__name__)
+
 _CHUNK = 1 << 20
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
+#: Where the shared buckets of old (``root/{bucket}``) are kept, and the marker that they were moved.
+LEGACY_FOLDER = ".legacy"
+LAYOUT_MARKER = ".layout"
+_LAYOUT = "per-project 1\n"
+# A project's folder: tenants' project ids are 32 hex digits; never a dot file (.legacy, .meta, .layout).
+_PROJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
+_OLD_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -37,20 +61,91 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class LocalStore(ObjectStore):
-    """Objects as files. With ``create_buckets`` (the default) a bucket is a folder made on first use;
-    without it, buckets are folders an operator creates and a missing one is ``BucketNotExist``."""
+def _fsync_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(6)}.part")
+    with tmp.open("w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
 
-    def __init__(self, location: str, root: Path, links: DownloadLinks, *, create_buckets: bool = True) -> None:
+
+def migrate_layout(root: Path) -> int:
+    """Move the shared buckets of old (``root/{bucket}`` and ``root/.meta``) to ``root/.legacy/``, where
+    links made for them still find them; returns how many folders moved. Blocking; run at start-up, before
+    anything is stored.
+
+    Idempotent and crash-safe: each folder moves by one ``rename`` (it is in one place or the other, never
+    both, never half), and ``root/.layout`` is written, durably, only after the last one. Until then every
+    bucket-named folder in ``root`` is an old bucket (no project folder is made before the marker), so a
+    run interrupted anywhere is finished by the next. A fresh root gets the marker at once.
+    """
+    marker = root / LAYOUT_MARKER
+    if marker.is_file():
+        return 0
+    root.mkdir(parents=True, exist_ok=True)
+    legacy = root / LEGACY_FOLDER
+    moved = 0
+    for entry in sorted(root.iterdir()):
+        if not (entry.name == ".meta" or _OLD_BUCKET.fullmatch(entry.name)) or not entry.is_dir():
+            continue
+        legacy.mkdir(exist_ok=True)
+        target = legacy / entry.name
+        if target.exists():
+            raise RuntimeError(f"cannot move old bucket folder {entry} to {target}: the target exists")
+        os.rename(entry, target)
+        moved += 1
+    if moved:
+        _fsync_dir(legacy)
+        _fsync_dir(root)
+        log.warning("moved %d shared bucket folder(s) of %s to %s (their links still work)", moved, root, legacy)
+    _fsync_write(marker, _LAYOUT)
+    return moved
+
+
+class LocalStore(ObjectStore):
+    """Objects as files, one project's buckets (``project``), or the shared buckets of old (no project:
+    served for the links made for them, see the module docstring). With ``create_buckets`` (the default) a
+    bucket is a folder made on first use; without it, buckets are folders an operator creates
+    (``root/{project_id}/{bucket}``) and a missing one is ``BucketNotExist``."""
+
+    def __init__(
+        self,
+        location: str,
+        root: Path,
+        links: DownloadLinks,
+        *,
+        create_buckets: bool = True,
+        project: str | None = None,
+    ) -> None:
+        if project is not None and not _PROJECT.fullmatch(project):
+            raise InvalidObjectName(f"project id {project!r} cannot name a storage folder")
         self.location = location
         self.root = root
         self.links = links
         self.create_buckets = create_buckets
+        self.project = project
+        #: The folder holding this view's buckets.
+        self.space = root / (project if project is not None else LEGACY_FOLDER)
+
+    @property
+    def namespace(self) -> str:
+        return self.project or ""
+
+    def for_project(self, project: str | None) -> LocalStore:
+        if project == self.project:
+            return self
+        return LocalStore(self.location, self.root, self.links, create_buckets=self.create_buckets, project=project)
+
+    def migrate_layout(self) -> int:
+        """See :func:`migrate_layout`. Blocking."""
+        return migrate_layout(self.root)
 
     # --- paths -----------------------------------------------------------------------------------
 
     def _bucket_dir(self, bucket: str) -> Path:
-        return self.root / validate_bucket(bucket)
+        return self.space / validate_bucket(bucket)
 
     def object_path(self, bucket: str, name: str) -> Path:
         """The file that holds ``name``; raises :class:`InvalidObjectName` for anything outside the bucket."""
@@ -64,7 +159,7 @@ class LocalStore(ObjectStore):
 
     def _meta_path(self, bucket: str, name: str) -> Path:
         digest = hashlib.sha256(name.encode()).hexdigest()
-        return self.root / ".meta" / validate_bucket(bucket) / f"{digest}.json"
+        return self.space / ".meta" / validate_bucket(bucket) / f"{digest}.json"
 
     # --- blocking helpers (run in a worker thread) ----------------------------------------------------
 
@@ -91,14 +186,37 @@ class LocalStore(ObjectStore):
                 fout.flush()
                 os.fsync(fout.fileno())
             info = ObjectInfo(size=size, etag=md5.hexdigest(), content_type=content_type)
-            # Bytes first, then the description: a crash in between leaves a stale ETag, which an
-            # upload's verification rejects (and retries), never a stale file described as new.
-            os.replace(tmp, dest)
+            self._place(tmp, dest, bucket, name, size, info.etag)
             _fsync_dir(dest.parent)
+            # Bytes first, then the description: a crash in between leaves a file without one, which is
+            # then described from its bytes (``_head``).
             self._write_meta(bucket, name, info)
         finally:
             tmp.unlink(missing_ok=True)
         return info
+
+    def _place(self, tmp: Path, dest: Path, bucket: str, name: str, size: int, md5: str) -> None:
+        """Give the finished ``tmp`` the name ``dest``, create-exclusive: a link fails when the name is taken,
+        where a rename would replace. When it is taken, it is ours already (a retried upload whose first try
+        succeeded) or another's, never replaced (``ObjectExists``)."""
+        try:
+            os.link(tmp, dest)
+            return
+        except FileExistsError:
+            already_there(bucket, name, self._head(bucket, name), size, md5)
+            return
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+        # A file system without hard links: the name is taken create-exclusive first, then the bytes moved
+        # in (a reader may see it empty for that moment).
+        try:
+            fd = os.open(dest, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            already_there(bucket, name, self._head(bucket, name), size, md5)
+            return
+        os.close(fd)
+        os.replace(tmp, dest)
 
     def _write_meta(self, bucket: str, name: str, info: ObjectInfo) -> None:
         meta = self._meta_path(bucket, name)
@@ -185,8 +303,11 @@ class LocalStore(ObjectStore):
     def download_url(self, bucket: str, name: str) -> str:
         validate_bucket(bucket)
         validate_object_name(name)
-        return self.links.url(self.location, bucket, name)
+        return self.links.url(self.location, bucket, name, project=self.project)
 
     def segment_urls(self, bucket: str, segments: list[tuple[str, str]], expires: int) -> list[str]:
         # Relative, as the playlist wrote them: resolved against the playlist's own link, wherever it is served.
-        return [f"{written}?{self.links.query(self.location, bucket, name, expires)}" for written, name in segments]
+        return [
+            f"{written}?{self.links.query(self.location, bucket, name, expires, self.project)}"
+            for written, name in segments
+        ]

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-from emberrtc.storage.errors import BucketNotExist, InvalidObjectName
+from emberrtc.storage.errors import BucketNotExist, InvalidObjectName, ObjectExists
 
 # OBS/S3 bucket naming: 3-63 characters, lowercase letters, digits, '-' and '.', starting and ending
 # with a letter or digit (the record-rule schema checks the same at the edge).
@@ -67,6 +67,21 @@ def validate_object_name(name: str) -> str:
     return name
 
 
+def same_bytes(existing: ObjectInfo | None, size: int, md5: str) -> bool:
+    """Is ``existing`` exactly these bytes? A multipart ETag (``md5-of-parts-N``) is checked by size only."""
+    if existing is None or existing.size != size:
+        return False
+    return "-" in existing.etag or existing.etag.lower() == md5.lower()
+
+
+def already_there(bucket: str, name: str, existing: ObjectInfo | None, size: int, md5: str) -> ObjectInfo:
+    """After a create-exclusive write found ``name`` taken: the object when it is these bytes, else
+    :class:`ObjectExists`."""
+    if existing is not None and same_bytes(existing, size, md5):
+        return existing
+    raise ObjectExists(f"object {name!r} in bucket {bucket!r} already holds other bytes: not overwritten")
+
+
 def guess_content_type(name: str) -> str:
     suffix = Path(name).suffix.lower()
     return _CONTENT_TYPES.get(suffix) or mimetypes.guess_type(name)[0] or DEFAULT_CONTENT_TYPE
@@ -103,9 +118,23 @@ class ObjectStore(ABC):
         if not await self.bucket_exists(bucket):
             raise BucketNotExist(f"bucket {bucket!r} does not exist in location {self.location!r}")
 
+    @property
+    def namespace(self) -> str:
+        """What, besides the location and bucket, tells this store's object names from others' (``for_project``'s
+        project where projects' buckets are apart; empty where buckets are shared)."""
+        return ""
+
+    def for_project(self, project: str | None) -> ObjectStore:
+        """This location as the project ``project`` sees it. A backend whose buckets are shared by the
+        projects (S3: buckets belong to the storage account) returns itself; the local backend keeps each
+        project's buckets apart (``LocalStore``)."""
+        return self
+
     @abstractmethod
     async def put_file(self, bucket: str, name: str, path: Path, content_type: str | None = None) -> ObjectInfo:
-        """Store the local file ``path`` as ``name``, replacing any object of that name."""
+        """Store the local file ``path`` as ``name``, never replacing another object: when ``name`` is taken
+        by other bytes, raise :class:`ObjectExists`; when it holds these very bytes (a retried upload that
+        had succeeded), return its description."""
 
     @abstractmethod
     async def head(self, bucket: str, name: str) -> ObjectInfo | None:

@@ -1,8 +1,9 @@
 """Which backend serves which record-rule ``obs_addr.location``, chosen once from configuration.
 
 Without configuration Ember has one location, ``local`` (a :class:`LocalStore` under
-``data_dir/storage``). ``Settings.storage_config`` (a JSON file) and ``Settings.storage_locations``
-(inline JSON) add or replace locations; see :class:`LocationConfig` for their keys.
+``data_dir/storage``, a folder per project and bucket). ``Settings.storage_config`` (a JSON file) and
+``Settings.storage_locations`` (inline JSON) add or replace locations; see :class:`LocationConfig` for
+their keys.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ class LocationConfig:
     public_base_url: str = ""
     #: Presigned URL lifetime (seconds); default ``Settings.download_url_ttl`` (at most 7 days).
     url_ttl: int = 0
+    #: Write objects with ``If-None-Match: *`` so that storage refuses a taken name (``s3_store``); set
+    #: false for a service that rejects the header (Ember then checks with a HEAD before writing).
+    conditional_writes: bool = True
 
     @classmethod
     def parse(cls, location: str, raw: Any) -> LocationConfig:
@@ -135,6 +139,7 @@ class StorageRegistry:
                         addressing_style=cfg.addressing_style,
                         public_base_url=cfg.public_base_url,
                         url_ttl=min(cfg.url_ttl or settings.download_url_ttl, MAX_PRESIGN_SECONDS),
+                        conditional_writes=cfg.conditional_writes,
                     ),
                     links,
                 )
@@ -144,30 +149,39 @@ class StorageRegistry:
     def locations(self) -> list[str]:
         return sorted(self._stores)
 
-    def get(self, location: str) -> ObjectStore:
-        """The backend for ``location``, or :class:`UnknownStorageLocation` (RTC.00001003)."""
+    def migrate_layouts(self) -> int:
+        """At start-up: the local locations' shared buckets of old moved aside (``local_store.migrate_layout``).
+        Blocking; returns how many folders moved."""
+        return sum(store.migrate_layout() for store in self._stores.values() if isinstance(store, LocalStore))
+
+    def get(self, location: str, project: str | None = None) -> ObjectStore:
+        """The backend for ``location`` as ``project`` sees it (``ObjectStore.for_project``; no project: a local
+        location's shared buckets of old), or :class:`UnknownStorageLocation` (RTC.00001003)."""
         store = self._stores.get(location)
         if store is None:
             known = ", ".join(self.locations) or "none"
             raise UnknownStorageLocation(f"storage location {location!r} is not configured on this server ({known})")
-        return store
+        return store.for_project(project)
 
-    def find(self, location: str) -> ObjectStore | None:
-        """The backend for ``location``, else None."""
-        return self._stores.get(location)
-
-    def local(self, location: str) -> LocalStore | None:
-        """The local backend for ``location`` (what the ``/files`` route serves), else None."""
+    def find(self, location: str, project: str | None = None) -> ObjectStore | None:
+        """The backend for ``location`` as ``project`` sees it, else None."""
         store = self._stores.get(location)
-        return store if isinstance(store, LocalStore) else None
+        return None if store is None else store.for_project(project)
 
-    async def check_target(self, location: str, bucket: str) -> ObjectStore:
+    def local(self, location: str, project: str | None = None) -> LocalStore | None:
+        """The local backend for ``location`` as ``project`` sees it (what the ``/files`` route serves), else
+        None."""
+        store = self._stores.get(location)
+        return store.for_project(project) if isinstance(store, LocalStore) else None
+
+    async def check_target(self, location: str, bucket: str, project: str | None = None) -> ObjectStore:
         """At job start: the location must be configured and the bucket exist (RTC.00001003 / RTC.00001014)."""
-        store = self.get(location)
+        store = self.get(location, project)
         await store.require_bucket(bucket)
         return store
 
-    def resolve_uri(self, uri: str, location: str = DEFAULT_LOCATION) -> ObjectRef:
-        """An ``s3://bucket/object`` image URI, looked up in ``location``'s backend (the job's rule's)."""
+    def resolve_uri(self, uri: str, location: str = DEFAULT_LOCATION, project: str | None = None) -> ObjectRef:
+        """An ``s3://bucket/object`` image URI, looked up in ``location``'s backend (the job's rule's), among
+        ``project``'s buckets."""
         bucket, name = parse_s3_uri(uri)
-        return ObjectRef(self.get(location), bucket, name)
+        return ObjectRef(self.get(location, project), bucket, name)

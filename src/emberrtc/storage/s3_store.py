@@ -3,6 +3,15 @@
 boto3 blocks, so every call runs in a worker thread. Retries inside boto3 are kept to a minimum: the
 uploader owns retrying (with backoff, durably), and a job start should learn quickly that a bucket is
 missing or storage is unreachable.
+
+Objects are never written over (``ObjectStore.put_file``): a write first looks whether the name is taken
+(``HEAD``), then puts with ``If-None-Match: *`` (a conditional write: S3 since 2024, MinIO, Ceph), so
+that storage itself refuses the name if someone else took it in between; a file large enough to go up in
+parts carries the condition on the request that completes it. Where that cannot be used
+(``conditional_writes: false``, or a service that answers it with ``NotImplemented``) the check comes
+only from the ``HEAD``: another writer may take the name between the ``HEAD`` and the write
+(milliseconds), and would then be overwritten. Ember's own jobs never are: they claim their names in the
+database first (``storage.object_claims``).
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +30,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlsplit
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -30,6 +41,7 @@ from emberrtc.storage.hls_playlist import is_playlist
 from emberrtc.storage.object_store import (
     ObjectInfo,
     ObjectStore,
+    already_there,
     file_digest,
     guess_content_type,
     validate_bucket,
@@ -37,11 +49,14 @@ from emberrtc.storage.object_store import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # SigV4 presigned URLs live at most 7 days.
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 _NO_BUCKET = {"NoSuchBucket"}
 _NO_OBJECT = {"NoSuchKey", "404", "NotFound"}
+_TAKEN = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+_UNSUPPORTED = {"NotImplemented", "501"}
 
 
 @dataclass(frozen=True)
@@ -63,6 +78,12 @@ class S3Settings:
     read_timeout: float = 60.0
     #: Files above this size go up in parts (and their ETag is then not a plain MD5).
     multipart_threshold: int = 64 * 1024 * 1024
+    #: Put with ``If-None-Match: *`` (see the module docstring); false for a service that rejects it.
+    conditional_writes: bool = True
+
+
+def _complete_only_if_absent(params: dict[str, Any], **_: Any) -> None:
+    params.setdefault("IfNoneMatch", "*")
 
 
 def _error_code(exc: ClientError) -> str:
@@ -96,6 +117,12 @@ class S3Store(ObjectStore):
             aws_secret_access_key=settings.secret_key or None,
             config=config,
         )
+        if settings.conditional_writes:
+            # A multipart upload is made an object by CompleteMultipartUpload: that is where the condition goes
+            # (boto3's transfer manager takes no If-None-Match of its own).
+            self._client.meta.events.register(
+                "before-parameter-build.s3.CompleteMultipartUpload", _complete_only_if_absent
+            )
         self._transfer = TransferConfig(
             multipart_threshold=settings.multipart_threshold,
             multipart_chunksize=max(8 * 1024 * 1024, settings.multipart_threshold // 8),
@@ -128,20 +155,51 @@ class S3Store(ObjectStore):
         validate_bucket(bucket)
         validate_object_name(name)
         ctype = content_type or guess_content_type(name)
+        size, md5_hex = await asyncio.to_thread(file_digest, path)
+        existing = await self.head(bucket, name)
+        if existing is not None:
+            return already_there(bucket, name, existing, size, md5_hex)
 
-        def upload() -> None:
-            if path.stat().st_size >= self.settings.multipart_threshold:
-                self._client.upload_file(
-                    str(path), bucket, name, ExtraArgs={"ContentType": ctype}, Config=self._transfer
-                )
-                return
+        def upload() -> bool:
+            """False when storage refused the write because the name was taken meanwhile."""
+            if size >= self.settings.multipart_threshold:
+                try:
+                    self._client.upload_file(
+                        str(path), bucket, name, ExtraArgs={"ContentType": ctype}, Config=self._transfer
+                    )
+                except S3UploadFailedError as exc:
+                    # boto3 wraps the failed call's error (raised while handling it) in its own.
+                    cause = exc.__context__
+                    if isinstance(cause, ClientError):
+                        if _error_code(cause) in _TAKEN:
+                            return False
+                        raise cause from exc
+                    raise StorageUnavailable(f"upload in location {self.location!r} failed: {exc}") from exc
+                return True
             # Content-MD5 makes storage refuse a body that was damaged on the way.
-            _, md5_hex = file_digest(path)
             md5_b64 = base64.b64encode(binascii.unhexlify(md5_hex)).decode()
+            args = {"Bucket": bucket, "Key": name, "ContentType": ctype, "ContentMD5": md5_b64}
+            if self.settings.conditional_writes:
+                try:
+                    with path.open("rb") as body:
+                        self._client.put_object(Body=body, IfNoneMatch="*", **args)
+                    return True
+                except ClientError as exc:
+                    if _error_code(exc) in _TAKEN:
+                        return False
+                    if _error_code(exc) not in _UNSUPPORTED:
+                        raise
+                    log.warning(
+                        "location %r does not support conditional writes (If-None-Match); set"
+                        " conditional_writes: false for it",
+                        self.location,
+                    )
             with path.open("rb") as body:
-                self._client.put_object(Bucket=bucket, Key=name, Body=body, ContentType=ctype, ContentMD5=md5_b64)
+                self._client.put_object(Body=body, **args)
+            return True
 
-        await self._call("upload", bucket, upload)
+        if not await self._call("upload", bucket, upload):
+            return already_there(bucket, name, await self.head(bucket, name), size, md5_hex)
         info = await self.head(bucket, name)
         if info is None:
             raise StorageUnavailable(f"upload of {name!r} to bucket {bucket!r} is not visible after it succeeded")

@@ -5,7 +5,8 @@ file), so a restart picks up where the last process stopped. An attempt uploads 
 object back (``head``) and compares size and MD5/ETag; only a confirmed object lets the spool file go:
 first the file is deleted, then the row is marked ``stored``. A crash between the two leaves a pending
 row without its file; the next attempt then finds the object in storage, confirms it and finishes.
-Failures (storage down, bucket missing, a mismatch) are retried with capped exponential backoff for as
+Failures (storage down, bucket missing, a mismatch, another object already under the name: storage is
+written create-exclusive, ``ObjectStore.put_file``) are retried with capped exponential backoff for as
 long as it takes: the spool holds the only copy.
 """
 
@@ -71,8 +72,10 @@ def register(
     now: float,
     job_id: str | None = None,
     group_key: str | None = None,
+    project_id: str | None = None,
 ) -> str:
-    """Record an upload inside the caller's unit of work; returns its id. Wake the uploader after commit."""
+    """Record an upload inside the caller's unit of work; returns its id. Wake the uploader after commit.
+    ``project_id``: whose bucket (None: the shared buckets of old, ``storage.local_store``)."""
     upload_id = new_hex_id()
     s.add(
         Upload(
@@ -81,6 +84,7 @@ def register(
             job_id=job_id,
             group_key=group_key,
             location=f.location,
+            project_id=project_id,
             bucket=f.bucket,
             object_name=f.object_name,
             content_type=f.content_type,
@@ -169,11 +173,20 @@ class Uploader:
         """Look for due uploads now (after registering one, or after moving a test clock)."""
         self._wake.set()
 
-    async def add(self, f: SpooledFile, *, job_id: str | None = None, group_key: str | None = None) -> str:
+    async def add(
+        self,
+        f: SpooledFile,
+        *,
+        job_id: str | None = None,
+        group_key: str | None = None,
+        project_id: str | None = None,
+    ) -> str:
         """Register one file in its own transaction and start on it."""
         now = self._clock.now()
         upload_id = await self._db.run(
-            lambda s: register(s, f, node_id=self.node_id, now=now, job_id=job_id, group_key=group_key)
+            lambda s: register(
+                s, f, node_id=self.node_id, now=now, job_id=job_id, group_key=group_key, project_id=project_id
+            )
         )
         self.wake()
         return upload_id
@@ -235,7 +248,7 @@ class Uploader:
 
     async def _put(self, row: Upload) -> ObjectInfo | None:
         """Upload and confirm; None when the spool file is gone and storage does not hold it either."""
-        store = self._registry.get(row.location)
+        store = self._registry.get(row.location, row.project_id)
         path = Path(row.spool_path)
         if not await asyncio.to_thread(path.is_file):
             # A crash after deleting the spool file but before recording the upload as stored.

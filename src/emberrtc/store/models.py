@@ -51,6 +51,11 @@ class Credential(Base):
     domain_id: Mapped[str] = mapped_column(ForeignKey("tenants.domain_id", ondelete="CASCADE"), index=True)
     sk_encrypted: Mapped[str] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Double)
+    #: When ``ember credential revoke`` withdrew it; a revoked AK is refused like an unknown one. The row
+    #: stays, so ``ember credential list`` can show it.
+    revoked_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    #: Last accepted signature, to the minute (each node writes it at most once a minute per AK).
+    last_used_at: Mapped[float | None] = mapped_column(Double, nullable=True)
 
 
 class Token(Base):
@@ -61,6 +66,19 @@ class Token(Base):
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     domain_id: Mapped[str] = mapped_column(ForeignKey("tenants.domain_id", ondelete="CASCADE"), index=True)
     expires_at: Mapped[float] = mapped_column(Double, index=True)
+    #: When ``ember token revoke`` withdrew it (refused like an unknown token from then on).
+    revoked_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+
+
+class RevocationEpoch(Base):
+    """One row: a counter raised in the same transaction as every revocation. Each node compares it with
+    the value it last saw, at most once a second, and drops its cached credentials when it has moved
+    (``TenantService``): a cheap primary-key read that works across processes without Redis."""
+
+    __tablename__ = "revocation_epoch"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    epoch: Mapped[int] = mapped_column(BigInteger)
 
 
 class App(Base):
@@ -163,6 +181,9 @@ class Upload(Base):
     #: Files that make one recording file (an HLS playlist and its segments) share a group.
     group_key: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
     location: Mapped[str] = mapped_column(String(64))
+    #: Whose bucket (the job's app's project; ``storage.local_store`` keeps projects' buckets apart). None
+    #: only for a file registered before buckets were kept per project: it goes to the shared buckets.
+    project_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     bucket: Mapped[str] = mapped_column(String(64))
     object_name: Mapped[str] = mapped_column(Text)
     content_type: Mapped[str] = mapped_column(String(128))
@@ -589,3 +610,29 @@ class StatsMark(Base):
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     #: UNIX s up to which (exclusive) the roll-up is complete.
     done_until: Mapped[float] = mapped_column(Double)
+
+
+class ObjectClaim(Base):
+    """An object name a recording file holds (``recording.object_names``), so that no other job's file
+    is ever stored under it. Claimed when the file starts, before a byte is uploaded; the unique key on
+    the name (within its location, namespace and bucket) decides between jobs on every node at once.
+
+    ``namespace``: the project for a location that keeps projects' buckets apart (local), else empty
+    (an S3 bucket is one for every project). ``planned_name``: the name the job's templates gave the file;
+    ``object_name`` differs when that was taken.
+    """
+
+    __tablename__ = "object_claims"
+    __table_args__ = (
+        UniqueConstraint("location", "namespace", "bucket", "object_name", name="uq_object_claims_name"),
+        UniqueConstraint("job_id", "planned_name", name="uq_object_claims_planned"),
+    )
+
+    claim_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    location: Mapped[str] = mapped_column(String(64))
+    namespace: Mapped[str] = mapped_column(String(64))
+    bucket: Mapped[str] = mapped_column(String(64))
+    object_name: Mapped[str] = mapped_column(Text)
+    job_id: Mapped[str] = mapped_column(String(32))
+    planned_name: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Double)

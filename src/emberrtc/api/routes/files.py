@@ -36,14 +36,18 @@ CORS = {"Access-Control-Allow-Origin": "*"}
 
 
 @router.get(PATH, summary="Downloading a recording (signed link)")
-async def download(location: str, bucket: str, name: str, svc: Svc, expires: str = "", signature: str = "") -> Response:
+async def download(
+    location: str, bucket: str, name: str, svc: Svc, expires: str = "", signature: str = "", project: str = ""
+) -> Response:
     storage = svc.storage
     links = storage.links
     if links is None:
         raise ObjectNotExist("this server serves no local files")
-    # The link is checked before anything is looked up: without one, nothing can even be probed.
-    until = links.verify(location, bucket, name, expires, signature)
-    store = storage.find(location)
+    # The link is checked before anything is looked up: without one, nothing can even be probed. The
+    # project is signed with it: a link reaches that project's bucket only (no project: a link made
+    # before buckets were kept per project, to the shared buckets of old).
+    until = links.verify(location, bucket, name, expires, signature, project or None)
+    store = storage.find(location, project or None)
     if store is None:
         raise ObjectNotExist(f"location {location!r} is not stored on this server")
     if is_playlist(name):
