@@ -2,7 +2,7 @@
 the page within 2 s (server-sent events, no reload), with its published camera and its network report;
 it is recorded (a single-stream job through Janus and a recording worker, stopped with the Jobs page's
 button) and the file plays on the Recordings page; the Remove button takes it out of the room, and it
-disappears from the page.
+disappears from the page; a second room goes with its Dismiss button.
 
 Marked ``media``: Janus and the test network namespace (``scripts/netns.sh``), as the other media tests.
 """
@@ -130,6 +130,17 @@ async def test_a_bot_appears_live_and_is_removed_from_the_page(
             await shot(page, shots, "12-rooms-after-remove")
         finally:
             await bot.leave()
+
+        # Dismiss: another bot, the room's Dismiss button, everyone out and the room gone from the page.
+        bob = await RoomClient.join(server.url, app_id=app_id, room_id="room2", user_id="bob", app_key=app_key)
+        try:
+            await page.wait_for("document.querySelector('section[data-room=\"room2\"]')", 2)
+            await loaded(page, "document.querySelector('section[data-room=\"room2\"] form button').click()")
+            final = await asyncio.wait_for(asyncio.shield(bob.ended), 3)
+            assert final.get("type") == "dismissed", final
+            await page.wait_for("!document.querySelector('section[data-room=\"room2\"]')", 5)
+        finally:
+            await bob.leave()
 
 
 def _start_recording(server: ServerThread, tenant: TenantInfo, app_id: str) -> str:
