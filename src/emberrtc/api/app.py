@@ -16,6 +16,7 @@ from emberrtc.api.edge import EdgeMiddleware
 from emberrtc.api.routes import apps, docs, files, iam, jobs, metrics, record_rules, rooms, signalling, stats, web
 from emberrtc.api.schemas.responses import EDGE_ERRORS, ErrorBody
 from emberrtc.bootstrap import Services
+from emberrtc.console import routes as console
 from emberrtc.stats.metrics import EmberMetrics, RequestTimer
 
 DESCRIPTION = """Ember speaks the Huawei Cloud SparkRTC server API (v2 management, IAM token and AK/SK
@@ -89,6 +90,7 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
         _add_routes(app, module.router)
     for module in (jobs, rooms, stats, signalling, files, web, docs, metrics):
         app.include_router(module.router)
+    app.include_router(console.router)  # the web console, /console (not part of the SparkRTC API)
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     app.state.metrics = EmberMetrics(services)
     app.add_middleware(RequestTimer, metrics=app.state.metrics)

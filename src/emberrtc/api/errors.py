@@ -83,11 +83,17 @@ def validation_error(errors: list[dict[str, Any]]) -> E.EmberError:
     )
     if body_level:
         return E.MalformedRequestBody("the body must be a JSON object")
+    return field_error(errors)[0]
+
+
+def field_error(errors: list[dict[str, Any]]) -> tuple[E.EmberError, str]:
+    """The catalogue error :func:`validation_error` picks for a body's field errors, and the dotted path of
+    the field it is about (``"body"`` for the body as a whole): the console shows it next to that field."""
     for kind, cls in (("missing", E.MissingParameter), ("invalid_combination", E.InvalidParameterCombination)):
-        err = first(lambda e, k=kind: e["type"] == k)
+        err = next((e for e in errors if e["type"] == kind), None)
         if err:
-            return cls(_describe(err))
-    return E.InvalidParameterValue(_describe(errors[0]))
+            return cls(_describe(err)), _loc(err)
+    return E.InvalidParameterValue(_describe(errors[0])), _loc(errors[0])
 
 
 def _describe(err: dict[str, Any]) -> str:

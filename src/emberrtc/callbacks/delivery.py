@@ -296,6 +296,14 @@ class CallbackDelivery:
                     raise
         raise AssertionError("a vetted destination has at least one address")
 
+    async def post_once(self, url: str, auth_key: str | None, body: bytes) -> tuple[int | None, str | None]:
+        """One POST of ``body`` to ``url`` made exactly as an event's attempt is (outbound policy, signature,
+        timeout, no redirects), outside the outbox: nothing is recorded or retried (the console's test
+        event). Returns the receiver's HTTP status (None without an answer) and why it is not delivery."""
+        attempt = _Claimed("", "", "", body.decode(), 0, self._clock.now(), url, auth_key, None)
+        outcome = await self._post(attempt)
+        return outcome.status, None if outcome.delivered else outcome.error
+
     async def _deliver(self, c: _Claimed) -> None:
         await self._record(c, await self._post(c))
 

@@ -177,6 +177,17 @@ class JobService:
 
         return await self._db.run(work)
 
+    async def list_jobs(self, principal: Principal, app_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The app's jobs, single-stream and mixed, newest first (at most ``limit``): the console's list.
+        The API has no list operation; each item is the job's API view plus its ``kind``."""
+
+        def work(s: Session) -> list[dict[str, Any]]:
+            load_app(s, principal, app_id)
+            q = select(Job).where(Job.app_id == app_id).order_by(Job.create_time.desc(), Job.job_id).limit(limit)
+            return [{"kind": job.kind, **view(job)} for job in s.execute(q).scalars()]
+
+        return await self._db.run(work)
+
     async def update_individual(
         self, principal: Principal, app_id: str, job_id: str, body: dict[str, Any]
     ) -> dict[str, Any]:

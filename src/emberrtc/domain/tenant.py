@@ -251,6 +251,11 @@ class TenantService:
             raise Unauthenticated("the X-Auth-Token has expired; get a new one from POST /v3/auth/tokens")
         return _principal(tenant)
 
+    async def revoke_token(self, token: str) -> None:
+        """Forget a token (signing out of the console): it stops working on every node at once."""
+        digest = token_digest(token)
+        await self._db.run(lambda s: s.execute(delete(Token).where(Token.token_hash == digest)))
+
     async def secret_for_ak(self, ak: str) -> tuple[str, Principal]:
         """The SK and the tenant of an access key, or :class:`Unauthenticated` (unknown or revoked)."""
         await self._revocations_seen()

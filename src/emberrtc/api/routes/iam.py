@@ -15,7 +15,7 @@ from emberrtc.api.schemas.responses import TokenResponse, doc
 from emberrtc.bootstrap import Services
 from emberrtc.domain.clock import spec_time
 from emberrtc.domain.errors import RateLimited, Unauthenticated
-from emberrtc.domain.tenant import Principal
+from emberrtc.domain.tenant import IssuedToken, Principal
 
 router = APIRouter(tags=["IAM"])
 Svc = Annotated[Services, Depends(services)]
@@ -34,13 +34,39 @@ def _project(p: Principal, base: str) -> dict[str, Any]:
     }
 
 
-def _signin_keys(user: str, domain: str, request: Request) -> list[tuple[str, str]]:
+def signin_keys(user: str, domain: str, request: Request) -> list[tuple[str, str]]:
     """What a failed sign-in counts against (``settings.signin_limits``): the user from this address, the
     address over all users, the user over all addresses. The client address is the peer's, or what a
     trusted proxy says (``EMBER_TRUSTED_PROXIES``)."""
     address = request.client.host if request.client else "unknown"
     who = f"{user}\x00{domain}"
     return [(f"{who}\x00{address}", "user_address"), (address, "address"), (who, "user")]
+
+
+async def limited_sign_in(
+    svc: Services,
+    request: Request,
+    user_name: str,
+    password: str,
+    domain_name: str | None,
+    domain_id: str | None,
+    project: tuple[str | None, str | None] | None = None,
+) -> IssuedToken:
+    """The password check of ``POST /v3/auth/tokens`` and of the console's sign-in, behind one limit on
+    failed sign-ins (``signin_limits``): past it, :class:`RateLimited` without checking the password."""
+    attempts = signin_keys(user_name, domain_name or f"id:{domain_id}", request)
+    limiter = svc.signin_limiter
+    waits = [w for key, category in attempts if (w := limiter.blocked(key, category)) is not None]
+    if waits:  # refused without checking the password: a guess past the limit tells nothing
+        wait = max(waits)
+        raise RateLimited(f"too many failed sign-ins; retry after {wait:.0f} s", retry_after=wait)
+    try:
+        return await svc.tenants.issue_token(user_name, password, domain_name, domain_id, project)
+    except Unauthenticated:
+        for key, category in attempts:
+            with contextlib.suppress(RateLimited):
+                limiter.check(key, category)
+        raise
 
 
 @router.post(
@@ -57,25 +83,15 @@ async def issue_token(request: Request, svc: Svc) -> JSONResponse:
     body = await parse_body(TokenRequest, request)  # the whole body checked before anything is stored
     user = body.auth.identity.password.user
     project = body.auth.scope.project if body.auth.scope else None
-    attempts = _signin_keys(user.name, user.domain.name or f"id:{user.domain.id}", request)
-    limiter = svc.signin_limiter
-    waits = [w for key, category in attempts if (w := limiter.blocked(key, category)) is not None]
-    if waits:  # refused without checking the password: a guess past the limit tells nothing
-        wait = max(waits)
-        raise RateLimited(f"too many failed sign-ins; retry after {wait:.0f} s", retry_after=wait)
-    try:
-        issued = await svc.tenants.issue_token(
-            user.name,
-            user.password,
-            user.domain.name,
-            user.domain.id,
-            (project.name, project.id) if project is not None else None,
-        )
-    except Unauthenticated:
-        for key, category in attempts:
-            with contextlib.suppress(RateLimited):
-                limiter.check(key, category)
-        raise
+    issued = await limited_sign_in(
+        svc,
+        request,
+        user.name,
+        user.password,
+        user.domain.name,
+        user.domain.id,
+        (project.name, project.id) if project is not None else None,
+    )
     p = issued.principal
     token = {
         "expires_at": spec_time(issued.expires_at),

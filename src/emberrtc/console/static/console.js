@@ -1,0 +1,58 @@
+// Ember console: the few things a page cannot do without script. Everything works without it except
+// the live refresh of the rooms page (reload instead) and in-page HLS playback in browsers without HLS.
+"use strict";
+
+// Copy buttons: data-copy names the element whose text is copied.
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("button[data-copy]");
+  if (!button) return;
+  const source = document.getElementById(button.dataset.copy);
+  if (!source || !navigator.clipboard) return;
+  navigator.clipboard.writeText(source.textContent.trim()).then(() => {
+    const label = button.textContent;
+    button.textContent = "Copied";
+    setTimeout(() => { button.textContent = label; }, 1500);
+  });
+});
+
+// Recordings: MP4 plays natively; HLS natively where the browser has it, else through hls.js (served by
+// Ember at /player/hls.light.min.js, loaded by the page).
+function attachPlayers() {
+  for (const video of document.querySelectorAll("video[data-src]")) {
+    const url = video.dataset.src;
+    const hlsNative = video.canPlayType("application/vnd.apple.mpegurl");
+    if (video.dataset.format === "HLS" && !hlsNative && window.Hls && window.Hls.isSupported()) {
+      const hls = new window.Hls({ enableWorker: true });
+      hls.loadSource(url);
+      hls.attachMedia(video);
+      video.emberHls = hls;
+      video.dataset.engine = "hls.js";
+    } else {
+      video.src = url;
+      video.dataset.engine = "native";
+    }
+  }
+}
+
+// Live rooms: the server sends the rooms table (HTML it rendered) whenever it changes.
+function followRooms() {
+  const box = document.getElementById("live-rooms");
+  if (!box || !window.EventSource) return;
+  const status = document.getElementById("live-status");
+  const events = new EventSource(box.dataset.events);
+  window.emberRooms = { updates: 0 };
+  events.addEventListener("rooms", (event) => {
+    box.innerHTML = event.data;
+    window.emberRooms.updates += 1;
+    if (status) status.textContent = "Live: updated " + new Date().toLocaleTimeString();
+  });
+  events.addEventListener("signed-out", () => { events.close(); location.reload(); });
+  events.addEventListener("error", () => {
+    if (status) status.textContent = "Reconnecting...";
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  attachPlayers();
+  followRooms();
+});

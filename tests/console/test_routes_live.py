@@ -1,0 +1,208 @@
+"""Jobs, Recordings, live Rooms, Usage and Try it pages."""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import av
+import httpx
+import pytest
+
+from emberrtc.domain.room_session import join_signature
+from tests.conftest import token_for
+from tests.console.conftest import Console
+from tests.console.recording import record_file
+from tests.support.server import ServerThread, TenantInfo
+
+
+@pytest.fixture
+def api(server: ServerThread, tenant: TenantInfo) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, headers={"X-Auth-Token": token_for(server, tenant)}) as c:
+        yield c
+
+
+@pytest.fixture
+def app_id(api: httpx.Client) -> str:
+    return str(api.post("/v2/apps", json={"app_name": "live"}).json()["app_id"])
+
+
+def _wait_for(predicate, seconds: float):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_jobs_and_recordings_pages_list_the_files_and_play_them(
+    console: Console, server: ServerThread, api: httpx.Client, tenant: TenantInfo, app_id: str, tmp_path
+) -> None:
+    stored = record_file(server, api, app_id, tenant.project_id, seconds=3.0)
+    jobs = console.get(f"/console/apps/{app_id}/jobs").text
+    assert stored.job_id in jobs and "single stream" in jobs and "MP4 0:03" in jobs
+    page = _wait_for(lambda: (t := console.get(f"/console/apps/{app_id}/recordings")).text.count("data-src") and t, 20)
+    assert stored.object_name in page.text and "0:03" in page.text
+    (url,) = re.findall(r'data-src="([^"]+)"', page.text)
+    link = urlsplit(url.replace("&amp;", "&"))
+    assert link.path.startswith("/files/cn-north-4/recordings/") and "signature=" in link.query
+    # The page may play it: its CSP lets media come from where the link points (the server's public URL,
+    # unset on this test server).
+    assert f"media-src 'self' blob: {link.scheme}://{link.netloc}" in page.headers["content-security-policy"]
+    # The link is the file: read it back.
+    body = httpx.get(f"{server.url}{link.path}?{link.query}").content
+    assert len(body) == stored.size
+    (tmp_path / "back.mp4").write_bytes(body)
+    with av.open(str(tmp_path / "back.mp4")) as back:
+        video = back.streams.video[0]
+        assert (video.width, video.height) == (320, 180)
+        assert abs(float(back.duration / av.time_base) - 3.0) < 0.3
+
+
+def test_stopping_a_job_from_the_jobs_page(
+    console: Console, api: httpx.Client, app_id: str, tenant: TenantInfo
+) -> None:
+    rule = api.post(
+        f"/v2/apps/{app_id}/record-rules",
+        json={
+            "obs_addr": {"location": "cn-north-4", "project_id": tenant.project_id, "bucket": "recordings"},
+            "record_formats": ["MP4"],
+            "mp4_config": {"record_cycle": 60},
+        },
+    ).json()
+    job = api.post(
+        f"/v2/apps/{app_id}/mix-stream-jobs",
+        json={
+            "mix_param": {
+                "room_id": "room9",
+                "encode_template": "1280x720_15_2260",
+                "layout_template": "nine_grids_view",
+            },
+            "record_param": {"record_rule_id": rule["rule_id"]},
+        },
+    ).json()
+    page = console.get(f"/console/apps/{app_id}/jobs").text
+    assert job["job_id"] in page and "mixed" in page
+    r = console.post(f"/console/apps/{app_id}/jobs/{job['job_id']}/stop", {"kind": "mix"})
+    assert r.status_code == 303
+    stopped = api.get(f"/v2/apps/{app_id}/mix-stream-jobs/{job['job_id']}").json()
+    assert stopped["state"] == "STOPPED"
+    page = console.get(f"/console/apps/{app_id}/jobs").text
+    assert stopped["stop_reason"] in page
+    wrong = console.post(f"/console/apps/{app_id}/jobs/{job['job_id']}/stop", {"kind": "individual"})
+    assert wrong.status_code == 404 and "RTC.00001008" in wrong.text
+
+
+def test_rooms_page_and_its_event_stream(console: Console, app_id: str) -> None:
+    page = console.get(f"/console/apps/{app_id}/rooms")
+    assert page.status_code == 200 and "No room is running" in page.text
+    assert f'data-events="/console/apps/{app_id}/rooms/events"' in page.text
+    with console.http.stream("GET", f"/console/apps/{app_id}/rooms/events") as events:
+        assert events.headers["content-type"].startswith("text/event-stream")
+        lines = []
+        for line in events.iter_lines():
+            lines.append(line)
+            if line == "" and any(x.startswith("event: rooms") for x in lines):
+                break
+        assert "event: rooms" in lines and any("No room is running" in x for x in lines)
+    # Remove and dismiss go through the room service: the API's checks and errors.
+    bad = console.post(f"/console/apps/{app_id}/rooms/remove", {"room_id": "room 1", "user_id": "alice"})
+    assert bad.status_code == 400 and "RTC.00001003" in bad.text and "room_id" in bad.text
+    gone = console.post(f"/console/apps/{app_id}/rooms/dismiss", {"room_id": "room1"})
+    assert gone.status_code == 404 and "RTC.00001026" in gone.text
+
+
+def test_usage_page_draws_the_statistics(
+    console: Console, server: ServerThread, api: httpx.Client, tenant: TenantInfo, app_id: str
+) -> None:
+    empty = console.get(f"/console/apps/{app_id}/usage")
+    assert empty.status_code == 200 and "Recorded minutes per day" in empty.text
+    assert "Abnormal events, last hour" in empty.text and "None." in empty.text
+    assert "<rect" not in empty.text
+    record_file(server, api, app_id, tenant.project_id, seconds=3.0)
+    page = console.get(f"/console/apps/{app_id}/usage").text
+    # Three seconds recorded today: one bar, 0.05 minutes, as the statistics API says.
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    usage = api.get(
+        f"/v1/{tenant.project_id}/rtc/history/usage",
+        params={"app": app_id, "metric": "RecordDuration", "start_date": day, "end_date": day},
+    ).json()
+    assert usage["usage"][-1]["total_duration"] == 3
+    assert page.count("<rect") == 1 and "0.05 min" in page
+
+
+def test_try_it_makes_a_signed_join_link(console: Console, api: httpx.Client, app_id: str) -> None:
+    page = console.get(f"/console/apps/{app_id}/try")
+    assert page.status_code == 200
+    bad = console.post(f"/console/apps/{app_id}/try", {"room_id": "no spaces", "user_id": "bob"})
+    assert bad.status_code == 400 and "RTC.00001003" in bad.text
+    r = console.post(f"/console/apps/{app_id}/try", {"room_id": "room1", "user_id": "bob"})
+    (link,) = re.findall(r'href="(/demo#[^"]+)"', r.text)
+    fields = dict(p.split("=", 1) for p in link.split("#", 1)[1].replace("&amp;", "&").split("&"))
+    key = api.get(f"/v2/apps/{app_id}").json()["authentication"]["app_key"]
+    assert key not in r.text and "?" not in link  # the join travels in the fragment only
+    assert fields["app_id"] == app_id and fields["room"] == "room1" and fields["user"] == "bob"
+    assert fields["signature"] == join_signature(key, app_id, "room1", "bob", fields["ctime"])
+    assert 3500 < int(fields["ctime"]) - time.time() <= 3600
+
+
+def _mix_form(rule_id: str, **changes: str) -> dict[str, str]:
+    form = {
+        "room_id": "room7",
+        "layout_template": "nine_grids_view",
+        "encode_template": "1280x720_15_2260",
+        "max_idle_time": "",
+        "record_rule_id": rule_id,
+    }
+    form.update(changes)
+    return form
+
+
+def test_starting_a_mixed_job_with_the_layout_picker(
+    console: Console, api: httpx.Client, app_id: str, tenant: TenantInfo
+) -> None:
+    page = console.get(f"/console/apps/{app_id}/jobs").text
+    assert 'value="screen_share_left"' in page and 'value="audio_only"' in page
+    rule = api.post(
+        f"/v2/apps/{app_id}/record-rules",
+        json={
+            "obs_addr": {"location": "cn-north-4", "project_id": tenant.project_id, "bucket": "recordings"},
+            "record_formats": ["MP4"],
+            "mp4_config": {"record_cycle": 60},
+        },
+    ).json()["rule_id"]
+    # Each bad choice gets the API's own error for the same body.
+    for changes, api_mix, field in (
+        ({"max_idle_time": "2"}, {"max_idle_time": 2}, "max_idle_time"),
+        ({"room_id": "bad room"}, {"room_id": "bad room"}, "room_id"),
+        ({"encode_template": "audio_only"}, {"encode_template": "audio_only"}, None),
+        ({"layout_template": ""}, {"layout_template": None}, None),
+    ):
+        mix = {"room_id": "room7", "encode_template": "1280x720_15_2260", "layout_template": "nine_grids_view"}
+        mix.update(api_mix)
+        mix = {k: v for k, v in mix.items() if v is not None}
+        expected = api.post(
+            f"/v2/apps/{app_id}/mix-stream-jobs", json={"mix_param": mix, "record_param": {"record_rule_id": rule}}
+        ).json()
+        assert expected["error_code"].startswith("RTC."), expected
+        r = console.post(f"/console/apps/{app_id}/jobs/mix", _mix_form(rule, **changes))
+        assert r.status_code == 400
+        assert expected["error_code"] in r.text and expected["error_msg"] in html.unescape(r.text)
+        if field is not None:
+            assert re.findall(r'name="([^"]+)"[^>]*aria-invalid="true"', r.text) == [field]
+    no_output = console.post(f"/console/apps/{app_id}/jobs/mix", _mix_form(""))
+    assert no_output.status_code == 400 and "RTC.00001005" in no_output.text
+    r = console.post(f"/console/apps/{app_id}/jobs/mix", _mix_form(rule, layout_template="screen_share_left"))
+    assert r.status_code == 303
+    jobs = [j for j in console.get(f"/console/apps/{app_id}/jobs").text.split("<tr") if "room7" in j]
+    assert len(jobs) == 1 and "mixed" in jobs[0]
+    job_id = re.search(r"<code>([0-9a-f]{32})</code>", jobs[0]).group(1)  # type: ignore[union-attr]
+    job = api.get(f"/v2/apps/{app_id}/mix-stream-jobs/{job_id}").json()
+    assert job["mix_param"]["layout_template"] == "screen_share_left"
+    assert job["mix_param"]["encode_template"] == "1280x720_15_2260"
+    assert job["record_param"]["record_rule_id"] == rule
