@@ -160,9 +160,14 @@ async def build(
         recorder or UnavailableRecordingEngine(),
         storage=outputs,
         auto_max_idle_time=settings.auto_record_max_idle_time,
+        max_unfinished=settings.max_unfinished_jobs_per_app,
     )
     if engine is not None:
         engine.attach(jobs)
+    if plane is not None:
+        # A stream going live wakes the job supervisor for its room: jobs waiting for media start then,
+        # without any pass over the jobs that wait.
+        plane.feed_listeners.append(lambda feed: jobs.stream_live(*feed.room))
     locator = RegionLocator(Path(settings.ip_database) if settings.ip_database else None)
     collector = StatsCollector(StatsWriter(db), clock, locator)
     return Services(

@@ -118,8 +118,14 @@ class Settings:
     #: With several nodes on one PostgreSQL: how long (seconds) a node may serve an app it read from its
     #: cache. With SQLite (one process) the cache never goes stale and this is not used.
     app_cache_ttl: float = 2.0
-    #: How often (seconds) the job supervisor looks for jobs whose ``max_idle_time`` ran out.
+    #: How often (seconds) the job supervisor asks the database for what is due: jobs whose ``max_idle_time``
+    #: ran out, jobs another node created for a room whose media is here, jobs another node stopped that
+    #: record here. Each pass is a few indexed queries, whatever the number of jobs waiting.
     job_tick: float = 1.0
+    #: Unfinished (``INIT`` or ``RUNNING``) recording jobs one app may have, single-stream and mixed together;
+    #: starting one more through the API answers RTC.00001007 (JobExceed). Automatic recordings (spec 4.6)
+    #: count too but are never refused: each records a publisher who is there. ``EMBER_MAX_UNFINISHED_JOBS_PER_APP``.
+    max_unfinished_jobs_per_app: int = 100
     #: ``max_idle_time`` of automatic recording jobs (spec 4.6): seconds a publisher may be gone (left,
     #: reconnecting) before its job stops; a return within it continues the same job. 5-43200.
     auto_record_max_idle_time: int = 30
@@ -214,7 +220,13 @@ class Settings:
         if not 0.1 <= self.janus_keepalive <= 50:
             # Janus drops a session after 60 s without a request (janus_config.JanusConfig.session_timeout).
             raise ValueError(f"janus_keepalive must be 0.1-50 seconds, not {self.janus_keepalive}")
-        for name in ("max_body_bytes", "max_header_bytes", "max_headers", "max_concurrency"):
+        for name in (
+            "max_body_bytes",
+            "max_header_bytes",
+            "max_headers",
+            "max_concurrency",
+            "max_unfinished_jobs_per_app",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.header_timeout <= 0 or self.body_timeout <= 0:

@@ -32,6 +32,8 @@ class Media:
     streams: set[tuple[str, str, str | None, str]] = field(default_factory=set)
 
     async def has_stream(self, app_id: str, room_id: str, user_id: str | None, video_type: str | None) -> bool:
+        if user_id is None:  # the port: any publisher in the room (a mixed job's media, a room with media)
+            return any(s[:2] == (app_id, room_id) for s in self.streams)
         return (app_id, room_id, user_id, video_type or "CAMERASTREAM") in self.streams
 
     async def remove_users(self, app_id: str, room_id: str, user_ids: list[str]) -> None:

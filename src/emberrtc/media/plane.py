@@ -270,6 +270,12 @@ class Feed:
     #: Janus's description of each track: ``mid``, ``type`` (audio/video), ``codec``.
     tracks: list[dict[str, Any]]
 
+    @property
+    def room(self) -> tuple[str, str]:
+        """``(app_id, room_id)`` of the SparkRTC room (:func:`janus_room_id` backwards: neither has a ``/``)."""
+        app_id, _, room_id = self.janus_room.partition("/")
+        return app_id, room_id
+
 
 @dataclass(frozen=True)
 class HandleView:
