@@ -89,6 +89,10 @@ class Settings:
     #: ``EMBER_HEADER_TIMEOUT``, ``EMBER_BODY_TIMEOUT``.
     header_timeout: float = 10.0
     body_timeout: float = 30.0
+    #: Seconds a connection refused at the edge (413, 431, 408) is held open, answered and with reading paused,
+    #: before it is closed: a client reconnecting as soon as it is refused gets one refusal per connection per
+    #: hold, at no cost meanwhile. 0 closes at once. ``EMBER_REFUSAL_HOLD``.
+    refusal_hold: float = 1.0
     #: Most open HTTP connections, and most requests in progress, at once; past it a request gets 503.
     #: ``EMBER_MAX_CONCURRENCY``.
     max_concurrency: int = 1000
@@ -231,6 +235,8 @@ class Settings:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.header_timeout <= 0 or self.body_timeout <= 0:
             raise ValueError("header_timeout and body_timeout must be positive")
+        if not 0 <= self.refusal_hold <= 60:
+            raise ValueError(f"refusal_hold must be 0-60 seconds, not {self.refusal_hold}")
         if self.password_scrypt_n < 2**14 or self.password_scrypt_n & (self.password_scrypt_n - 1):
             raise ValueError(f"password_scrypt_n must be a power of two, at least 2**14: {self.password_scrypt_n}")
         trusted_proxy_list(self.trusted_proxies)  # raises ValueError naming a bad entry

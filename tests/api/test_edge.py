@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from emberrtc.config import Settings
 from tests.conftest import make_settings, make_tenant
 from tests.support.server import ServerThread
 
@@ -24,6 +25,7 @@ MAX_BODY = 64 * 1024
 HEADER_TIMEOUT = 1.0
 BODY_TIMEOUT = 1.5
 CONCURRENCY = 8
+HOLD = 0.6
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +38,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
         header_timeout=HEADER_TIMEOUT,
         body_timeout=BODY_TIMEOUT,
         max_concurrency=CONCURRENCY,
+        refusal_hold=HOLD,
     )
     srv = ServerThread(settings).start()
     try:
@@ -105,6 +108,24 @@ def test_body_over_the_limit_is_refused_from_content_length_without_reading_it(e
     assert error_of(body) == "RTC.00001032"
     assert headers["connection"] == "close" and headers["x-request-id"]
     assert closed_by_server(sock)
+
+
+def test_a_refused_connection_is_answered_at_once_and_closed_after_the_hold(edge: ServerThread) -> None:
+    """A client that reconnects as soon as it is refused gets one refusal per connection per ``refusal_hold``."""
+    for request in (
+        b"POST /v3/auth/tokens HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\n",  # 413
+        b"GET /v2/apps HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (32 * 1024),  # 431
+    ):
+        sock = connect(edge)
+        start = time.monotonic()
+        sock.sendall(request)
+        status, headers, _ = read_response(sock)
+        answered = time.monotonic() - start
+        assert status in (413, 431) and headers["connection"] == "close"
+        assert closed_by_server(sock)
+        closed = time.monotonic() - start
+        assert answered < HOLD / 2 and closed >= HOLD * 0.9, (answered, closed)
+    assert Settings().refusal_hold == 1.0
 
 
 def test_streamed_body_is_cut_off_at_the_limit(edge: ServerThread) -> None:

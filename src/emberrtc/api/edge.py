@@ -4,8 +4,13 @@ Two layers, because some limits can only be kept while bytes arrive and others n
 
 - :func:`http_protocol` is uvicorn's httptools protocol with a bound on the request line plus headers (bytes
   fed to the parser before the headers end), on the number of header fields, and on the time the headers
-  take (from connecting, or from a request's first byte): 431 or 408, then the connection is closed. Without
-  it one 200 MB header is buffered whole, and a client sending a byte a minute holds its connection forever.
+  take (from connecting, or from a request's first byte): 431 or 408. Without it one 200 MB header is
+  buffered whole, and a client sending a byte a minute holds its connection forever. It also refuses a body
+  over ``max_body_bytes`` (413), from ``Content-Length`` before any request object exists and while a body
+  streams in, so a refusal costs no trip through the application. A refused connection is answered at once
+  and then held for ``refusal_hold`` seconds, reading paused, before it is closed: a client that reconnects
+  as soon as it is refused (a flood of oversized bodies or headers) gets one refusal per connection per
+  hold, and costs nothing meanwhile.
 - :class:`EdgeMiddleware` refuses a body over ``max_body_bytes`` from ``Content-Length`` before reading any
   of it, counts the bytes of a body that streams in (chunked, or longer than declared), bounds the time the
   body takes, and on the signed paths (``/v1/``, ``/v2/``) refuses a request with a body whose credentials
@@ -61,13 +66,18 @@ class _Refused(Exception):
 
 
 def http_protocol(settings: Settings) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol bounded by ``settings`` (header bytes, header count, header time)."""
+    """uvicorn's httptools protocol bounded by ``settings`` (header bytes, header count, header time, body
+    bytes), holding refused connections for ``settings.refusal_hold`` seconds."""
     max_bytes, max_count, timeout = settings.max_header_bytes, settings.max_headers, settings.header_timeout
+    max_body, hold = settings.max_body_bytes, settings.refusal_hold
 
     class EdgeHttpProtocol(HttpToolsProtocol):
         _header_bytes = 0
+        _body_bytes = 0
         _in_headers = True
+        _refused = False
         _header_timer: asyncio.TimerHandle | None = None
+        _release: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -76,9 +86,14 @@ def http_protocol(settings: Settings) -> type[HttpToolsProtocol]:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._cancel_header_timer()
+            if self._release is not None:
+                self._release.cancel()
+                self._release = None
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return  # what arrived with the refused bytes, before reading paused
             waiting = self._in_headers
             super().data_received(data)
             if waiting and self._in_headers and not self.transport.is_closing():
@@ -102,10 +117,24 @@ def http_protocol(settings: Settings) -> type[HttpToolsProtocol]:
             if len(self.headers) > max_count:
                 self._refuse(E.HeadersTooLarge(f"more than {max_count} header fields"))
                 raise _Refused  # stops the parser; uvicorn's 400 for it is not sent (send_400_response)
+            # llhttp has checked the syntax (digits; one value), and refuses it beside Transfer-Encoding.
+            length = next((v for k, v in self.headers if k == b"content-length"), b"")
+            if length.isdigit() and int(length) > max_body:
+                self._refuse(E.PayloadTooLarge(f"the body is over {max_body} bytes"))
+                raise _Refused
+            self._body_bytes = 0
             super().on_headers_complete()
 
+        def on_body(self, body: bytes) -> None:
+            # A chunked body (or one whose length was not announced) is counted as it streams in.
+            self._body_bytes += len(body)
+            if self._body_bytes > max_body:
+                self._refuse(E.PayloadTooLarge(f"the body is over {max_body} bytes"))
+                raise _Refused
+            super().on_body(body)
+
         def send_400_response(self, msg: str) -> None:
-            if not self.transport.is_closing():  # not after a refusal already sent
+            if not (self._refused or self.transport.is_closing()):  # not after a refusal already sent
                 super().send_400_response(msg)
 
         def _arm_header_timer(self) -> None:
@@ -125,8 +154,22 @@ def http_protocol(settings: Settings) -> type[HttpToolsProtocol]:
         def _refuse(self, error: E.EmberError) -> None:
             self._cancel_header_timer()
             self._in_headers = False
-            if not self.transport.is_closing():
-                self.transport.write(refusal(error))
+            if self._refused or self.transport.is_closing():
+                return
+            self._refused = True
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete:
+                if cycle.response_started:  # the application answers already: no second status line
+                    self.transport.close()
+                    return
+                # The application reading this body is told the client went away; what it answers is dropped.
+                cycle.disconnected = True
+                cycle.message_event.set()
+            self.transport.write(refusal(error))
+            if hold > 0:
+                self.flow.pause_reading()
+                self._release = self.loop.call_later(hold, self.transport.close)
+            else:
                 self.transport.close()
 
     return EdgeHttpProtocol
