@@ -38,6 +38,9 @@ class Media:
             return any(s[:2] == (app_id, room_id) for s in self.streams)
         return (app_id, room_id, user_id, video_type or "CAMERASTREAM") in self.streams
 
+    def live_rooms(self) -> set[tuple[str, str]]:
+        return {(app_id, room_id) for app_id, room_id, _, _ in self.streams}
+
     async def remove_users(self, app_id: str, room_id: str, user_ids: list[str]) -> None:
         return None
 

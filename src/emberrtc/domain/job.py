@@ -18,7 +18,7 @@ import contextlib
 import logging
 from typing import Any, Protocol
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -471,9 +471,10 @@ class JobService:
     async def tick(self) -> None:
         """One supervisor pass; its work is proportional to what is due, not to the jobs waiting:
 
-        - rooms woken since the last pass (a stream went live here, a job was created here), and rooms of
-          jobs any node created or changed in the last ``CHANGE_WINDOW`` seconds (indexed ``update_time``),
-          if they have media on this node: their unfinished jobs start when their stream is there;
+        - rooms woken since the last pass (a stream went live here, a job was created here), and, among the
+          rooms with media on this node (none: no query), those with jobs any node created or changed in the
+          last ``CHANGE_WINDOW`` seconds (indexed ``update_time``): their unfinished jobs start when their
+          stream is there;
         - jobs whose ``max_idle_time`` ran out (indexed ``idle_deadline <= now``) stop with
           ``IDLE_TIMEOUT``, unless their media came just now;
         - jobs recording here that another node stopped: their recorders stop (the jobs this node records
@@ -481,14 +482,22 @@ class JobService:
         now = self._clock.now()
         rooms, self._wake_rooms = self._wake_rooms, set()
         here = sorted(self._handed_over)
+        live = sorted(self.media.live_rooms())
 
         def work(s: Session) -> tuple[list[Job], dict[str, JobSpec], list[tuple[str, str, str]], list[str]]:
             expired = list(s.execute(select(Job).where(Job.idle_deadline <= now, Job.state.in_(UNFINISHED))).scalars())
-            changed = s.execute(
-                select(Job.job_id, Job.app_id, Job.room_id).where(
-                    Job.update_time >= now - CHANGE_WINDOW, Job.state.in_(UNFINISHED)
-                )
-            ).all()
+            # Only rooms with media here can start a job here: none, no query.
+            changed = (
+                s.execute(
+                    select(Job.job_id, Job.app_id, Job.room_id).where(
+                        Job.update_time >= now - CHANGE_WINDOW,
+                        Job.state.in_(UNFINISHED),
+                        tuple_(Job.app_id, Job.room_id).in_(live),
+                    )
+                ).all()
+                if live
+                else []
+            )
             stopped = (
                 list(s.execute(select(Job.job_id).where(Job.job_id.in_(here), Job.state == STOPPED)).scalars())
                 if here
@@ -520,12 +529,12 @@ class JobService:
 
     async def _start_rooms(self, rooms: set[tuple[str, str]]) -> set[str]:
         """Start the unfinished jobs of ``rooms`` whose media is on this node; the IDs of those started."""
-        live = [room for room in rooms if await self.media.has_stream(room[0], room[1], None, None)]
+        live = sorted(rooms & self.media.live_rooms())
         if not live:
             return set()
 
         def work(s: Session) -> list[JobSpec]:
-            in_rooms = or_(*(and_(Job.app_id == app_id, Job.room_id == room_id) for app_id, room_id in live))
+            in_rooms = tuple_(Job.app_id, Job.room_id).in_(live)
             jobs = s.execute(select(Job).where(in_rooms, Job.state.in_(UNFINISHED))).scalars()
             return [self._spec(s, job) for job in jobs]
 

@@ -1006,6 +1006,14 @@ class JanusMediaPlane:
         kinds = {wanted} if wanted is not None else set(StreamKind)
         return any(f.stream in kinds and (user_id is None or f.user_id == user_id) for f in self.feeds(app_id, room_id))
 
+    def live_rooms(self) -> set[tuple[str, str]]:
+        """``(app_id, room_id)`` of every room with a live stream on this plane."""
+        return {
+            key
+            for key, room in self._rooms.items()
+            if any(pub.live for p in room.participants.values() for pub in p._publications.values())
+        }
+
     def feeds(self, app_id: str, room_id: str) -> list[Feed]:
         """The room's live streams, as Janus feeds."""
         room = self._rooms.get((app_id, room_id))
