@@ -61,10 +61,6 @@ def refusal(exc: E.EmberError) -> bytes:
     return b"".join(head) + bytes(response.body)
 
 
-class _Refused(Exception):
-    """Raised from a parser callback, once the refusal is sent, to stop parsing."""
-
-
 def http_protocol(settings: Settings) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol bounded by ``settings`` (header bytes, header count, header time, body
     bytes), holding refused connections for ``settings.refusal_hold`` seconds."""
@@ -91,9 +87,13 @@ def http_protocol(settings: Settings) -> type[HttpToolsProtocol]:
                 self._release = None
             super().connection_lost(exc)
 
+        # Once a connection is refused, the parser callbacks ignore the rest of what was fed with the refused
+        # bytes (reading is paused, so nothing more comes): raising from a callback would make uvicorn log
+        # "Invalid HTTP request" for each refusal.
+
         def data_received(self, data: bytes) -> None:
             if self._refused:
-                return  # what arrived with the refused bytes, before reading paused
+                return
             waiting = self._in_headers
             super().data_received(data)
             if waiting and self._in_headers and not self.transport.is_closing():
@@ -104,6 +104,8 @@ def http_protocol(settings: Settings) -> type[HttpToolsProtocol]:
                     self._refuse(E.HeadersTooLarge(f"request line and headers over {max_bytes} bytes"))
 
         def on_message_begin(self) -> None:
+            if self._refused:
+                return
             super().on_message_begin()
             if not self._in_headers:  # a keep-alive connection's next request
                 self._in_headers, self._header_bytes = True, 0
@@ -112,26 +114,36 @@ def http_protocol(settings: Settings) -> type[HttpToolsProtocol]:
         def on_headers_complete(self) -> None:
             self._in_headers = False
             self._cancel_header_timer()
+            if self._refused:
+                return
             # Counted once the block ends rather than per field (a call per header on every request): the
             # byte limit already bounds what the fields hold meanwhile.
             if len(self.headers) > max_count:
                 self._refuse(E.HeadersTooLarge(f"more than {max_count} header fields"))
-                raise _Refused  # stops the parser; uvicorn's 400 for it is not sent (send_400_response)
+                return  # no request cycle: the application never sees it
             # llhttp has checked the syntax (digits; one value), and refuses it beside Transfer-Encoding.
             length = next((v for k, v in self.headers if k == b"content-length"), b"")
             if length.isdigit() and int(length) > max_body:
                 self._refuse(E.PayloadTooLarge(f"the body is over {max_body} bytes"))
-                raise _Refused
+                return
             self._body_bytes = 0
             super().on_headers_complete()
 
         def on_body(self, body: bytes) -> None:
+            if self._refused:
+                return
             # A chunked body (or one whose length was not announced) is counted as it streams in.
             self._body_bytes += len(body)
             if self._body_bytes > max_body:
-                self._refuse(E.PayloadTooLarge(f"the body is over {max_body} bytes"))
-                raise _Refused
+                # Answered already (a 401 before the body was read): no second answer, only the hold and close.
+                answered = self.cycle is not None and self.cycle.response_complete
+                self._refuse(None if answered else E.PayloadTooLarge(f"the body is over {max_body} bytes"))
+                return
             super().on_body(body)
+
+        def on_message_complete(self) -> None:
+            if not self._refused:
+                super().on_message_complete()
 
         def send_400_response(self, msg: str) -> None:
             if not (self._refused or self.transport.is_closing()):  # not after a refusal already sent
@@ -151,7 +163,7 @@ def http_protocol(settings: Settings) -> type[HttpToolsProtocol]:
             if self._in_headers and not self.transport.is_closing():
                 self._refuse(E.RequestTimeout(f"the request headers did not arrive within {timeout:g} s"))
 
-        def _refuse(self, error: E.EmberError) -> None:
+        def _refuse(self, error: E.EmberError | None) -> None:
             self._cancel_header_timer()
             self._in_headers = False
             if self._refused or self.transport.is_closing():
@@ -165,7 +177,8 @@ def http_protocol(settings: Settings) -> type[HttpToolsProtocol]:
                 # The application reading this body is told the client went away; what it answers is dropped.
                 cycle.disconnected = True
                 cycle.message_event.set()
-            self.transport.write(refusal(error))
+            if error is not None:
+                self.transport.write(refusal(error))
             if hold > 0:
                 self.flow.pause_reading()
                 self._release = self.loop.call_later(hold, self.transport.close)
