@@ -7,8 +7,9 @@ baseline), then again while, on loopback and unauthenticated:
   each starting again when refused;
 - one connection sends a 200 MB header;
 - 200 connections send their headers a byte a second (slowloris), each reconnecting when closed;
-- optionally (``--idle-jobs N``) N recording jobs waiting in ``INIT`` exist (issue 11 item 3, the
-  supervisor's scan, is not in this branch: expect the p99 target to fail with them).
+- ``--idle-jobs`` (2,000) recording jobs of another tenant wait in ``INIT`` for media that never comes
+  (``max_idle_time`` 43,200 s, the most the spec allows), made before the baseline; they are spread over
+  that tenant's apps, ``--jobs-per-app`` (100, Ember's default cap) each, so at most 2,000 with 20 apps.
 
 Every loop is bounded by a byte count and the phase's deadline. Printed: the server's peak RSS growth over
 its idle RSS, the client's p50/p99 in both phases, and what the attackers were answered.
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import multiprocessing
 import os
 import socket
@@ -146,6 +146,37 @@ def run_attack(port: int, seconds: float, slow: int, results: multiprocessing.Qu
     results.put(dict(answers))
 
 
+def sign_in(base: str, tenant: str) -> str:
+    user = {"name": tenant, "password": f"{tenant}-password", "domain": {"name": tenant}}
+    auth = {"auth": {"identity": {"methods": ["password"], "password": {"user": user}}}}
+    return httpx.post(f"{base}/v3/auth/tokens", json=auth, timeout=30).headers["X-Subject-Token"]
+
+
+def idle_jobs(base: str, token: str, count: int, per_app: int) -> int:
+    """``count`` single-stream jobs of the token's tenant waiting in INIT, ``per_app`` in each of its apps."""
+    made = 0
+    with httpx.Client(base_url=base, headers={"X-Auth-Token": token}, timeout=30, trust_env=False) as c:
+        project_id = c.get("/v3/projects").raise_for_status().json()["projects"][0]["id"]
+        for n in range(0, count, per_app):
+            app = c.post("/v2/apps", json={"app_name": f"idle{n}"}).raise_for_status().json()["app_id"]
+            rule = {
+                "obs_addr": {"location": "local", "project_id": project_id, "bucket": "idle"},
+                "record_formats": ["MP4"],
+                "mp4_config": {"record_cycle": 60},
+            }
+            rule_id = c.post(f"/v2/apps/{app}/record-rules", json=rule).raise_for_status().json()["rule_id"]
+            for i in range(n, min(count, n + per_app)):
+                job = {
+                    "room_id": f"idle{i}",
+                    "user_id": "u",
+                    "max_idle_time": 43200,
+                    "record_param": {"record_rule_id": rule_id},
+                }
+                c.post(f"/v2/apps/{app}/individual-stream-jobs", json=job).raise_for_status()
+                made += 1
+    return made
+
+
 def summary(latencies: list[float]) -> tuple[float, float]:
     q = statistics.quantiles(latencies, n=100)
     return q[49], q[98]
@@ -155,22 +186,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=20, help="length of each phase")
     ap.add_argument("--slow", type=int, default=200, help="slow connections")
-    ap.add_argument("--idle-jobs", type=int, default=0, help="recording jobs left waiting in INIT")
+    ap.add_argument("--idle-jobs", type=int, default=2000, help="another tenant's recording jobs waiting in INIT")
+    ap.add_argument("--jobs-per-app", type=int, default=100, help="idle jobs per app (the server's cap)")
     args = ap.parse_args()
+    if args.idle_jobs > 20 * args.jobs_per_app:
+        ap.error(f"--idle-jobs: at most {20 * args.jobs_per_app} (20 apps of --jobs-per-app)")
 
     tmp = Path(tempfile.mkdtemp(prefix="ember-abuse-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
     env.update(EMBER_DATA_DIR=str(tmp), EMBER_MEDIA_ENABLED="false", EMBER_RATE_LIMITS="off")
     ember = [sys.executable, "-m", "emberrtc.cli"]
-    made = subprocess.run(
-        [*ember, "tenant", "create", "abuse", "--password-file", "-", "--json"],
-        input="abuse-password\n",
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    project_id = json.loads(made.stdout)["project_id"]
+    for tenant in ("abuse", "idler"):
+        subprocess.run(
+            [*ember, "tenant", "create", tenant, "--password-file", "-"],
+            input=f"{tenant}-password\n",
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
     from tests.support.server import free_port
 
     port = free_port()
@@ -186,22 +220,10 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        user = {"name": "abuse", "password": "abuse-password", "domain": {"name": "abuse"}}
-        auth = {"auth": {"identity": {"methods": ["password"], "password": {"user": user}}}}
-        token = httpx.post(f"{base}/v3/auth/tokens", json=auth, timeout=30).headers["X-Subject-Token"]
+        token = sign_in(base, "abuse")
         h = {"X-Auth-Token": token}
         app_id = httpx.post(f"{base}/v2/apps", json={"app_name": "abuse"}, headers=h).json()["app_id"]
-        if args.idle_jobs:
-            rule = {
-                "obs_addr": {"location": "local", "project_id": project_id, "bucket": "abuse"},
-                "record_formats": ["MP4"],
-                "mp4_config": {"record_cycle": 60},
-            }
-            rule_id = httpx.post(f"{base}/v2/apps/{app_id}/record-rules", json=rule, headers=h).json()["rule_id"]
-            with httpx.Client(headers=h, timeout=30) as c:
-                for i in range(args.idle_jobs):
-                    job = {"room_id": f"idle{i}", "user_id": "u", "record_param": {"record_rule_id": rule_id}}
-                    c.post(f"{base}/v2/apps/{app_id}/individual-stream-jobs", json=job).raise_for_status()
+        made = idle_jobs(base, sign_in(base, "idler"), args.idle_jobs, args.jobs_per_app)
         url = f"{base}/v2/apps/{app_id}"
         measure(url, token, 2)  # warm up
         idle_rss = rss_kb(server.pid)
@@ -223,6 +245,7 @@ def main() -> None:
         b50, b99 = summary(baseline)
         a50, a99 = summary(attacked)
         growth = (sampler.peak - idle_rss) / 1024
+        print(f"{made} recording jobs of another tenant waiting in INIT")
         print(f"server RSS idle {idle_rss / 1024:.1f} MB, peak under attack {sampler.peak / 1024:.1f} MB")
         for what, count in sorted(answers.items()):
             print(f"  {what} x{count}")

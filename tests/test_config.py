@@ -154,3 +154,16 @@ def test_node_id_defaults_to_the_host_name_and_is_checked() -> None:
             Settings().with_env({"EMBER_NODE_ID": bad})
     with pytest.raises(ValueError, match="cluster_name"):
         Settings().with_env({"EMBER_CLUSTER_NAME": "a:b"})
+
+
+def test_job_cap_and_refusal_hold_from_the_environment() -> None:
+    assert (Settings().max_unfinished_jobs_per_app, Settings().refusal_hold) == (100, 1.0)
+    s = Settings().with_env({"EMBER_MAX_UNFINISHED_JOBS_PER_APP": "250", "EMBER_REFUSAL_HOLD": "0"})
+    assert (s.max_unfinished_jobs_per_app, s.refusal_hold) == (250, 0.0)
+    for bad in (
+        {"EMBER_MAX_UNFINISHED_JOBS_PER_APP": "0"},
+        {"EMBER_REFUSAL_HOLD": "-1"},
+        {"EMBER_REFUSAL_HOLD": "61"},
+    ):
+        with pytest.raises(ValueError):
+            Settings().with_env(bad)

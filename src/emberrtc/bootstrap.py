@@ -274,9 +274,14 @@ async def build(
         storage=outputs,
         auto_max_idle_time=settings.auto_record_max_idle_time,
         outbound=outbound,
+        max_unfinished=settings.max_unfinished_jobs_per_app,
     )
     if engine is not None:
         engine.attach(jobs)
+    if plane is not None:
+        # A stream going live wakes the job supervisor for its room: jobs waiting for media start then,
+        # without any pass over the jobs that wait.
+        plane.feed_listeners.append(lambda feed: jobs.stream_live(*feed.room))
     cluster = None
     if settings.cluster_mode:
         cluster = ClusterNode(settings, connect(settings), plane.hosted if plane is not None else dict)

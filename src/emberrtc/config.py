@@ -173,6 +173,10 @@ class Settings:
     #: ``EMBER_HEADER_TIMEOUT``, ``EMBER_BODY_TIMEOUT``.
     header_timeout: float = 10.0
     body_timeout: float = 30.0
+    #: Seconds a connection refused at the edge (413, 431, 408) is held open, answered and with reading paused,
+    #: before it is closed: a client reconnecting as soon as it is refused gets one refusal per connection per
+    #: hold, at no cost meanwhile. 0 closes at once. ``EMBER_REFUSAL_HOLD``.
+    refusal_hold: float = 1.0
     #: Most open HTTP connections, and most requests in progress, at once; past it a request gets 503.
     #: ``EMBER_MAX_CONCURRENCY``.
     max_concurrency: int = 1000
@@ -205,8 +209,14 @@ class Settings:
     #: Seconds between a node's reads of the revocation epoch (``ember credential revoke``): a revoked AK
     #: may be accepted from the node's cache for at most this long. ``EMBER_REVOCATION_CHECK_INTERVAL``.
     revocation_check_interval: float = 1.0
-    #: How often (seconds) the job supervisor looks for jobs whose ``max_idle_time`` ran out.
+    #: How often (seconds) the job supervisor asks the database for what is due: jobs whose ``max_idle_time``
+    #: ran out, jobs another node created for a room whose media is here, jobs another node stopped that
+    #: record here. Each pass is a few indexed queries, whatever the number of jobs waiting.
     job_tick: float = 1.0
+    #: Unfinished (``INIT`` or ``RUNNING``) recording jobs one app may have, single-stream and mixed together;
+    #: starting one more through the API answers RTC.00001007 (JobExceed). Automatic recordings (spec 4.6)
+    #: count too but are never refused: each records a publisher who is there. ``EMBER_MAX_UNFINISHED_JOBS_PER_APP``.
+    max_unfinished_jobs_per_app: int = 100
     #: ``max_idle_time`` of automatic recording jobs (spec 4.6): seconds a publisher may be gone (left,
     #: reconnecting) before its job stops; a return within it continues the same job. 5-43200.
     auto_record_max_idle_time: int = 30
@@ -382,7 +392,13 @@ class Settings:
         if not 0.1 <= self.janus_keepalive <= 50:
             # Janus drops a session after 60 s without a request (janus_config.JanusConfig.session_timeout).
             raise ValueError(f"janus_keepalive must be 0.1-50 seconds, not {self.janus_keepalive}")
-        for name in ("max_body_bytes", "max_header_bytes", "max_headers", "max_concurrency"):
+        for name in (
+            "max_body_bytes",
+            "max_header_bytes",
+            "max_headers",
+            "max_concurrency",
+            "max_unfinished_jobs_per_app",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.header_timeout <= 0 or self.body_timeout <= 0:
@@ -391,6 +407,8 @@ class Settings:
             raise ValueError(
                 f"revocation_check_interval must be in (0, 60] seconds, not {self.revocation_check_interval}"
             )
+        if not 0 <= self.refusal_hold <= 60:
+            raise ValueError(f"refusal_hold must be 0-60 seconds, not {self.refusal_hold}")
         if self.password_scrypt_n < 2**14 or self.password_scrypt_n & (self.password_scrypt_n - 1):
             raise ValueError(f"password_scrypt_n must be a power of two, at least 2**14: {self.password_scrypt_n}")
         trusted_proxy_list(self.trusted_proxies)  # raises ValueError naming a bad entry

@@ -8,6 +8,7 @@ a byte count and every wait by a socket deadline. The server is a real uvicorn w
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from emberrtc.config import Settings
 from tests.conftest import make_settings, make_tenant
 from tests.support.server import ServerThread
 
@@ -24,6 +26,7 @@ MAX_BODY = 64 * 1024
 HEADER_TIMEOUT = 1.0
 BODY_TIMEOUT = 1.5
 CONCURRENCY = 8
+HOLD = 0.6
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +39,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
         header_timeout=HEADER_TIMEOUT,
         body_timeout=BODY_TIMEOUT,
         max_concurrency=CONCURRENCY,
+        refusal_hold=HOLD,
     )
     srv = ServerThread(settings).start()
     try:
@@ -107,7 +111,25 @@ def test_body_over_the_limit_is_refused_from_content_length_without_reading_it(e
     assert closed_by_server(sock)
 
 
-def test_streamed_body_is_cut_off_at_the_limit(edge: ServerThread) -> None:
+def test_a_refused_connection_is_answered_at_once_and_closed_after_the_hold(edge: ServerThread) -> None:
+    """A client that reconnects as soon as it is refused gets one refusal per connection per ``refusal_hold``."""
+    for request in (
+        b"POST /v3/auth/tokens HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\n",  # 413
+        b"GET /v2/apps HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (32 * 1024),  # 431
+    ):
+        sock = connect(edge)
+        start = time.monotonic()
+        sock.sendall(request)
+        status, headers, _ = read_response(sock)
+        answered = time.monotonic() - start
+        assert status in (413, 431) and headers["connection"] == "close"
+        assert closed_by_server(sock)
+        closed = time.monotonic() - start
+        assert answered < HOLD / 2 and closed >= HOLD * 0.9, (answered, closed)
+    assert Settings().refusal_hold == 1.0
+
+
+def test_streamed_body_is_cut_off_at_the_limit(edge: ServerThread, caplog: pytest.LogCaptureFixture) -> None:
     sock = connect(edge)
     sock.sendall(b"POST /v3/auth/tokens HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
     chunk = b"4000\r\n" + b"x" * 0x4000 + b"\r\n"  # 16 KiB chunks, never a last one
@@ -116,6 +138,27 @@ def test_streamed_body_is_cut_off_at_the_limit(edge: ServerThread) -> None:
     assert status == 413 and error_of(body) == "RTC.00001032"
     # The server stopped reading soon after the limit (socket buffers hold a few hundred KiB at most).
     assert sent < 64 * MAX_BODY
+    assert closed_by_server(sock)
+    # The sign-in reading that body was told the client went away: no traceback, no "invalid request".
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_a_body_after_an_early_answer_is_cut_off_without_a_second_answer(edge: ServerThread) -> None:
+    """An unknown API is answered 404 before its body is read; the body that keeps coming is not read past the
+    limit (nor answered again): the connection is closed."""
+    sock = connect(edge)
+    sock.sendall(b"POST /v2/no-such-api HTTP/1.1\r\nHost: x\r\nX-Auth-Token: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+    received = sock.recv(65536)  # the answer, before any body byte is sent
+    assert received.startswith(b"HTTP/1.1 404 "), received
+    chunk = b"4000\r\n" + b"x" * 0x4000 + b"\r\n"
+    sent = send_all_until_refused(sock, chunk, most=64 * MAX_BODY)
+    assert sent < 64 * MAX_BODY
+    try:
+        while data := sock.recv(65536):
+            received += data
+    except ConnectionResetError:
+        pass
+    assert received.startswith(b"HTTP/1.1 404 ") and received.count(b"HTTP/1.1 ") == 1, received
 
 
 def test_bad_credentials_on_a_signed_path_are_refused_before_the_body(edge: ServerThread) -> None:

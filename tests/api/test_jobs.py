@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,8 +40,12 @@ from huaweicloudsdkcloudrtc.v2 import (
     UpdateMixParam,
 )
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from emberrtc.domain.clock import ManualClock
+from emberrtc.store.models import Job
+from tests import conftest
 from tests.support.server import ServerThread, TenantInfo
 from tests.support.waiting import wait_for
 
@@ -542,3 +547,92 @@ def test_mix_job_idle_timeout(
     assert SPEC_TIME.fullmatch(stopped["stop_time"])
     assert http.delete(url).status_code == 204  # stopping a stopped job is still fine
     assert http.get(url).json()["stop_reason"] == "IDLE_TIMEOUT"  # and does not rewrite why it stopped
+
+
+# --- unfinished jobs per app (issue 11: RTC.00001007) ----------------------------------------------------------
+
+
+def test_unfinished_jobs_per_app_are_capped(  # type: ignore[no-untyped-def]
+    server: ServerThread, http: httpx.Client, sdk, tenant: TenantInfo, app_rule: tuple[str, str]
+) -> None:
+    app_id, rule_id = app_rule
+    assert server.services is not None
+    cap = server.services.settings.max_unfinished_jobs_per_app
+    assert cap == 100  # the default (EMBER_MAX_UNFINISHED_JOBS_PER_APP)
+    rec = {"record_param": {"record_rule_id": rule_id}}
+    mix = {"mix_param": {"room_id": "cap-mix", "encode_template": "audio_only"}, **rec}
+    r = http.post(f"/v2/apps/{app_id}/{MIX}", json=mix)  # mixed jobs count with single-stream ones
+    assert r.status_code == 201, r.text
+    mix_url = f"/v2/apps/{app_id}/{MIX}/{r.json()['job_id']}"
+    urls = [mix_url]
+    for i in range(cap - 1):
+        r = start_individual(http, app_id, room_id=f"cap{i}", user_id="u", **rec)
+        assert r.status_code == 201, r.text
+        urls.append(f"/v2/apps/{app_id}/{INDIVIDUAL}/{r.json()['job_id']}")
+
+    over = start_individual(http, app_id, room_id="one-more", user_id="u", **rec)
+    assert_error(over, 400, "RTC.00001007")
+    assert over.json()["error_msg"].startswith("JobExceed")
+    assert f"{cap} unfinished" in over.json()["error_msg"]
+    assert_error(
+        http.post(
+            f"/v2/apps/{app_id}/{MIX}", json={**mix, "mix_param": {"room_id": "m2", "encode_template": "audio_only"}}
+        ),
+        400,
+        "RTC.00001007",
+    )
+    with pytest.raises(ClientRequestException) as err:
+        sdk.create_individual_stream_job(
+            CreateIndividualStreamJobRequest(
+                app_id=app_id,
+                body=IndividualStreamJobReq(room_id="sdk-room", user_id="alice", record_param=RecordParam(rule_id)),
+            )
+        )
+    assert (err.value.status_code, err.value.error_code) == (400, "RTC.00001007")
+    # Nothing was made by the refused starts, and the jobs there are are untouched.
+    assert {http.get(u).json()["state"] for u in urls} == {"INIT"}
+
+    # The cap is per app: another app of the tenant starts jobs.
+    other = new_app(http)
+    r = start_individual(
+        http,
+        other,
+        room_id="one-more",
+        user_id="u",
+        record_param={"record_rule_id": new_rule(http, other, tenant.project_id)},
+    )
+    assert r.status_code == 201, r.text
+
+    # A stopped job frees its place, once.
+    assert http.delete(mix_url).status_code == 204
+    assert start_individual(http, app_id, room_id="one-more", user_id="u", **rec).status_code == 201
+    assert_error(start_individual(http, app_id, room_id="two-more", user_id="u", **rec), 400, "RTC.00001007")
+
+
+def test_concurrent_starts_never_pass_the_cap(
+    server: ServerThread, tenant: TenantInfo, app_rule: tuple[str, str]
+) -> None:
+    """Starts racing for the last places (on PostgreSQL each in its own transaction and connection): exactly
+    as many succeed as there are places."""
+    app_id, rule_id = app_rule
+    assert server.services is not None
+    cap = server.services.settings.max_unfinished_jobs_per_app
+    token = conftest.token_for(server, tenant)
+    rec = {"record_param": {"record_rule_id": rule_id}}
+    with httpx.Client(base_url=server.url, headers={"X-Auth-Token": token}) as http:
+        for i in range(cap - 5):
+            assert start_individual(http, app_id, room_id=f"fill{i}", user_id="u", **rec).status_code == 201
+
+    def start(i: int) -> int:
+        with httpx.Client(base_url=server.url, headers={"X-Auth-Token": token}) as client:
+            return start_individual(client, app_id, room_id=f"race{i}", user_id="u", **rec).status_code
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        statuses = list(pool.map(start, range(20)))
+    assert sorted(statuses) == [201] * 5 + [400] * 15
+
+    def unfinished(s: Session) -> int:
+        q = select(func.count()).select_from(Job).where(Job.app_id == app_id, Job.state != "STOPPED")
+        return int(s.scalar(q) or 0)
+
+    assert server.call(server.services.db.run(unfinished)) == cap

@@ -6,21 +6,23 @@ stand-ins that say which streams exist and record what the job service asks of t
 
 from __future__ import annotations
 
+import contextlib
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, insert, select
 
 from emberrtc.bootstrap import Services, build
 from emberrtc.config import Settings
 from emberrtc.domain.clock import ManualClock
-from emberrtc.domain.job import JobService
+from emberrtc.domain.job import JobService, JobSupervisor
 from emberrtc.domain.ports import JobSpec
 from emberrtc.domain.room_session import JoinRequest, join_signature
 from emberrtc.domain.tenant import Principal
 from emberrtc.store.models import Job
+from tests.support.waiting import until
 
 NOW = 1_800_000_000.0
 
@@ -32,7 +34,12 @@ class Media:
     streams: set[tuple[str, str, str | None, str]] = field(default_factory=set)
 
     async def has_stream(self, app_id: str, room_id: str, user_id: str | None, video_type: str | None) -> bool:
+        if user_id is None:  # the port: any publisher in the room (a mixed job's media, a room with media)
+            return any(s[:2] == (app_id, room_id) for s in self.streams)
         return (app_id, room_id, user_id, video_type or "CAMERASTREAM") in self.streams
+
+    def live_rooms(self) -> set[tuple[str, str]]:
+        return {(app_id, room_id) for app_id, room_id, _, _ in self.streams}
 
     async def remove_users(self, app_id: str, room_id: str, user_ids: list[str]) -> None:
         return None
@@ -242,3 +249,121 @@ async def test_media_that_comes_at_the_deadline_starts_the_job(env: Env) -> None
     assert (await env.job(job["job_id"])).state == "INIT"  # not stopped: the engine reports RUNNING
     await env.jobs.tick()
     assert (await env.job(job["job_id"])).state == "INIT"
+
+
+# --- the supervisor's cost: what is due, not what waits (issue 11) ---------------------------------------
+
+
+def _waiting_job(app_id: str, rule_id: str, i: int, deadline: float) -> dict[str, object]:
+    """A row as ``start_individual`` leaves it, created an hour ago."""
+    job_id = secrets.token_hex(16)
+    return {
+        "job_id": job_id,
+        "app_id": app_id,
+        "kind": "individual",
+        "slot": "api",
+        "room_id": f"idle{i}",
+        "user_id": "u",
+        "stream_name": f"s_{job_id}_idle{i}_u",
+        "params": {"max_idle_time": int(deadline - (NOW - 3600)), "record_param": {"record_rule_id": rule_id}},
+        "record_rule_id": rule_id,
+        "state": "INIT",
+        "description": "waiting for media",
+        "create_time": NOW - 3600,
+        "update_time": NOW - 3600,
+        "start_time": NOW - 3600,
+        "idle_deadline": deadline,
+    }
+
+
+@contextlib.contextmanager
+def loaded_jobs(app_id: str) -> Iterator[list[str]]:
+    """The IDs of the app's jobs the ORM loads from the database meanwhile (one entry per row loaded)."""
+    seen: list[str] = []
+
+    def on_load(job: Job, _context: object) -> None:
+        if job.app_id == app_id:
+            seen.append(job.job_id)
+
+    event.listen(Job, "load", on_load)
+    try:
+        yield seen
+    finally:
+        event.remove(Job, "load", on_load)
+
+
+async def test_a_pass_over_2000_waiting_jobs_loads_only_what_is_due(env: Env) -> None:
+    rows = [_waiting_job(env.app_id, env.rule_id, i, NOW + 3600) for i in range(2000)]
+    for row in rows[:3]:
+        row["idle_deadline"] = NOW + 5
+    await env.svc.db.run(lambda s: s.execute(insert(Job), rows))
+    due = {str(row["job_id"]) for row in rows[:3]}
+
+    with loaded_jobs(env.app_id) as loaded:
+        await env.jobs.tick()
+    assert loaded == []  # nothing due, nothing changed, nothing woken: no job read
+
+    env.clock.advance(6)
+    with loaded_jobs(env.app_id) as loaded:
+        await env.jobs.tick()
+    assert set(loaded) == due and len(loaded) == 3
+    for job_id in due:
+        job = await env.job(job_id)
+        assert (job.state, job.stop_reason) == ("STOPPED", "IDLE_TIMEOUT")
+    assert (await env.job(str(rows[3]["job_id"]))).state == "INIT"
+
+    # A stream goes live for one waiting job: its room's jobs are read, and it starts, between passes.
+    env.media.streams.add((env.app_id, "idle1500", "u", "CAMERASTREAM"))
+    env.jobs.stream_live(env.app_id, "idle1500")
+    with loaded_jobs(env.app_id) as loaded:
+        await env.jobs.start_woken()
+    assert loaded == [rows[1500]["job_id"]]
+    assert [s.job_id for s in env.engine.started] == [rows[1500]["job_id"]]
+
+
+async def test_the_supervisor_starts_a_job_when_its_stream_goes_live_not_at_its_next_pass(env: Env) -> None:
+    rec = {"record_param": {"record_rule_id": env.rule_id}}
+    job = await env.jobs.start_individual(env.principal, env.app_id, {"room_id": "r", "user_id": "kai", **rec})
+    passes: list[float] = []
+    tick = env.jobs.tick
+
+    async def counted_tick() -> None:
+        await tick()
+        passes.append(env.clock.now())
+
+    env.jobs.tick = counted_tick  # type: ignore[method-assign]
+    supervisor = JobSupervisor(env.jobs, interval=3600)  # one pass now, the next in an hour
+    supervisor.start()
+    try:
+        await until(lambda: passes, within=5, what="the supervisor's first pass")
+        assert env.engine.started == []  # no media yet
+        env.media.streams.add((env.app_id, "r", "kai", "CAMERASTREAM"))
+        env.jobs.stream_live(env.app_id, "r")
+        await until(lambda: env.engine.started, within=5, what="the job to start")
+        assert [s.job_id for s in env.engine.started] == [job["job_id"]]
+        assert len(passes) == 1  # started by the event, between passes
+    finally:
+        await supervisor.stop()
+
+
+async def test_another_node_starts_and_stops_what_it_records(env: Env) -> None:
+    """Two nodes on one database: the job is started through node A, the user publishes on node B."""
+    rec = {"record_param": {"record_rule_id": env.rule_id}}
+    other, media, engine = await make_env(env.svc.settings, env.clock)
+    try:
+        media.streams.add((env.app_id, "r", "lea", "CAMERASTREAM"))
+        job = await env.jobs.start_individual(env.principal, env.app_id, {"room_id": "r", "user_id": "lea", **rec})
+        await env.jobs.tick()
+        assert env.engine.started == []  # no media on node A
+        await other.jobs.tick()  # node B sees the new job (changed since), its media is there
+        assert [s.job_id for s in engine.started] == [job["job_id"]]
+        await other.jobs.mark_running(job["job_id"])
+
+        await env.jobs.stop(env.principal, env.app_id, job["job_id"], "individual")  # through node A
+        assert engine.stopped == []
+        await other.jobs.tick()
+        assert engine.stopped == [job["job_id"]]
+        await other.jobs.tick()
+        assert engine.stopped == [job["job_id"]]  # once
+    finally:
+        await other.db.close()

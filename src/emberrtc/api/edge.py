@@ -4,8 +4,13 @@ Two layers, because some limits can only be kept while bytes arrive and others n
 
 - :func:`http_protocol` is uvicorn's httptools protocol with a bound on the request line plus headers (bytes
   fed to the parser before the headers end), on the number of header fields, and on the time the headers
-  take (from connecting, or from a request's first byte): 431 or 408, then the connection is closed. Without
-  it one 200 MB header is buffered whole, and a client sending a byte a minute holds its connection forever.
+  take (from connecting, or from a request's first byte): 431 or 408. Without it one 200 MB header is
+  buffered whole, and a client sending a byte a minute holds its connection forever. It also refuses a body
+  over ``max_body_bytes`` (413), from ``Content-Length`` before any request object exists and while a body
+  streams in, so a refusal costs no trip through the application. A refused connection is answered at once
+  and then held for ``refusal_hold`` seconds, reading paused, before it is closed: a client that reconnects
+  as soon as it is refused (a flood of oversized bodies or headers) gets one refusal per connection per
+  hold, and costs nothing meanwhile.
 - :class:`EdgeMiddleware` refuses a body over ``max_body_bytes`` from ``Content-Length`` before reading any
   of it, counts the bytes of a body that streams in (chunked, or longer than declared), bounds the time the
   body takes, and on the signed paths (``/v1/``, ``/v2/``) refuses a request with a body whose credentials
@@ -56,18 +61,19 @@ def refusal(exc: E.EmberError) -> bytes:
     return b"".join(head) + bytes(response.body)
 
 
-class _Refused(Exception):
-    """Raised from a parser callback, once the refusal is sent, to stop parsing."""
-
-
 def http_protocol(settings: Settings) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol bounded by ``settings`` (header bytes, header count, header time)."""
+    """uvicorn's httptools protocol bounded by ``settings`` (header bytes, header count, header time, body
+    bytes), holding refused connections for ``settings.refusal_hold`` seconds."""
     max_bytes, max_count, timeout = settings.max_header_bytes, settings.max_headers, settings.header_timeout
+    max_body, hold = settings.max_body_bytes, settings.refusal_hold
 
     class EdgeHttpProtocol(HttpToolsProtocol):
         _header_bytes = 0
+        _body_bytes = 0
         _in_headers = True
+        _refused = False
         _header_timer: asyncio.TimerHandle | None = None
+        _release: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -76,9 +82,18 @@ def http_protocol(settings: Settings) -> type[HttpToolsProtocol]:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._cancel_header_timer()
+            if self._release is not None:
+                self._release.cancel()
+                self._release = None
             super().connection_lost(exc)
 
+        # Once a connection is refused, the parser callbacks ignore the rest of what was fed with the refused
+        # bytes (reading is paused, so nothing more comes): raising from a callback would make uvicorn log
+        # "Invalid HTTP request" for each refusal.
+
         def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return
             waiting = self._in_headers
             super().data_received(data)
             if waiting and self._in_headers and not self.transport.is_closing():
@@ -89,6 +104,8 @@ def http_protocol(settings: Settings) -> type[HttpToolsProtocol]:
                     self._refuse(E.HeadersTooLarge(f"request line and headers over {max_bytes} bytes"))
 
         def on_message_begin(self) -> None:
+            if self._refused:
+                return
             super().on_message_begin()
             if not self._in_headers:  # a keep-alive connection's next request
                 self._in_headers, self._header_bytes = True, 0
@@ -97,15 +114,39 @@ def http_protocol(settings: Settings) -> type[HttpToolsProtocol]:
         def on_headers_complete(self) -> None:
             self._in_headers = False
             self._cancel_header_timer()
+            if self._refused:
+                return
             # Counted once the block ends rather than per field (a call per header on every request): the
             # byte limit already bounds what the fields hold meanwhile.
             if len(self.headers) > max_count:
                 self._refuse(E.HeadersTooLarge(f"more than {max_count} header fields"))
-                raise _Refused  # stops the parser; uvicorn's 400 for it is not sent (send_400_response)
+                return  # no request cycle: the application never sees it
+            # llhttp has checked the syntax (digits; one value), and refuses it beside Transfer-Encoding.
+            length = next((v for k, v in self.headers if k == b"content-length"), b"")
+            if length.isdigit() and int(length) > max_body:
+                self._refuse(E.PayloadTooLarge(f"the body is over {max_body} bytes"))
+                return
+            self._body_bytes = 0
             super().on_headers_complete()
 
+        def on_body(self, body: bytes) -> None:
+            if self._refused:
+                return
+            # A chunked body (or one whose length was not announced) is counted as it streams in.
+            self._body_bytes += len(body)
+            if self._body_bytes > max_body:
+                # Answered already (a 401 before the body was read): no second answer, only the hold and close.
+                answered = self.cycle is not None and self.cycle.response_complete
+                self._refuse(None if answered else E.PayloadTooLarge(f"the body is over {max_body} bytes"))
+                return
+            super().on_body(body)
+
+        def on_message_complete(self) -> None:
+            if not self._refused:
+                super().on_message_complete()
+
         def send_400_response(self, msg: str) -> None:
-            if not self.transport.is_closing():  # not after a refusal already sent
+            if not (self._refused or self.transport.is_closing()):  # not after a refusal already sent
                 super().send_400_response(msg)
 
         def _arm_header_timer(self) -> None:
@@ -122,11 +163,26 @@ def http_protocol(settings: Settings) -> type[HttpToolsProtocol]:
             if self._in_headers and not self.transport.is_closing():
                 self._refuse(E.RequestTimeout(f"the request headers did not arrive within {timeout:g} s"))
 
-        def _refuse(self, error: E.EmberError) -> None:
+        def _refuse(self, error: E.EmberError | None) -> None:
             self._cancel_header_timer()
             self._in_headers = False
-            if not self.transport.is_closing():
+            if self._refused or self.transport.is_closing():
+                return
+            self._refused = True
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete:
+                if cycle.response_started:  # the application answers already: no second status line
+                    self.transport.close()
+                    return
+                # The application reading this body is told the client went away; what it answers is dropped.
+                cycle.disconnected = True
+                cycle.message_event.set()
+            if error is not None:
                 self.transport.write(refusal(error))
+            if hold > 0:
+                self.flow.pause_reading()
+                self._release = self.loop.call_later(hold, self.transport.close)
+            else:
                 self.transport.close()
 
     return EdgeHttpProtocol

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from emberrtc.api.json_response import JSONResponse
@@ -147,6 +148,12 @@ def install(app: FastAPI) -> None:
             # FastAPI's "There was an error parsing the body" (a body it could not decode, nested too deep)
             return error_response(E.MalformedRequestBody("the body could not be parsed as JSON"))
         return JSONResponse({"error_code": "RTC.00002000", "error_msg": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_: Request, exc: ClientDisconnect) -> JSONResponse:
+        # The client went away before its body ended, or the edge cut the body off at its limit and answered
+        # itself (api/edge.py): nobody reads this answer, and it is no fault of the server's to log.
+        return error_response(E.MalformedRequestBody("the client went away before the body ended"))
 
     @app.exception_handler(SQLAlchemyError)
     async def _db(_: Request, exc: SQLAlchemyError) -> JSONResponse:

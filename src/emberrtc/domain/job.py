@@ -2,15 +2,23 @@
 
 ``INIT`` -> ``RUNNING`` -> ``STOPPED``. A job waits in ``INIT`` until there is media to record; a job
 with no media for ``max_idle_time`` seconds stops by itself (``stop_reason`` ``IDLE_TIMEOUT``).
+
+The supervisor's work is proportional to what is due, not to the jobs waiting (issue 11): a job starts
+when a stream goes live in its room on this node (the media plane calls :meth:`JobService.stream_live`)
+or when it is created while the media is there; deadlines are found with an indexed
+``idle_deadline <= now``; what other nodes sharing the database did (a job created for a room whose media
+is here, a job stopped that records here) with indexed queries on ``update_time`` and on the jobs this node
+records. No pass loads every unfinished job (``docs/decisions.md``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -18,7 +26,7 @@ from emberrtc.domain import mix_layout
 from emberrtc.domain.app import ACTIVATION, drop_none, load_app, require_active
 from emberrtc.domain.background import BackgroundTask
 from emberrtc.domain.clock import Clock, spec_time
-from emberrtc.domain.errors import EmberError, JobDone, JobNotExist, JobRunning, RecordRuleNotExist
+from emberrtc.domain.errors import EmberError, JobDone, JobExceed, JobNotExist, JobRunning, RecordRuleNotExist
 from emberrtc.domain.outbound import RTMP_SCHEMES, OutboundPolicy, OutboundRefused
 from emberrtc.domain.ports import JobSpec, MediaPlane, RecordingEngine
 from emberrtc.domain.record_rule import rule_view
@@ -30,6 +38,13 @@ from emberrtc.store.models import App, Job, RecordRule, Room, Tenant
 log = logging.getLogger(__name__)
 
 INIT, RUNNING, STOPPED = "INIT", "RUNNING", "STOPPED"
+#: Written as ``state IN (...)`` rather than ``!= STOPPED`` where the ``(app_id, state)`` index should serve:
+#: an app's stopped jobs accumulate, its unfinished ones are few (``max_unfinished_jobs_per_app``).
+UNFINISHED = (INIT, RUNNING)
+#: Seconds back each supervisor pass looks for jobs created or changed by any node (``Job.update_time``,
+#: each node's clock). A change later than this (clocks apart, a commit slower than this) is not lost: the
+#: job starts when its stream next goes live here, or at its deadline if its media is here then.
+CHANGE_WINDOW = 10.0
 INDIVIDUAL, MIX = "individual", "mix"
 # Job slots: one unfinished single-stream job per app, room, user and slot (uq_jobs_individual_active).
 API_SLOT = "api"
@@ -121,6 +136,7 @@ class JobService:
         storage: StorageCheck | None = None,
         auto_max_idle_time: int = 30,
         outbound: OutboundPolicy,
+        max_unfinished: int = 100,
     ) -> None:
         self._db = db
         self._outbound = outbound
@@ -129,10 +145,15 @@ class JobService:
         self.engine = engine
         self._storage = storage
         self._auto_max_idle = auto_max_idle_time
+        self._max_unfinished = max_unfinished
         self._starting: set[asyncio.Task[None]] = set()
         # Jobs handed to the engine by this process; after a restart the set is empty and INIT jobs
         # are handed over again, which is how they resume.
         self._handed_over: set[str] = set()
+        # Rooms whose unfinished jobs the next pass looks at (a stream went live, a job was created here),
+        # and the event that ends the supervisor's wait for them.
+        self._wake_rooms: set[tuple[str, str]] = set()
+        self._woken = asyncio.Event()
 
     # --- API operations -------------------------------------------------------------------
 
@@ -353,16 +374,18 @@ class JobService:
         and a description saying so. Returns how many jobs were unfinished."""
         now = self._clock.now()
 
-        def work(s: Session) -> int:
+        def work(s: Session) -> tuple[int, set[tuple[str, str]]]:
             jobs = list(s.execute(select(Job).where(Job.state != STOPPED).with_for_update()).scalars())
             for job in jobs:
                 if job.idle_deadline is None:
                     job.idle_deadline = now + self._max_idle(job)
                     job.description = "the server restarted: waiting for media to resume"
                     job.update_time = now
-            return len(jobs)
+            return len(jobs), {(job.app_id, job.room_id) for job in jobs}
 
-        count = await self._db.run(work)
+        count, rooms = await self._db.run(work)
+        # Once, at start: the first pass looks at these rooms (from then on, streams going live wake them).
+        self._wake(*rooms)
         if count:
             log.info("%d unfinished recording jobs from the previous run: resuming when their media is there", count)
         return count
@@ -420,11 +443,14 @@ class JobService:
         stopped = await self._db.run(lambda s: bool(s.execute(stmt).rowcount))  # type: ignore[attr-defined]
         if stopped:
             self._handed_over.discard(job_id)
-            try:
-                await self.engine.stop(job_id)
-            except Exception:  # the job is stopped either way; the engine's fault is logged
-                log.exception("recording engine failed to stop job %s", job_id)
+            await self._stop_engine(job_id)
         return stopped
+
+    async def _stop_engine(self, job_id: str) -> None:
+        try:
+            await self.engine.stop(job_id)
+        except Exception:  # the job is stopped either way; the engine's fault is logged
+            log.exception("recording engine failed to stop job %s", job_id)
 
     async def stop_room_jobs(self, app_id: str, room_id: str, reason: str, description: str) -> list[str]:
         """Stop every unfinished job recording a room (used when the room is dismissed)."""
@@ -437,32 +463,79 @@ class JobService:
         )
         return [i for i in ids if await self.mark_stopped(i, reason, description)]
 
+    def stream_live(self, app_id: str, room_id: str) -> None:
+        """A stream went live in a room on this node (the media plane calls this, and it does not block):
+        the supervisor's next pass, now, starts the room's jobs waiting for it."""
+        self._wake((app_id, room_id))
+
+    def _wake(self, *rooms: tuple[str, str]) -> None:
+        if rooms:
+            self._wake_rooms.update(rooms)
+            self._woken.set()
+
+    async def wait_for_work(self, seconds: float) -> None:
+        """Until something wakes the supervisor (:meth:`stream_live`, a job created here), ``seconds`` at most."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._woken.wait()
+        self._woken.clear()
+
+    async def start_woken(self) -> None:
+        """Start the jobs of the rooms woken since the last pass whose media is here (no other work)."""
+        rooms, self._wake_rooms = self._wake_rooms, set()
+        await self._start_rooms(rooms)
+
     async def tick(self) -> None:
-        """One supervisor pass: start jobs whose media has appeared, stop jobs idle past their deadline."""
+        """One supervisor pass; its work is proportional to what is due, not to the jobs waiting:
+
+        - rooms woken since the last pass (a stream went live here, a job was created here), and, among the
+          rooms with media on this node (none: no query), those with jobs any node created or changed in the
+          last ``CHANGE_WINDOW`` seconds (indexed ``update_time``): their unfinished jobs start when their
+          stream is there;
+        - jobs whose ``max_idle_time`` ran out (indexed ``idle_deadline <= now``) stop with
+          ``IDLE_TIMEOUT``, unless their media came just now;
+        - jobs recording here that another node stopped: their recorders stop (the jobs this node records
+          are looked up by ID)."""
         now = self._clock.now()
+        rooms, self._wake_rooms = self._wake_rooms, set()
+        here = sorted(self._handed_over)
+        live = sorted(self.media.live_rooms())
 
-        def work(s: Session) -> tuple[list[Job], list[Job], dict[str, JobSpec]]:
-            # INIT jobs, and RUNNING jobs that a restart left without a recorder (see ``recover``).
-            unfinished = s.execute(select(Job).where(Job.state != STOPPED)).scalars()
-            waiting = [j for j in unfinished if j.job_id not in self._handed_over]
-            expired = list(
+        def work(s: Session) -> tuple[list[Job], dict[str, JobSpec], list[tuple[str, str, str]], list[str]]:
+            expired = list(s.execute(select(Job).where(Job.idle_deadline <= now, Job.state.in_(UNFINISHED))).scalars())
+            # Only rooms with media here can start a job here: none, no query.
+            changed = (
                 s.execute(
-                    select(Job).where(Job.state != STOPPED, Job.idle_deadline.is_not(None), Job.idle_deadline <= now)
-                ).scalars()
+                    select(Job.job_id, Job.app_id, Job.room_id).where(
+                        Job.update_time >= now - CHANGE_WINDOW,
+                        Job.state.in_(UNFINISHED),
+                        tuple_(Job.app_id, Job.room_id).in_(live),
+                    )
+                ).all()
+                if live
+                else []
             )
-            return waiting, expired, {j.job_id: self._spec(s, j) for j in waiting}
+            stopped = (
+                list(s.execute(select(Job.job_id).where(Job.job_id.in_(here), Job.state == STOPPED)).scalars())
+                if here
+                else []
+            )
+            specs = {j.job_id: self._spec(s, j) for j in expired}
+            return expired, specs, [(j, a, r) for j, a, r in changed], stopped
 
-        waiting, expired, specs = await self._db.run(work)
-        started: set[str] = set()
-        for job in waiting:
-            if job.job_id in self._handed_over:
-                continue
-            if await self.media.has_stream(job.app_id, job.room_id, job.user_id, job.params.get("video_type")):
-                # Media came (perhaps just at the deadline): the job records rather than expiring.
-                await self._start_engine(specs[job.job_id])
-                started.add(job.job_id)
+        expired, specs, changed, stopped = await self._db.run(work)
+        for job_id in stopped:  # stopped by another node (here mark_stopped stops the engine itself)
+            if job_id in self._handed_over:
+                self._handed_over.discard(job_id)
+                await self._stop_engine(job_id)
+        rooms |= {(app_id, room_id) for job_id, app_id, room_id in changed if job_id not in self._handed_over}
+        started = await self._start_rooms(rooms)
         for job in expired:
             if job.job_id in started:
+                continue
+            if job.job_id not in self._handed_over and await self._has_media(specs[job.job_id]):
+                # Media came (perhaps just at the deadline): the job records rather than expiring.
+                await self._start_engine(specs[job.job_id])
                 continue
             what = f"user {job.user_id}'s stream" if job.user_id else "any publisher"
             await self.mark_stopped(
@@ -470,6 +543,27 @@ class JobService:
                 IDLE_TIMEOUT,
                 f"no media from {what} in room {job.room_id} for max_idle_time={self._max_idle(job)} s",
             )
+
+    async def _start_rooms(self, rooms: set[tuple[str, str]]) -> set[str]:
+        """Start the unfinished jobs of ``rooms`` whose media is on this node; the IDs of those started."""
+        live = sorted(rooms & self.media.live_rooms())
+        if not live:
+            return set()
+
+        def work(s: Session) -> list[JobSpec]:
+            in_rooms = tuple_(Job.app_id, Job.room_id).in_(live)
+            jobs = s.execute(select(Job).where(in_rooms, Job.state.in_(UNFINISHED))).scalars()
+            return [self._spec(s, job) for job in jobs]
+
+        started: set[str] = set()
+        for spec in await self._db.run(work):
+            if spec.job_id not in self._handed_over and await self._has_media(spec):
+                await self._start_engine(spec)
+                started.add(spec.job_id)
+        return started
+
+    async def _has_media(self, spec: JobSpec) -> bool:
+        return await self.media.has_stream(spec.app_id, spec.room_id, spec.user_id, spec.params.get("video_type"))
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -494,13 +588,17 @@ class JobService:
         now = self._clock.now()
 
         def work(s: Session) -> dict[str, Any]:
-            app = load_app(s, principal, app_id)
+            # The app's row, locked (PostgreSQL; SQLite's BEGIN IMMEDIATE serialises every writer): starts
+            # in the same app, on any node, count and insert one after the other, so two cannot both take
+            # the last place under the cap.
+            app = load_app(s, principal, app_id, for_update=True)
             require_active(app)
             record_param = job.params.get("record_param")
             if record_param:
                 job.record_rule_id = self._check_rule(s, app_id, record_param["record_rule_id"])
             if job.kind == INDIVIDUAL:
                 self._check_no_duplicate(s, app_id, job)
+            self._check_capacity(s, app_id)
             job.app_id = app_id
             job.state = INIT
             job.description = "waiting for media"
@@ -513,7 +611,18 @@ class JobService:
                 raise JobRunning(f"a job for user {job.user_id} in room {job.room_id} is not over") from exc
             return view(job)
 
-        return await self._db.run(work)
+        result = await self._db.run(work)
+        self._wake((app_id, job.room_id))  # its media may be here already: start it now, not at a deadline
+        return result
+
+    def _check_capacity(self, s: Session, app_id: str) -> None:
+        """RTC.00001007: no more than ``max_unfinished`` jobs of the app unfinished (the ``(app_id, state)``
+        index counts them)."""
+        count = s.scalar(select(func.count()).select_from(Job).where(Job.app_id == app_id, Job.state.in_(UNFINISHED)))
+        if count is not None and count >= self._max_unfinished:
+            raise JobExceed(
+                f"app {app_id} has {count} unfinished recording jobs, the most it may have: stop one to start another"
+            )
 
     async def _check_storage(self, principal: Principal, app_id: str, job: Job) -> None:
         """spec 6.2 RTC.00001014: a rule whose bucket does not exist fails the start (nothing is stored)."""
@@ -605,8 +714,9 @@ class JobService:
 
 
 class JobSupervisor:
-    """Runs :meth:`JobService.tick` every ``interval`` seconds until stopped (survives restarts: all
-    state it acts on is in the database)."""
+    """Runs :meth:`JobService.tick` every ``interval`` seconds, and :meth:`JobService.start_woken` at once when
+    something wakes it between passes (a stream went live, a job was created), until stopped (survives
+    restarts: all state it acts on is in the database)."""
 
     def __init__(self, jobs: JobService, interval: float) -> None:
         self._jobs = jobs
@@ -620,9 +730,15 @@ class JobSupervisor:
         await self._loop.stop()
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_pass = loop.time()
         while True:
             try:
-                await self._jobs.tick()
+                if loop.time() >= next_pass:
+                    next_pass = loop.time() + self._interval
+                    await self._jobs.tick()
+                else:  # woken between passes: only the rooms that woke it, no query for what is due
+                    await self._jobs.start_woken()
             except Exception:
                 log.exception("job supervisor pass failed")
-            await asyncio.sleep(self._interval)
+            await self._jobs.wait_for_work(max(0.0, next_pass - loop.time()))

@@ -35,6 +35,9 @@ class MediaPlane(Protocol):
     async def has_stream(self, app_id: str, room_id: str, user_id: str | None, video_type: str | None) -> bool:
         """Is there media to record: the user's stream (``user_id`` given) or any publisher in the room?"""
 
+    def live_rooms(self) -> set[tuple[str, str]]:
+        """``(app_id, room_id)`` of every room with a live stream here (on this node)."""
+
     async def remove_users(self, app_id: str, room_id: str, user_ids: list[str]) -> None:
         """Disconnect the named users (spec 4.7.1)."""
 
@@ -58,6 +61,9 @@ class NoMediaPlane:
 
     async def has_stream(self, app_id: str, room_id: str, user_id: str | None, video_type: str | None) -> bool:
         return False
+
+    def live_rooms(self) -> set[tuple[str, str]]:
+        return set()
 
     async def remove_users(self, app_id: str, room_id: str, user_ids: list[str]) -> None:
         return None

@@ -270,6 +270,12 @@ class Feed:
     #: Janus's description of each track: ``mid``, ``type`` (audio/video), ``codec``.
     tracks: list[dict[str, Any]]
 
+    @property
+    def room(self) -> tuple[str, str]:
+        """``(app_id, room_id)`` of the SparkRTC room (:func:`janus_room_id` backwards: neither has a ``/``)."""
+        app_id, _, room_id = self.janus_room.partition("/")
+        return app_id, room_id
+
 
 @dataclass(frozen=True)
 class HandleView:
@@ -1003,6 +1009,14 @@ class JanusMediaPlane:
         wanted = VIDEO_TYPES.get(video_type or "")
         kinds = {wanted} if wanted is not None else set(StreamKind)
         return any(f.stream in kinds and (user_id is None or f.user_id == user_id) for f in self.feeds(app_id, room_id))
+
+    def live_rooms(self) -> set[tuple[str, str]]:
+        """``(app_id, room_id)`` of every room with a live stream on this plane."""
+        return {
+            key
+            for key, room in self._rooms.items()
+            if any(pub.live for p in room.participants.values() for pub in p._publications.values())
+        }
 
     def feeds(self, app_id: str, room_id: str) -> list[Feed]:
         """The room's live streams, as Janus feeds."""

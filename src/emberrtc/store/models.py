@@ -158,9 +158,12 @@ class Job(Base):
     stop_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     description: Mapped[str | None] = mapped_column(Text, nullable=True)
     create_time: Mapped[float] = mapped_column(Double)
-    update_time: Mapped[float] = mapped_column(Double)
+    #: Every change a node must notice (created, updated, stopped) moves it; indexed for the job supervisor's
+    #: "changed since" query (``domain.job.JobService.tick``).
+    update_time: Mapped[float] = mapped_column(Double, index=True)
     start_time: Mapped[float | None] = mapped_column(Double, nullable=True)
     stop_time: Mapped[float | None] = mapped_column(Double, nullable=True)
+    #: When a job waiting for media stops (``max_idle_time``); NULL while it records and once it stopped.
     idle_deadline: Mapped[float | None] = mapped_column(Double, nullable=True, index=True)
 
 
