@@ -14,8 +14,6 @@ import inspect
 import logging
 import os
 import shutil
-import signal
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO
@@ -24,6 +22,7 @@ import httpx
 
 from emberrtc.config import absolute_path
 
+from .child_process import kill_stale, pids_running, terminate
 from .janus_config import JanusConfig
 
 __all__ = [
@@ -299,18 +298,7 @@ class JanusProcess:
     async def _terminate(self) -> None:
         proc = self._proc
         await self._set_state(ready=False)
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(self.stop_timeout):
-                    await proc.wait()
-            except TimeoutError:
-                log.warning("janus (pid %d) ignored SIGTERM for %.1f s; killing it", proc.pid, self.stop_timeout)
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-            log.info("janus (pid %d) stopped with status %s", proc.pid, proc.returncode)
+        await terminate(proc, self.stop_timeout, "janus")
         if self._stopping and self._log_file is not None:
             self._log_file.close()
             self._log_file = None
@@ -349,37 +337,10 @@ async def _call(callback: Callable[[int], Awaitable[None] | None] | None, value:
 
 def janus_pids(config_dir: Path) -> list[int]:
     """Janus processes running on ``config_dir`` (read from /proc)."""
-    pids = []
-    needle = str(config_dir).encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if cmdline and cmdline[0].endswith(b"janus") and needle in cmdline:
-            pids.append(int(entry.name))
-    return pids
+    return pids_running("janus", config_dir)
 
 
 def kill_stale_janus(config_dir: Path, wait: float = 5.0) -> list[int]:
     """Kill a Janus that a previous Ember run left on this config folder (it would hold the ports and rooms
     nobody runs any more). Returns the PIDs killed."""
-    pids = killed = janus_pids(config_dir)
-    for pid in pids:
-        log.warning("killing janus (pid %d) left running by a previous run on %s", pid, config_dir)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + wait
-    while pids and time.monotonic() < deadline:
-        pids = [p for p in pids if Path(f"/proc/{p}").exists() and not _is_zombie(p)]
-        time.sleep(0.05)
-    return killed
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) == "Z"
-    except (OSError, IndexError):
-        return True
+    return kill_stale("janus", config_dir, "janus", wait)

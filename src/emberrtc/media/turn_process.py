@@ -12,11 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shutil
-import signal
 import socket
-import time
 from pathlib import Path
 from typing import IO
 
@@ -24,6 +21,7 @@ from aioice import stun
 
 from emberrtc.config import absolute_path
 
+from .child_process import kill_stale, pids_running, terminate
 from .janus_process import Backoff
 from .turn_config import TurnConfig
 
@@ -229,19 +227,7 @@ class TurnProcess:
 
     async def _terminate(self) -> None:
         self._ready = False
-        proc = self._proc
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(self.stop_timeout):
-                    await proc.wait()
-            except TimeoutError:
-                log.warning("TURN relay (pid %d) ignored SIGTERM; killing it", proc.pid)
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-            log.info("TURN relay (pid %d) stopped with status %s", proc.pid, proc.returncode)
+        await terminate(self._proc, self.stop_timeout, "TURN relay")
         if self._stopping and self._output is not None:
             self._output.close()
             self._output = None
@@ -299,36 +285,9 @@ def ports_in_use(config: TurnConfig) -> list[str]:
 
 def relay_pids(config_path: Path) -> list[int]:
     """``turnserver`` processes running on ``config_path`` (read from /proc)."""
-    pids = []
-    needle = str(config_path).encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if cmdline and cmdline[0].endswith(b"turnserver") and needle in cmdline:
-            pids.append(int(entry.name))
-    return pids
+    return pids_running("turnserver", config_path)
 
 
 def kill_stale_relay(config_path: Path, wait: float = 5.0) -> list[int]:
     """Kill a relay a previous Ember run left on this config (it would hold the ports)."""
-    pids = killed = relay_pids(config_path)
-    for pid in pids:
-        log.warning("killing TURN relay (pid %d) left running by a previous run on %s", pid, config_path)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + wait
-    while pids and time.monotonic() < deadline:
-        pids = [p for p in pids if Path(f"/proc/{p}").exists() and not _is_zombie(p)]
-        time.sleep(0.05)
-    return killed
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) == "Z"
-    except (OSError, IndexError):
-        return True
+    return kill_stale("turnserver", config_path, "TURN relay", wait)

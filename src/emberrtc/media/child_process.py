@@ -1,0 +1,70 @@
+"""What the supervised programs (Janus, the TURN relay) have in common as child processes of ``ember serve``:
+finding the ones a previous run left on the same config (read from ``/proc``), killing them, and ending one
+politely (SIGTERM, then SIGKILL after a grace time)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def pids_running(program: str, config: Path) -> list[int]:
+    """Processes whose executable name ends with ``program`` and whose arguments name ``config``."""
+    pids = []
+    needle, name = str(config).encode(), program.encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmdline and cmdline[0].endswith(name) and needle in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def kill_stale(program: str, config: Path, what: str, wait: float = 5.0) -> list[int]:
+    """Kill ``program`` processes a previous Ember run left on ``config`` (they would hold its ports), and
+    wait up to ``wait`` seconds for them to be gone. Returns the PIDs killed."""
+    pids = killed = pids_running(program, config)
+    for pid in pids:
+        log.warning("killing %s (pid %d) left running by a previous run on %s", what, pid, config)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + wait
+    while pids and time.monotonic() < deadline:
+        pids = [p for p in pids if Path(f"/proc/{p}").exists() and not _is_zombie(p)]
+        time.sleep(0.05)
+    return killed
+
+
+async def terminate(proc: asyncio.subprocess.Process | None, grace: float, what: str) -> None:
+    """End ``proc`` if it runs: SIGTERM, then SIGKILL when it has not exited after ``grace`` seconds."""
+    if proc is None or proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        async with asyncio.timeout(grace):
+            await proc.wait()
+    except TimeoutError:
+        log.warning("%s (pid %d) ignored SIGTERM for %.1f s; killing it", what, proc.pid, grace)
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+    log.info("%s (pid %d) stopped with status %s", what, proc.pid, proc.returncode)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) == "Z"
+    except (OSError, IndexError):
+        return True
