@@ -331,6 +331,7 @@ def test_the_mix_is_pushed_over_rtmp_without_files(tmp_path: Path, rtmp: RtmpSer
         mix_plan(tmp_path, "480x360_15_320", {"layout_template": "nine_grids_view"}, alice.streams() + bob.streams()),
         mp4=None,
         rtmp_urls=(url,),
+        outbound_allow=("127.0.0.1",),  # the test's nginx
         timing=Timing(push_retry=0.2, push_retry_max=1.0),
     )
     d = MixDriver(plan, [alice, bob])
