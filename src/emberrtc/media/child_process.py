@@ -11,8 +11,62 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Self
 
 log = logging.getLogger(__name__)
+
+
+class Supervised:
+    """The life of a program ``ember serve`` starts and keeps running (Janus, the TURN relay): ``start`` prepares
+    it (:meth:`_prepare`), starts it and waits until it is ready; a failed first start ends it and raises (no
+    restart then: the config or install is broken); after that :meth:`_supervise` keeps it running until
+    ``stop``, which ends supervision first and then the program (:meth:`_terminate`)."""
+
+    #: Names the supervising task (``{name}-supervisor``).
+    name = "child"
+    _supervisor: asyncio.Task[None] | None = None
+    _stopping = False
+
+    async def _prepare(self) -> None:
+        """Before the first start: write the config, check the installation."""
+
+    async def _spawn_until_ready(self) -> None:
+        raise NotImplementedError
+
+    async def _supervise(self) -> None:
+        raise NotImplementedError
+
+    async def _terminate(self) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        if self._supervisor is not None:
+            raise RuntimeError(f"{type(self).__name__} already started")
+        await self._prepare()
+        self._stopping = False
+        try:
+            await self._spawn_until_ready()
+        except BaseException:
+            self._stopping = True
+            await self._terminate()
+            raise
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"{self.name}-supervisor")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
+        await self._terminate()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
 
 
 def pids_running(program: str, config: Path) -> list[int]:

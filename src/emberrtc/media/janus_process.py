@@ -9,7 +9,6 @@ session, so callers that keep state in Janus should rebuild it from :attr:`Janus
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import os
@@ -22,7 +21,7 @@ import httpx
 
 from emberrtc.config import absolute_path
 
-from .child_process import kill_stale, pids_running, terminate
+from .child_process import Supervised, kill_stale, pids_running, terminate
 from .janus_config import JanusConfig
 
 __all__ = [
@@ -72,12 +71,14 @@ class Backoff:
         self._next = self.initial
 
 
-class JanusProcess:
+class JanusProcess(Supervised):
     """Supervise one Janus process running on a private config folder.
 
     Use as ``async with JanusProcess(config, folder) as janus: ...`` or call :meth:`start` and
     :meth:`stop`. ``binary`` is the path or name of the ``janus`` executable.
     """
+
+    name = "janus"
 
     def __init__(
         self,
@@ -159,41 +160,14 @@ class JanusProcess:
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Write the config, start Janus and wait until it is ready; then keep it running.
+    async def _prepare(self) -> None:
+        """Write the config (``start`` then starts Janus and waits until it is ready, and keeps it running).
 
-        Raises :class:`JanusNotInstalledError` if the binary is missing and :class:`JanusStartError`
-        if the first start fails (no restart is attempted then: the config or install is broken).
+        Raises :class:`JanusNotInstalledError` if the binary is missing; the first start raises
+        :class:`JanusStartError` if it fails (no restart is attempted then: the config or install is broken).
         """
-        if self._supervisor is not None:
-            raise RuntimeError("JanusProcess already started")
         self._resolve_binary()
         await asyncio.to_thread(self.config.write, self.config_dir)
-        self._stopping = False
-        try:
-            await self._spawn_until_ready()
-        except BaseException:
-            self._stopping = True
-            await self._terminate()
-            raise
-        self._supervisor = asyncio.create_task(self._supervise(), name="janus-supervisor")
-
-    async def stop(self) -> None:
-        """Stop supervising and end Janus: SIGTERM, then SIGKILL after ``stop_timeout`` seconds."""
-        self._stopping = True
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
-            self._supervisor = None
-        await self._terminate()
-
-    async def __aenter__(self) -> JanusProcess:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
     # -- internals ---------------------------------------------------------------------------------
 

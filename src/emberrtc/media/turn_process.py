@@ -21,7 +21,7 @@ from aioice import stun
 
 from emberrtc.config import absolute_path
 
-from .child_process import kill_stale, pids_running, terminate
+from .child_process import Supervised, kill_stale, pids_running, terminate
 from .janus_process import Backoff
 from .turn_config import TurnConfig
 
@@ -38,8 +38,10 @@ class TurnStartError(RuntimeError):
     """The relay did not answer: it exited during start-up or missed the deadline."""
 
 
-class TurnProcess:
+class TurnProcess(Supervised):
     """Supervise one ``turnserver`` on a private config folder (``async with`` or start/stop)."""
+
+    name = "turn"
 
     def __init__(
         self,
@@ -110,10 +112,9 @@ class TurnProcess:
             return False
         return await stun_binding(("127.0.0.1", self.config.port), within)
 
-    async def start(self) -> None:
-        """Write the config, start the relay and wait until it answers; then keep it running."""
-        if self._supervisor is not None:
-            raise RuntimeError("TurnProcess already started")
+    async def _prepare(self) -> None:
+        """Write the config and make sure the relay's ports are free (``start`` then starts the relay, waits
+        until it answers and keeps it running)."""
         self.check_installed(self.binary)
         await asyncio.to_thread(self.config.write, self.folder)
         await asyncio.to_thread(kill_stale_relay, self.config_path)
@@ -124,30 +125,6 @@ class TurnProcess:
                 f"the TURN relay's ports are in use by another program: {', '.join(busy)}. Debian's own coturn "
                 "service, if enabled, holds 3478: `systemctl disable --now coturn`, or set EMBER_TURN_PORT"
             )
-        self._stopping = False
-        try:
-            await self._spawn_until_ready()
-        except BaseException:
-            self._stopping = True
-            await self._terminate()
-            raise
-        self._supervisor = asyncio.create_task(self._supervise(), name="turn-supervisor")
-
-    async def stop(self) -> None:
-        self._stopping = True
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
-            self._supervisor = None
-        await self._terminate()
-
-    async def __aenter__(self) -> TurnProcess:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
     async def _spawn_until_ready(self) -> None:
         binary = self.check_installed(self.binary)
