@@ -374,7 +374,7 @@ def build_plan(
     if job.kind != "individual":
         raise PlanError(f"a {job.kind} job is not a single-stream job")
     params = job.params
-    obs, mp4, hls, rtmp_urls = _outputs(job, publish_domain)
+    outputs = _outputs(job, publish_domain)
     video = None
     # spec Table 4-26: video_type defaults to CAMERASTREAM; the media plane forwards the stream it names.
     if source.video_codec is not None:
@@ -387,23 +387,7 @@ def build_plan(
     # spec Table 4-26: is_record_audio defaults to true
     if params.get("is_record_audio", True) and source.audio_codec is not None:
         audio = AudioInput(codec=source.audio_codec.upper(), endpoint=audio_endpoint)
-    return RecordingPlan(
-        job_id=job.job_id,
-        app_id=job.app_id,
-        room_id=job.room_id,
-        stream_name=job.stream_name,
-        location=obs["location"],
-        bucket=obs["bucket"],
-        spool_dir=str(spool_dir),
-        video=video,
-        audio=audio,
-        mp4=mp4,
-        hls=hls,
-        encoding=encoding or Encoding(),
-        timing=timing or Timing(),
-        rtmp_urls=rtmp_urls,
-        outbound_allow=outbound_allow,
-    )
+    return _plan(job, outputs, spool_dir, encoding, timing, outbound_allow, video=video, audio=audio)
 
 
 def build_mix_plan(
@@ -433,7 +417,23 @@ def build_mix_plan(
         codecs = (H264, VP8) if s.kind == "video" else (OPUS,)
         if s.codec not in codecs:
             raise PlanError(f"{s.key}: codec {s.codec} cannot be mixed ({' or '.join(codecs)})")
-    obs, mp4, hls, rtmp_urls = _outputs(job, publish_domain)
+    outputs = _outputs(job, publish_domain)
+    mix = MixInput(endpoint=endpoint, encode_template=template, params=mix_param, streams=streams, images=images)
+    return _plan(job, outputs, spool_dir, encoding, timing, outbound_allow, video=None, audio=None, mix=mix)
+
+
+def _plan(
+    job: JobSpec,
+    outputs: tuple[dict[str, Any], Mp4Output | None, HlsOutput | None, tuple[str, ...]],
+    spool_dir: Path,
+    encoding: Encoding | None,
+    timing: Timing | None,
+    outbound_allow: tuple[str, ...],
+    **media: Any,
+) -> RecordingPlan:
+    """What single-stream and mixed plans share (the job, its outputs, spool and settings), with ``media``:
+    ``video`` and ``audio``, or ``mix``."""
+    obs, mp4, hls, rtmp_urls = outputs
     return RecordingPlan(
         job_id=job.job_id,
         app_id=job.app_id,
@@ -442,15 +442,13 @@ def build_mix_plan(
         location=obs["location"],
         bucket=obs["bucket"],
         spool_dir=str(spool_dir),
-        video=None,
-        audio=None,
         mp4=mp4,
         hls=hls,
         encoding=encoding or Encoding(),
         timing=timing or Timing(),
         rtmp_urls=rtmp_urls,
         outbound_allow=outbound_allow,
-        mix=MixInput(endpoint=endpoint, encode_template=template, params=mix_param, streams=streams, images=images),
+        **media,
     )
 
 
