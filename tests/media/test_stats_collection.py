@@ -45,6 +45,10 @@ def lossy_receivers(monkeypatch: pytest.MonkeyPatch) -> set[RTCRtpReceiver]:
     return lossy
 
 
+async def _started(poller: Any) -> None:
+    poller.start()
+
+
 async def consume(track: Any) -> None:
     with contextlib.suppress(Exception):
         while True:
@@ -97,13 +101,17 @@ async def test_loss_on_a_downlink_shows_in_samples_events_and_rollups(
 
         assert svc.stats_janus is not None
 
+        # The test polls Janus itself, every 3.5 s: the server's own 5 s poller is paused meanwhile, as a poll
+        # of its own a moment after one of the test's would make a window too short to measure loss in.
+        await on_server(svc.stats_janus.stop())
         last_poll = [time.monotonic()]
         await on_server(svc.stats_janus.poll())  # the first poll takes the counters
 
         async def lossy_downlink() -> list[QosSample]:
-            # The SFU's view, besides the clients' reports, every 2.5 s: Janus learns the downlink loss from
-            # the client's RTCP receiver reports, which come about once a second.
-            if time.monotonic() - last_poll[0] >= 2.5:
+            # The SFU's view, besides the clients' reports, every 3.5 s: Janus learns the downlink loss from
+            # the client's RTCP receiver reports, which aiortc sends every 0.5-1.5 s: a window's lost count
+            # spans its 3.5 s give or take 1.5 s, so each window reads 20 % loss as 11-29 %.
+            if time.monotonic() - last_poll[0] >= 3.5:
                 last_poll[0] = time.monotonic()
                 await on_server(svc.stats_janus.poll())
             await on_server(svc.stats_collector.writer.flush())
@@ -126,6 +134,8 @@ async def test_loss_on_a_downlink_shows_in_samples_events_and_rollups(
     finally:
         for task in tasks:
             task.cancel()
+        if svc.stats_janus is not None:
+            await on_server(_started(svc.stats_janus))
         await bob.leave()
         await alice.leave()
 

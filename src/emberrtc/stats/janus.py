@@ -12,9 +12,13 @@ the previous poll becomes a ``stats_qos_samples`` row with ``source`` = ``janus`
 - downlink (Janus sends): packets sent, ``lost-by-remote`` (the loss the client reported in RTCP),
   ``jitter-remote``, ``rtt``, bit rate from bytes sent, NACKs received, ``out-link-quality``.
 
-Loss is lost / (packets + lost) over the interval. Janus reports jitter and RTT in milliseconds. Camera
-audio goes to the ``a`` columns, camera video to ``v``, screen video to ``d``. The first poll of a handle
-only records its counters. Janus itself runs on this node, so each node polls its own.
+Loss over the interval is lost / (packets + lost) on an uplink and lost-by-remote / packets sent on a
+downlink (the packets the client lost are among those Janus sent). A downlink's lost count moves only when
+the client's RTCP receiver report arrives (about every second), so a window's figure is off by up to a
+report's worth of packets: the default 5 s windows keep that small, and it evens out over consecutive ones.
+Janus reports jitter and RTT in milliseconds. Camera audio goes to the ``a`` columns, camera video to ``v``,
+screen video to ``d``. The first poll of a handle only records its counters.
+Janus itself runs on this node, so each node polls its own.
 """
 
 from __future__ import annotations
@@ -90,9 +94,11 @@ def janus_rows(
         p = "a" if kind == "audio" else ("v" if view.stream == "camera" else "d")
         if p == "a" and view.stream != "camera":
             continue
-        total = d["packets"] + d["lost"]
+        # Uplink: Janus counts what arrived, so the lost ones come on top. Downlink: the lost ones are among
+        # the packets Janus sent (the client's RTCP says how many of them never arrived).
+        total = d["packets"] + d["lost"] if view.direction == "uplink" else d["packets"]
         cols[f"{p}bit"] = d["bytes"] * 8 / 1000 / seconds
-        cols[f"{p}loss"] = d["lost"] / total if total else None
+        cols[f"{p}loss"] = min(1.0, d["lost"] / total) if total else None
         if current["jitter"] >= 0:
             cols[f"{p}jitter"] = current["jitter"]
         if current["rtt"] > 0:  # 0: no RTCP round trip measured yet
