@@ -14,6 +14,7 @@ import pytest
 
 from emberrtc.domain.clock import ManualClock
 from emberrtc.domain.room_session import join_signature
+from emberrtc.store.models import AbnormalEvent
 from tests.conftest import token_for
 from tests.console.conftest import Console
 from tests.console.recording import record_file
@@ -135,6 +136,34 @@ def test_usage_page_draws_the_statistics(
     ).json()
     assert usage["usage"][-1]["total_duration"] == 3
     assert page.count("<rect") == 1 and "0.05 min" in page
+
+
+def test_usage_page_draws_abnormal_events_by_cause(
+    console: Console, server: ServerThread, api: httpx.Client, app_id: str
+) -> None:
+    now = server.clock.now()
+
+    def event(t: float, user: str, kind: int, factor: int) -> AbnormalEvent:
+        stage = "join_room" if kind == 1 else "communication"
+        return AbnormalEvent(
+            time=t, app_id=app_id, room_id="r1", user_id=user, stage=stage, location="local", peer_uid="",
+            abnormal_type=kind, abnormal_factor=factor,
+        )  # fmt: skip
+
+    rows = [event(now - 30, u, 2, 14) for u in ("bob", "carol", "dave")] + [event(now - 5, "erin", 1, 1)]
+    rows.append(event(now - 7200, "old", 3, 13))  # before the last hour: not counted
+    assert server.services is not None
+    server.call(server.services.db.run(lambda s: s.add_all(rows)))
+    page = console.get(f"/console/apps/{app_id}/usage").text
+    # The chart has the statistics API's figures (5.12): users per cause, most first.
+    dims = api.get("/v1/rtc/data/abnormal-event/dimension", params={"app": app_id, "dimension": "abnormal_factor"})
+    assert [d["user_count"] for d in dims.json()["dimensions"]] == [3, 1]
+    chart = page.split('aria-label="Users with abnormal events, by cause, last hour"', 1)[1].split("</svg>", 1)[0]
+    labels = re.findall(r'fill="currentColor">([^<]+)</text>', chart)
+    assert labels == ["Video freeze: Downlink video packet loss", "3", "Slow join: Link setup failure", "1"]
+    widths = [float(w) for w in re.findall(r'<rect [^>]*width="([0-9.]+)"', chart)]
+    assert len(widths) == 2 and abs(widths[0] - 3 * widths[1]) < 0.2
+    assert 'Abnormal events, last hour <span class="muted">(4)</span>' in page
 
 
 def test_try_it_makes_a_signed_join_link(console: Console, api: httpx.Client, app_id: str, clock: ManualClock) -> None:

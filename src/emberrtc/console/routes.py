@@ -27,7 +27,7 @@ from emberrtc.api.schemas.record_rules import RecordRuleBody
 from emberrtc.bootstrap import Services
 from emberrtc.callbacks.test_event import TestOutcome, send_test_event
 from emberrtc.console import pages
-from emberrtc.console.charts import Chart, Point
+from emberrtc.console.charts import CategoryChart, Chart, Point
 from emberrtc.console.forms import Form, FormError, read_form, validate
 from emberrtc.console.session import (
     PRE_SESSION_COOKIE,
@@ -699,6 +699,10 @@ async def dismiss_room(request: Request, session: ConsoleSession, form: Form) ->
 # --- usage and quality -----------------------------------------------------------------------------------
 
 
+#: Short names of the abnormal event types (spec 5.11 Table 5-75) for chart rows; the table lists the full ones.
+ABNORMAL_SHORT = {1: "Slow join", 2: "Video freeze", 3: "Audio freeze"}
+
+
 def _minute_label(text: str) -> str:
     return text[11:16]  # "YYYY-MM-DDThh:mm:ssZ" -> "hh:mm"
 
@@ -706,7 +710,7 @@ def _minute_label(text: str) -> str:
 @_page("/apps/{app_id}/usage")
 async def usage_page(request: Request, session: ConsoleSession) -> Response:
     """The statistics API's reads (spec 5.3, 5.5, 5.7) for the last hour and the last 14 days, as charts,
-    and the last hour's abnormal events (5.11)."""
+    and the last hour's abnormal events: users by cause (5.12) as a chart, the events (5.11) as a table."""
     svc = services_of(request)
     app_id = _app_id(request)
     app = await _app(svc, session, app_id)
@@ -739,6 +743,20 @@ async def usage_page(request: Request, session: ConsoleSession) -> Response:
             )
         )
     abnormal = await q.abnormal_events(session.who, AbnormalQuery(app_id, None, None, hour, QueryPage(50, 0), ()))
+    by_cause = await q.abnormal_dimension(
+        session.who, AbnormalQuery(app_id, None, None, hour, QueryPage(50, 0), ("abnormal_type", "abnormal_factor"))
+    )
+    abnormal_chart = CategoryChart(
+        "Users with abnormal events, by cause, last hour",
+        "users",
+        [
+            Point(
+                f"{ABNORMAL_SHORT.get(d['abnormal_type'], 'Other')}: {d['abnormal_factor_desc']}",
+                d["user_count"],
+            )
+            for d in by_cause["dimensions"]
+        ],
+    )
     return pages.render(
         request,
         "usage.html",
@@ -747,6 +765,7 @@ async def usage_page(request: Request, session: ConsoleSession) -> Response:
         tab="usage",
         charts=charts,
         abnormal=abnormal,
+        abnormal_chart=abnormal_chart,
         as_of=spec_second(now),
         title=f"Usage - {app['app_name']}",
     )
