@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -51,11 +52,12 @@ from emberrtc.domain.errors import (
     RateLimited,
     Unauthenticated,
 )
-from emberrtc.domain.job import INDIVIDUAL, MIX
-from emberrtc.domain.live_room import live_rooms
-from emberrtc.domain.mix_layout import AUDIO_ONLY
+from emberrtc.domain.job import INDIVIDUAL, MIX, STOPPED
+from emberrtc.domain.live_room import live_rooms, room_nodes
+from emberrtc.domain.mix_layout import AUDIO_ONLY, parse_encode_template
 from emberrtc.domain.recording_file import STORED, RecordingFile, list_files
 from emberrtc.domain.room_session import join_signature
+from emberrtc.recording.mix_preview import PREVIEW_WIDTH
 from emberrtc.stats.queries import AbnormalQuery, Days, SeriesQuery, UsageQuery, Window, spec_second, today
 from emberrtc.stats.queries import Page as QueryPage
 
@@ -498,6 +500,40 @@ def _download_url(svc: Services, f: RecordingFile) -> str | None:
         return None
 
 
+@dataclass(frozen=True)
+class Preview:
+    """Where a running mixed job's live picture is: ``here`` (this node's worker writes it: the page shows
+    it), ``node`` (another node's worker does: the page says which), or neither (no media yet)."""
+
+    job_id: str
+    room_id: str
+    here: bool
+    node: str | None
+    width: int  # the preview's size (mix_preview: 320 wide, the canvas's ratio), for the page's layout
+    height: int
+
+
+async def _previews(svc: Services, session: ConsoleSession, app_id: str, jobs: list[dict[str, Any]]) -> list[Preview]:
+    """The app's unfinished mixed jobs with a picture, and where their previews are."""
+    mixed = [
+        j
+        for j in jobs
+        if j["kind"] == MIX and j["state"] != STOPPED and j["mix_param"].get("encode_template") != AUDIO_ONLY
+    ]
+    if not mixed:
+        return []
+    nodes = await room_nodes(svc.db, session.who, app_id, {j["room_id"] for j in mixed})
+    out = []
+    for j in mixed:
+        here = svc.recorder is not None and svc.recorder.records_here(j["job_id"])
+        node = nodes.get(j["room_id"])
+        elsewhere = node if svc.cluster is not None and node is not None and node != svc.settings.node_id else None
+        size = parse_encode_template(j["mix_param"]["encode_template"]) or (PREVIEW_WIDTH, PREVIEW_WIDTH * 9 // 16)
+        height = round(size[1] * PREVIEW_WIDTH / size[0])
+        out.append(Preview(j["job_id"], j["room_id"], here, None if here else elsewhere, PREVIEW_WIDTH, height))
+    return out
+
+
 async def _jobs_page(
     request: Request,
     session: ConsoleSession,
@@ -523,6 +559,7 @@ async def _jobs_page(
         app=app,
         tab="jobs",
         jobs=jobs,
+        previews=await _previews(svc, session, app_id, jobs),
         files=files,
         error=error,
         mix_error=mix_error,
@@ -558,6 +595,22 @@ async def start_mix_job(request: Request, session: ConsoleSession, form: Form) -
     except EmberError as exc:
         return await _jobs_page(request, session, status=exc.status, mix_error=FormError.of(exc), values=form)
     return pages.redirect(_app_url(_app_id(request), "jobs"))
+
+
+@_page("/apps/{app_id}/jobs/{job_id}/preview.jpg")
+async def job_preview(request: Request, session: ConsoleSession) -> Response:
+    """The live preview of the tenant's own running mixed job (a JPEG a few seconds old), when this node's
+    worker records it; 404 (plain text) when there is no picture here. Another tenant's or app's job is
+    ``RTC.00001008`` (JobNotExist), as on the API. The file is found by the job's ID
+    in this node's recorder: nothing from the request names a path."""
+    svc = services_of(request)
+    job = await svc.jobs.show(session.who, _app_id(request), str(request.path_params["job_id"]), MIX)
+    data = None
+    if job["state"] != STOPPED and svc.recorder is not None:
+        data = await asyncio.to_thread(svc.recorder.preview, job["job_id"])
+    if data is None:
+        return pages.secure(Response("no preview on this node now", status_code=404, media_type="text/plain"))
+    return pages.secure(Response(data, media_type="image/jpeg"))
 
 
 @_action("/apps/{app_id}/jobs/{job_id}/stop", None)

@@ -52,7 +52,33 @@ function followRooms() {
   });
 }
 
+// Jobs: a running mixed job's live preview, fetched again every 2 s (the worker rewrites it as often). The
+// next picture is loaded aside and swapped in whole; while there is none the last one stays.
+const PREVIEW_MS = 2000;
+function refreshPreviews() {
+  const images = document.querySelectorAll("img[data-preview]");
+  if (!images.length) return;
+  let round = 0;
+  window.emberPreviews = { loaded: 0 };
+  setInterval(() => {
+    round += 1;
+    for (const img of images) {
+      const base = img.src.split("?")[0];
+      const next = new Image();
+      const status = img.closest("figure").querySelector(".preview-status");
+      next.onload = () => {
+        img.src = next.src;
+        window.emberPreviews.loaded += 1;
+        if (status) status.textContent = "updated " + new Date().toLocaleTimeString();
+      };
+      next.onerror = () => { if (status) status.textContent = "no new picture (the job may have ended: reload)"; };
+      next.src = base + "?n=" + round;
+    }
+  }, PREVIEW_MS);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   attachPlayers();
   followRooms();
+  refreshPreviews();
 });
