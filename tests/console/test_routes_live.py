@@ -14,7 +14,7 @@ import pytest
 
 from emberrtc.domain.clock import ManualClock
 from emberrtc.domain.room_session import join_signature
-from emberrtc.store.models import AbnormalEvent
+from emberrtc.store.models import AbnormalEvent, Room
 from tests.conftest import token_for
 from tests.console.conftest import Console
 from tests.console.recording import record_file
@@ -236,3 +236,40 @@ def test_starting_a_mixed_job_with_the_layout_picker(
     assert job["mix_param"]["layout_template"] == "screen_share_left"
     assert job["mix_param"]["encode_template"] == "1280x720_15_2260"
     assert job["record_param"]["record_rule_id"] == rule
+
+
+def test_a_mixed_jobs_preview_names_the_node_that_mixes_it(
+    console: Console, server: ServerThread, api: httpx.Client, app_id: str, tenant: TenantInfo
+) -> None:
+    rule = api.post(
+        f"/v2/apps/{app_id}/record-rules",
+        json={
+            "obs_addr": {"location": "cn-north-4", "project_id": tenant.project_id, "bucket": "recordings"},
+            "record_formats": ["MP4"],
+            "mp4_config": {"record_cycle": 60},
+        },
+    ).json()["rule_id"]
+    assert console.post(f"/console/apps/{app_id}/jobs/mix", _mix_form(rule, room_id="far")).status_code == 303
+    (job_id,) = re.findall(r'/jobs/([0-9a-f]{32})/stop"', console.get(f"/console/apps/{app_id}/jobs").text)
+    preview = f"/console/apps/{app_id}/jobs/{job_id}/preview.jpg"
+    # Nobody publishes yet: no picture, and the page says why.
+    page = console.get(f"/console/apps/{app_id}/jobs").text
+    assert "No picture yet" in page and preview not in page
+    missing = console.get(preview)
+    assert missing.status_code == 404 and missing.headers["content-type"].startswith("text/plain")
+    # The room runs on another node of the cluster (its media plane, so its mixing): the page names it.
+    room = Room(room_uid="r" * 32, app_id=app_id, room_id="far", state="RUNNING", start_time=server.clock.now(),
+                node_id="node-b")  # fmt: skip
+    assert server.services is not None
+    server.call(server.services.db.run(lambda s: s.add(room)))
+    page = console.get(f"/console/apps/{app_id}/jobs").text
+    assert "Preview on node <code>node-b</code>" in page and preview not in page
+    assert console.get(preview).status_code == 404  # this node has no picture of it
+    # Another job ID, or another app's job: the API's errors, never a picture.
+    other = console.get(f"/console/apps/{app_id}/jobs/{'0' * 32}/preview.jpg")
+    assert other.status_code == 404 and "RTC.00001008" in other.text
+    elsewhere = console.get(f"/console/apps/{'1' * 32}/jobs/{job_id}/preview.jpg")
+    assert elsewhere.status_code == 404 and "RTC.00001015" in elsewhere.text
+    # Stopped: no preview at all.
+    assert console.post(f"/console/apps/{app_id}/jobs/{job_id}/stop", {"kind": "mix"}).status_code == 303
+    assert "Live previews" not in console.get(f"/console/apps/{app_id}/jobs").text

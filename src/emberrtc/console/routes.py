@@ -527,7 +527,7 @@ async def _previews(svc: Services, session: ConsoleSession, app_id: str, jobs: l
     for j in mixed:
         here = svc.recorder is not None and svc.recorder.records_here(j["job_id"])
         node = nodes.get(j["room_id"])
-        elsewhere = node if svc.cluster is not None and node is not None and node != svc.settings.node_id else None
+        elsewhere = node if node is not None and node != svc.settings.node_id else None  # rooms name nodes in a cluster
         size = parse_encode_template(j["mix_param"]["encode_template"]) or (PREVIEW_WIDTH, PREVIEW_WIDTH * 9 // 16)
         height = round(size[1] * PREVIEW_WIDTH / size[0])
         out.append(Preview(j["job_id"], j["room_id"], here, None if here else elsewhere, PREVIEW_WIDTH, height))
