@@ -10,6 +10,7 @@ signed-in tenant by the domain services (another tenant's app is ``RTC.00001015`
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -70,7 +71,7 @@ LIVE_STREAM_SECONDS = 300.0
 #: How long a join link made on the "Try it" page is valid.
 TRY_LINK_SECONDS = 3600
 #: The mixed job form's choices: the reference's encode templates (Table 4-175), biggest first, and the
-#: layouts a form can describe (``custom`` needs panes: use the API for it).
+#: layouts (``custom`` with the panes editor's rows as its ``layout_panes``, Table 4-176).
 ENCODE_TEMPLATE_CHOICES = [
     *sorted(
         (t.replace("*", "x") for t in ENCODE_TEMPLATES), key=lambda t: [-int(n) for n in t.replace("x", "_").split("_")]
@@ -81,7 +82,14 @@ LAYOUT_CHOICES = [
     ("nine_grids_view", "Grid: everyone in equal cells"),
     ("screen_share_left", "Screen share left, cameras on the right"),
     ("screen_share_right", "Screen share right, cameras on the left"),
+    ("custom", "Custom: the panes below"),
 ]
+#: A pane row of the custom layout editor: its fields (Table 4-176), named ``pane_<field>`` in the form,
+#: one value per row in order. A row whose typed fields are all blank is no pane (a spare row).
+PANE_FIELDS = ("user_id", "video_type", "x", "y", "width", "height", "zorder", "crop_mode")
+_PANE_TYPED = ("user_id", "x", "y", "width", "height", "zorder")
+VIDEO_TYPES = ("CAMERASTREAM", "SCREENSTREAM")
+CROP_MODES = ("KEEP_RATIO_CROP", "KEEP_RATIO_PADDING")
 RECORD_RULE_FIELDS = {
     "mp4_config": ("record_cycle", "record_prefix", "record_max_duration_to_merge_file"),
     "hls_config": ("record_cycle", "record_prefix", "record_slice_duration", "record_max_duration_to_merge_file"),
@@ -534,6 +542,33 @@ async def _previews(svc: Services, session: ConsoleSession, app_id: str, jobs: l
     return out
 
 
+def pane_rows(form: Form) -> list[dict[str, str]]:
+    """The panes editor's rows that are not blank, in order, each field stripped ("" when not sent)."""
+    columns = {f: form.all(f"pane_{f}") for f in PANE_FIELDS}
+    count = max(len(values) for values in columns.values())
+    rows = [{f: (v[i] if i < len(v) else "").strip() for f, v in columns.items()} for i in range(count)]
+    return [row for row in rows if any(row[f] for f in _PANE_TYPED)]
+
+
+def _panes_error(form: Form, error: FormError | None) -> FormError | None:
+    """The error to show in the panes editor: about a pane, or the layout rules' (``mix_param``) with custom."""
+    if error is None:
+        return None
+    if error.about("mix_param.layout_panes"):
+        return error
+    if error.field == "mix_param" and form.get("layout_template") == "custom":
+        return error
+    return None
+
+
+def _pane_field_error(error: FormError | None) -> bool:
+    """Is the error about one field of one row (shown next to it), rather than the panes as a whole?"""
+    if error is None:
+        return False
+    match = re.fullmatch(r"mix_param\.layout_panes\.\d+\.(\w+)", error.field)
+    return match is not None and match.group(1) in PANE_FIELDS
+
+
 async def _jobs_page(
     request: Request,
     session: ConsoleSession,
@@ -564,6 +599,11 @@ async def _jobs_page(
         error=error,
         mix_error=mix_error,
         values=values if values is not None else Form([]),
+        panes=pane_rows(values) if values is not None else [],
+        panes_error=_panes_error(values or Form([]), mix_error),
+        panes_error_in_row=_pane_field_error(mix_error),
+        pane_video_types=VIDEO_TYPES,
+        pane_crop_modes=CROP_MODES,
         rules=rules,
         encode_templates=ENCODE_TEMPLATE_CHOICES,
         layouts=LAYOUT_CHOICES,
@@ -582,6 +622,8 @@ async def start_mix_job(request: Request, session: ConsoleSession, form: Form) -
     mix: dict[str, Any] = {"room_id": form.get("room_id").strip(), "encode_template": form.get("encode_template")}
     if (layout := form.optional("layout_template")) is not None:
         mix["layout_template"] = layout
+    if layout == "custom":  # the editor's rows, blanks left out: the API's model and rules check them
+        mix["layout_panes"] = [{f: v for f, v in row.items() if v} for row in pane_rows(form)]
     if (idle := form.optional("max_idle_time")) is not None:
         mix["max_idle_time"] = idle
     data: dict[str, Any] = {"mix_param": mix}
