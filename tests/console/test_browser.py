@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from emberrtc.store.models import AbnormalEvent
 from tests.conftest import make_settings, make_tenant, token_for
 from tests.console.browser import fill, go, loaded, press, shot, text, type_text
 from tests.console.recording import record_file
@@ -154,8 +155,23 @@ async def test_the_console_in_chromium(server: ServerThread, shots: Path) -> Non
         await shot(page, shots, "08-rooms")
         await shot(page, shots, "08-rooms-phone", width=390)
 
+        # Abnormal events of the last hour (as the statistics collector writes them): a chart by cause.
+        assert server.services is not None
+        now = server.services.clock.now()
+        events = [
+            AbnormalEvent(time=now - 60 * i, app_id=app_id, room_id="room1", user_id=user, stage=stage,
+                          location="local", peer_uid="", abnormal_type=kind, abnormal_factor=factor)
+            for i, (user, stage, kind, factor) in enumerate(
+                [("bob", "communication", 2, 14), ("carol", "communication", 2, 14), ("dave", "join_room", 1, 1),
+                 ("bob", "communication", 3, 13)]
+            )
+        ]  # fmt: skip
+        assert server.services is not None
+        server.call(server.services.db.run(lambda s: s.add_all(events)))
         await go(page, f"{base}/console/apps/{app_id}/usage")
         assert await page.evaluate("document.querySelectorAll('svg.chart rect').length") >= 1  # today's recording
+        abnormal = "document.querySelector('.abnormal-chart svg')"
+        assert await page.evaluate(f"{abnormal}.querySelectorAll('rect').length") == 3  # three causes
         await shot(page, shots, "09-usage")
         await shot(page, shots, "09-usage-phone", width=390)
 
