@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from emberrtc.recording.mix_pipeline import MixPipeline
-from emberrtc.recording.mix_preview import PREVIEW
+from emberrtc.recording.mix_preview import MAX_AGE, PREVIEW, read_preview
 from emberrtc.recording.plan import (
     Endpoint,
     HlsOutput,
@@ -466,6 +466,10 @@ def test_the_live_preview_is_a_small_jpeg_of_the_composite(tmp_path: Path) -> No
     assert colour_distance(cell_rgb(frame, 0, 0, 160, 240), RED) < 40, cell_rgb(frame, 0, 0, 160, 240)
     assert colour_distance(cell_rgb(frame, 160, 0, 160, 240), BLUE) < 40, cell_rgb(frame, 160, 0, 160, 240)
     assert not preview.path.with_name(PREVIEW + ".tmp").exists()
+    # Served while fresh: an old picture (the output stopped) is not taken for the room now.
+    written = preview.path.stat().st_mtime
+    assert read_preview(preview.path.parent, written + 1) == preview.path.read_bytes()
+    assert read_preview(preview.path.parent, written + MAX_AGE + 1) is None
     d.pipeline.close()
     assert not preview.path.exists()  # the output ended: no stale picture is left for a live one
 

@@ -29,6 +29,8 @@ PREVIEW = ".preview.jpg"
 PREVIEW_INTERVAL = 2.0
 #: The preview's width in pixels (the height keeps the canvas's ratio, even).
 PREVIEW_WIDTH = 320
+#: A preview older than this is not shown: the output has stopped (nobody publishes, a worker restarts).
+MAX_AGE = 5 * PREVIEW_INTERVAL
 _QUALITY = 5  # MJPEG qscale (2 best .. 31 worst): a small file that still shows who is where
 
 
@@ -87,3 +89,15 @@ class PreviewWriter:
         """The job's output ended: no preview is left to be taken for a live one."""
         with contextlib.suppress(OSError):
             self.path.unlink()
+
+
+def read_preview(spool: Path, now: float, max_age: float = MAX_AGE) -> bytes | None:
+    """The job's preview if one was written within ``max_age`` seconds of ``now`` (wall clock, as the file's
+    modification time); None when there is none, or only an old one."""
+    path = spool / PREVIEW
+    try:
+        if now - path.stat().st_mtime > max_age:
+            return None
+        return path.read_bytes()
+    except OSError:
+        return None

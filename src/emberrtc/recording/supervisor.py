@@ -49,7 +49,7 @@ from emberrtc.domain.errors import EmberError, RecordingFault
 from emberrtc.domain.mix_layout import AUDIO_ONLY
 from emberrtc.domain.ports import JobSpec
 from emberrtc.recording import reports
-from emberrtc.recording.mix_preview import PREVIEW
+from emberrtc.recording.mix_preview import read_preview
 from emberrtc.recording.outputs import FileTarget, JobRef
 from emberrtc.recording.plan import (
     Encoding,
@@ -293,16 +293,13 @@ class RecordingSupervisor:
         return j is not None and not j.stopping
 
     def preview(self, job_id: str) -> bytes | None:
-        """The mixed job's live preview (``mix_preview``: a small JPEG of the composite, at most a few
-        seconds old) when its worker runs here and has composed a picture; None otherwise. Only the job's
-        ID names the file: the folder is the job's spool, the name fixed."""
+        """The mixed job's live preview (``mix_preview``: a small JPEG of the composite) when its worker runs
+        here and composed a picture lately; None otherwise (no media yet, the output stopped). Only the
+        job's ID names the file: the folder is the job's spool, the name fixed."""
         j = self._running.get(job_id)
         if j is None or j.stopping or j.plan.mix is None or j.plan.mix.audio_only:
             return None
-        try:
-            return (Path(j.plan.spool_dir) / PREVIEW).read_bytes()
-        except OSError:  # no picture yet (waiting for media), or the output just ended
-            return None
+        return read_preview(Path(j.plan.spool_dir), time.time())
 
     # --- for the media plane ---------------------------------------------------------------------------------
 
