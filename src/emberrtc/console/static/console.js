@@ -60,6 +60,15 @@ function refreshPreviews() {
   if (!images.length) return;
   let round = 0;
   window.emberPreviews = { loaded: 0 };
+  for (const img of images) {
+    // The worker may not have composed its first picture yet: say so rather than show a broken image.
+    img.addEventListener("error", () => {
+      img.hidden = true;
+      const status = img.closest("figure").querySelector(".preview-status");
+      if (status) status.textContent = "waiting for the first picture";
+    });
+    img.addEventListener("load", () => { img.hidden = false; });
+  }
   setInterval(() => {
     round += 1;
     for (const img of images) {
