@@ -30,9 +30,9 @@ import pytest
 from emberrtc.client import ColourVideoTrack, RoomClient
 from emberrtc.synthetic import colour_distance
 from tests.conftest import make_settings, make_tenant, token_for
-from tests.console.browser import fill, go, loaded, shot, sign_in, text
+from tests.console.browser import fill, go, loaded, press, shot, sign_in, text
 from tests.console.conftest import Console
-from tests.media.chromium import Chromium, chromium_skip_reason
+from tests.media.chromium import Chromium, Page, chromium_skip_reason
 from tests.media.conftest import MEDIA_IP, media_skip_reason
 from tests.support.server import ServerThread, TenantInfo, free_port
 
@@ -93,6 +93,26 @@ def _wait_running(server: ServerThread, tenant: TenantInfo, app_id: str, job_id:
                 return
             assert time.monotonic() < deadline, f"job still {job['state']}: {job.get('description')}"
             time.sleep(0.2)
+
+
+async def _new_tab(browser: Chromium, path: str, seconds: float) -> Page:
+    """The tab the page opened (target discovery on: ``Target.targetCreated``, then ``targetInfoChanged`` as
+    it navigates) once it shows ``path``, attached."""
+    deadline = time.monotonic() + seconds
+    while True:
+        events = browser.events_so_far("Target.targetCreated") + browser.events_so_far("Target.targetInfoChanged")
+        found = [
+            e["params"]["targetInfo"]
+            for e in events
+            if e["params"]["targetInfo"]["type"] == "page"
+            and e["params"]["targetInfo"]["url"].split("#")[0].endswith(path)
+        ]
+        if found:
+            break
+        assert time.monotonic() < deadline, f"no new tab showing {path}"
+        await asyncio.sleep(0.05)
+    attached = await browser.send("Target.attachToTarget", {"targetId": found[0]["targetId"], "flatten": True})
+    return Page(browser, attached["sessionId"])
 
 
 def _cell(rgb: np.ndarray, x: int, y: int, w: int, h: int) -> tuple[int, int, int]:
@@ -188,9 +208,15 @@ async def test_try_it_joins_the_demo_room_and_shows_on_the_rooms_page(
         link = await page.evaluate("document.getElementById('try-link').href")
         assert link.startswith(f"{server.url}/demo#")
         await shot(page, shots, "15-try-it-link")
-        # The link opens the demo page (a new tab in a browser: here the same one), which joins at a click
-        # with the server's signature and Chromium's fake camera.
-        await loaded(page, "location.href = document.getElementById('try-link').href")
+        # The link opens the demo page in a new tab: focused and Enter pressed, as with the keyboard.
+        await browser.send("Target.setDiscoverTargets", {"discover": True})
+        browser.events_so_far("Target.targetCreated")  # (the tabs so far)
+        await page.evaluate("document.getElementById('try-link').focus()")
+        await press(page, "Enter")
+        demo = await _new_tab(browser, "/demo", 10)
+        await demo.wait_for("document.readyState === 'complete' && window.emberDemo", 10)
+        assert await demo.evaluate("location.pathname") == "/demo"
+        page = demo
         assert await page.evaluate("document.getElementById('app_key').value") == ""  # no key in the page
         await page.evaluate("document.getElementById('join').click()")
         status = await page.wait_for(
