@@ -4,8 +4,8 @@
   composes them; the page shows the job's preview and refreshes it, and the picture it shows (fetched as
   the page fetches it, decoded with PyAV) has red on the left and blue on the right, as the nine-grid
   layout places them. Another tenant asking for the same preview gets the API's ``JobNotExist``.
-- Try it: the console's form makes a server-signed join link; the demo page it opens joins the room with
-  Chromium's fake camera, and the participant shows on the live rooms page.
+- Try it: the console's form makes a server-signed join link; opened with the keyboard (a new tab), the
+  demo page joins the room with Chromium's fake camera, and the participant shows on the live rooms page.
 
 Marked ``media``: Janus and the test network namespace (``scripts/netns.sh``), as the other media tests.
 """

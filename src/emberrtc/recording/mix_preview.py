@@ -5,9 +5,9 @@ node whose worker writes it). Cheap by construction: once per :data:`PREVIEW_INT
 canvas the compositor already made is scaled down to :data:`PREVIEW_WIDTH` pixels wide (one reused swscale
 context, area averaging) and encoded as a JPEG: measured 1.0 ms for a 1280x720 canvas, 1.6 ms for 1920x1080
 (noise, the worst case for the encoder), every two seconds, against a compose and an H.264 encode every
-frame. The file is
-written beside itself and renamed over the previous one, so a reader sees a whole picture or the one
-before, never half of one. It is a dot file, like the spool's other marks: never taken for a recording.
+frame. It runs in the worker's loop, as the recording's own writers do (they write far more there than a
+file of about 15 KB every 2 s). The file is written beside itself and renamed over the previous one, so a
+reader sees a whole picture or the one before, never half of one. It is a dot file, like the spool's other marks: never taken for a recording.
 """
 
 from __future__ import annotations
