@@ -7,7 +7,8 @@ context, area averaging) and encoded as a JPEG: measured 1.0 ms for a 1280x720 c
 (noise, the worst case for the encoder), every two seconds, against a compose and an H.264 encode every
 frame. It runs in the worker's loop, as the recording's own writers do (they write far more there than a
 file of about 15 KB every 2 s). The file is written beside itself and renamed over the previous one, so a
-reader sees a whole picture or the one before, never half of one. It is a dot file, like the spool's other marks: never taken for a recording.
+reader sees a whole picture or the one before, never half of one. It is a dot file, like the spool's
+other marks: never taken for a recording.
 """
 
 from __future__ import annotations
