@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from emberrtc.store.models import AbnormalEvent
 from tests.conftest import make_settings, make_tenant, token_for
 from tests.console.browser import fill, go, loaded, press, shot, text, type_text
 from tests.console.recording import record_file
@@ -154,8 +155,23 @@ async def test_the_console_in_chromium(server: ServerThread, shots: Path) -> Non
         await shot(page, shots, "08-rooms")
         await shot(page, shots, "08-rooms-phone", width=390)
 
+        # Abnormal events of the last hour (as the statistics collector writes them): a chart by cause.
+        assert server.services is not None
+        now = server.services.clock.now()
+        events = [
+            AbnormalEvent(time=now - 60 * i, app_id=app_id, room_id="room1", user_id=user, stage=stage,
+                          location="local", peer_uid="", abnormal_type=kind, abnormal_factor=factor)
+            for i, (user, stage, kind, factor) in enumerate(
+                [("bob", "communication", 2, 14), ("carol", "communication", 2, 14), ("dave", "join_room", 1, 1),
+                 ("bob", "communication", 3, 13)]
+            )
+        ]  # fmt: skip
+        assert server.services is not None
+        server.call(server.services.db.run(lambda s: s.add_all(events)))
         await go(page, f"{base}/console/apps/{app_id}/usage")
         assert await page.evaluate("document.querySelectorAll('svg.chart rect').length") >= 1  # today's recording
+        abnormal = "document.querySelector('.abnormal-chart svg')"
+        assert await page.evaluate(f"{abnormal}.querySelectorAll('rect').length") == 3  # three causes
         await shot(page, shots, "09-usage")
         await shot(page, shots, "09-usage-phone", width=390)
 
@@ -184,4 +200,76 @@ async def test_the_console_in_chromium(server: ServerThread, shots: Path) -> Non
         assert await page.evaluate("location.pathname") == "/console"
         await go(page, f"{base}/console/apps")
         assert await page.evaluate("location.pathname") == "/console"
+    api.close()
+
+
+async def test_a_custom_layout_from_the_panes_editor_in_chromium(server: ServerThread, shots: Path) -> None:
+    reason = chromium_skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    tenant: TenantInfo = make_tenant(server)
+    api = httpx.Client(base_url=server.url, headers={"X-Auth-Token": token_for(server, tenant)})
+    app_id = api.post("/v2/apps", json={"app_name": "panes"}).json()["app_id"]
+    api.post(
+        f"/v2/apps/{app_id}/record-rules",
+        json={
+            "obs_addr": {"location": "cn-north-4", "project_id": tenant.project_id, "bucket": "recordings"},
+            "record_formats": ["MP4"],
+            "mp4_config": {"record_cycle": 60},
+        },
+    )
+    base = server.url
+    async with Chromium(shots.parent / "browser-panes") as browser:
+        page = await browser.open(f"{base}/console")
+        await fill(page, {"user": tenant.name, "password": tenant.password})
+        await loaded(page, "document.querySelector('form[action=\"/console/sign-in\"]').requestSubmit()")
+        await go(page, f"{base}/console/apps/{app_id}/jobs")
+        # The editor shows only with the Custom layout.
+        assert await page.evaluate("document.getElementById('panes').hidden") is True
+        await page.evaluate('document.querySelector(\'input[name="layout_template"][value="custom"]\').click()')
+        assert await page.evaluate("document.getElementById('panes').hidden") is False
+        await fill(page, {"room_id": "stage"})
+        values = {"user_id": "alice", "x": "0", "y": "0", "width": "0.5", "height": "1"}
+        for name, value in values.items():
+            await page.evaluate(f"document.getElementById('pane-0-{name}').value = {json.dumps(value)}")
+        # With the keyboard: Enter on "Add a pane" adds a row and puts the focus in its first field.
+        await page.evaluate("document.querySelector('button[data-add-pane]').focus()")
+        await press(page, "Enter")
+        assert await page.evaluate("document.querySelectorAll('#pane-rows [data-pane]').length") == 2
+        assert await page.evaluate("document.activeElement.id") == "pane-added1-user_id"
+        await type_text(page, "bob")
+        bob = {"x": "1.5", "y": "0", "width": "0.5", "height": "1", "zorder": "1"}
+        for name, value in bob.items():
+            await page.evaluate(f"document.getElementById('pane-added1-{name}').value = {json.dumps(value)}")
+        await page.evaluate("document.getElementById('pane-added1-video_type').value = 'SCREENSTREAM'")
+        # A third row, removed again with its button (the focus goes back to "Add a pane").
+        await page.evaluate("document.querySelector('button[data-add-pane]').click()")
+        rows = "document.querySelectorAll('#pane-rows [data-pane]')"
+        assert await page.evaluate(f"{rows}.length") == 3
+        assert await page.evaluate(f"{rows}[2].querySelector('button').textContent") == "Remove pane 3"
+        await page.evaluate(f"{rows}[2].querySelector('button').click()")
+        assert await page.evaluate(f"{rows}.length") == 2
+        assert await page.evaluate("document.activeElement.hasAttribute('data-add-pane')")
+        # Bob's x is out of range: the API's error next to it, the rows kept.
+        await loaded(page, "document.getElementById('mix-form').requestSubmit()")
+        assert await page.evaluate("document.getElementById('pane-1-x').getAttribute('aria-invalid')") == "true"
+        error = await page.evaluate("document.getElementById('pane-1-x-error').textContent")
+        assert "RTC.00001003" in error and "mix_param.layout_panes.1.x" in error
+        assert await page.evaluate("document.getElementById('pane-1-user_id').value") == "bob"
+        assert await page.evaluate("document.getElementById('panes').hidden") is False
+        await page.evaluate("document.getElementById('pane-1-x').scrollIntoView()")
+        await shot(page, shots, "17-custom-layout-error")
+        await shot(page, shots, "17-custom-layout-error-phone", width=390)
+        await page.evaluate("document.getElementById('pane-1-x').value = '0.5'")
+        await loaded(page, "document.getElementById('mix-form').requestSubmit()")
+        assert await page.evaluate("location.pathname") == f"/console/apps/{app_id}/jobs"
+        job_id = await page.evaluate(
+            "[...document.querySelectorAll('tbody tr')].find((r) => r.textContent.includes('stage'))"
+            ".querySelector('code').textContent"
+        )
+        panes = api.get(f"/v2/apps/{app_id}/mix-stream-jobs/{job_id}").json()["mix_param"]["layout_panes"]
+        assert [(p["user_id"], p["video_type"], p["x"], p.get("zorder")) for p in panes] == [
+            ("alice", "CAMERASTREAM", 0, None),
+            ("bob", "SCREENSTREAM", 0.5, 1),
+        ]
     api.close()

@@ -62,6 +62,17 @@ def test_the_app_key_is_shown_on_demand_only(console: Console, api: httpx.Client
     assert shown.headers["cache-control"] == "no-store"
 
 
+def test_authentication_settings_are_the_apis_and_read_only(console: Console, api: httpx.Client) -> None:
+    app_id = console.post("/console/apps", {"app_name": "authn"}).headers["location"].rsplit("/", 1)[1]
+    auth = api.get(f"/v2/apps/{app_id}").json()["authentication"]
+    page = console.get(f"/console/apps/{app_id}").text
+    facts = page.split("<h2>Authentication</h2>", 1)[1].split("</section>", 1)[0]
+    assert f"<dd>{'yes' if auth['enable'] else 'no'}</dd>" in facts and f"<dd>{auth['expire']} s</dd>" in facts
+    assert auth["update_time"] in facts and "Read only" in facts
+    # No form changes them (the v2 API has no operation for it): only the "Show app key" button posts.
+    assert re.findall(r'<form [^>]*action="([^"]+)"', facts) == [f"/console/apps/{app_id}/app-key"]
+
+
 def test_disable_enable_and_delete(console: Console, api: httpx.Client) -> None:
     app_id = console.post("/console/apps", {"app_name": "switch"}).headers["location"].rsplit("/", 1)[1]
     assert console.post(f"/console/apps/{app_id}/state", {"state": "DEACTIVATION"}).status_code == 303

@@ -14,6 +14,7 @@ import pytest
 
 from emberrtc.domain.clock import ManualClock
 from emberrtc.domain.room_session import join_signature
+from emberrtc.store.models import AbnormalEvent, Room
 from tests.conftest import token_for
 from tests.console.conftest import Console
 from tests.console.recording import record_file
@@ -137,6 +138,34 @@ def test_usage_page_draws_the_statistics(
     assert page.count("<rect") == 1 and "0.05 min" in page
 
 
+def test_usage_page_draws_abnormal_events_by_cause(
+    console: Console, server: ServerThread, api: httpx.Client, app_id: str
+) -> None:
+    now = server.clock.now()
+
+    def event(t: float, user: str, kind: int, factor: int) -> AbnormalEvent:
+        stage = "join_room" if kind == 1 else "communication"
+        return AbnormalEvent(
+            time=t, app_id=app_id, room_id="r1", user_id=user, stage=stage, location="local", peer_uid="",
+            abnormal_type=kind, abnormal_factor=factor,
+        )  # fmt: skip
+
+    rows = [event(now - 30, u, 2, 14) for u in ("bob", "carol", "dave")] + [event(now - 5, "erin", 1, 1)]
+    rows.append(event(now - 7200, "old", 3, 13))  # before the last hour: not counted
+    assert server.services is not None
+    server.call(server.services.db.run(lambda s: s.add_all(rows)))
+    page = console.get(f"/console/apps/{app_id}/usage").text
+    # The chart has the statistics API's figures (5.12): users per cause, most first.
+    dims = api.get("/v1/rtc/data/abnormal-event/dimension", params={"app": app_id, "dimension": "abnormal_factor"})
+    assert [d["user_count"] for d in dims.json()["dimensions"]] == [3, 1]
+    chart = page.split('aria-label="Users with abnormal events, by cause, last hour"', 1)[1].split("</svg>", 1)[0]
+    labels = re.findall(r'fill="currentColor">([^<]+)</text>', chart)
+    assert labels == ["Video freeze: Downlink video packet loss", "3", "Slow join: Link setup failure", "1"]
+    widths = [float(w) for w in re.findall(r'<rect [^>]*width="([0-9.]+)"', chart)]
+    assert len(widths) == 2 and abs(widths[0] - 3 * widths[1]) < 0.2
+    assert 'Abnormal events, last hour <span class="muted">(4)</span>' in page
+
+
 def test_try_it_makes_a_signed_join_link(console: Console, api: httpx.Client, app_id: str, clock: ManualClock) -> None:
     page = console.get(f"/console/apps/{app_id}/try")
     assert page.status_code == 200
@@ -200,10 +229,116 @@ def test_starting_a_mixed_job_with_the_layout_picker(
     assert no_output.status_code == 400 and "RTC.00001005" in no_output.text
     r = console.post(f"/console/apps/{app_id}/jobs/mix", _mix_form(rule, layout_template="screen_share_left"))
     assert r.status_code == 303
-    jobs = [j for j in console.get(f"/console/apps/{app_id}/jobs").text.split("<tr") if "room7" in j]
+    jobs = [j for j in console.get(f"/console/apps/{app_id}/jobs").text.split("<tr")[1:] if "room7" in j]  # rows
     assert len(jobs) == 1 and "mixed" in jobs[0]
     job_id = re.search(r"<code>([0-9a-f]{32})</code>", jobs[0]).group(1)  # type: ignore[union-attr]
     job = api.get(f"/v2/apps/{app_id}/mix-stream-jobs/{job_id}").json()
     assert job["mix_param"]["layout_template"] == "screen_share_left"
     assert job["mix_param"]["encode_template"] == "1280x720_15_2260"
     assert job["record_param"]["record_rule_id"] == rule
+
+
+def test_a_mixed_jobs_preview_names_the_node_that_mixes_it(
+    console: Console, server: ServerThread, api: httpx.Client, app_id: str, tenant: TenantInfo
+) -> None:
+    rule = api.post(
+        f"/v2/apps/{app_id}/record-rules",
+        json={
+            "obs_addr": {"location": "cn-north-4", "project_id": tenant.project_id, "bucket": "recordings"},
+            "record_formats": ["MP4"],
+            "mp4_config": {"record_cycle": 60},
+        },
+    ).json()["rule_id"]
+    assert console.post(f"/console/apps/{app_id}/jobs/mix", _mix_form(rule, room_id="far")).status_code == 303
+    (job_id,) = re.findall(r'/jobs/([0-9a-f]{32})/stop"', console.get(f"/console/apps/{app_id}/jobs").text)
+    preview = f"/console/apps/{app_id}/jobs/{job_id}/preview.jpg"
+    # Nobody publishes yet: no picture, and the page says why.
+    page = console.get(f"/console/apps/{app_id}/jobs").text
+    assert "No picture yet" in page and preview not in page
+    missing = console.get(preview)
+    assert missing.status_code == 404 and missing.headers["content-type"].startswith("text/plain")
+    # The room runs on another node of the cluster (its media plane, so its mixing): the page names it.
+    room = Room(room_uid="r" * 32, app_id=app_id, room_id="far", state="RUNNING", start_time=server.clock.now(),
+                node_id="node-b")  # fmt: skip
+    assert server.services is not None
+    server.call(server.services.db.run(lambda s: s.add(room)))
+    page = console.get(f"/console/apps/{app_id}/jobs").text
+    assert "Preview on node <code>node-b</code>" in page and preview not in page
+    assert console.get(preview).status_code == 404  # this node has no picture of it
+    # Another job ID, or another app's job: the API's errors, never a picture.
+    other = console.get(f"/console/apps/{app_id}/jobs/{'0' * 32}/preview.jpg")
+    assert other.status_code == 404 and "RTC.00001008" in other.text
+    elsewhere = console.get(f"/console/apps/{'1' * 32}/jobs/{job_id}/preview.jpg")
+    assert elsewhere.status_code == 404 and "RTC.00001015" in elsewhere.text
+    # Stopped: no preview at all.
+    assert console.post(f"/console/apps/{app_id}/jobs/{job_id}/stop", {"kind": "mix"}).status_code == 303
+    assert "Live previews" not in console.get(f"/console/apps/{app_id}/jobs").text
+
+
+def _panes(*rows: dict[str, str]) -> list[tuple[str, str]]:
+    """The panes editor's fields, row by row (every row sends every field, as the page's rows do)."""
+    blank = {"user_id": "", "video_type": "CAMERASTREAM", "x": "", "y": "", "width": "", "height": "", "zorder": "",
+             "crop_mode": "KEEP_RATIO_CROP"}  # fmt: skip
+    return [(f"pane_{k}", v) for row in rows for k, v in {**blank, **row}.items()]
+
+
+def test_a_custom_layout_from_the_panes_editor(
+    console: Console, api: httpx.Client, app_id: str, tenant: TenantInfo
+) -> None:
+    page = console.get(f"/console/apps/{app_id}/jobs").text
+    assert 'value="custom"' in page and 'id="pane-rows"' in page
+    assert page.count('name="pane_user_id"') == 2  # one blank row, and the script's template row
+    rule = api.post(
+        f"/v2/apps/{app_id}/record-rules",
+        json={
+            "obs_addr": {"location": "cn-north-4", "project_id": tenant.project_id, "bucket": "recordings"},
+            "record_formats": ["MP4"],
+            "mp4_config": {"record_cycle": 60},
+        },
+    ).json()["rule_id"]
+    form = list(_mix_form(rule, layout_template="custom", room_id="room9").items())
+
+    def api_error(panes: list[dict[str, object]]) -> dict[str, str]:
+        mix = {"room_id": "room9", "encode_template": "1280x720_15_2260", "layout_template": "custom",
+               "layout_panes": panes}  # fmt: skip
+        body = api.post(
+            f"/v2/apps/{app_id}/mix-stream-jobs", json={"mix_param": mix, "record_param": {"record_rule_id": rule}}
+        )
+        assert body.status_code == 400
+        return body.json()  # type: ignore[no-any-return]
+
+    def editor(text: str) -> str:
+        return text.split('id="panes"', 1)[1].split('</fieldset>\n  <div class="field', 1)[0]
+
+    # No pane (only the blank row): the domain's rule, in the editor.
+    r = console.post(f"/console/apps/{app_id}/jobs/mix", form + _panes({}))
+    expected = api_error([])
+    assert r.status_code == 400 and 'id="panes-error"' in r.text
+    assert expected["error_code"] in editor(r.text) and expected["error_msg"] in html.unescape(editor(r.text))
+    # A value out of range: the API's error next to that field of that row; the rows come back as typed.
+    alice = {"user_id": "alice", "x": "0", "y": "0", "width": "0.5", "height": "1"}
+    bob = {"user_id": "bob", "x": "1.5", "y": "0", "width": "0.5", "height": "1", "zorder": "1"}
+    r = console.post(f"/console/apps/{app_id}/jobs/mix", form + _panes(alice, bob, {}))
+    expected = api_error([alice, {**bob, "x": 1.5}])
+    assert r.status_code == 400 and expected["error_msg"] in html.unescape(r.text)
+    assert re.findall(r'id="([^"]+)"[^>]*aria-invalid="true"', r.text) == ["pane-1-x"]
+    assert 'id="pane-0-user_id" name="pane_user_id" value="alice"' in r.text and 'value="1.5"' in r.text
+    assert 'id="panes-error"' not in r.text  # shown in its row, not again for the whole editor
+    # A pane without its height: the layout rule's error (the same as the API's), in the editor.
+    r = console.post(f"/console/apps/{app_id}/jobs/mix", form + _panes({**alice, "height": ""}))
+    expected = api_error([{k: v for k, v in alice.items() if k != "height"}])
+    assert r.status_code == 400 and expected["error_msg"] in html.unescape(editor(r.text))
+    # Two panes and a blank row: the job has exactly the two, with their types and fits.
+    bob = {**bob, "x": "0.5", "video_type": "SCREENSTREAM", "crop_mode": "KEEP_RATIO_PADDING"}
+    r = console.post(f"/console/apps/{app_id}/jobs/mix", form + _panes(alice, bob, {}))
+    assert r.status_code == 303, r.text
+    (job_id,) = re.findall(r'/jobs/([0-9a-f]{32})/stop"', console.get(f"/console/apps/{app_id}/jobs").text)
+    job = api.get(f"/v2/apps/{app_id}/mix-stream-jobs/{job_id}").json()
+    assert job["mix_param"]["layout_template"] == "custom"
+    panes = [{k: v for k, v in p.items() if v is not None} for p in job["mix_param"]["layout_panes"]]
+    assert panes == [
+        {"user_id": "alice", "video_type": "CAMERASTREAM", "x": 0, "y": 0, "width": 0.5, "height": 1,
+         "crop_mode": "KEEP_RATIO_CROP"},
+        {"user_id": "bob", "video_type": "SCREENSTREAM", "x": 0.5, "y": 0, "width": 0.5, "height": 1, "zorder": 1,
+         "crop_mode": "KEEP_RATIO_PADDING"},
+    ]  # fmt: skip

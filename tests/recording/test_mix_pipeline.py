@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from emberrtc.recording.mix_pipeline import MixPipeline
+from emberrtc.recording.mix_preview import MAX_AGE, PREVIEW, read_preview
 from emberrtc.recording.plan import (
     Endpoint,
     HlsOutput,
@@ -443,3 +444,40 @@ def test_no_silence_is_judged_while_packets_wait_to_be_read(tmp_path: Path) -> N
     assert [r.state for r in d.of(MediaState)] == ["recording"] and not d.of(FileCompleted)
     d.pipeline.tick(d.now + 3.0)  # drained, and still nothing: now it is a silence
     assert [r.state for r in d.of(MediaState)] == ["recording", "idle"] and len(d.of(FileCompleted)) == 1
+
+
+def test_the_live_preview_is_a_small_jpeg_of_the_composite(tmp_path: Path) -> None:
+    alice = User("alice", 0, Publisher("H264", colour=RED, tone=None, seed=1))
+    bob = User("bob", 1, Publisher("VP8", colour=BLUE, tone=None, seed=2))
+    streams = (*alice.streams(), *bob.streams())
+    plan = mix_plan(tmp_path, "640x480_15_500", {"layout_template": "nine_grids_view"}, streams)
+    d = MixDriver(plan, [alice, bob])
+    preview = d.pipeline.preview
+    assert preview is not None and preview.path == tmp_path / "spool" / PREVIEW
+    d.send(1.0)
+    first = preview.path.read_bytes()
+    assert first.startswith(b"\xff\xd8\xff") and preview.written == 1  # written at once, then every 2 s
+    d.send(3.6)  # output up to about 4.4 s (it runs mix_latency behind): pictures at 0, 2 and 4 s
+    assert preview.written == 3 and preview.path.read_bytes() != first
+    with av.open(str(preview.path)) as container:
+        (frame,) = list(container.decode(video=0))
+    assert (frame.width, frame.height) == (320, 240)  # 320 wide, the canvas's ratio
+    # Two users in nine grids: halves, alice (red) left, bob (blue) right, as in the composite itself.
+    assert colour_distance(cell_rgb(frame, 0, 0, 160, 240), RED) < 40, cell_rgb(frame, 0, 0, 160, 240)
+    assert colour_distance(cell_rgb(frame, 160, 0, 160, 240), BLUE) < 40, cell_rgb(frame, 160, 0, 160, 240)
+    assert not preview.path.with_name(PREVIEW + ".tmp").exists()
+    # Served while fresh: an old picture (the output stopped) is not taken for the room now.
+    written = preview.path.stat().st_mtime
+    assert read_preview(preview.path.parent, written + 1) == preview.path.read_bytes()
+    assert read_preview(preview.path.parent, written + MAX_AGE + 1) is None
+    d.pipeline.close()
+    assert not preview.path.exists()  # the output ended: no stale picture is left for a live one
+
+
+def test_an_audio_only_mix_has_no_preview(tmp_path: Path) -> None:
+    alice = User("alice", 0, Publisher("H264", colour=RED, tone=440.0, seed=1))
+    plan = mix_plan(tmp_path, "audio_only", {}, alice.streams())
+    d = MixDriver(plan, [alice])
+    d.send(2.5)
+    assert d.pipeline.preview is None and not (tmp_path / "spool" / PREVIEW).exists()
+    d.pipeline.close()

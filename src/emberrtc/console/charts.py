@@ -1,9 +1,11 @@
 """Charts drawn by the server as inline SVG: no chart library, no script, nothing fetched by the browser.
 
-A chart is a series of (label, value) points drawn as bars, with the largest value and the first and last
-labels written on it, and a text equivalent (a table, for screen readers and for copying numbers)
-rendered next to it by the template. Colours come from presentation attributes, not ``style``, so the
-console's Content-Security-Policy (``style-src 'self'``) allows them.
+A chart is a series of (label, value) points drawn as bars: a time series (:class:`Chart`, columns with the
+largest value and the first and last labels written on it) or categories (:class:`CategoryChart`, one
+labelled row per category with its value after the bar, for labels too long to write under a column). A
+text equivalent (a table, for screen readers and for copying numbers) is rendered next to it by the
+template. Colours come from presentation attributes, not ``style``, so the console's
+Content-Security-Policy (``style-src 'self'``) allows them.
 """
 
 from __future__ import annotations
@@ -38,6 +40,14 @@ class Chart:
 
     def svg(self) -> Markup:
         return bar_chart_svg(self)
+
+
+@dataclass(frozen=True)
+class CategoryChart(Chart):
+    """Values by category (abnormal events by cause): a row per point, the label above its bar."""
+
+    def svg(self) -> Markup:
+        return row_chart_svg(self)
 
 
 def _number(value: float) -> str:
@@ -82,6 +92,43 @@ def bar_chart_svg(chart: Chart) -> Markup:
         parts.append(
             f'<text x="{WIDTH - _RIGHT}" y="{y}" text-anchor="end" font-size="{_FONT}" fill="currentColor">'
             f"{escape(chart.points[-1].label)}</text>"
+        )
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+_ROW_LABEL, _ROW_BAR, _ROW_GAP = 24, 22, 10  # heights in the 640-wide view box
+
+
+def row_chart_svg(chart: Chart) -> Markup:
+    """Categories as horizontal bars, one row each: the label on its own line (a cause's words are long),
+    the bar below it, the value after the bar. The view box grows with the number of rows."""
+    values = [p.value for p in chart.points if p.value is not None]
+    top = max(values) if values else 0.0
+    scale_top = top if top > 0 else 1.0
+    row = _ROW_LABEL + _ROW_BAR + _ROW_GAP
+    height = max(1, len(chart.points)) * row
+    bar_room = WIDTH - _RIGHT - 96  # room left for the value written after the longest bar
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {height}" role="img" aria-label="{escape(chart.title)}" '
+        f'xmlns="http://www.w3.org/2000/svg">'
+    ]
+    for i, p in enumerate(chart.points):
+        y = i * row
+        parts.append(
+            f'<text x="0" y="{y + _ROW_LABEL - 6}" font-size="{_FONT}" fill="currentColor">{escape(p.label)}</text>'
+        )
+        value = p.value or 0.0
+        w = bar_room * value / scale_top if value > 0 else 0.0
+        if w > 0:
+            parts.append(
+                f'<rect x="0" y="{y + _ROW_LABEL}" width="{w:.1f}" height="{_ROW_BAR}" fill="#d9480f">'
+                f"<title>{escape(p.label)}: {escape(_number(value))} {escape(chart.unit)}</title></rect>"
+            )
+        text = "-" if p.value is None else _number(value)
+        parts.append(
+            f'<text x="{w + 6:.1f}" y="{y + _ROW_LABEL + _ROW_BAR - 4}" font-size="{_FONT}" fill="currentColor">'
+            f"{escape(text)}</text>"
         )
     parts.append("</svg>")
     return Markup("".join(parts))

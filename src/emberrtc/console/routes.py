@@ -10,8 +10,10 @@ signed-in tenant by the domain services (another tenant's app is ``RTC.00001015`
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -27,7 +29,7 @@ from emberrtc.api.schemas.record_rules import RecordRuleBody
 from emberrtc.bootstrap import Services
 from emberrtc.callbacks.test_event import TestOutcome, send_test_event
 from emberrtc.console import pages
-from emberrtc.console.charts import Chart, Point
+from emberrtc.console.charts import CategoryChart, Chart, Point
 from emberrtc.console.forms import Form, FormError, read_form, validate
 from emberrtc.console.session import (
     PRE_SESSION_COOKIE,
@@ -51,11 +53,12 @@ from emberrtc.domain.errors import (
     RateLimited,
     Unauthenticated,
 )
-from emberrtc.domain.job import INDIVIDUAL, MIX
-from emberrtc.domain.live_room import live_rooms
-from emberrtc.domain.mix_layout import AUDIO_ONLY
+from emberrtc.domain.job import INDIVIDUAL, MIX, STOPPED
+from emberrtc.domain.live_room import live_rooms, room_nodes
+from emberrtc.domain.mix_layout import AUDIO_ONLY, parse_encode_template
 from emberrtc.domain.recording_file import STORED, RecordingFile, list_files
 from emberrtc.domain.room_session import join_signature
+from emberrtc.recording.mix_preview import PREVIEW_WIDTH
 from emberrtc.stats.queries import AbnormalQuery, Days, SeriesQuery, UsageQuery, Window, spec_second, today
 from emberrtc.stats.queries import Page as QueryPage
 
@@ -68,7 +71,7 @@ LIVE_STREAM_SECONDS = 300.0
 #: How long a join link made on the "Try it" page is valid.
 TRY_LINK_SECONDS = 3600
 #: The mixed job form's choices: the reference's encode templates (Table 4-175), biggest first, and the
-#: layouts a form can describe (``custom`` needs panes: use the API for it).
+#: layouts (``custom`` with the panes editor's rows as its ``layout_panes``, Table 4-176).
 ENCODE_TEMPLATE_CHOICES = [
     *sorted(
         (t.replace("*", "x") for t in ENCODE_TEMPLATES), key=lambda t: [-int(n) for n in t.replace("x", "_").split("_")]
@@ -79,7 +82,14 @@ LAYOUT_CHOICES = [
     ("nine_grids_view", "Grid: everyone in equal cells"),
     ("screen_share_left", "Screen share left, cameras on the right"),
     ("screen_share_right", "Screen share right, cameras on the left"),
+    ("custom", "Custom: the panes below"),
 ]
+#: A pane row of the custom layout editor: its fields (Table 4-176), named ``pane_<field>`` in the form,
+#: one value per row in order. A row whose typed fields are all blank is no pane (a spare row).
+PANE_FIELDS = ("user_id", "video_type", "x", "y", "width", "height", "zorder", "crop_mode")
+_PANE_TYPED = ("user_id", "x", "y", "width", "height", "zorder")
+VIDEO_TYPES = ("CAMERASTREAM", "SCREENSTREAM")
+CROP_MODES = ("KEEP_RATIO_CROP", "KEEP_RATIO_PADDING")
 RECORD_RULE_FIELDS = {
     "mp4_config": ("record_cycle", "record_prefix", "record_max_duration_to_merge_file"),
     "hls_config": ("record_cycle", "record_prefix", "record_slice_duration", "record_max_duration_to_merge_file"),
@@ -498,6 +508,67 @@ def _download_url(svc: Services, f: RecordingFile) -> str | None:
         return None
 
 
+@dataclass(frozen=True)
+class Preview:
+    """Where a running mixed job's live picture is: ``here`` (this node's worker writes it: the page shows
+    it), ``node`` (another node's worker does: the page says which), or neither (no media yet)."""
+
+    job_id: str
+    room_id: str
+    here: bool
+    node: str | None
+    width: int  # the preview's size (mix_preview: 320 wide, the canvas's ratio), for the page's layout
+    height: int
+
+
+async def _previews(svc: Services, session: ConsoleSession, app_id: str, jobs: list[dict[str, Any]]) -> list[Preview]:
+    """The app's unfinished mixed jobs with a picture, and where their previews are."""
+    mixed = [
+        j
+        for j in jobs
+        if j["kind"] == MIX and j["state"] != STOPPED and j["mix_param"].get("encode_template") != AUDIO_ONLY
+    ]
+    if not mixed:
+        return []
+    nodes = await room_nodes(svc.db, session.who, app_id, {j["room_id"] for j in mixed})
+    out = []
+    for j in mixed:
+        here = svc.recorder is not None and svc.recorder.records_here(j["job_id"])
+        node = nodes.get(j["room_id"])
+        elsewhere = node if node is not None and node != svc.settings.node_id else None  # rooms name nodes in a cluster
+        size = parse_encode_template(j["mix_param"]["encode_template"]) or (PREVIEW_WIDTH, PREVIEW_WIDTH * 9 // 16)
+        height = round(size[1] * PREVIEW_WIDTH / size[0])
+        out.append(Preview(j["job_id"], j["room_id"], here, None if here else elsewhere, PREVIEW_WIDTH, height))
+    return out
+
+
+def pane_rows(form: Form) -> list[dict[str, str]]:
+    """The panes editor's rows that are not blank, in order, each field stripped ("" when not sent)."""
+    columns = {f: form.all(f"pane_{f}") for f in PANE_FIELDS}
+    count = max(len(values) for values in columns.values())
+    rows = [{f: (v[i] if i < len(v) else "").strip() for f, v in columns.items()} for i in range(count)]
+    return [row for row in rows if any(row[f] for f in _PANE_TYPED)]
+
+
+def _panes_error(form: Form, error: FormError | None) -> FormError | None:
+    """The error to show in the panes editor: about a pane, or the layout rules' (``mix_param``) with custom."""
+    if error is None:
+        return None
+    if error.about("mix_param.layout_panes"):
+        return error
+    if error.field == "mix_param" and form.get("layout_template") == "custom":
+        return error
+    return None
+
+
+def _pane_field_error(error: FormError | None) -> bool:
+    """Is the error about one field of one row (shown next to it), rather than the panes as a whole?"""
+    if error is None:
+        return False
+    match = re.fullmatch(r"mix_param\.layout_panes\.\d+\.(\w+)", error.field)
+    return match is not None and match.group(1) in PANE_FIELDS
+
+
 async def _jobs_page(
     request: Request,
     session: ConsoleSession,
@@ -523,10 +594,16 @@ async def _jobs_page(
         app=app,
         tab="jobs",
         jobs=jobs,
+        previews=await _previews(svc, session, app_id, jobs),
         files=files,
         error=error,
         mix_error=mix_error,
         values=values if values is not None else Form([]),
+        panes=pane_rows(values) if values is not None else [],
+        panes_error=_panes_error(values or Form([]), mix_error),
+        panes_error_in_row=_pane_field_error(mix_error),
+        pane_video_types=VIDEO_TYPES,
+        pane_crop_modes=CROP_MODES,
         rules=rules,
         encode_templates=ENCODE_TEMPLATE_CHOICES,
         layouts=LAYOUT_CHOICES,
@@ -545,6 +622,8 @@ async def start_mix_job(request: Request, session: ConsoleSession, form: Form) -
     mix: dict[str, Any] = {"room_id": form.get("room_id").strip(), "encode_template": form.get("encode_template")}
     if (layout := form.optional("layout_template")) is not None:
         mix["layout_template"] = layout
+    if layout == "custom":  # the editor's rows, blanks left out: the API's model and rules check them
+        mix["layout_panes"] = [{f: v for f, v in row.items() if v} for row in pane_rows(form)]
     if (idle := form.optional("max_idle_time")) is not None:
         mix["max_idle_time"] = idle
     data: dict[str, Any] = {"mix_param": mix}
@@ -558,6 +637,22 @@ async def start_mix_job(request: Request, session: ConsoleSession, form: Form) -
     except EmberError as exc:
         return await _jobs_page(request, session, status=exc.status, mix_error=FormError.of(exc), values=form)
     return pages.redirect(_app_url(_app_id(request), "jobs"))
+
+
+@_page("/apps/{app_id}/jobs/{job_id}/preview.jpg")
+async def job_preview(request: Request, session: ConsoleSession) -> Response:
+    """The live preview of the tenant's own running mixed job (a JPEG a few seconds old), when this node's
+    worker records it; 404 (plain text) when there is no picture here. Another tenant's or app's job is
+    ``RTC.00001008`` (JobNotExist), as on the API. The file is found by the job's ID
+    in this node's recorder: nothing from the request names a path."""
+    svc = services_of(request)
+    job = await svc.jobs.show(session.who, _app_id(request), str(request.path_params["job_id"]), MIX)
+    data = None
+    if job["state"] != STOPPED and svc.recorder is not None:
+        data = await asyncio.to_thread(svc.recorder.preview, job["job_id"])
+    if data is None:
+        return pages.secure(Response("no preview on this node now", status_code=404, media_type="text/plain"))
+    return pages.secure(Response(data, media_type="image/jpeg"))
 
 
 @_action("/apps/{app_id}/jobs/{job_id}/stop", None)
@@ -699,6 +794,10 @@ async def dismiss_room(request: Request, session: ConsoleSession, form: Form) ->
 # --- usage and quality -----------------------------------------------------------------------------------
 
 
+#: Short names of the abnormal event types (spec 5.11 Table 5-75) for chart rows; the table lists the full ones.
+ABNORMAL_SHORT = {1: "Slow join", 2: "Video freeze", 3: "Audio freeze"}
+
+
 def _minute_label(text: str) -> str:
     return text[11:16]  # "YYYY-MM-DDThh:mm:ssZ" -> "hh:mm"
 
@@ -706,7 +805,7 @@ def _minute_label(text: str) -> str:
 @_page("/apps/{app_id}/usage")
 async def usage_page(request: Request, session: ConsoleSession) -> Response:
     """The statistics API's reads (spec 5.3, 5.5, 5.7) for the last hour and the last 14 days, as charts,
-    and the last hour's abnormal events (5.11)."""
+    and the last hour's abnormal events: users by cause (5.12) as a chart, the events (5.11) as a table."""
     svc = services_of(request)
     app_id = _app_id(request)
     app = await _app(svc, session, app_id)
@@ -739,6 +838,20 @@ async def usage_page(request: Request, session: ConsoleSession) -> Response:
             )
         )
     abnormal = await q.abnormal_events(session.who, AbnormalQuery(app_id, None, None, hour, QueryPage(50, 0), ()))
+    by_cause = await q.abnormal_dimension(
+        session.who, AbnormalQuery(app_id, None, None, hour, QueryPage(50, 0), ("abnormal_type", "abnormal_factor"))
+    )
+    abnormal_chart = CategoryChart(
+        "Users with abnormal events, by cause, last hour",
+        "users",
+        [
+            Point(
+                f"{ABNORMAL_SHORT.get(d['abnormal_type'], 'Other')}: {d['abnormal_factor_desc']}",
+                d["user_count"],
+            )
+            for d in by_cause["dimensions"]
+        ],
+    )
     return pages.render(
         request,
         "usage.html",
@@ -747,6 +860,7 @@ async def usage_page(request: Request, session: ConsoleSession) -> Response:
         tab="usage",
         charts=charts,
         abnormal=abnormal,
+        abnormal_chart=abnormal_chart,
         as_of=spec_second(now),
         title=f"Usage - {app['app_name']}",
     )

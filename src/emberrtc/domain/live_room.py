@@ -97,3 +97,19 @@ async def live_rooms(db: Database, principal: Principal, app_id: str, now: float
         return out
 
     return await db.run(work)
+
+
+async def room_nodes(db: Database, principal: Principal, app_id: str, room_ids: set[str]) -> dict[str, str | None]:
+    """The node whose media plane holds each of the app's running rooms among ``room_ids`` (None on a single
+    node); a room not running is left out. :class:`AppNotExist` for another tenant's app."""
+
+    def work(s: Session) -> dict[str, str | None]:
+        load_app(s, principal, app_id)
+        if not room_ids:
+            return {}
+        q = select(Room.room_id, Room.node_id).where(
+            Room.app_id == app_id, Room.state == RUNNING, Room.room_id.in_(sorted(room_ids))
+        )
+        return {room_id: node_id for room_id, node_id in s.execute(q)}
+
+    return await db.run(work)

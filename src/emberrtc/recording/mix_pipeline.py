@@ -23,6 +23,9 @@ single-stream job's silence (``Timeline`` cuts the gap out and maps recording ti
 Inputs come and go with :meth:`MixPipeline.update` (the server sends a new plan when a publisher joins,
 leaves or re-publishes, and when a ``PUT`` changes the layout or the images): a new layout applies to the
 next frame composed, in the same file.
+
+Every two seconds of output the composite is also written, small, as the job's live preview
+(``mix_preview``: ``.preview.jpg`` in the spool folder, for the console).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from emberrtc.recording.compositor import Compositor
 from emberrtc.recording.depacketizer import Depacketizer, EncodedFrame, OpusDepacketizer
 from emberrtc.recording.layout import Layout, Participant, compute_layout, layout_params
 from emberrtc.recording.mix_images import MixImages, decode_image
+from emberrtc.recording.mix_preview import PreviewWriter
 from emberrtc.recording.mix_video import EncodeTemplate, MixVideoEncoder, parse_template
 from emberrtc.recording.pipeline import Pipeline
 from emberrtc.recording.plan import H264, MixImageFiles, MixInput, MixStream, RecordingPlan
@@ -130,10 +134,12 @@ class MixPipeline(Pipeline):
         self._template: EncodeTemplate | None = None
         self._compositor: Compositor | None = None
         self._encoder: MixVideoEncoder | None = None
+        self.preview: PreviewWriter | None = None
         if not mix.audio_only:
             self._template = parse_template(mix.encode_template)
             self._compositor = Compositor(self._template.width, self._template.height)
             self._encoder = MixVideoEncoder(self._template, e)
+            self.preview = PreviewWriter(self.spool, self._template.width, self._template.height)
         self._step = 1 / self._template.fps if self._template is not None else AUDIO_STEP
         self._inputs: dict[int, _Input] = {}  # by SSRC
         self._layout: Layout | None = None
@@ -161,6 +167,8 @@ class MixPipeline(Pipeline):
             self._write_audio(self._audio.flush())
         finally:
             self._writers = writers
+            if self.preview is not None:
+                self.preview.remove()
 
     # --- feeding ---------------------------------------------------------------------------------------------
 
@@ -372,6 +380,8 @@ class MixPipeline(Pipeline):
                 self._encoder.force_keyframe()
             canvas = self._compositor.compose()
             packets = self._encoder.encode(canvas, round(r * 90_000))
+            if self.preview is not None:
+                self.preview.offer(canvas, t)  # once per PREVIEW_INTERVAL: the console's live picture
             wrote = self._write_video([self._packet(p) for p in packets])
         assert self._audio is not None
         rate = self._audio.sample_rate

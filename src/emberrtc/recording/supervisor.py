@@ -49,6 +49,7 @@ from emberrtc.domain.errors import EmberError, RecordingFault
 from emberrtc.domain.mix_layout import AUDIO_ONLY
 from emberrtc.domain.ports import JobSpec
 from emberrtc.recording import reports
+from emberrtc.recording.mix_preview import read_preview
 from emberrtc.recording.outputs import FileTarget, JobRef
 from emberrtc.recording.plan import (
     Encoding,
@@ -283,6 +284,22 @@ class RecordingSupervisor:
         if asyncio.current_task() is j.task:
             return  # the job stops itself (fatal error): its task finishes the work
         await self._end(j)
+
+    # --- for the console ------------------------------------------------------------------------------------
+
+    def records_here(self, job_id: str) -> bool:
+        """Does a worker of this node record the job now?"""
+        j = self._running.get(job_id)
+        return j is not None and not j.stopping
+
+    def preview(self, job_id: str) -> bytes | None:
+        """The mixed job's live preview (``mix_preview``: a small JPEG of the composite) when its worker runs
+        here and composed a picture lately; None otherwise (no media yet, the output stopped). Only the
+        job's ID names the file: the folder is the job's spool, the name fixed."""
+        j = self._running.get(job_id)
+        if j is None or j.stopping or j.plan.mix is None or j.plan.mix.audio_only:
+            return None
+        return read_preview(Path(j.plan.spool_dir), time.time())
 
     # --- for the media plane ---------------------------------------------------------------------------------
 
