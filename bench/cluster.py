@@ -322,8 +322,8 @@ def bench(args: argparse.Namespace) -> None:
     nodes = sorted(urls)
     figures = summary(joins)
     timed = {
-        f"{name}_ms": [round(j.first_frame * 1000) for j in joins if j.redirected == (name == "redirected") and j.first_frame]
-        for name in ("redirected", "direct")
+        f"{kind}_ms": [round(j.first_frame * 1000) for j in joins if j.first_frame and j.redirected == redirected]
+        for kind, redirected in (("redirected", True), ("direct", False))
     }
     print(json.dumps(timed))
     print(
