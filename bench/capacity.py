@@ -1,10 +1,11 @@
 """Capacity of one node: participants per core through Janus (issue 12, item 8; ``docs/scaling.md``).
 
 ``--rooms`` rooms (1) of ``--size`` participants (4) on one ``ember serve``: every participant publishes a
-synthetic camera (``--width``x``--height`` at ``--fps``, VP8, 640x360@30 by default, as ``bench/rooms.py``)
-with an Opus tone, and subscribes to every other camera of its room, as in a meeting where everybody
-watches everybody (per participant: one stream into Janus, ``size - 1`` out of it). Participants are Python
-clients (``RoomClient``), each in its own process.
+synthetic camera (``--width``x``--height`` at ``--fps``, VP8, 640x360@30 by default, as ``bench/rooms.py``;
+a textured, panning picture, so that aiortc's encoder spends about its WebRTC bit rate) with an Opus tone,
+and subscribes to every other camera of its room, as in a meeting where everybody watches everybody (per
+participant: one stream into Janus, ``size - 1`` out of it). Participants are Python clients
+(``RoomClient``), each in its own process.
 
 Once every subscription has delivered a frame and a warm-up has passed, the CPU time (user + system, from
 ``/proc/PID/stat``) of Janus and of ``ember serve`` is read over ``--seconds``, with the RTP packets and
@@ -39,8 +40,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
+
+import av
+import numpy as np
+from aiortc import MediaStreamTrack
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -58,6 +64,40 @@ from rooms import (  # noqa: E402  # the same node, namespace and /proc readings
 )
 
 ROOM_PREFIX = "capacity"
+
+
+class TexturedVideoTrack(MediaStreamTrack):
+    """A smooth random texture panning 2 px a frame (as ``bench/recording.py``'s clip): detail and motion
+    like a camera's, so the encoder spends about its WebRTC bit rate (a flat picture would cost a fraction)."""
+
+    kind = "video"
+
+    def __init__(self, width: int, height: int, fps: float, seed: int) -> None:
+        super().__init__()
+        self.width, self.height, self.fps = width, height, fps
+        rng = np.random.default_rng(seed)
+        block = 4
+        coarse = rng.integers(40, 215, (height // block + 1, (2 * width) // block + 2))
+        self.texture = np.kron(coarse.astype(np.uint8), np.ones((block, block), dtype=np.uint8))
+        self.count = 0
+        self.start: float | None = None
+
+    async def recv(self) -> av.VideoFrame:
+        now = time.monotonic()
+        if self.start is None:
+            self.start = now
+        delay = self.start + self.count / self.fps - now
+        if delay > 0:
+            await asyncio.sleep(delay)
+        n = self.count
+        self.count += 1
+        x = (2 * n) % (self.texture.shape[1] - self.width)
+        image = np.empty((self.height * 3 // 2, self.width), dtype=np.uint8)
+        image[: self.height] = self.texture[: self.height, x : x + self.width]
+        image[self.height :] = 128
+        frame = av.VideoFrame.from_ndarray(image, format="yuv420p")
+        frame.pts, frame.time_base = round(n * 90_000 / self.fps), Fraction(1, 90_000)
+        return frame
 
 
 # -- participants (each in its own process) -----------------------------------------------------------
@@ -89,8 +129,11 @@ async def _participant(
     room = await RoomClient.join(server, app_id=app_id, room_id=room_id, user_id=user, app_key=app_key)
     drains: list[asyncio.Task[None]] = []
     try:
-        colour = (40 + 50 * (hash(user) % 4), 120, 200)
-        video = ColourVideoTrack(colour, width=args.width, height=args.height, fps=args.fps)
+        video: MediaStreamTrack
+        if args.flat:
+            video = ColourVideoTrack((200, 120, 40), width=args.width, height=args.height, fps=args.fps)
+        else:
+            video = TexturedVideoTrack(args.width, args.height, args.fps, seed=abs(hash((room_id, user))))
         await room.publish("camera", video=video, audio=ToneAudioTrack(440), codec="vp8")
         async with asyncio.timeout(120):
             for peer in peers:
@@ -219,7 +262,8 @@ def janus_capacity(args: argparse.Namespace) -> str:
     per_both = (janus_cores + ember_cores) / people
     print(
         f"cores: {os.cpu_count()}, load {os.getloadavg()[0]:.1f}, window {wall:.1f} s, {people} participants "
-        f"({args.rooms} rooms of {args.size}), {args.width}x{args.height}@{args.fps:g} VP8 + Opus"
+        f"({args.rooms} rooms of {args.size}), {args.width}x{args.height}@{args.fps:g} VP8 + Opus, "
+        f"{'flat' if args.flat else 'textured'} picture"
     )
     print(
         f"Janus {100 * janus_cores:.1f} % of a core ({100 * per_janus:.2f} % per participant), Ember "
@@ -252,6 +296,7 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=360)
     ap.add_argument("--fps", type=float, default=30)
+    ap.add_argument("--flat", action="store_true", help="a flat colour picture (ColourVideoTrack), few bits")
     ap.add_argument("--seconds", type=float, default=20, help="the measured span")
     ap.add_argument("--warmup", type=float, default=5)
     ap.add_argument("--recording", action="store_true", help="also run bench/recording.py briefly")
