@@ -100,6 +100,8 @@ class Join:
     first_frame: float | None
     #: Whether every camera of the room was live (announced) in the join answer.
     live_at_join: bool
+    #: Participants already in the cluster (every worker's) when the join started.
+    present: int = 0
 
 
 def summary(joins: list[Join]) -> dict[str, Any]:
@@ -138,7 +140,14 @@ async def _drain(track: Any) -> None:
 
 
 async def _fill_room(
-    urls: dict[str, str], app_id: str, app_key: str, room: str, size: int, rng: random.Random, held: list[Any]
+    urls: dict[str, str],
+    app_id: str,
+    app_key: str,
+    room: str,
+    size: int,
+    rng: random.Random,
+    held: list[Any],
+    counter: Any,
 ) -> list[Join]:
     from tests.support.waiting import until
 
@@ -152,12 +161,15 @@ async def _fill_room(
         user = f"u{index}"
         entry = rng.choice(nodes)
         colour = (rng.randrange(40, 220), rng.randrange(40, 220), rng.randrange(40, 220))
+        present = counter.value
         t0 = time.perf_counter()
         client = await RoomClient.join(urls[entry], app_id=app_id, room_id=room, user_id=user, app_key=app_key)
         track = ColourVideoTrack(colour, width=WIDTH, height=HEIGHT, fps=FPS)
         joined = time.perf_counter() - t0
         clients.append(client)
         held.append(client)
+        with counter.get_lock():
+            counter.value += 1
         live = [(p.user_id, "camera") for p in client.participants.values() if "camera" in p.streams]
         first_frame: float | None = None
         async with asyncio.timeout(60):
@@ -190,6 +202,7 @@ async def _fill_room(
                 joined=joined,
                 first_frame=first_frame,
                 live_at_join=index == 0 or len(live) == index,
+                present=present,
             )
         )
         if index == 0 and size > 1:
@@ -206,14 +219,15 @@ async def _fill_room(
 
 
 async def _worker(
-    urls: dict[str, str], app_id: str, app_key: str, rooms: list[str], size: int, seed: int, out: Any, release: Any
+    urls: dict[str, str], app_id: str, app_key: str, rooms: list[str], size: int, seed: int, shared: Any
 ) -> None:
+    out, release, counter = shared
     rng = random.Random(seed)
     held: list[Any] = []
     try:
         joins: list[Join] = []
         for room in rooms:
-            joins += await _fill_room(urls, app_id, app_key, room, size, rng, held)
+            joins += await _fill_room(urls, app_id, app_key, room, size, rng, held, counter)
         out.put([asdict(j) for j in joins])
         await asyncio.to_thread(release.wait)  # everyone stays until the spread is read
     finally:
@@ -227,12 +241,12 @@ async def _worker(
 
 
 def worker_main(
-    urls: dict[str, str], app_id: str, app_key: str, rooms: list[str], size: int, seed: int, out: Any, release: Any
+    urls: dict[str, str], app_id: str, app_key: str, rooms: list[str], size: int, seed: int, shared: Any
 ) -> None:
     try:
-        asyncio.run(_worker(urls, app_id, app_key, rooms, size, seed, out, release))
+        asyncio.run(_worker(urls, app_id, app_key, rooms, size, seed, shared))
     except BaseException as exc:
-        out.put(f"worker {seed} failed: {exc!r}")
+        shared[0].put(f"worker {seed} failed: {exc!r}")
         raise
 
 
@@ -276,13 +290,14 @@ def bench(args: argparse.Namespace) -> None:
         app_id, app_key = make_app(cluster)
         urls = {n.node_id: n.url for n in cluster.nodes}
         ctx = mp.get_context("spawn")
-        out, release = ctx.Queue(), ctx.Event()
+        out, release, counter = ctx.Queue(), ctx.Event(), ctx.Value("i", 0)
         workers = []
         started = time.monotonic()
         for w in range(args.workers):
             share = rooms[w :: args.workers]
             proc = ctx.Process(
-                target=worker_main, args=(urls, app_id, app_key, share, args.size, args.seed * 1000 + w, out, release)
+                target=worker_main,
+                args=(urls, app_id, app_key, share, args.size, args.seed * 1000 + w, (out, release, counter)),
             )
             proc.start()
             workers.append(proc)
@@ -335,6 +350,19 @@ def bench(args: argparse.Namespace) -> None:
         print(
             f"{name}: {f['joins']} joins (joined answer p50 {_ms(f['joined_p50'])} ms), "
             f"{f['n']} timed: first frame p50 {_ms(f['p50'])} ms p95 {_ms(f['p95'])} ms"
+        )
+    # The clients share the machine's two cores with the nodes: the more participants, the slower each
+    # client's event loop, and the later a first frame is decoded. The same figures by how full it was:
+    half = expected // 2
+    for name, part in (
+        (f"with < {half} participants in", [j for j in joins if j.present < half]),
+        (f"with >= {half} participants in", [j for j in joins if j.present >= half]),
+    ):
+        f = summary(part)
+        print(
+            f"{name}: redirected p50 {_ms(f['redirected']['p50'])} ms p95 {_ms(f['redirected']['p95'])} ms "
+            f"(n={f['redirected']['n']}), direct p50 {_ms(f['direct']['p50'])} ms p95 {_ms(f['direct']['p95'])} ms "
+            f"(n={f['direct']['n']})"
         )
     if figures["not_live_at_join"]:
         print(f"timed joins left out (a camera not yet live at the join): {figures['not_live_at_join']}")
