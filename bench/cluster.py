@@ -9,9 +9,11 @@ and the client joins again where the room lives. Clients run in ``--workers`` pr
 its rooms one participant after another, so as many rooms fill at once as there are workers.
 
 Each participant publishes a synthetic camera, video only, at a low resolution and frame rate (160x120 at
-10 fps, VP8) so that two cores carry 120 Python clients, three Janus and three nodes, and subscribes, as it
-joins, to every camera already live in the room (not to later ones: 6 subscriptions a room of 4), reading
-its frames until the end. A join is timed from just before its first WebSocket opens to the first decoded
+10 fps, ``--fps``; VP8) so that 120 Python clients, three Janus and three nodes fit on two cores at all, and
+subscribes, as it joins, to every camera already live in the room (not to later ones: 6 subscriptions a
+room of 4), reading its frames until the end. On two cores the clients still saturate the machine as the
+cluster fills, so the figures are also printed by how full the cluster was when each join started.
+A join is timed from just before its first WebSocket opens to the first decoded
 frame of another participant (the first of each room has nobody to see and is not timed). Before the next
 participant of a room starts, the previous one's camera is live (announced to the room), so each timed join
 finds the room's cameras live; a join that did not (the first camera not yet announced) is counted apart.
@@ -52,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
-WIDTH, HEIGHT, FPS = 160, 120, 10
+WIDTH, HEIGHT = 160, 120
 NODES = 3
 
 
@@ -148,6 +150,7 @@ async def _fill_room(
     rng: random.Random,
     held: list[Any],
     counter: Any,
+    fps: float,
 ) -> list[Join]:
     from tests.support.waiting import until
 
@@ -164,7 +167,7 @@ async def _fill_room(
         present = counter.value
         t0 = time.perf_counter()
         client = await RoomClient.join(urls[entry], app_id=app_id, room_id=room, user_id=user, app_key=app_key)
-        track = ColourVideoTrack(colour, width=WIDTH, height=HEIGHT, fps=FPS)
+        track = ColourVideoTrack(colour, width=WIDTH, height=HEIGHT, fps=fps)
         joined = time.perf_counter() - t0
         clients.append(client)
         held.append(client)
@@ -221,13 +224,13 @@ async def _fill_room(
 async def _worker(
     urls: dict[str, str], app_id: str, app_key: str, rooms: list[str], size: int, seed: int, shared: Any
 ) -> None:
-    out, release, counter = shared
+    out, release, counter, fps = shared
     rng = random.Random(seed)
     held: list[Any] = []
     try:
         joins: list[Join] = []
         for room in rooms:
-            joins += await _fill_room(urls, app_id, app_key, room, size, rng, held, counter)
+            joins += await _fill_room(urls, app_id, app_key, room, size, rng, held, counter, fps)
         out.put([asdict(j) for j in joins])
         await asyncio.to_thread(release.wait)  # everyone stays until the spread is read
     finally:
@@ -297,7 +300,7 @@ def bench(args: argparse.Namespace) -> None:
             share = rooms[w :: args.workers]
             proc = ctx.Process(
                 target=worker_main,
-                args=(urls, app_id, app_key, share, args.size, args.seed * 1000 + w, (out, release, counter)),
+                args=(urls, app_id, app_key, share, args.size, args.seed * 1000 + w, (out, release, counter, args.fps)),
             )
             proc.start()
             workers.append(proc)
@@ -343,7 +346,7 @@ def bench(args: argparse.Namespace) -> None:
     print(json.dumps(timed))
     print(
         f"cores: {os.cpu_count()}, {NODES} nodes, {args.rooms} rooms of {args.size} ({expected} participants) in "
-        f"{filled:.0f} s by {args.workers} worker processes, {WIDTH}x{HEIGHT}@{FPS} VP8 video only"
+        f"{filled:.0f} s by {args.workers} worker processes, {WIDTH}x{HEIGHT}@{args.fps:g} VP8 video only"
     )
     for name in ("redirected", "direct"):
         f = figures[name]
@@ -388,10 +391,11 @@ def main() -> None:
     ap.add_argument("--rooms", type=int, default=30)
     ap.add_argument("--size", type=int, default=4, help="participants per room")
     ap.add_argument("--workers", type=int, default=3, help="client processes (rooms filled at once)")
+    ap.add_argument("--fps", type=float, default=10, help="frame rate of the synthetic cameras")
     ap.add_argument("--seed", type=int, default=1, help="seed of the random entry nodes")
     args = ap.parse_args()
-    if args.rooms < 1 or args.size < 2 or args.workers < 1:
-        ap.error("--rooms >= 1, --size >= 2 and --workers >= 1")
+    if args.rooms < 1 or args.size < 2 or args.workers < 1 or not 1 <= args.fps <= 30:
+        ap.error("--rooms >= 1, --size >= 2, --workers >= 1 and --fps within 1-30")
     args.workers = min(args.workers, args.rooms)
     if os.geteuid() == 0 and not _inside_named_namespace():
         netns = str(ROOT / "scripts" / "netns.sh")
