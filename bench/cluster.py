@@ -9,7 +9,7 @@ and the client joins again where the room lives. Clients run in ``--workers`` pr
 its rooms one participant after another, so as many rooms fill at once as there are workers.
 
 Each participant publishes a synthetic camera, video only, at a low resolution and frame rate (160x120 at
-10 fps, ``--fps``; VP8) so that 120 Python clients, three Janus and three nodes fit on two cores at all, and
+5 fps, ``--fps``; VP8) so that 120 Python clients, three Janus and three nodes fit on two cores at all, and
 subscribes, as it joins, to every camera already live in the room (not to later ones: 6 subscriptions a
 room of 4), reading its frames until the end. On two cores the clients still saturate the machine as the
 cluster fills, so the figures are also printed by how full the cluster was when each join started.
@@ -391,7 +391,7 @@ def main() -> None:
     ap.add_argument("--rooms", type=int, default=30)
     ap.add_argument("--size", type=int, default=4, help="participants per room")
     ap.add_argument("--workers", type=int, default=3, help="client processes (rooms filled at once)")
-    ap.add_argument("--fps", type=float, default=10, help="frame rate of the synthetic cameras")
+    ap.add_argument("--fps", type=float, default=5, help="frame rate of the synthetic cameras")
     ap.add_argument("--seed", type=int, default=1, help="seed of the random entry nodes")
     args = ap.parse_args()
     if args.rooms < 1 or args.size < 2 or args.workers < 1 or not 1 <= args.fps <= 30:
