@@ -104,6 +104,8 @@ class Join:
     live_at_join: bool
     #: Participants already in the cluster (every worker's) when the join started.
     present: int = 0
+    #: Seconds from the start of the join to its subscriptions negotiated (None: first), a diagnostic.
+    subscribed: float | None = None
 
 
 def summary(joins: list[Join]) -> dict[str, Any]:
@@ -116,12 +118,19 @@ def summary(joins: list[Join]) -> dict[str, Any]:
             if j.redirected == redirected and j.first_frame is not None and j.live_at_join
         ]
         joined = [j.joined * 1000 for j in joins if j.redirected == redirected]
+        subscribed = [
+            j.subscribed * 1000
+            for j in joins
+            if j.redirected == redirected and j.subscribed is not None and j.live_at_join
+        ]
         out[name] = {
             "n": len(times),
             "p50": percentile(times, 0.5) if times else None,
             "p95": percentile(times, 0.95) if times else None,
             "joined_p50": percentile(joined, 0.5) if joined else None,
             "joins": len(joined),
+            "subscribed_p50": percentile(subscribed, 0.5) if subscribed else None,
+            "subscribed_p95": percentile(subscribed, 0.95) if subscribed else None,
         }
     out["not_live_at_join"] = sum(1 for j in joins if j.first_frame is not None and not j.live_at_join)
     return out
@@ -175,6 +184,7 @@ async def _fill_room(
             counter.value += 1
         live = [(p.user_id, "camera") for p in client.participants.values() if "camera" in p.streams]
         first_frame: float | None = None
+        subscribed: float | None = None
         async with asyncio.timeout(60):
             publish = asyncio.create_task(client.publish("camera", video=track))
             if index > 0:
@@ -182,6 +192,7 @@ async def _fill_room(
                 for other in others:  # a camera not live at the join: wait for it (counted apart)
                     await client.wait_stream(other)
                 subs = await asyncio.gather(*(client.subscribe(u) for u in others))
+                subscribed = time.perf_counter() - t0
                 frames = [asyncio.create_task(s.video.recv()) for s in subs]
                 await asyncio.wait(frames, return_when=asyncio.FIRST_COMPLETED)
                 first_frame = time.perf_counter() - t0
@@ -206,6 +217,7 @@ async def _fill_room(
                 first_frame=first_frame,
                 live_at_join=index == 0 or len(live) == index,
                 present=present,
+                subscribed=subscribed,
             )
         )
         if index == 0 and size > 1:
@@ -352,7 +364,8 @@ def bench(args: argparse.Namespace) -> None:
         f = figures[name]
         print(
             f"{name}: {f['joins']} joins (joined answer p50 {_ms(f['joined_p50'])} ms), "
-            f"{f['n']} timed: first frame p50 {_ms(f['p50'])} ms p95 {_ms(f['p95'])} ms"
+            f"{f['n']} timed: subscriptions negotiated p50 {_ms(f['subscribed_p50'])} ms "
+            f"p95 {_ms(f['subscribed_p95'])} ms, first frame p50 {_ms(f['p50'])} ms p95 {_ms(f['p95'])} ms"
         )
     # The clients share the machine's two cores with the nodes: the more participants, the slower each
     # client's event loop, and the later a first frame is decoded. The same figures by how full it was:
