@@ -1,8 +1,9 @@
 """Capacity of one node: participants per core through Janus (issue 12, item 8; ``docs/scaling.md``).
 
-``--rooms`` rooms (1) of ``--size`` participants (4) on one ``ember serve``: every participant publishes a
-synthetic camera (``--width``x``--height`` at ``--fps``, VP8, 640x360@30 by default, as ``bench/rooms.py``;
-a textured, panning picture, so that aiortc's encoder spends about its WebRTC bit rate) with an Opus tone,
+``--rooms`` rooms (2) of ``--size`` participants (4) on one ``ember serve``: every participant publishes a
+synthetic camera (``--width``x``--height`` at ``--fps``, VP8; 320x180@15 by default: a textured, panning
+picture, on which aiortc's encoder spends about a camera's WebRTC bit rate, ~650 kbit/s, at a size eight
+Python clients can encode and decode on two cores with little loss) with an Opus tone,
 and subscribes to every other camera of its room, as in a meeting where everybody watches everybody (per
 participant: one stream into Janus, ``size - 1`` out of it). Participants are Python clients
 (``RoomClient``), each in its own process.
@@ -24,7 +25,8 @@ everyone subscribed to everyone; loss L %)``.
 Janus gathers no ICE candidates on loopback: like ``bench/rooms.py`` this makes its own network namespace
 and re-runs itself inside it (root needed).
 
-    sudo .venv/bin/python bench/capacity.py [--rooms 1] [--size 4] [--seconds 20] [--recording] [--mixer]
+    sudo .venv/bin/python bench/capacity.py [--rooms 2] [--size 4] [--width 320 --height 180 --fps 15]
+        [--seconds 20] [--recording] [--mixer]
 """
 
 from __future__ import annotations
@@ -291,11 +293,11 @@ def last_line(cmd: list[str]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rooms", type=int, default=1)
+    ap.add_argument("--rooms", type=int, default=2)
     ap.add_argument("--size", type=int, default=4, help="participants per room")
-    ap.add_argument("--width", type=int, default=640)
-    ap.add_argument("--height", type=int, default=360)
-    ap.add_argument("--fps", type=float, default=30)
+    ap.add_argument("--width", type=int, default=320)
+    ap.add_argument("--height", type=int, default=180)
+    ap.add_argument("--fps", type=float, default=15)
     ap.add_argument("--flat", action="store_true", help="a flat colour picture (ColourVideoTrack), few bits")
     ap.add_argument("--seconds", type=float, default=20, help="the measured span")
     ap.add_argument("--warmup", type=float, default=5)
