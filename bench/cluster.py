@@ -42,6 +42,7 @@ import multiprocessing as mp
 import os
 import random
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -347,7 +348,8 @@ def bench(args: argparse.Namespace) -> None:
         if failed is not None:
             for node in cluster.nodes:
                 print(f"--- {node.node_id} log tail ---\n{node.serve.output()[-2000:]}", file=sys.stderr)
-            raise SystemExit(failed)
+            raise SystemExit(f"{failed} (the nodes' data folders and logs are kept in {root})")
+    shutil.rmtree(root, ignore_errors=True)
 
     nodes = sorted(urls)
     figures = summary(joins)
