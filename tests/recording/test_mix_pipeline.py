@@ -26,7 +26,7 @@ from emberrtc.recording.plan import (
     Timing,
 )
 from emberrtc.recording.reports import FileCompleted, KeyframeRequest, MediaState, PushState, Report
-from emberrtc.synthetic import SineTone, colour_distance, dominant_frequency
+from emberrtc.synthetic import SineTone, beep_and_flash, beep_times, colour_distance, dominant_frequency, flash_times
 from tests.recording.publisher import AUDIO, Publisher
 from tests.recording.readback import first_frame_is_keyframe, read_back
 from tests.support.rtmp_server import RtmpServer, rtmp_skip_reason
@@ -443,3 +443,36 @@ def test_no_silence_is_judged_while_packets_wait_to_be_read(tmp_path: Path) -> N
     assert [r.state for r in d.of(MediaState)] == ["recording"] and not d.of(FileCompleted)
     d.pipeline.tick(d.now + 3.0)  # drained, and still nothing: now it is a silence
     assert [r.state for r in d.of(MediaState)] == ["recording", "idle"] and len(d.of(FileCompleted)) == 1
+
+
+@pytest.mark.parametrize("late", ["video", "audio"])
+def test_a_participants_lips_and_voice_stay_together_when_one_stream_comes_late(tmp_path: Path, late: str) -> None:
+    """A participant's video flashes and its audio beeps at the same media instants; after 0.5 s one of its
+    streams reaches the worker 300 ms late. In the file each flash and its beep are within 100 ms."""
+    pub = Publisher("H264", width=160, height=90, fps=30, seed=1)
+    pub.video = beep_and_flash(1.0, width=160, height=90, fps=30)[0]
+    pub.audio = SineTone(beep_every=1.0, beep_duration=0.1, layout="stereo")
+    alice = User("alice", 0, pub)
+    d = MixDriver(mix_plan(tmp_path, "480x360_15_320", {"layout_template": "nine_grids_view"}, alice.streams()),
+                  [alice])  # fmt: skip
+    held: list[tuple[float, int, bytes]] = []  # (arrival, order, datagram): the late stream's packets
+    for step in range(round(3.6 / 0.02)):
+        d.now += 0.02
+        for kind, data in pub.run(0.02):
+            delay = 0.3 if kind == late and step >= 25 else 0.0
+            held.append((d.now + delay + (0.001 if kind == AUDIO else 0.0), len(held), data))
+        held.sort()
+        while held and held[0][0] <= d.now + 0.0015:
+            arrival, _, data = held.pop(0)
+            d.pipeline.receive("mix", data, arrival)
+        d.pipeline.tick(d.now)
+    d.pipeline.close()
+
+    (f,) = d.of(FileCompleted)
+    rb = read_back(f.path)
+    flashes = [t for t in flash_times(rb.video) if t > 0.5]
+    beeps = [t for t in beep_times(rb.audio) if t > 0.5]
+    assert len(flashes) >= 2 and len(beeps) >= 2, (flashes, beeps)
+    for flash in flashes:
+        nearest = min(beeps, key=lambda b: abs(b - flash))
+        assert abs(nearest - flash) < 0.1, (flashes, beeps)

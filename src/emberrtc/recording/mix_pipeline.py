@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ import av
 
 from emberrtc.recording import depacketizer
 from emberrtc.recording.audio import AudioPath
-from emberrtc.recording.audio_mixer import AudioMixer
+from emberrtc.recording.audio_mixer import MAX_QUEUE, AudioMixer
 from emberrtc.recording.compositor import Compositor
 from emberrtc.recording.depacketizer import Depacketizer, EncodedFrame, OpusDepacketizer
 from emberrtc.recording.layout import Layout, Participant, compute_layout, layout_params
@@ -47,11 +48,14 @@ from emberrtc.recording.pipeline import Pipeline
 from emberrtc.recording.plan import H264, MixImageFiles, MixInput, MixStream, RecordingPlan
 from emberrtc.recording.reports import KeyframeRequest, MediaState, Progress, Report, WorkerError
 from emberrtc.recording.rtp import JitterBuffer, Released, RtpPacket, is_rtcp
+from emberrtc.recording.timeline import StreamClock
 from emberrtc.recording.video import VideoPacket
 
 log = logging.getLogger(__name__)
 
 AUDIO_STEP = 0.02  # seconds of output per step of an audio_only job (one Opus frame's worth)
+#: The most (seconds) a participant's audio and video are held back to wait for the later of the two.
+MAX_AV_DELAY = 1.0
 _MIX_TRACK = "mix"  # the output's one track on the timeline
 
 
@@ -62,7 +66,10 @@ class _Input:
     spec: MixStream
     jitter: JitterBuffer
     depacketizer: Depacketizer | OpusDepacketizer
+    clock: StreamClock
     decoder: av.VideoCodecContext | av.AudioCodecContext | None = None
+    #: Video: frames waiting for their instant on the output, (due instant, frame), in order.
+    waiting: deque[tuple[float, EncodedFrame]] = field(default_factory=deque)
     packets: int = 0
     decode_errors: int = 0
     last_request: tuple[float, float] | None = None  # (monotonic, recording time) of the last keyframe request
@@ -76,6 +83,11 @@ class _Input:
     def mixer_key(self) -> str:
         """The mixer's name for an audio input: one per user and publication."""
         return f"{self.spec.user_id}/{self.spec.stream}"
+
+    @property
+    def publication(self) -> tuple[str, str]:
+        """The participant's publication the stream belongs to: its audio and video are kept in sync."""
+        return (self.spec.user_id, self.spec.stream)
 
 
 @dataclass
@@ -126,7 +138,7 @@ class MixPipeline(Pipeline):
         e = plan.encoding
         self.stats = MixStats()
         self._audio = AudioPath(e)
-        self._mixer = AudioMixer(e.audio_sample_rate)
+        self._mixer = AudioMixer(e.audio_sample_rate, max_queue=MAX_QUEUE + MAX_AV_DELAY)
         self._template: EncodeTemplate | None = None
         self._compositor: Compositor | None = None
         self._encoder: MixVideoEncoder | None = None
@@ -190,6 +202,7 @@ class MixPipeline(Pipeline):
         # Steps due before this packet are made first: the output follows arrival times (the kernel's), so a
         # backlog read at once (a worker starting on a filled socket) is composed as it came, not smeared.
         self._advance(arrival - self.plan.timing.mix_latency)
+        stream.clock.arrived(packet.timestamp, arrival)
         for item in stream.jitter.push(packet, arrival):
             self._released_input(stream, item)
         if self.packets % self.plan.timing.progress_packets == 0:
@@ -258,7 +271,8 @@ class MixPipeline(Pipeline):
             if ssrc in self._inputs:
                 continue
             depack = depacketizer.for_codec(spec.codec, self._keyframe_asker(ssrc))
-            stream = _Input(spec, JitterBuffer(self.plan.timing.jitter_delay), depack)
+            clock = StreamClock(48_000 if spec.kind == "audio" else 90_000, max_delay=MAX_AV_DELAY)
+            stream = _Input(spec, JitterBuffer(self.plan.timing.jitter_delay), depack, clock)
             self._inputs[ssrc] = stream
 
     def _add_writers(self, plan: RecordingPlan) -> None:
@@ -324,9 +338,43 @@ class MixPipeline(Pipeline):
 
     def _released_input(self, stream: _Input, item: Released) -> None:
         for frame in stream.depacketizer.push(item):
-            self._decode(stream, frame)
+            due = stream.clock.due(frame.timestamp)
+            if stream.spec.kind == "video":
+                stream.waiting.append((due, frame))  # decoded when its output instant comes (_show_video)
+            else:
+                self._decode(stream, frame, self._audio_position(stream, due))
 
-    def _decode(self, stream: _Input, frame: EncodedFrame) -> None:
+    def _delay(self, publication: tuple[str, str]) -> float:
+        """How long a publication's media is held back after it was due: its latest stream's delay (so
+        its audio and video stay together), plus one output step (what arrives in the step being made)."""
+        delay = max((s.clock.delay(self._now) for s in self._inputs.values() if s.publication == publication),
+                    default=0.0)  # fmt: skip
+        return min(delay, MAX_AV_DELAY) + self._step
+
+    def _audio_position(self, stream: _Input, due: float) -> int | None:
+        """The mixer position (samples) of audio due at ``due``: the output instant it belongs at is
+        ``due + delay - mix_latency`` (as a picture's, :meth:`_show_video`)."""
+        if self._t_next is None:
+            return None
+        at = due + self._delay(stream.publication) - self.plan.timing.mix_latency
+        return self._mixer.position + round((at - self._t_next) * self._mixer.sample_rate)
+
+    def _show_video(self, t: float) -> None:
+        """Each video input's pictures whose output instant (due + delay - mix_latency) has come by output
+        instant ``t`` are decoded; the compositor gets the newest."""
+        horizon = t + self.plan.timing.mix_latency
+        delays: dict[tuple[str, str], float] = {}
+        for stream in list(self._inputs.values()):
+            waiting = stream.waiting
+            if not waiting:
+                continue
+            delay = delays.get(stream.publication)
+            if delay is None:
+                delay = delays[stream.publication] = self._delay(stream.publication)
+            while waiting and waiting[0][0] + delay <= horizon:
+                self._decode(stream, waiting.popleft()[1])
+
+    def _decode(self, stream: _Input, frame: EncodedFrame, at: int | None = None) -> None:
         spec = stream.spec
         if stream.decoder is None:
             name = "opus" if spec.kind == "audio" else ("h264" if spec.codec == H264 else "vp8")
@@ -350,7 +398,8 @@ class MixPipeline(Pipeline):
             if isinstance(item, av.VideoFrame) and self._compositor is not None:
                 self._compositor.update(stream.source, item)
             elif isinstance(item, av.AudioFrame):
-                self._mixer.push(stream.mixer_key, item)
+                self._mixer.push(stream.mixer_key, item, at)
+                at = None  # more frames from one packet follow the first
 
     def _advance(self, horizon: float) -> None:
         """Make every output step due up to monotonic instant ``horizon``."""
@@ -370,6 +419,7 @@ class MixPipeline(Pipeline):
         if self._compositor is not None and self._encoder is not None:
             if self._push_wants_keyframe() or any(w.wants_keyframe(r, False) for w in self._writers):
                 self._encoder.force_keyframe()
+            self._show_video(t)
             canvas = self._compositor.compose()
             packets = self._encoder.encode(canvas, round(r * 90_000))
             wrote = self._write_video([self._packet(p) for p in packets])
