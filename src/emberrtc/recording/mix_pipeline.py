@@ -20,6 +20,16 @@ anything (nobody publishes), the output stops; when media comes back after more 
 ``Timing.interruption``, it resumes at the arrival and the writers see an interruption, exactly like a
 single-stream job's silence (``Timeline`` cuts the gap out and maps recording time to the wall clock).
 
+Lip sync. Each input's frames are placed by its own RTP timestamps: a :class:`StreamClock` per stream maps
+them to the instants they were due (Janus ``rtp_forward`` sends no sender reports, so by the stream's
+earliest packet) and measures how late the stream arrives. A publication's audio and video (one user's
+camera and microphone) are held back together by the delay of the later of the two (at most
+``MAX_AV_DELAY``): a picture due at ``d`` is decoded for the output instant ``d + delay - mix_latency``,
+and audio due at ``d`` is given to the mixer for that same instant (``AudioMixer.push(at=...)``, which puts
+silence before it, or cuts what is already past, when it is more than 30 ms off). So a video that comes
+300 ms late delays its owner's voice by as much, and lips and voice stay together; other participants
+are not held back. A stream that is late from its very first packet cannot be told from an on-time one.
+
 Inputs come and go with :meth:`MixPipeline.update` (the server sends a new plan when a publisher joins,
 leaves or re-publishes, and when a ``PUT`` changes the layout or the images): a new layout applies to the
 next frame composed, in the same file.
