@@ -62,17 +62,20 @@ class _Queue:
         total = len(channels[0])
         if not total:
             return 0
-        n = min(total, self.limit)
-        dropped = max(0, self.queued + n - self.limit)
-        self.start += dropped
-        if self.end + n > self.buffer.shape[1]:
-            kept = self.queued
-            self.buffer[:, :kept] = self.buffer[:, self.start : self.end]
-            self.start, self.end = 0, kept
-        end = self.end + n
-        self.buffer[0, self.end : end] = channels[0][total - n :]
-        self.buffer[1, self.end : end] = channels[-1][total - n :]
-        self.end = end
+        buffer, start, end, limit = self.buffer, self.start, self.end, self.limit
+        n = total if total < limit else limit
+        dropped = end - start + n - limit
+        if dropped > 0:
+            start += dropped
+        else:
+            dropped = 0
+        if end + n > buffer.shape[1]:
+            kept = end - start
+            buffer[:, :kept] = buffer[:, start:end]
+            start, end = 0, kept
+        buffer[0, end : end + n] = channels[0][total - n :]
+        buffer[1, end : end + n] = channels[-1][total - n :]
+        self.start, self.end = start, end + n
         return dropped
 
     def read(self, samples: int) -> np.ndarray:
@@ -81,6 +84,10 @@ class _Queue:
         view = self.buffer[:, self.start : self.start + k]
         self.start += k
         return view
+
+
+def _level(entry: tuple[float, str, np.ndarray]) -> float:
+    return entry[0]
 
 
 class AudioMixer:
@@ -144,21 +151,23 @@ class AudioMixer:
         if samples <= 0:
             raise ValueError("samples must be positive")
         alpha = 1.0 - math.exp(-samples / (LEVEL_SMOOTHING * self.sample_rate))
-        blocks: dict[str, np.ndarray] = {}
+        per_sample = 1.0 / (2 * samples)
+        blocks: list[tuple[float, str, np.ndarray]] = []
         for user_id, queue in self._inputs.items():
-            if not queue.queued:
+            if queue.start == queue.end:
                 queue.level -= alpha * queue.level  # silence: its level falls
                 continue
             block = queue.read(samples)
+            left, right = block[0], block[1]
             # mean square over the whole block (missing samples count as silence)
-            power = (float(np.dot(block[0], block[0])) + float(np.dot(block[1], block[1]))) / (2 * samples)
+            power = (float(left @ left) + float(right @ right)) * per_sample
             queue.level += alpha * (power - queue.level)
-            blocks[user_id] = block
-        ranked = sorted(blocks, key=lambda u: self._inputs[u].level, reverse=True)[: self.loudest]
-        self.speaking = tuple(ranked)
+            blocks.append((queue.level, user_id, block))
+        blocks.sort(key=_level, reverse=True)
+        ranked = blocks[: self.loudest]
+        self.speaking = tuple(user_id for _, user_id, _ in ranked)
         mix = np.zeros((2, samples), np.float32)
-        for user_id in ranked:
-            block = blocks[user_id]
+        for _, _, block in ranked:
             mix[:, : block.shape[1]] += block
         self._limit(mix, samples)
         self.position += samples
