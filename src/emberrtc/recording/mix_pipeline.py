@@ -161,6 +161,7 @@ class MixPipeline(Pipeline):
         self._layout: Layout | None = None
         self._t_next: float | None = None  # monotonic instant of the next output step
         self._steps = 0
+        self._delays: dict[tuple[str, str], float] = {}  # by publication, see _measure_delays
         self._set_streams(mix.streams)
         self._set_layout(mix)
         self._set_images(mix.images)
@@ -354,12 +355,23 @@ class MixPipeline(Pipeline):
             else:
                 self._decode(stream, frame, self._audio_position(stream, due))
 
+    def _measure_delays(self) -> None:
+        """How long each publication's media is held back after it was due (once per output step): its
+        latest stream's delay (so its audio and video stay together), plus one output step (what arrives
+        in the step being made)."""
+        delays: dict[tuple[str, str], float] = {}
+        for stream in self._inputs.values():
+            delay = stream.clock.delay(self._now)
+            if delay > delays.get(stream.publication, -1.0):
+                delays[stream.publication] = delay
+        self._delays = {p: min(d, MAX_AV_DELAY) + self._step for p, d in delays.items()}
+
     def _delay(self, publication: tuple[str, str]) -> float:
-        """How long a publication's media is held back after it was due: its latest stream's delay (so
-        its audio and video stay together), plus one output step (what arrives in the step being made)."""
-        delay = max((s.clock.delay(self._now) for s in self._inputs.values() if s.publication == publication),
-                    default=0.0)  # fmt: skip
-        return min(delay, MAX_AV_DELAY) + self._step
+        delay = self._delays.get(publication)
+        if delay is None:  # a stream new since the last step
+            self._measure_delays()
+            delay = self._delays.get(publication, self._step)
+        return delay
 
     def _audio_position(self, stream: _Input, due: float) -> int | None:
         """The mixer position (samples) of audio due at ``due``: the output instant it belongs at is
@@ -373,14 +385,11 @@ class MixPipeline(Pipeline):
         """Each video input's pictures whose output instant (due + delay - mix_latency) has come by output
         instant ``t`` are decoded; the compositor gets the newest."""
         horizon = t + self.plan.timing.mix_latency
-        delays: dict[tuple[str, str], float] = {}
         for stream in list(self._inputs.values()):
             waiting = stream.waiting
             if not waiting:
                 continue
-            delay = delays.get(stream.publication)
-            if delay is None:
-                delay = delays[stream.publication] = self._delay(stream.publication)
+            delay = self._delay(stream.publication)
             while waiting and waiting[0][0] + delay <= horizon:
                 self._decode(stream, waiting.popleft()[1])
 
@@ -426,6 +435,7 @@ class MixPipeline(Pipeline):
                 w.interrupted(place.interruption, place.before)
         r = self._r = place.time
         wrote = False
+        self._measure_delays()
         if self._compositor is not None and self._encoder is not None:
             if self._push_wants_keyframe() or any(w.wants_keyframe(r, False) for w in self._writers):
                 self._encoder.force_keyframe()
