@@ -8,8 +8,8 @@ alternates by round; a short run of each side before the rounds is not counted):
 - Ember: PyAV decode of every input (video and audio) -> ``compute_layout`` + ``Compositor`` ->
   ``MixVideoEncoder`` (libx264, the recording preset, the template's bit rate) and ``AudioMixer`` ->
   AAC (the recording's audio settings), in this process;
-- FFmpeg: ``scale`` (bilinear; Ember shrinks pictures by area averaging, about a tenth cheaper than its
-  bilinear, see ``compositor``) + ``xstack`` + ``amix``, libx264 with the same preset, tune and bit rate,
+- FFmpeg: ``scale`` (bilinear; Ember shrinks pictures by area averaging, which costs the same in swscale,
+  see ``compositor``) + ``xstack`` + ``amix``, libx264 with the same preset, tune and bit rate,
   AAC with the same settings, in a child process.
 
 Both outputs are encoded and discarded (no muxing on either side). CPU time is user + system from

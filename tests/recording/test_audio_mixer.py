@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import av
 import numpy as np
 import pytest
 
@@ -134,3 +135,25 @@ def test_the_choice_follows_who_is_loud_now() -> None:
     mixed = run(mixer, tones, 1.0)
     assert set(mixer.speaking) == {"a", "b", "d"}
     assert magnitude(mixed[0][-24_000:], 900) > 0.05
+
+
+def test_audio_given_a_position_is_placed_there_and_small_offsets_are_followed() -> None:
+    mixer = AudioMixer(48_000, max_queue=2.0)
+
+    def frame(n: int = 960) -> av.AudioFrame:  # a constant level, as the Opus decoder gives (fltp 48 kHz)
+        f = av.AudioFrame.from_ndarray(np.full((2, n), 0.3, np.float32), format="fltp", layout="stereo")
+        f.sample_rate = 48_000
+        return f
+
+    mixer.push("a", frame(), at=0)
+    mixer.push("a", frame(), at=960 + 480)  # 10 ms off: within the slack, it follows
+    mixer.push("a", frame(), at=2 * 960 + 9600)  # 200 ms later: silence before it
+    out = mixer.pull(3 * 960 + 9600).to_ndarray()[0]
+    assert (out[: 2 * 960] > 0.29).all()  # the first two frames back to back
+    assert not out[2 * 960 : 2 * 960 + 9600].any()  # the gap
+    assert (out[-960:] > 0.29).all()  # the third frame at its place
+    assert mixer.position == len(out)
+    # Audio for a position partly played already: its late part is cut, the rest plays at once.
+    mixer.push("a", frame(3 * 960), at=mixer.position - 2 * 960)
+    block = mixer.pull(2 * 960).to_ndarray()[0]
+    assert (block[:960] > 0.29).all() and not block[960:].any()

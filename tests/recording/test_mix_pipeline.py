@@ -27,7 +27,7 @@ from emberrtc.recording.plan import (
     Timing,
 )
 from emberrtc.recording.reports import FileCompleted, KeyframeRequest, MediaState, PushState, Report
-from emberrtc.synthetic import SineTone, colour_distance, dominant_frequency
+from emberrtc.synthetic import SineTone, beep_and_flash, beep_times, colour_distance, dominant_frequency, flash_times
 from tests.recording.publisher import AUDIO, Publisher
 from tests.recording.readback import first_frame_is_keyframe, read_back
 from tests.support.rtmp_server import RtmpServer, rtmp_skip_reason
@@ -481,3 +481,101 @@ def test_an_audio_only_mix_has_no_preview(tmp_path: Path) -> None:
     d.send(2.5)
     assert d.pipeline.preview is None and not (tmp_path / "spool" / PREVIEW).exists()
     d.pipeline.close()
+
+
+@pytest.mark.parametrize("late", [None, "video", "audio"])
+def test_a_participants_lips_and_voice_stay_together_when_one_stream_comes_late(
+    tmp_path: Path, late: str | None
+) -> None:
+    """A participant's video flashes and its audio beeps at the same media instants; after 0.5 s one of its
+    streams (or none) reaches the worker 300 ms late. In the file each flash and its beep are within 100 ms."""
+    pub = Publisher("H264", width=160, height=90, fps=30, seed=1)
+    pub.video = beep_and_flash(1.0, width=160, height=90, fps=30)[0]
+    pub.audio = SineTone(beep_every=1.0, beep_duration=0.1, layout="stereo")
+    alice = User("alice", 0, pub)
+    d = MixDriver(mix_plan(tmp_path, "480x360_15_320", {"layout_template": "nine_grids_view"}, alice.streams()),
+                  [alice])  # fmt: skip
+    held: list[tuple[float, int, bytes]] = []  # (arrival, order, datagram): the late stream's packets
+    for step in range(round(3.6 / 0.02)):
+        d.now += 0.02
+        for kind, data in pub.run(0.02):
+            delay = 0.3 if kind == late and step >= 25 else 0.0
+            held.append((d.now + delay + (0.001 if kind == AUDIO else 0.0), len(held), data))
+        held.sort()
+        while held and held[0][0] <= d.now + 0.0015:
+            arrival, _, data = held.pop(0)
+            d.pipeline.receive("mix", data, arrival)
+        d.pipeline.tick(d.now)
+    d.pipeline.close()
+
+    (f,) = d.of(FileCompleted)
+    rb = read_back(f.path)
+    flashes = [t for t in flash_times(rb.video) if t > 0.5]
+    beeps = [t for t in beep_times(rb.audio) if t > 0.5]
+    assert len(flashes) >= 2 and len(beeps) >= 2, (flashes, beeps)
+    for flash in flashes:
+        nearest = min(beeps, key=lambda b: abs(b - flash))
+        assert abs(nearest - flash) < 0.1, (flashes, beeps)
+
+
+def _flashes_in(frames: list[av.VideoFrame], x: int, w: int) -> list[float]:
+    """Instants where the picture turns white within columns ``x`` to ``x + w`` (a grid cell)."""
+    out, was = [], False
+    for frame in frames:
+        bright = float(frame.to_ndarray(format="gray")[:, x : x + w].mean()) > 200
+        if bright and not was:
+            out.append(float(frame.time or 0.0))
+        was = bright
+    return out
+
+
+def _beeps_at(frames: list[av.AudioFrame], frequency: float) -> list[float]:
+    """Instants where a beep of ``frequency`` starts (its level in 10 ms windows, against its peak)."""
+    rate = frames[0].sample_rate
+    start = float(frames[0].time or 0.0)
+    signal = np.concatenate([f.to_ndarray()[0] for f in frames]).astype(np.float64)
+    n = rate // 100
+    windows = signal[: len(signal) // n * n].reshape(-1, n)
+    level = np.abs(windows @ np.exp(-2j * np.pi * frequency * np.arange(n) / rate))
+    loud = level > 0.3 * level.max()
+    return [start + i * n / rate for i in range(1, len(loud)) if loud[i] and not loud[i - 1]]
+
+
+def test_only_the_late_participant_is_held_back(tmp_path: Path) -> None:
+    """Alice's video comes 300 ms late, Bob's streams on time: each one's flashes and beeps stay together,
+    and Bob's are not delayed for Alice's (his flashes come about 300 ms before hers, as sent together)."""
+    users = []
+    for i, (name, tone) in enumerate((("alice", 1000.0), ("bob", 3000.0))):
+        pub = Publisher("H264", width=160, height=90, fps=30, seed=i + 1)
+        pub.video = beep_and_flash(1.0, width=160, height=90, fps=30)[0]
+        pub.audio = SineTone(beep_every=1.0, beep_duration=0.1, beep_frequency=tone, layout="stereo")
+        users.append(User(name, i, pub))
+    alice, bob = users
+    streams = alice.streams() + bob.streams()
+    d = MixDriver(mix_plan(tmp_path, "480x360_15_320", {"layout_template": "nine_grids_view"}, streams), users)
+    held: list[tuple[float, int, bytes]] = []
+    for step in range(round(3.6 / 0.02)):
+        d.now += 0.02
+        for u in users:
+            for kind, data in u.pub.run(0.02):
+                delay = 0.3 if u is alice and kind != AUDIO and step >= 25 else 0.0
+                held.append((d.now + delay + (0.001 if kind == AUDIO else 0.0), len(held), data))
+        held.sort()
+        while held and held[0][0] <= d.now + 0.0015:
+            arrival, _, data = held.pop(0)
+            d.pipeline.receive("mix", data, arrival)
+        d.pipeline.tick(d.now)
+    d.pipeline.close()
+
+    (f,) = d.of(FileCompleted)
+    rb = read_back(f.path)
+    flashes = {"alice": _flashes_in(rb.video, 0, 240), "bob": _flashes_in(rb.video, 240, 240)}
+    beeps = {"alice": _beeps_at(rb.audio, 1000.0), "bob": _beeps_at(rb.audio, 3000.0)}
+    for user in ("alice", "bob"):
+        late_flashes = [t for t in flashes[user] if t > 0.8]
+        assert len(late_flashes) >= 2, (flashes, beeps)
+        for flash in late_flashes:
+            assert min(abs(b - flash) for b in beeps[user]) < 0.1, (user, flashes, beeps)
+    # Flashes sent at the same instants: Bob's show about 300 ms before Alice's.
+    for flash in [t for t in flashes["alice"] if t > 1.2]:
+        assert min(abs(flash - 0.3 - b) for b in flashes["bob"]) < 0.1, (flashes, beeps)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from emberrtc.recording.timeline import Timeline
+from emberrtc.recording.timeline import StreamClock, Timeline
 
 WALL = 1_700_000_000.0
 
@@ -86,3 +86,29 @@ def test_a_track_resuming_just_before_the_one_that_revealed_the_gap_stays_after_
     assert tl.wall_at(video.time) == pytest.approx(WALL + 21.0, abs=0.03)
     assert tl.wall_at(audio.time) == pytest.approx(WALL + 21.02)
     assert tl.wall_at(0.98) == pytest.approx(WALL + 0.98)
+
+
+def test_a_stream_clock_maps_timestamps_by_its_earliest_packet_and_measures_lateness() -> None:
+    clock = StreamClock(90_000, max_delay=1.0, window=3.0)
+    base = 4_294_900_000  # wraps within the run
+    for n in range(30):  # on time: 30 frames a second
+        clock.arrived((base + 3000 * n) % (1 << 32), 10.0 + n / 30)
+    assert clock.due((base + 3000 * 29) % (1 << 32)) == pytest.approx(10.0 + 29 / 30)
+    assert clock.delay(11.0) == pytest.approx(0.0, abs=1e-9)
+    # From frame 30 on, the stream comes 0.3 s late: its frames are still due when their timestamps say.
+    for n in range(30, 60):
+        clock.arrived((base + 3000 * n) % (1 << 32), 10.3 + n / 30)
+    assert clock.due((base + 3000 * 59) % (1 << 32)) == pytest.approx(10.0 + 59 / 30)
+    assert clock.delay(12.3) == pytest.approx(0.3)
+    # On time again: the delay is kept for the window, then falls.
+    for n in range(60, 100):
+        clock.arrived((base + 3000 * n) % (1 << 32), 10.0 + n / 30)
+    assert clock.delay(10.0 + 100 / 30) == pytest.approx(0.3)
+    for n in range(100, 200):
+        clock.arrived((base + 3000 * n) % (1 << 32), 10.0 + n / 30)
+    assert clock.delay(10.0 + 199 / 30) == pytest.approx(0.0, abs=1e-9)
+    # A packet earlier than any before it moves the mapping; one over max_delay late starts it afresh.
+    clock.arrived((base + 3000 * 200) % (1 << 32), 10.0 + 200 / 30 - 0.05)
+    assert clock.due((base + 3000 * 200) % (1 << 32)) == pytest.approx(10.0 + 200 / 30 - 0.05)
+    clock.arrived(123, 30.0)  # a new timestamp base
+    assert clock.due(123) == pytest.approx(30.0) and clock.delay(30.0) == 0.0

@@ -20,6 +20,16 @@ anything (nobody publishes), the output stops; when media comes back after more 
 ``Timing.interruption``, it resumes at the arrival and the writers see an interruption, exactly like a
 single-stream job's silence (``Timeline`` cuts the gap out and maps recording time to the wall clock).
 
+Lip sync. Each input's frames are placed by its own RTP timestamps: a :class:`StreamClock` per stream maps
+them to the instants they were due (Janus ``rtp_forward`` sends no sender reports, so by the stream's
+earliest packet) and measures how late the stream arrives. A publication's audio and video (one user's
+camera and microphone) are held back together by the delay of the later of the two (at most
+``MAX_AV_DELAY``): a picture due at ``d`` is decoded for the output instant ``d + delay - mix_latency``,
+and audio due at ``d`` is given to the mixer for that same instant (``AudioMixer.push(at=...)``, which puts
+silence before it, or cuts what is already past, when it is more than 30 ms off). So a video that comes
+300 ms late delays its owner's voice by as much, and lips and voice stay together; other participants
+are not held back. A stream that is late from its very first packet cannot be told from an on-time one.
+
 Inputs come and go with :meth:`MixPipeline.update` (the server sends a new plan when a publisher joins,
 leaves or re-publishes, and when a ``PUT`` changes the layout or the images): a new layout applies to the
 next frame composed, in the same file.
@@ -32,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +51,7 @@ import av
 
 from emberrtc.recording import depacketizer
 from emberrtc.recording.audio import AudioPath
-from emberrtc.recording.audio_mixer import AudioMixer
+from emberrtc.recording.audio_mixer import MAX_QUEUE, AudioMixer
 from emberrtc.recording.compositor import Compositor
 from emberrtc.recording.depacketizer import Depacketizer, EncodedFrame, OpusDepacketizer
 from emberrtc.recording.layout import Layout, Participant, compute_layout, layout_params
@@ -51,11 +62,14 @@ from emberrtc.recording.pipeline import Pipeline
 from emberrtc.recording.plan import H264, MixImageFiles, MixInput, MixStream, RecordingPlan
 from emberrtc.recording.reports import KeyframeRequest, MediaState, Progress, Report, WorkerError
 from emberrtc.recording.rtp import JitterBuffer, Released, RtpPacket, is_rtcp
+from emberrtc.recording.timeline import StreamClock
 from emberrtc.recording.video import VideoPacket
 
 log = logging.getLogger(__name__)
 
 AUDIO_STEP = 0.02  # seconds of output per step of an audio_only job (one Opus frame's worth)
+#: The most (seconds) a participant's audio and video are held back to wait for the later of the two.
+MAX_AV_DELAY = 1.0
 _MIX_TRACK = "mix"  # the output's one track on the timeline
 
 
@@ -66,7 +80,10 @@ class _Input:
     spec: MixStream
     jitter: JitterBuffer
     depacketizer: Depacketizer | OpusDepacketizer
+    clock: StreamClock
     decoder: av.VideoCodecContext | av.AudioCodecContext | None = None
+    #: Video: frames waiting for their instant on the output, (due instant, frame), in order.
+    waiting: deque[tuple[float, EncodedFrame]] = field(default_factory=deque)
     packets: int = 0
     decode_errors: int = 0
     last_request: tuple[float, float] | None = None  # (monotonic, recording time) of the last keyframe request
@@ -80,6 +97,11 @@ class _Input:
     def mixer_key(self) -> str:
         """The mixer's name for an audio input: one per user and publication."""
         return f"{self.spec.user_id}/{self.spec.stream}"
+
+    @property
+    def publication(self) -> tuple[str, str]:
+        """The participant's publication the stream belongs to: its audio and video are kept in sync."""
+        return (self.spec.user_id, self.spec.stream)
 
 
 @dataclass
@@ -130,7 +152,7 @@ class MixPipeline(Pipeline):
         e = plan.encoding
         self.stats = MixStats()
         self._audio = AudioPath(e)
-        self._mixer = AudioMixer(e.audio_sample_rate)
+        self._mixer = AudioMixer(e.audio_sample_rate, max_queue=MAX_QUEUE + MAX_AV_DELAY)
         self._template: EncodeTemplate | None = None
         self._compositor: Compositor | None = None
         self._encoder: MixVideoEncoder | None = None
@@ -145,6 +167,7 @@ class MixPipeline(Pipeline):
         self._layout: Layout | None = None
         self._t_next: float | None = None  # monotonic instant of the next output step
         self._steps = 0
+        self._delays: dict[tuple[str, str], float] = {}  # by publication, see _measure_delays
         self._set_streams(mix.streams)
         self._set_layout(mix)
         self._set_images(mix.images)
@@ -198,6 +221,7 @@ class MixPipeline(Pipeline):
         # Steps due before this packet are made first: the output follows arrival times (the kernel's), so a
         # backlog read at once (a worker starting on a filled socket) is composed as it came, not smeared.
         self._advance(arrival - self.plan.timing.mix_latency)
+        stream.clock.arrived(packet.timestamp, arrival)
         for item in stream.jitter.push(packet, arrival):
             self._released_input(stream, item)
         if self.packets % self.plan.timing.progress_packets == 0:
@@ -266,7 +290,8 @@ class MixPipeline(Pipeline):
             if ssrc in self._inputs:
                 continue
             depack = depacketizer.for_codec(spec.codec, self._keyframe_asker(ssrc))
-            stream = _Input(spec, JitterBuffer(self.plan.timing.jitter_delay), depack)
+            clock = StreamClock(48_000 if spec.kind == "audio" else 90_000, max_delay=MAX_AV_DELAY)
+            stream = _Input(spec, JitterBuffer(self.plan.timing.jitter_delay), depack, clock)
             self._inputs[ssrc] = stream
 
     def _add_writers(self, plan: RecordingPlan) -> None:
@@ -332,9 +357,51 @@ class MixPipeline(Pipeline):
 
     def _released_input(self, stream: _Input, item: Released) -> None:
         for frame in stream.depacketizer.push(item):
-            self._decode(stream, frame)
+            due = stream.clock.due(frame.timestamp)
+            if stream.spec.kind == "video":
+                stream.waiting.append((due, frame))  # decoded when its output instant comes (_show_video)
+            else:
+                self._decode(stream, frame, self._audio_position(stream, due))
 
-    def _decode(self, stream: _Input, frame: EncodedFrame) -> None:
+    def _measure_delays(self) -> None:
+        """How long each publication's media is held back after it was due (once per output step): its
+        latest stream's delay (so its audio and video stay together), plus one output step (what arrives
+        in the step being made)."""
+        delays: dict[tuple[str, str], float] = {}
+        for stream in self._inputs.values():
+            delay = stream.clock.delay(self._now)
+            if delay > delays.get(stream.publication, -1.0):
+                delays[stream.publication] = delay
+        self._delays = {p: min(d, MAX_AV_DELAY) + self._step for p, d in delays.items()}
+
+    def _delay(self, publication: tuple[str, str]) -> float:
+        delay = self._delays.get(publication)
+        if delay is None:  # a stream new since the last step
+            self._measure_delays()
+            delay = self._delays.get(publication, self._step)
+        return delay
+
+    def _audio_position(self, stream: _Input, due: float) -> int | None:
+        """The mixer position (samples) of audio due at ``due``: the output instant it belongs at is
+        ``due + delay - mix_latency`` (as a picture's, :meth:`_show_video`)."""
+        if self._t_next is None:
+            return None
+        at = due + self._delay(stream.publication) - self.plan.timing.mix_latency
+        return self._mixer.position + round((at - self._t_next) * self._mixer.sample_rate)
+
+    def _show_video(self, t: float) -> None:
+        """Each video input's pictures whose output instant (due + delay - mix_latency) has come by output
+        instant ``t`` are decoded; the compositor gets the newest."""
+        horizon = t + self.plan.timing.mix_latency
+        for stream in list(self._inputs.values()):
+            waiting = stream.waiting
+            if not waiting:
+                continue
+            delay = self._delay(stream.publication)
+            while waiting and waiting[0][0] + delay <= horizon:
+                self._decode(stream, waiting.popleft()[1])
+
+    def _decode(self, stream: _Input, frame: EncodedFrame, at: int | None = None) -> None:
         spec = stream.spec
         if stream.decoder is None:
             name = "opus" if spec.kind == "audio" else ("h264" if spec.codec == H264 else "vp8")
@@ -358,7 +425,8 @@ class MixPipeline(Pipeline):
             if isinstance(item, av.VideoFrame) and self._compositor is not None:
                 self._compositor.update(stream.source, item)
             elif isinstance(item, av.AudioFrame):
-                self._mixer.push(stream.mixer_key, item)
+                self._mixer.push(stream.mixer_key, item, at)
+                at = None  # more frames from one packet follow the first
 
     def _advance(self, horizon: float) -> None:
         """Make every output step due up to monotonic instant ``horizon``."""
@@ -375,9 +443,11 @@ class MixPipeline(Pipeline):
                 w.interrupted(place.interruption, place.before)
         r = self._r = place.time
         wrote = False
+        self._measure_delays()
         if self._compositor is not None and self._encoder is not None:
             if self._push_wants_keyframe() or any(w.wants_keyframe(r, False) for w in self._writers):
                 self._encoder.force_keyframe()
+            self._show_video(t)
             canvas = self._compositor.compose()
             packets = self._encoder.encode(canvas, round(r * 90_000))
             if self.preview is not None:

@@ -71,14 +71,17 @@ class Unwrapper:
         self._last: int | None = None
 
     def __call__(self, value: int) -> int:
+        self._last = self.nearest(value)
+        return self._last
+
+    def nearest(self, value: int) -> int:
+        """The extension of ``value`` nearest to the last one, without moving on (None before: ``value``)."""
         if self._last is None:
-            self._last = value
             return value
         delta = (value - self._last) % self._modulus
         if delta >= self._half:
             delta -= self._modulus
-        self._last += delta
-        return self._last
+        return self._last + delta
 
     def reset(self) -> None:
         self._last = None

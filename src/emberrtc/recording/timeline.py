@@ -130,3 +130,54 @@ class Timeline:
         """Wall-clock time (epoch seconds) of recording time ``r``."""
         i = bisect.bisect_right(self._offsets, (r, float("inf"))) - 1
         return (self._wall_epoch or 0.0) + r + self._offsets[i][1]
+
+
+class StreamClock:
+    """One stream's RTP timestamps on the receiver's monotonic clock, and how late the stream arrives.
+
+    The mixed-stream counterpart of :class:`Timeline`'s per-track anchoring: with no sender reports (Janus
+    ``rtp_forward`` sends none), a stream's timestamps are mapped to the instants its packets were due by
+    its earliest packet, the one that came soonest for its timestamp (``arrival - ts / rate`` at its
+    smallest: at first the first packet, later any packet that beats it); from then on the RTP timestamps
+    rule. A packet's *lateness* is how long after its due instant it arrived; :meth:`delay` is the
+    largest lateness of the last ``window`` seconds (a stream delayed on its way shows as a delay, at
+    once, and keeps it for ``window`` seconds after it ends, so the delay does not flap). A packet later
+    than ``max_delay`` starts the stream's mapping afresh (a new timestamp base, or a sender whose clock
+    stopped while it paused): it is then on time.
+    """
+
+    __slots__ = ("_late", "_packets", "max_delay", "offset", "rate", "window")
+
+    def __init__(self, rate: int, *, max_delay: float = 1.0, window: float = 3.0) -> None:
+        self.rate = rate
+        self.max_delay = max_delay
+        self.window = window
+        self._packets = Unwrapper(32)
+        self.offset: float | None = None  # due instant of timestamp 0 (unwrapped)
+        self._late: deque[tuple[float, float]] = deque()  # (arrival, lateness), lateness decreasing
+
+    def arrived(self, timestamp: int, arrival: float) -> None:
+        """A packet with RTP ``timestamp`` arrived at monotonic ``arrival``."""
+        base = arrival - self._packets(timestamp) / self.rate
+        if self.offset is None or base < self.offset or base - self.offset > self.max_delay:
+            self.offset = base
+            self._late.clear()
+        lateness = base - self.offset
+        late = self._late
+        while late and late[-1][1] <= lateness:  # a sliding maximum: older, smaller values never count again
+            late.pop()
+        late.append((arrival, lateness))
+        while late[0][0] < arrival - self.window:
+            late.popleft()
+
+    def due(self, timestamp: int) -> float:
+        """The monotonic instant a frame with RTP ``timestamp`` was due (its packets arrived first)."""
+        assert self.offset is not None, "a frame before any packet"
+        return self.offset + self._packets.nearest(timestamp) / self.rate
+
+    def delay(self, now: float) -> float:
+        """The stream's largest lateness in the ``window`` seconds before ``now``."""
+        late = self._late
+        while late and late[0][0] < now - self.window:
+            late.popleft()
+        return late[0][1] if late else 0.0
