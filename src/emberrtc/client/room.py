@@ -76,7 +76,7 @@ MAX_REDIRECTS = 3
 #: Seconds a client tries to rejoin after losing its connection (``RoomClient.join(rejoin=...)``).
 DEFAULT_REJOIN = 30.0
 #: First and longest wait between two rejoin attempts (doubling in between).
-REJOIN_BACKOFF = (0.25, 4.0)
+REJOIN_BACKOFF = (0.25, 2.0)
 
 
 def sign_join(app_key: str, app_id: str, room_id: str, user_id: str, ctime: int | str) -> str:
