@@ -742,6 +742,11 @@ class RoomClient:
     async def _drop_media(self) -> None:
         """Close the PeerConnections of the session lost (its Janus is gone); remember what to restore."""
         pcs = [p.pc for p in self.publications.values()]
+        for pc in pcs:
+            for sender in pc.getSenders():
+                # aiortc stops a sender's track when the sender ends: taken off first, it stays live for
+                # the new session's publication.
+                sender.replaceTrack(None)
         if self.subscriber_pc is not None:
             pcs.append(self.subscriber_pc)
         for sub in self.subscriptions.values():
