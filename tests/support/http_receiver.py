@@ -46,9 +46,7 @@ class HttpReceiver:
         return f"{'https' if self.ssl is not None else 'http'}://{self.host}:{self.port}"
 
     async def start(self) -> HttpReceiver:
-        self._server = await asyncio.start_server(
-            self._handle, self.host, self.port, reuse_address=True, ssl=self.ssl
-        )
+        self._server = await asyncio.start_server(self._handle, self.host, self.port, reuse_address=True, ssl=self.ssl)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
