@@ -369,7 +369,8 @@ async def test_a_node_killed_mid_recording_its_client_rejoins_and_its_files_are_
             await with_deadline(watcher.wait_stream("kai"), 15)
         except TimeoutError:
             raise AssertionError(f"kai's stream not seen again: kai {kai.history}, mo {watcher.history}") from None
-        seen = await with_deadline(video_report((await watcher.subscribe("kai")).video, frames=10), 20)
+        # (generous: on a loaded machine the first frames through a fresh connection can take a while)
+        seen = await with_deadline(video_report((await watcher.subscribe("kai")).video, frames=10), 45)
         assert_colour(seen.colour, RED)
 
         # The job left the dead node: released by a live node, resumed where kai publishes now.
@@ -377,12 +378,12 @@ async def test_a_node_killed_mid_recording_its_client_rejoins_and_its_files_are_
             row = (await app.job_rows(doomed_job))[doomed_job]
             return row["state"] == "RUNNING" and row["node_id"] == app.cluster.node(kai.server).node_id
 
-        await until(resumed, within=20, what="the doomed job to resume on the room's new node")
+        await until(resumed, within=30, what="the doomed job to resume on the room's new node")
         # The other node's room and recording went on untouched.
         assert "reconnecting" not in [e["type"] for e in lia.history] and not lia.ended.done()
         row = (await app.job_rows(calm_job))[calm_job]
         assert (row["state"], row["node_id"]) == ("RUNNING", calm.node_id)
-        assert len(events(calm_job, "RECORD_NEW_FILE_START")) == 1
+        assert events(calm_job, "CLOUD_RECORD_OVER") == []
 
         # The dead node comes back: the file it had journaled is stored and reported.
         victim.serve.spawn()

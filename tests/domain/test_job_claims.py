@@ -160,3 +160,17 @@ async def test_a_change_through_another_node_reaches_the_recorder(env: Env, two:
     await b.jobs.describe(job_id, "recording; all well")  # the recorder's own description: no change
     await b.jobs.tick()
     assert len(b.engine.updated) == 1
+
+
+async def test_a_node_taken_for_dead_while_recording_claims_its_jobs_back(env: Env, two: tuple[Node, Node]) -> None:
+    a, b = two
+    job_id = await start_job(env, "hal")
+    a.publishes(env.app_id, "r", "hal")
+    await a.jobs.start_woken()
+    await a.jobs.mark_running(job_id)
+    assert await b.jobs.release_node(a.jobs.node_id) == 1  # A stalled past the node TTL: released
+    await a.jobs.tick()  # A's next pass: it still records the job
+    assert (await env.job(job_id)).node_id == a.jobs.node_id
+    b.publishes(env.app_id, "r", "hal")  # B cannot start a second recorder
+    await b.jobs.start_woken()
+    assert b.started() == []

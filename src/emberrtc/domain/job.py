@@ -581,13 +581,28 @@ class JobService:
                 else []
             )
             ours = (
-                s.execute(select(Job.job_id, Job.state, Job.update_time).where(Job.job_id.in_(here))).all()
+                s.execute(select(Job.job_id, Job.state, Job.update_time, Job.node_id).where(Job.job_id.in_(here))).all()
                 if here
                 else []
             )
-            stopped = [job_id for job_id, state, _ in ours if state == STOPPED]
-            touched = [job_id for job_id, state, at in ours if state != STOPPED and self._seen_update.get(job_id) != at]
-            for job_id, state, at in ours:
+            if self.cluster:
+                # Released while this node still runs them (it was taken for dead: stalled, or cut off from
+                # Redis, for over cluster_node_ttl): claimed back, so no other node starts a second recorder.
+                lapsed = [job_id for job_id, state, _, node in ours if state != STOPPED and node is None]
+                if lapsed:
+                    s.execute(
+                        update(Job)
+                        .where(Job.job_id.in_(lapsed), Job.node_id.is_(None), Job.state != STOPPED)
+                        .values(node_id=self.node_id)
+                    )
+                    log.warning(
+                        "jobs %s recording here had been released (this node was thought dead): claimed back", lapsed
+                    )
+            stopped = [job_id for job_id, state, _, _ in ours if state == STOPPED]
+            touched = [
+                job_id for job_id, state, at, _ in ours if state != STOPPED and self._seen_update.get(job_id) != at
+            ]
+            for job_id, state, at, _ in ours:
                 if state != STOPPED:
                     self._seen_update[job_id] = at
             updated = [self._spec(s, job) for job in s.execute(select(Job).where(Job.job_id.in_(touched))).scalars()]
