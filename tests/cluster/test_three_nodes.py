@@ -5,6 +5,7 @@ clients follow, racing first joins, presence and death (issue 12, items 1-3)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import Iterator
@@ -282,12 +283,15 @@ async def test_every_node_says_who_answered_and_status_drops_a_killed_node(app: 
 
 
 async def test_a_node_killed_mid_recording_its_client_rejoins_and_its_files_are_reported_on_return(
-    app: ClusterApp,
+    app: ClusterApp, tmp_path: Path
 ) -> None:
     """kill -9 of the node hosting a room whose user is recorded (issue 12 item 7): the client rejoins a live
     node on its own and exchanges media again; the other node's room and recording go on untouched; the job
     is not left RUNNING on the dead node: it resumes on the room's new node; its callbacks all arrive, and
-    the file the dead node had journaled is reported when that node comes back."""
+    the file the dead node had journaled is reported when that node comes back. A browser in the room
+    (the browser SDK, when Chromium is here) rejoins too and receives again."""
+    from tests.media.chromium import Chromium, chromium_skip_reason
+
     for node in app.cluster.nodes:  # every node up (an earlier test killed one)
         if node.serve.proc is None or node.serve.proc.poll() is not None:
             node.serve.spawn()
@@ -295,6 +299,7 @@ async def test_a_node_killed_mid_recording_its_client_rejoins_and_its_files_are_
     await app.idle()
     receiver = await HttpReceiver(host=CLIENT_IP).start()
     clients: list[RoomClient] = []
+    browsing = contextlib.AsyncExitStack()
     try:
         body = {"url": receiver.url + "/record-events", "auth_key": "5f3c1a9e7b2d4c6a8e0f1b3d5a7c9e2f"}
         assert (await app.api("PUT", f"/v2/apps/{app.app_id}/record-callback", body)).status_code == 200
@@ -321,6 +326,20 @@ async def test_a_node_killed_mid_recording_its_client_rejoins_and_its_files_are_
         assert calm is not victim, "placement put both rooms on one node"
         watcher = await app.join(survivors[0].url, "fo-doomed", "mo", rejoin=30)
         clients.append(watcher)
+        page = None
+        if chromium_skip_reason() is None:
+            origins = ",".join(n.url for n in app.cluster.nodes)
+            browser = await browsing.enter_async_context(
+                Chromium(tmp_path / "bea", [f"--unsafely-treat-insecure-origin-as-secure={origins}"])
+            )
+            fields = {"app_id": app.app_id, "room": "fo-doomed", "user": "bea", "app_key": app.app_key}
+            page = await browser.open(f"{survivors[1].url}/demo#{urlencode(fields)}")
+            await page.evaluate("document.getElementById('join').click()")
+            status = await page.wait_for(
+                "['joined', 'failed'].includes(window.emberDemo.status) && window.emberDemo.status", 30
+            )
+            assert status == "joined", await page.evaluate("window.emberDemo.error")
+            assert await page.evaluate("window.emberDemo.room.server") == victim.url
         for client, colour in ((kai, RED), (lia, BLUE)):
             await client.publish(
                 "camera", video=ColourVideoTrack(colour, width=160, height=120), audio=ToneAudioTrack(440)
@@ -372,6 +391,10 @@ async def test_a_node_killed_mid_recording_its_client_rejoins_and_its_files_are_
         # (generous: on a loaded machine the first frames through a fresh connection can take a while)
         seen = await with_deadline(video_report((await watcher.subscribe("kai")).video, frames=10), 45)
         assert_colour(seen.colour, RED)
+        if page is not None:  # the browser rejoined on its own too, and receives kai's camera again
+            await page.wait_for("window.emberDemo.reconnects >= 1 && window.emberDemo.status === 'joined'", 30)
+            assert await page.evaluate("window.emberDemo.room.server") == kai.server
+            await page.wait_for("window.emberDemo.room.framesDecoded().then((n) => n > 10)", 45)
 
         # The job left the dead node: released by a live node, resumed where kai publishes now.
         async def resumed() -> bool:
@@ -403,6 +426,7 @@ async def test_a_node_killed_mid_recording_its_client_rejoins_and_its_files_are_
         assert {r["state"] for r in (await app.job_rows(doomed_job, calm_job)).values()} == {"STOPPED"}
         assert len(events(doomed_job, "CLOUD_RECORD_OVER")) == 1
     finally:
+        await browsing.aclose()
         for client in clients:
             await client.leave()
         await receiver.stop()
