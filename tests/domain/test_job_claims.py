@@ -13,9 +13,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
+from sqlalchemy import update
 
 from emberrtc.domain.job import JobService
 from emberrtc.domain.ports import JobSpec
+from emberrtc.store.models import Job
 from tests.domain.test_job import Engine, Env, Media, env  # noqa: F401  (the fixture)
 
 
@@ -174,3 +176,17 @@ async def test_a_node_taken_for_dead_while_recording_claims_its_jobs_back(env: E
     b.publishes(env.app_id, "r", "hal")  # B cannot start a second recorder
     await b.jobs.start_woken()
     assert b.started() == []
+
+
+async def test_a_job_left_running_unclaimed_is_reconciled_by_the_first_node_to_start(
+    env: Env, two: tuple[Node, Node]
+) -> None:
+    """A job RUNNING from a single-node run before the cluster (no claim, no countdown) is nobody's: the first
+    node to start reconciles it, rather than leaving it RUNNING for ever."""
+    a, _ = two
+    job_id = await start_job(env, "ivy")
+    await env.jobs.mark_running(job_id)  # recorded by a single node (claims unchecked there) ...
+    await env.svc.db.run(lambda s: s.execute(update(Job).where(Job.job_id == job_id).values(node_id=None)))
+    assert await a.jobs.recover() >= 1
+    job = await env.job(job_id)
+    assert job.idle_deadline is not None and "restarted" in (job.description or "")

@@ -28,7 +28,7 @@ import json
 import logging
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, func, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -398,7 +398,12 @@ class JobService:
         and a description saying so. In a cluster only this node's jobs (those it had claimed; their claims
         are released, so whichever node hosts the room next resumes them): a live node's jobs are left alone.
         Returns how many jobs were unfinished."""
-        mine = Job.node_id == self.node_id if self.cluster else None
+        mine = None
+        if self.cluster:
+            # Its own; and jobs nobody claimed that no countdown watches (left RUNNING by a single node run
+            # before the cluster: no live node runs a job without claiming it).
+            orphaned = and_(Job.node_id.is_(None), Job.idle_deadline.is_(None))
+            mine = or_(Job.node_id == self.node_id, orphaned)
         count, rooms = await self._release(mine, "the server restarted: waiting for media to resume")
         # Once, at start: the first pass looks at these rooms (from then on, streams going live wake them).
         self._wake(*rooms)
