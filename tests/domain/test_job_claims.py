@@ -190,3 +190,14 @@ async def test_a_job_left_running_unclaimed_is_reconciled_by_the_first_node_to_s
     assert await a.jobs.recover() >= 1
     job = await env.job(job_id)
     assert job.idle_deadline is not None and "restarted" in (job.description or "")
+
+
+async def test_a_mixed_job_is_claimed_by_one_node_too(env: Env, two: tuple[Node, Node]) -> None:
+    a, b = two
+    body = {"mix_param": {"room_id": "mixed", "layout_template": "1"}, "record_param": {"record_rule_id": env.rule_id}}
+    job_id = str((await env.jobs.start_mix(env.principal, env.app_id, body))["job_id"])
+    for n in (a, b):
+        n.publishes(env.app_id, "mixed", "jo")
+    await asyncio.gather(a.jobs.start_woken(), b.jobs.start_woken())
+    assert len(a.started() + b.started()) == 1
+    assert (await env.job(job_id)).node_id in (a.jobs.node_id, b.jobs.node_id)
