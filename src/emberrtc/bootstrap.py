@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from emberrtc.api.ratelimit import RateLimiter
+from emberrtc.cluster.failover import NodeFailover
 from emberrtc.cluster.node import ClusterNode, connect
 from emberrtc.config import Settings, listens_on_loopback_only, outbound_allow_list, port_range, public_ip_list
 from emberrtc.domain.app import AppService
@@ -82,6 +83,8 @@ class Services:
     outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
     #: This node as a member of a cluster (``settings.redis_url``); None on a single node.
     cluster: ClusterNode | None = None
+    #: In a cluster: this node's watch over the others (a dead node's rooms closed, its jobs released).
+    failover: NodeFailover | None = None
     #: The TURN relay clients are handed at join (none: ``IceServers(())``), set by :meth:`start`.
     ice_servers: IceServers = field(default_factory=lambda: IceServers(()))
     #: The embedded relay (``EMBER_TURN=embedded``) supervised with the server.
@@ -110,6 +113,8 @@ class Services:
             kind = "embedded" if self.turn_relay is not None else "external"
             log.info("TURN relay (%s) handed to clients: %s", kind, ", ".join(self.ice_servers.urls))
         self.supervisor.start()
+        if self.failover is not None:
+            self.failover.start()
         self.outputs.start()
         self.stats_collector.writer.start()
         self.stats_rollup.start()
@@ -117,6 +122,8 @@ class Services:
             self.stats_janus.start()
 
     async def close(self) -> None:
+        if self.failover is not None:
+            await self.failover.stop()
         if self.cluster is not None:
             # Out of the cluster first: no room is placed here any more.
             await self.cluster.close()
@@ -275,6 +282,8 @@ async def build(
         auto_max_idle_time=settings.auto_record_max_idle_time,
         outbound=outbound,
         max_unfinished=settings.max_unfinished_jobs_per_app,
+        node_id=settings.node_id,
+        cluster=settings.cluster_mode,
     )
     if engine is not None:
         engine.attach(jobs)
@@ -285,6 +294,17 @@ async def build(
     cluster = None
     if settings.cluster_mode:
         cluster = ClusterNode(settings, connect(settings), plane.hosted if plane is not None else dict)
+    room_sessions = RoomSessionService(db, box, clock, node_id=settings.node_id if cluster else None)
+    failover = None
+    if cluster is not None:
+        failover = NodeFailover(
+            cluster.redis,
+            cluster.keys,
+            settings.node_id,
+            rooms=room_sessions,
+            jobs=jobs,
+            interval=settings.cluster_heartbeat,
+        )
     locator = RegionLocator(Path(settings.ip_database) if settings.ip_database else None)
     collector = StatsCollector(StatsWriter(db), clock, locator)
     return Services(
@@ -307,7 +327,7 @@ async def build(
         rate_limiter=RateLimiter(settings.rate_limits, clock, settings.rate_limits_enabled),
         signin_limiter=RateLimiter(settings.signin_limits, clock),
         supervisor=JobSupervisor(jobs, settings.job_tick),
-        room_sessions=RoomSessionService(db, box, clock, node_id=settings.node_id if cluster else None),
+        room_sessions=room_sessions,
         storage=storage,
         outputs=outputs,
         usage=UsageService(db),
@@ -319,6 +339,7 @@ async def build(
         recorder=engine,
         media_source=source,
         cluster=cluster,
+        failover=failover,
         stats_janus=None
         if plane is None
         else JanusStatsPoller(

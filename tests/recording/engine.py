@@ -47,6 +47,8 @@ class FakeOutputs:
     def __init__(self, store: Path) -> None:
         self.store = store
         self.calls: list[Call] = []
+        #: Jobs the job service would say are ``STOPPED`` (asked by recovery).
+        self.stopped_jobs: set[str] = set()
 
     def named(self, name: str) -> list[Call]:
         return [c for c in self.calls if c.name == name]
@@ -72,6 +74,13 @@ class FakeOutputs:
     async def job_over(self, job: JobRef, *, detail_message: str | None = None) -> str:
         self.calls.append(Call("job_over", {"job": job, "detail_message": detail_message}))
         return "event"
+
+    async def job_over_if_recorded(self, job_id: str) -> str | None:
+        self.calls.append(Call("job_over_if_recorded", {"job_id": job_id}))
+        return None
+
+    async def job_stopped(self, job_id: str) -> bool:
+        return job_id in self.stopped_jobs
 
     async def read_image(self, uri: str, location: str, project: str | None = None) -> bytes:
         """A mixed job's image from ``store/{bucket}/{object}`` (``s3://bucket/object``)."""

@@ -30,7 +30,7 @@ from emberrtc.storage.s3_store import S3Store
 from emberrtc.storage.spool import Spool
 from emberrtc.storage.uploader import Uploader
 from emberrtc.store.database import Database
-from emberrtc.store.models import Upload
+from emberrtc.store.models import Job, Upload
 from tests.support.database import seed_app
 from tests.support.http_receiver import HttpReceiver
 from tests.support.s3 import MotoS3
@@ -216,3 +216,30 @@ async def test_hls_completion_waits_for_every_segment(
 async def _failed_upload(db: Database) -> Upload | None:
     rows = await db.run(lambda s: list(s.scalars(select(Upload))))
     return next((u for u in rows if u.attempts >= 1 and u.last_error), None)
+
+
+async def test_the_end_of_a_job_is_reported_once_whichever_node_ends_it(
+    db: Database, box: SecretBox, clock: ManualClock, receiver: HttpReceiver, outputs: RecordingOutputs
+) -> None:
+    """In a cluster the node stopping a job may not be the one that recorded it (that one died): the end is
+    reported from the job's row when a recorder ran it, once; the recording node coming back adds none."""
+    app = await seed_app(db, box, callback_url=receiver.url + "/cb", auth_key=AUTH_KEY)
+
+    def job(job_id: str, recorded_on: str | None) -> Job:
+        now = clock.now()
+        return Job(
+            job_id=job_id, app_id=app, kind="individual", slot="api", room_id="room1", user_id="u",
+            stream_name=f"s_{job_id}", params={}, state="STOPPED", create_time=now, update_time=now,
+            recorded_on=recorded_on,
+        )  # fmt: skip
+
+    await db.run(lambda s: s.add_all([job("never", None), job("recorded", "node-1")]))
+    assert await outputs.job_over_if_recorded("never") is None  # never recorded: no end to report
+    assert await outputs.job_over_if_recorded("missing") is None
+    assert await outputs.job_over_if_recorded("recorded") is not None  # the node that stopped it
+    ref = JobRef(app_id=app, job_id="recorded", room_id="room1", stream_name="s_recorded")
+    assert await outputs.job_over(ref) is None  # the recording node, back, reads its journal: no second one
+    await until(lambda: len(receiver.received) == 1, what="CLOUD_RECORD_OVER")
+    [over] = [json.loads(r.body) for r in receiver.received]
+    assert (over["event_type"], over["job_id"], over["stream_name"]) == ("CLOUD_RECORD_OVER", "recorded", "s_recorded")
+    assert await outputs.job_stopped("recorded") and await outputs.job_stopped("missing")

@@ -174,3 +174,20 @@ async def test_a_job_that_does_not_resume_still_gets_its_record_over(tmp_path: P
     assert not (tmp_path / "spool" / REF.job_id / JOURNAL).exists()
     await supervisor.stop(REF.job_id)
     assert len(outputs.named("job_over")) == 1
+
+
+async def test_a_node_back_after_another_node_stopped_its_job_reports_the_files_then_the_end(tmp_path: Path) -> None:
+    """A cluster's node killed with its worker; a live node stopped the job meanwhile (IDLE_TIMEOUT). Back,
+    the node stores and reports the journaled file, then the job's end, and forgets the job."""
+    old = OldServer(tmp_path / "spool", plan(tmp_path / "spool"), 4.0)
+    old.dies_with_worker()
+    supervisor, outputs = new_server(tmp_path)
+    outputs.stopped_jobs.add(REF.job_id)
+    assert await supervisor.recover() == 1
+    assert [c.name for c in outputs.calls] == ["file_completed", "job_over"]
+    assert outputs.named("job_over")[0].args["job"] == REF
+    assert not (tmp_path / "spool" / REF.job_id / JOURNAL).exists()
+    again, outputs_again = new_server(tmp_path)  # nothing is reported twice
+    outputs_again.stopped_jobs.add(REF.job_id)
+    assert await again.recover() == 0
+    assert outputs_again.calls == []

@@ -28,8 +28,10 @@ class Received:
 
 
 class HttpReceiver:
-    def __init__(self, ssl: _ssl.SSLContext | None = None) -> None:
+    def __init__(self, ssl: _ssl.SSLContext | None = None, host: str = "127.0.0.1") -> None:
         self.ssl = ssl
+        #: The address it listens on (loopback by default; a bridge address for a cluster's nodes).
+        self.host = host
         self.server_names: list[str | None] = []
         if ssl is not None:
             ssl.sni_callback = lambda _sock, name, _ctx: self.server_names.append(name)  # type: ignore[assignment]
@@ -41,12 +43,10 @@ class HttpReceiver:
 
     @property
     def url(self) -> str:
-        return f"{'https' if self.ssl is not None else 'http'}://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl is not None else 'http'}://{self.host}:{self.port}"
 
     async def start(self) -> HttpReceiver:
-        self._server = await asyncio.start_server(
-            self._handle, "127.0.0.1", self.port, reuse_address=True, ssl=self.ssl
-        )
+        self._server = await asyncio.start_server(self._handle, self.host, self.port, reuse_address=True, ssl=self.ssl)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -13,6 +13,14 @@ shares one transport). :meth:`RoomClient.subscribe` calls made together
         event = await room.wait_event(lambda e: e["type"] == "stream_published")
         sub = await room.subscribe(event["user_id"], event["stream"])
         frame = await sub.video.recv()
+
+When the signalling connection is lost unexpectedly (the node died, the network broke; not after a leave,
+a removal or a dismissal) the client rejoins on its own for up to ``rejoin`` seconds (30 by default), with
+backoff, through the URL it was given (a load balancer) and the live nodes the cluster named in its join
+answer (``nodes``); it publishes its streams again and subscribes again to those it received that are still
+live. The events ``{"type": "reconnecting"}`` and ``{"type": "reconnected", "server", "subscriptions"}``
+say so (:meth:`RoomClient.wait_event`); only when rejoining fails does :attr:`RoomClient.ended` resolve
+(``connection_lost``).
 """
 
 from __future__ import annotations
@@ -65,6 +73,10 @@ SDK_VERSION = "emberrtc-python/0.1.0"
 #: Most ``redirect`` answers followed in one join (a cluster sends a join once, to the room's node; more
 #: happen only while a room's placement moves, e.g. off a node that died).
 MAX_REDIRECTS = 3
+#: Seconds a client tries to rejoin after losing its connection (``RoomClient.join(rejoin=...)``).
+DEFAULT_REJOIN = 30.0
+#: First and longest wait between two rejoin attempts (doubling in between).
+REJOIN_BACKOFF = (0.25, 2.0)
 
 
 def sign_join(app_key: str, app_id: str, room_id: str, user_id: str, ctime: int | str) -> str:
@@ -176,6 +188,34 @@ def _peer_connection(ice_servers: list[RTCIceServer]) -> RTCPeerConnection:
     return RTCPeerConnection(RTCConfiguration(iceServers=ice_servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
 
 
+async def _connect(
+    server: str, message: dict[str, Any], request_timeout: float
+) -> tuple[ClientConnection, dict[str, Any], str, list[dict[str, Any]]]:
+    """Send ``join`` to ``server``, following ``redirect`` answers: the open connection, the ``joined``
+    answer, the server joined and the redirects. Raises :class:`JoinRefusedError` if refused."""
+    redirects: list[dict[str, Any]] = []
+    while True:
+        # proxy=None: never send signalling through a proxy from the environment.
+        url = signalling_url(server)
+        ws = await connect(url, proxy=None, max_size=4 * 1024 * 1024, open_timeout=request_timeout)
+        try:
+            await ws.send(json.dumps({k: v for k, v in message.items() if v is not None}))
+            async with asyncio.timeout(request_timeout):
+                reply = json.loads(await ws.recv())
+            if reply.get("type") == "error":
+                raise JoinRefusedError(reply.get("code", ""), reply.get("message", ""))
+            if reply.get("type") == "redirect":
+                server = _redirect_target(reply, redirects)
+                await ws.close()
+                continue
+            if reply.get("type") != "joined":
+                raise RoomError("RTC.00002000", f"unexpected answer to join: {reply!r}")
+        except BaseException:
+            await ws.close()
+            raise
+        return ws, reply, server, redirects
+
+
 def _redirect_target(reply: dict[str, Any], redirects: list[dict[str, Any]]) -> str:
     """Where a ``redirect`` answer sends the join (a node of a cluster hosting the room), after checks: at
     most :data:`MAX_REDIRECTS` in a row, and an http(s) or ws(s) URL."""
@@ -209,24 +249,20 @@ class RoomClient:
     ) -> None:
         self._ws = ws
         self.redirects = []
-        self.session_id: str = joined["session_id"]
         self.room_id: str = joined["room_id"]
         self.user_id: str = joined["user_id"]
-        #: The server's TURN relay with this session's credential (``RTCIceServer`` dicts), or [].
-        self.ice_servers: list[dict[str, Any]] = list(joined.get("ice_servers") or [])
-        #: The one TURN URL aiortc is given (aioice uses one): chosen by a probe at the first PeerConnection.
-        self._rtc_ice_servers: list[RTCIceServer] | None = None
         self._ice_choice = asyncio.Lock()
         self.request_timeout = request_timeout
-        #: Who else is in the room, kept up to date from the events.
-        self.participants: dict[str, RemoteParticipant] = {
-            p["user_id"]: RemoteParticipant(
-                p["user_id"],
-                p.get("nickname"),
-                {s["stream"]: {"audio": s["audio"], "video": s["video"]} for s in p["streams"]},
-            )
-            for p in joined["participants"]
-        }
+        self._take_answer(joined)
+        #: Rejoining after a lost connection: for how long (None: never), with which join, through which URL.
+        self.rejoin: float | None = None
+        self._join_message: dict[str, Any] = {}
+        self._entry = ""
+        self._leaving = False
+        #: What to publish and subscribe to again after a rejoin: stream -> (video, audio, codec); (user, stream).
+        self._published: dict[str, tuple[MediaStreamTrack | None, MediaStreamTrack | None, str | None]] = {}
+        self._subscribed: set[tuple[str, str]] = set()
+        self._rejoining: asyncio.Task[None] | None = None
         #: Every event received, in order.
         self.history: list[dict[str, Any]] = []
         #: The final event (``left``, ``removed``, ``dismissed``, ``disconnected``, or ``connection_lost``).
@@ -251,6 +287,25 @@ class RoomClient:
         if stats_interval is not None:
             self.qos.start()
 
+    def _take_answer(self, joined: dict[str, Any]) -> None:
+        """The session a ``joined`` answer describes (at the join, and again at each rejoin)."""
+        self.session_id: str = joined["session_id"]
+        #: The server's TURN relay with this session's credential (``RTCIceServer`` dicts), or [].
+        self.ice_servers: list[dict[str, Any]] = list(joined.get("ice_servers") or [])
+        #: The one TURN URL aiortc is given (aioice uses one): chosen by a probe at the first PeerConnection.
+        self._rtc_ice_servers: list[RTCIceServer] | None = None
+        #: In a cluster, the live nodes' public URLs at the join: where to rejoin if this node is lost.
+        self.nodes: list[str] = [str(u) for u in joined.get("nodes") or []]
+        #: Who else is in the room, kept up to date from the events.
+        self.participants: dict[str, RemoteParticipant] = {
+            p["user_id"]: RemoteParticipant(
+                p["user_id"],
+                p.get("nickname"),
+                {s["stream"]: {"audio": s["audio"], "video": s["video"]} for s in p["streams"]},
+            )
+            for p in joined["participants"]
+        }
+
     # -- joining --------------------------------------------------------------------------------------
 
     @classmethod
@@ -270,12 +325,14 @@ class RoomClient:
         device_model: str | None = None,
         request_timeout: float = 15.0,
         stats_interval: float | None = 5.0,
+        rejoin: float | None = DEFAULT_REJOIN,
     ) -> RoomClient:
         """Connect and join. With ``app_key`` the client signs its own join (``ctime`` defaulting to now
         + 2 h); otherwise pass ``ctime`` and ``signature`` made by the application's server, or nothing
         when the app has authentication off. Raises :class:`JoinRefusedError` if the server refuses. A
         node of a cluster that does not host the room answers ``redirect``: the join goes to the node
-        named (:attr:`server`, :attr:`redirects`)."""
+        named (:attr:`server`, :attr:`redirects`). A connection lost later is rejoined for ``rejoin``
+        seconds (None: not at all; see the module docstring)."""
         if app_key is not None:
             ctime = ctime if ctime is not None else int(time.time()) + DEFAULT_VALIDITY
             signature = sign_join(app_key, app_id, room_id, user_id, ctime)
@@ -293,31 +350,14 @@ class RoomClient:
             "device_model": device_model or platform.machine() or None,
         }
         started = time.monotonic()
-        redirects: list[dict[str, Any]] = []
-        while True:
-            # proxy=None: never send signalling through a proxy from the environment.
-            url = signalling_url(server)
-            ws = await connect(url, proxy=None, max_size=4 * 1024 * 1024, open_timeout=request_timeout)
-            try:
-                await ws.send(json.dumps({k: v for k, v in message.items() if v is not None}))
-                async with asyncio.timeout(request_timeout):
-                    reply = json.loads(await ws.recv())
-                if reply.get("type") == "error":
-                    raise JoinRefusedError(reply.get("code", ""), reply.get("message", ""))
-                if reply.get("type") == "redirect":
-                    server = _redirect_target(reply, redirects)
-                    await ws.close()
-                    continue
-                if reply.get("type") != "joined":
-                    raise RoomError("RTC.00002000", f"unexpected answer to join: {reply!r}")
-            except BaseException:
-                await ws.close()
-                raise
-            break
+        ws, reply, joined_at, redirects = await _connect(server, message, request_timeout)
         join_ms = (time.monotonic() - started) * 1000
         client = cls(ws, reply, request_timeout=request_timeout, stats_interval=stats_interval, join_ms=join_ms)
-        client.server = server
+        client.server = joined_at
         client.redirects = redirects
+        client.rejoin = rejoin
+        client._join_message = message
+        client._entry = server
         return client
 
     async def __aenter__(self) -> RoomClient:
@@ -372,19 +412,33 @@ class RoomClient:
         except Exception:
             log.exception("room client %s: signalling read failed", self.user_id)
         finally:
-            if final is None:
-                final = {"type": "connection_lost", "code": self._ws.close_code}
-                await self._on_event(final)
-            for future in self._pending.values():
-                if not future.done():
-                    future.set_exception(RoomError("RTC.00002000", f"not in the room any more ({final['type']})"))
-            self._pending.clear()
-            if not self.ended.done():
-                self.ended.set_result(final)
             task = asyncio.current_task()
-            if task is None or not task.cancelling():
-                # Not while being cancelled (loop shutdown): aiortc's own tasks are going away too.
-                await self._hang_up()
+            cancelled = task is not None and task.cancelling() > 0
+            if final is None and self.rejoin and not self._leaving and not cancelled:
+                # Lost unexpectedly: rejoin rather than end (the requests in flight fail).
+                self._fail_pending("the connection was lost; rejoining")
+                self._rejoining = asyncio.create_task(
+                    self._rejoin(self._ws.close_code), name=f"room-client-{self.user_id}-rejoin"
+                )
+            else:
+                await self._end_read(final, cancelled)
+
+    def _fail_pending(self, why: str) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(RoomError("RTC.00002000", why))
+        self._pending.clear()
+
+    async def _end_read(self, final: dict[str, Any] | None, cancelled: bool) -> None:
+        if final is None:
+            final = {"type": "connection_lost", "code": self._ws.close_code}
+            await self._on_event(final)
+        self._fail_pending(f"not in the room any more ({final['type']})")
+        if not self.ended.done():
+            self.ended.set_result(final)
+        if not cancelled:
+            # Not while being cancelled (loop shutdown): aiortc's own tasks are going away too.
+            await self._hang_up()
 
     async def _on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -473,11 +527,13 @@ class RoomClient:
             raise
         publication = Publication(stream, pc, reply.get("tracks", []))
         self.publications[stream] = publication
+        self._published[stream] = (video, audio, codec)
         return publication
 
     async def unpublish(self, stream: str = "camera") -> None:
         """Stop publishing a stream."""
         publication = self.publications.pop(stream, None)
+        self._published.pop(stream, None)
         try:
             await self._request({"type": "unpublish", "stream": stream})
         finally:
@@ -493,7 +549,9 @@ class RoomClient:
             task = asyncio.create_task(self._subscribe_wanted(), name=f"room-client-{self.user_id}-subscribe")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return await future
+        sub = await future
+        self._subscribed.add((user_id, stream))
+        return sub
 
     async def _subscribe_wanted(self) -> None:
         async with self._negotiation:
@@ -619,6 +677,7 @@ class RoomClient:
 
     async def unsubscribe(self, sub: Subscription) -> None:
         """Stop receiving a stream."""
+        self._subscribed.discard((sub.user_id, sub.stream))
         if self.subscriptions.pop(sub.id, None) is None:
             return
         try:
@@ -636,8 +695,98 @@ class RoomClient:
 
     # -- leaving --------------------------------------------------------------------------------------
 
+    # -- rejoining -----------------------------------------------------------------------------------
+
+    async def _rejoin(self, close_code: int | None) -> None:
+        """The connection was lost: join again (see the module docstring), or end with ``connection_lost``."""
+        lost = self.server
+        await self._on_event({"type": "reconnecting", "server": lost, "code": close_code})
+        await self._drop_media()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.rejoin or 0.0)
+        # Elsewhere first (the node lost may be down for good), the lost one last (it may come back).
+        order = [u.rstrip("/") for u in (self._entry, *self.nodes, lost)]
+        candidates = sorted(dict.fromkeys(order), key=lambda u: u == lost.rstrip("/"))
+        delay, final = REJOIN_BACKOFF[0], None
+        while not self._leaving:
+            for url in candidates:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    ws, reply, server, redirects = await _connect(
+                        url, self._join_message, min(self.request_timeout, remaining)
+                    )
+                except JoinRefusedError as exc:  # refused now (app disabled, signature expired): give up
+                    final = {"type": "connection_lost", "code": close_code, "error": f"{exc.code}: {exc}"}
+                    break
+                except Exception as exc:  # that node is down or unreachable: the next one
+                    log.info("room client %s: rejoining through %s failed: %s", self.user_id, url, exc)
+                    continue
+                if self._leaving:
+                    await ws.close()
+                    break
+                await self._resume(ws, reply, server, redirects)
+                return
+            remaining = deadline - loop.time()
+            if final is not None or remaining <= 0:
+                break
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, REJOIN_BACKOFF[1])
+        final = final or {"type": "connection_lost", "code": close_code}
+        await self._on_event(final)
+        if not self.ended.done():
+            self.ended.set_result(final)
+        await self._hang_up()
+
+    async def _drop_media(self) -> None:
+        """Close the PeerConnections of the session lost (its Janus is gone); remember what to restore."""
+        pcs = [p.pc for p in self.publications.values()]
+        for pc in pcs:
+            for sender in pc.getSenders():
+                # aiortc stops a sender's track when the sender ends: taken off first, it stays live for
+                # the new session's publication.
+                sender.replaceTrack(None)
+        if self.subscriber_pc is not None:
+            pcs.append(self.subscriber_pc)
+        for sub in self.subscriptions.values():
+            self._end_subscription(sub, "reconnecting")
+        self.publications.clear()
+        self.subscriptions.clear()
+        self.subscriber_pc = None
+        await asyncio.gather(*(pc.close() for pc in pcs), return_exceptions=True)
+
+    async def _resume(
+        self, ws: ClientConnection, reply: dict[str, Any], server: str, redirects: list[dict[str, Any]]
+    ) -> None:
+        """Joined again: the new session, its streams published again, its subscriptions made again."""
+        self._ws = ws
+        self.server, self.redirects = server, redirects
+        self._take_answer(reply)
+        self._reader = asyncio.create_task(self._read(), name=f"room-client-{self.user_id}")
+        for stream, (video, audio, codec) in list(self._published.items()):
+            try:
+                await self.publish(stream, video=video, audio=audio, codec=codec)
+            except Exception as exc:
+                log.warning("room client %s: publishing %s again failed: %s", self.user_id, stream, exc)
+        live = [(u, st) for u, st in sorted(self._subscribed) if st in getattr(self.participants.get(u), "streams", {})]
+        subs = await asyncio.gather(*(self.subscribe(u, st) for u, st in live), return_exceptions=True)
+        ids = [sub.id for sub in subs if isinstance(sub, Subscription)]
+        await self._on_event({"type": "reconnected", "server": server, "subscriptions": ids})
+
+    # -- leaving --------------------------------------------------------------------------------------
+
     async def leave(self) -> dict[str, Any]:
         """Leave the room (if still in it), hang up every PeerConnection and close; return the final event."""
+        self._leaving = True
+        rejoining = self._rejoining
+        if rejoining is not None and not rejoining.done():
+            rejoining.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await rejoining
+            if not self.ended.done():
+                final = {"type": "left", "reason": "left while rejoining"}
+                self.ended.set_result(final)
         if not self.ended.done():
             with contextlib.suppress(ConnectionClosed):
                 await self._ws.send(json.dumps({"type": "leave"}))

@@ -8,7 +8,8 @@ slot, so the scripts of :mod:`.placement` and :mod:`.presence` that touch severa
   expiring ``cluster_node_ttl`` seconds after its last heartbeat;
 - ``placing:{node_id}``: sorted set of the rooms placed on the node that its heartbeat does not show yet
   (score: when, in ms of Redis's clock), so placements between two heartbeats count as load;
-- ``room:{app_id}/{room_id}``: the node hosting the room, expiring unless its host refreshes it.
+- ``room:{app_id}/{room_id}``: the node hosting the room, expiring unless its host refreshes it;
+- ``failover:{node_id}``: held (briefly) by the live node reconciling a dead node's rooms and jobs.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ class Keyspace:
 
     def placing(self, node_id: str) -> str:
         return f"{self.prefix}placing:{node_id}"
+
+    def failover(self, node_id: str) -> str:
+        return f"{self.prefix}failover:{node_id}"
 
     @staticmethod
     def room_member(app_id: str, room_id: str) -> str:

@@ -9,16 +9,26 @@ or when it is created while the media is there; deadlines are found with an inde
 ``idle_deadline <= now``; what other nodes sharing the database did (a job created for a room whose media
 is here, a job stopped that records here) with indexed queries on ``update_time`` and on the jobs this node
 records. No pass loads every unfinished job (``docs/decisions.md``).
+
+In a cluster (``cluster=True``) a node hands a job to its engine only after claiming it in the database
+(``jobs.node_id``, a conditional UPDATE: free or already this node's), so exactly one node runs each job;
+the node hosting the room is the one with its media, so it is the one that claims. A node's restart
+(:meth:`JobService.recover`) releases only its own claims, and a live node releases a dead node's
+(:meth:`JobService.release_node`, ``cluster.failover``): either way the jobs wait for their media again, and
+whichever node hosts the room next claims them when the user publishes. A change made through another node
+(``record_param``, a layout) reaches the recording node at its next pass, which notices the job's new
+``update_time``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from typing import Any, Protocol
 
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -56,6 +66,8 @@ STOPPED_BY_API = "STOPPED_BY_API"
 IDLE_TIMEOUT = "IDLE_TIMEOUT"
 ROOM_DISMISSED = "ROOM_DISMISSED"
 FATAL_ERROR = "FATAL_ERROR"
+#: ``node_id`` of jobs claimed on a single node (no cluster): claims are not checked there.
+LOCAL_NODE = "local"
 
 
 class StorageCheck(Protocol):
@@ -137,8 +149,13 @@ class JobService:
         auto_max_idle_time: int = 30,
         outbound: OutboundPolicy,
         max_unfinished: int = 100,
+        node_id: str = LOCAL_NODE,
+        cluster: bool = False,
     ) -> None:
         self._db = db
+        #: This node's ID, written into the jobs it claims; claims bind other nodes only in a ``cluster``.
+        self.node_id = node_id
+        self.cluster = cluster
         self._outbound = outbound
         self._clock = clock
         self.media = media
@@ -150,6 +167,10 @@ class JobService:
         # Jobs handed to the engine by this process; after a restart the set is empty and INIT jobs
         # are handed over again, which is how they resume.
         self._handed_over: set[str] = set()
+        # Of each job handed over here: the update_time last looked at, and the parameters the engine has
+        # (a change made through another node is noticed by a pass, see tick).
+        self._seen_update: dict[str, float] = {}
+        self._applied: dict[str, str] = {}
         # Rooms whose unfinished jobs the next pass looks at (a stream went live, a job was created here),
         # and the event that ends the supervisor's wait for them.
         self._wake_rooms: set[tuple[str, str]] = set()
@@ -232,6 +253,7 @@ class JobService:
         result, spec, state = await self._db.run(work)
         if state == RUNNING:
             await self.engine.update(spec)
+            self._note_applied(spec)
         return result
 
     async def update_mix(self, principal: Principal, app_id: str, job_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -255,8 +277,10 @@ class JobService:
 
         result, spec, _ = await self._db.run(work)
         # RUNNING or still INIT (a recorder may be waiting for media): either way the recorder, if any, takes
-        # the new layout and images now (the engine ignores jobs it does not run).
+        # the new layout and images now (the engine ignores jobs it does not run; on another node, the
+        # recording node's next pass notices the change).
         await self.engine.update(spec)
+        self._note_applied(spec)
         return result
 
     async def stop(self, principal: Principal, app_id: str, job_id: str, kind: str) -> None:
@@ -371,24 +395,56 @@ class JobService:
         countdown running) starts its ``max_idle_time`` countdown now; one already counting down (waiting in
         ``INIT``, or idle) keeps its deadline. If the user's stream is there (again) in time, the supervisor
         hands the job to the engine and it records on into new files; if not, it stops with ``IDLE_TIMEOUT``
-        and a description saying so. Returns how many jobs were unfinished."""
-        now = self._clock.now()
-
-        def work(s: Session) -> tuple[int, set[tuple[str, str]]]:
-            jobs = list(s.execute(select(Job).where(Job.state != STOPPED).with_for_update()).scalars())
-            for job in jobs:
-                if job.idle_deadline is None:
-                    job.idle_deadline = now + self._max_idle(job)
-                    job.description = "the server restarted: waiting for media to resume"
-                    job.update_time = now
-            return len(jobs), {(job.app_id, job.room_id) for job in jobs}
-
-        count, rooms = await self._db.run(work)
+        and a description saying so. In a cluster only this node's jobs (those it had claimed; their claims
+        are released, so whichever node hosts the room next resumes them): a live node's jobs are left alone.
+        Returns how many jobs were unfinished."""
+        mine = None
+        if self.cluster:
+            # Its own; and jobs nobody claimed that no countdown watches (left RUNNING by a single node run
+            # before the cluster: no live node runs a job without claiming it).
+            orphaned = and_(Job.node_id.is_(None), Job.idle_deadline.is_(None))
+            mine = or_(Job.node_id == self.node_id, orphaned)
+        count, rooms = await self._release(mine, "the server restarted: waiting for media to resume")
         # Once, at start: the first pass looks at these rooms (from then on, streams going live wake them).
         self._wake(*rooms)
         if count:
             log.info("%d unfinished recording jobs from the previous run: resuming when their media is there", count)
         return count
+
+    async def release_node(self, node_id: str) -> int:
+        """Node ``node_id`` died (``cluster.failover``): its jobs are reconciled as after its restart: their
+        claims released, their ``max_idle_time`` countdown started, to resume on the room's new node when the
+        user publishes again there, or to stop with ``IDLE_TIMEOUT``. Returns how many jobs it held."""
+        count, rooms = await self._release(
+            Job.node_id == node_id, f"node {node_id} was lost: waiting for media to resume on another node"
+        )
+        self._wake(*rooms)  # their media may be here already (the users rejoined on this node)
+        if count:
+            log.warning("node %s was lost: %d of its recording jobs wait for their media to resume", node_id, count)
+        return count
+
+    async def claiming_nodes(self) -> set[str]:
+        """The nodes holding unfinished jobs (the ``(node_id, state)`` index answers)."""
+        q = select(Job.node_id).where(Job.node_id.is_not(None), Job.state.in_(UNFINISHED)).distinct()
+        return await self._db.run(lambda s: {str(n) for n in s.execute(q).scalars()})
+
+    async def _release(self, which: ColumnElement[bool] | None, description: str) -> tuple[int, set[tuple[str, str]]]:
+        now = self._clock.now()
+
+        def work(s: Session) -> tuple[int, set[tuple[str, str]]]:
+            q = select(Job).where(Job.state.in_(UNFINISHED))
+            if which is not None:
+                q = q.where(which)
+            jobs = list(s.execute(q.with_for_update()).scalars())
+            for job in jobs:
+                job.node_id = None
+                if job.idle_deadline is None:
+                    job.idle_deadline = now + self._max_idle(job)
+                    job.description = description
+                    job.update_time = now
+            return len(jobs), {(job.app_id, job.room_id) for job in jobs}
+
+        return await self._db.run(work)
 
     # --- state changes (the supervisor and the recording engine call these) --------------
 
@@ -442,9 +498,14 @@ class JobService:
         )
         stopped = await self._db.run(lambda s: bool(s.execute(stmt).rowcount))  # type: ignore[attr-defined]
         if stopped:
-            self._handed_over.discard(job_id)
+            self._forget(job_id)
             await self._stop_engine(job_id)
         return stopped
+
+    def _forget(self, job_id: str) -> None:
+        self._handed_over.discard(job_id)
+        self._seen_update.pop(job_id, None)
+        self._applied.pop(job_id, None)
 
     async def _stop_engine(self, job_id: str) -> None:
         try:
@@ -494,15 +555,24 @@ class JobService:
           stream is there;
         - jobs whose ``max_idle_time`` ran out (indexed ``idle_deadline <= now``) stop with
           ``IDLE_TIMEOUT``, unless their media came just now;
-        - jobs recording here that another node stopped: their recorders stop (the jobs this node records
-          are looked up by ID)."""
+        - jobs recording here that another node stopped: their recorders stop; and those another node changed
+          (a new ``record_param``, a layout): their recorders take the change (the jobs this node records are
+          looked up by ID).
+
+        In a cluster, deadlines are acted on only for jobs claimed by this node or by none (a dead node's
+        claims are released first, ``cluster.failover``)."""
         now = self._clock.now()
         rooms, self._wake_rooms = self._wake_rooms, set()
         here = sorted(self._handed_over)
         live = sorted(self.media.live_rooms())
 
-        def work(s: Session) -> tuple[list[Job], dict[str, JobSpec], list[tuple[str, str, str]], list[str]]:
-            expired = list(s.execute(select(Job).where(Job.idle_deadline <= now, Job.state.in_(UNFINISHED))).scalars())
+        def work(
+            s: Session,
+        ) -> tuple[list[Job], dict[str, JobSpec], list[tuple[str, str, str]], list[str], list[JobSpec]]:
+            due = select(Job).where(Job.idle_deadline <= now, Job.state.in_(UNFINISHED))
+            if self.cluster:
+                due = due.where(or_(Job.node_id.is_(None), Job.node_id == self.node_id))
+            expired = list(s.execute(due).scalars())
             # Only rooms with media here can start a job here: none, no query.
             changed = (
                 s.execute(
@@ -515,19 +585,45 @@ class JobService:
                 if live
                 else []
             )
-            stopped = (
-                list(s.execute(select(Job.job_id).where(Job.job_id.in_(here), Job.state == STOPPED)).scalars())
+            ours = (
+                s.execute(select(Job.job_id, Job.state, Job.update_time, Job.node_id).where(Job.job_id.in_(here))).all()
                 if here
                 else []
             )
+            if self.cluster:
+                # Released while this node still runs them (it was taken for dead: stalled, or cut off from
+                # Redis, for over cluster_node_ttl): claimed back, so no other node starts a second recorder.
+                lapsed = [job_id for job_id, state, _, node in ours if state != STOPPED and node is None]
+                if lapsed:
+                    s.execute(
+                        update(Job)
+                        .where(Job.job_id.in_(lapsed), Job.node_id.is_(None), Job.state != STOPPED)
+                        .values(node_id=self.node_id)
+                    )
+                    log.warning(
+                        "jobs %s recording here had been released (this node was thought dead): claimed back", lapsed
+                    )
+            stopped = [job_id for job_id, state, _, _ in ours if state == STOPPED]
+            touched = [
+                job_id for job_id, state, at, _ in ours if state != STOPPED and self._seen_update.get(job_id) != at
+            ]
+            for job_id, state, at, _ in ours:
+                if state != STOPPED:
+                    self._seen_update[job_id] = at
+            updated = [self._spec(s, job) for job in s.execute(select(Job).where(Job.job_id.in_(touched))).scalars()]
             specs = {j.job_id: self._spec(s, j) for j in expired}
-            return expired, specs, [(j, a, r) for j, a, r in changed], stopped
+            return expired, specs, [(j, a, r) for j, a, r in changed], stopped, updated
 
-        expired, specs, changed, stopped = await self._db.run(work)
+        expired, specs, changed, stopped, updated = await self._db.run(work)
         for job_id in stopped:  # stopped by another node (here mark_stopped stops the engine itself)
             if job_id in self._handed_over:
-                self._handed_over.discard(job_id)
+                self._forget(job_id)
                 await self._stop_engine(job_id)
+        for spec in updated:  # changed, perhaps through another node: the recorder takes the change
+            if spec.job_id in self._handed_over and self._applied.get(spec.job_id) != _fingerprint(spec):
+                log.info("job %s was changed: its recorder here takes the change", spec.job_id)
+                await self.engine.update(spec)
+                self._note_applied(spec)
         rooms |= {(app_id, room_id) for job_id, app_id, room_id in changed if job_id not in self._handed_over}
         started = await self._start_rooms(rooms)
         for job in expired:
@@ -571,17 +667,39 @@ class JobService:
         if spec.job_id in self._handed_over:
             return
         self._handed_over.add(spec.job_id)
-        # The recorder needs a moment to report media: a deadline that passed must not stop it meanwhile.
-        deadline = self._clock.now() + self._max_idle_of(spec.kind, spec.params)
-        await self._db.run(
-            lambda s: s.execute(
-                update(Job).where(Job.job_id == spec.job_id, Job.state != STOPPED).values(idle_deadline=deadline)
-            )
-        )
+        try:
+            claimed = await self._claim(spec.job_id, self._max_idle_of(spec.kind, spec.params))
+        except BaseException:
+            self._handed_over.discard(spec.job_id)
+            raise
+        if not claimed:
+            self._handed_over.discard(spec.job_id)
+            log.info("job %s is run by another node (or stopped): not started here", spec.job_id)
+            return
+        self._applied[spec.job_id] = _fingerprint(spec)
         try:
             await self.engine.start(spec)
         except EmberError as exc:
             await self.mark_stopped(spec.job_id, FATAL_ERROR, exc.message)
+            return
+        await self._db.run(
+            lambda s: s.execute(update(Job).where(Job.job_id == spec.job_id).values(recorded_on=self.node_id))
+        )
+
+    async def _claim(self, job_id: str, max_idle: int) -> bool:
+        """Take the job for this node's engine: one conditional UPDATE, so of nodes racing for it exactly one
+        wins (in a cluster, a job another node claimed stays its until released). True if this node has it."""
+        # The recorder needs a moment to report media: a deadline that passed must not stop it meanwhile.
+        deadline = self._clock.now() + max_idle
+        stmt = update(Job).where(Job.job_id == job_id, Job.state != STOPPED)
+        if self.cluster:
+            stmt = stmt.where(or_(Job.node_id.is_(None), Job.node_id == self.node_id))
+        stmt = stmt.values(node_id=self.node_id, idle_deadline=deadline)
+        return await self._db.run(lambda s: bool(s.execute(stmt).rowcount))  # type: ignore[attr-defined]
+
+    def _note_applied(self, spec: JobSpec) -> None:
+        if spec.job_id in self._handed_over:
+            self._applied[spec.job_id] = _fingerprint(spec)
 
     async def _create(self, principal: Principal, app_id: str, job: Job) -> dict[str, Any]:
         await self._check_storage(principal, app_id, job)
@@ -711,6 +829,11 @@ class JobService:
             rule_view(rule) if rule else None,
             tenant.project_id if tenant is not None else None,
         )
+
+
+def _fingerprint(spec: JobSpec) -> str:
+    """What of a job its recorder acts on, to tell a change from a mere new ``update_time``."""
+    return json.dumps([spec.params, spec.record_rule], sort_keys=True, default=str)
 
 
 class JobSupervisor:

@@ -295,6 +295,25 @@ class RoomSessionService:
 
         return await self._db.run(work)
 
+    async def close_node(self, node_id: str) -> int:
+        """Node ``node_id`` died (``cluster.failover``): close its open runs and their sessions (``node_lost``),
+        as its restart would; return how many runs."""
+        now = self._clock.now()
+
+        def work(s: Session) -> int:
+            q = select(Room).where(Room.state == RUNNING, Room.node_id == node_id).with_for_update()
+            rooms = list(s.execute(q).scalars())
+            for room in rooms:
+                self._close_lost(s, room, now)
+            return len(rooms)
+
+        return await self._db.run(work)
+
+    async def hosting_nodes(self) -> set[str]:
+        """The nodes with open room runs (the ``(node_id, state)`` index answers)."""
+        q = select(Room.node_id).where(Room.node_id.is_not(None), Room.state == RUNNING).distinct()
+        return await self._db.run(lambda s: {str(n) for n in s.execute(q).scalars()})
+
     # --- reading the records -------------------------------------------------------------------------
 
     async def rooms(self, app_id: str, room_id: str | None = None) -> list[dict[str, Any]]:

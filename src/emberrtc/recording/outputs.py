@@ -43,7 +43,7 @@ from emberrtc.storage.registry import StorageRegistry
 from emberrtc.storage.spool import Spool
 from emberrtc.storage.uploader import Uploader, describe, register
 from emberrtc.store.database import Database
-from emberrtc.store.models import App, Tenant, Upload
+from emberrtc.store.models import App, CallbackEvent, Job, Tenant, Upload
 
 log = logging.getLogger(__name__)
 
@@ -277,11 +277,20 @@ class RecordingOutputs:
         return group
 
     async def job_over(self, job: JobRef, *, detail_message: str | None = None) -> str | None:
-        """The job ended; the event follows every completion of the job."""
+        """The job ended; the event follows every completion of the job. Once per job: a second call (the
+        node that recorded it, coming back after another node stopped the job) enqueues nothing."""
         now = self._clock.now()
         fields = {**self._ids(job), "detail_message": detail_message}
-        event_id = await self._db.run(
-            lambda s: outbox.enqueue(
+
+        def work(s: Session) -> str | None:
+            # The job's row locked: two nodes ending the same job one after the other, not both at once.
+            s.get(Job, job.job_id, with_for_update=True)
+            over = select(CallbackEvent.event_id).where(
+                CallbackEvent.job_id == job.job_id, CallbackEvent.event_type == outbox.CLOUD_RECORD_OVER
+            )
+            if s.scalar(over.limit(1)) is not None:
+                return None
+            return outbox.enqueue(
                 s,
                 app_id=job.app_id,
                 job_id=job.job_id,
@@ -289,10 +298,30 @@ class RecordingOutputs:
                 fields=fields,
                 now=now,
             )
-        )
+
+        event_id = await self._db.run(work)
         self._delivery.wake()
         await asyncio.to_thread(self.spool.finish_job, job.job_id)
         return event_id
+
+    async def job_over_if_recorded(self, job_id: str) -> str | None:
+        """A job stopped where no recorder of it runs and no spool journal names it (it recorded on a node
+        that died, or before a restart whose recovery finished with it): ``CLOUD_RECORD_OVER`` all the same
+        when a recorder ever ran it (``jobs.recorded_on``); nothing for a job that never recorded."""
+
+        def work(s: Session) -> JobRef | None:
+            job = s.get(Job, job_id)
+            if job is None or job.recorded_on is None:
+                return None
+            return JobRef(job.app_id, job.job_id, job.room_id, job.stream_name)
+
+        ref = await self._db.run(work)
+        return None if ref is None else await self.job_over(ref)
+
+    async def job_stopped(self, job_id: str) -> bool:
+        """Is the job ``STOPPED`` (or gone)? A node's recovery asks for the jobs its spool names."""
+        state = await self._db.run(lambda s: s.scalar(select(Job.state).where(Job.job_id == job_id)))
+        return state is None or state == "STOPPED"
 
     # --- internals -----------------------------------------------------------------------------------
 

@@ -117,6 +117,10 @@ class Outputs(Protocol):
 
     async def job_over(self, job: JobRef, *, detail_message: str | None = None) -> str | None: ...
 
+    async def job_over_if_recorded(self, job_id: str) -> str | None: ...
+
+    async def job_stopped(self, job_id: str) -> bool: ...
+
     async def read_image(self, uri: str, location: str, project: str | None = None) -> bytes:
         """A mixed job's ``s3://bucket/object`` image from the storage ``location`` (``project``'s buckets)."""
         ...
@@ -725,6 +729,12 @@ class RecordingSupervisor:
         journal = SpoolJournal(self._spool_root / job_id)
         ref = journal.ref()
         if ref is None:
+            # Not recorded here since this node's last start (maybe on a node that died, or here before a
+            # restart): the event all the same if a recorder ever ran the job; once per job either way.
+            try:
+                await self._outputs.job_over_if_recorded(job_id)
+            except Exception:
+                log.exception("job %s: CLOUD_RECORD_OVER could not be recorded", job_id)
             return
         try:
             await self._outputs.job_over(ref)
@@ -775,6 +785,11 @@ class RecordingSupervisor:
                         await self._store(ref, part)
                         journal.handled(part)
                         count += 1
+                # Stopped meanwhile (by another node of a cluster, while this one was down): its files are
+                # reported now, and its end after them (unless the node that stopped it sent it already).
+                if await self._outputs.job_stopped(ref.job_id):
+                    await self._outputs.job_over(ref)
+                    journal.clear()
             except Exception:
                 log.exception("job %s: recovering its files failed; they stay in the spool", ref.job_id)
         return count

@@ -130,6 +130,8 @@ class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
         Index("ix_jobs_app_state", "app_id", "state"),
+        # The jobs a node holds (its restart, a live node taking over after it died: ``JobService``).
+        Index("ix_jobs_node_state", "node_id", "state"),
         # spec 4.4.1 / RTC.00001006: one unfinished single-stream job per room and user (per slot: API jobs,
         # automatic camera jobs and automatic screen jobs are counted apart)
         Index(
@@ -165,6 +167,13 @@ class Job(Base):
     stop_time: Mapped[float | None] = mapped_column(Double, nullable=True)
     #: When a job waiting for media stops (``max_idle_time``); NULL while it records and once it stopped.
     idle_deadline: Mapped[float | None] = mapped_column(Double, nullable=True, index=True)
+    #: The node (``EMBER_NODE_ID``) whose recording engine runs the job: claimed by a conditional UPDATE
+    #: when a node hands the job to its engine, so exactly one node runs it; NULL while nobody does
+    #: (waiting in ``INIT``, released by a restart or by a live node after its node died).
+    node_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: The node that last ran a recorder for the job (kept after its claim is released): a job stopped
+    #: while no recorder runs it still gets its ``CLOUD_RECORD_OVER`` when this is set.
+    recorded_on: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Upload(Base):

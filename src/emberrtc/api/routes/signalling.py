@@ -44,7 +44,8 @@ Server -> client replies:
   "streams": [{"stream", "audio", "video"}]}], "ice_servers": [{"urls", "username", "credential"}]}``: the
   others already in the room and their live streams; ``ice_servers`` (WebRTC ``RTCIceServer`` objects,
   ``[]`` when the server has no TURN relay) is for every PeerConnection of this session: a time-limited
-  TURN credential (``EMBER_TURN_CREDENTIAL_TTL``) for when direct media fails.
+  TURN credential (``EMBER_TURN_CREDENTIAL_TTL``) for when direct media fails. In a cluster it also has
+  ``"nodes"``: the live nodes' public URLs, where the SDKs rejoin if this node is lost.
 - ``{"type": "redirect", "room_id", "node_id", "url", "message"}``, in a cluster (``EMBER_REDIS_URL``)
   instead of ``joined`` when the room is hosted by another node (``url``: that node's ``EMBER_PUBLIC_URL``);
   the server closes (4302), and the client sends the same ``join`` to ``url``'s signalling endpoint. The
@@ -478,6 +479,7 @@ class _Connection:
                     # The TURN relay and a credential for this session ([] without one): clients use it when
                     # direct media to Janus fails (media/turn_credentials.py).
                     "ice_servers": self.svc.ice_servers.for_user(admission.session_id, self.svc.clock.now()),
+                    **await self.cluster_nodes(),
                 },
                 message.id,
             )
@@ -500,6 +502,17 @@ class _Connection:
             with contextlib.suppress(WebSocketDisconnect, RuntimeError):
                 await self.send(reply)
             await self.close(code)
+
+    async def cluster_nodes(self) -> dict[str, list[str]]:
+        """In a cluster, ``{"nodes": [public URLs of the live nodes]}`` for the join answer: where the SDKs
+        rejoin when this node is lost (none if Redis does not answer now: they use the URL they joined by)."""
+        if self.svc.cluster is None:
+            return {}
+        try:
+            return {"nodes": [n.public_url for n in await self.svc.cluster.nodes()]}
+        except E.InternalError as exc:
+            log.warning("the live nodes are unknown for a join answer: %s", exc)
+            return {"nodes": []}
 
     async def redirected(self, request: JoinRequest, message: JoinMessage) -> bool:
         """In a cluster: when the room lives on another node (placed now if it had no live host), tell the

@@ -19,6 +19,11 @@
 // By default the room subscribes to every stream of every other participant (autoSubscribe).
 // In a cluster, a node that does not host the room answers the join with "redirect": join() follows it to
 // the node that does (room.server, room.redirects), so the page may come from any node.
+// A signalling connection lost unexpectedly (the node died, the network broke; not after leave, removal or
+// dismissal) is rejoined on its own for up to rejoinMs (30 s; 0: never), with backoff, through the URL
+// given to join() (a load balancer) and the live nodes the join answer named (room.nodes); the streams
+// are published again and the others' streams received again. Events "reconnecting" and "reconnected"
+// say so; "ended" (connection_lost) comes only when rejoining fails.
 // Signing with the app key in the browser (signJoin / the appKey option) is for development only: it
 // puts the key in the page. Production apps sign joins on their own server and hand the browser only
 // ctime and signature.
@@ -33,6 +38,9 @@ const REQUEST_TIMEOUT_MS = 15000;
 // Most "redirect" answers followed in one join (a cluster redirects once, more only while a placement moves).
 const MAX_REDIRECTS = 3;
 const GATHER_TIMEOUT_MS = 5000;
+// Rejoining after a lost connection: for how long by default, and the first and longest wait in between.
+const REJOIN_MS = 30000;
+const REJOIN_BACKOFF_MS = [250, 2000];
 
 // QoS reports over signalling (message "stats", format in src/emberrtc/stats/report.py).
 const STATS_INTERVAL_MS = 5000;
@@ -271,13 +279,57 @@ function nextMessage(ws, timeoutMs) {
   });
 }
 
+// Sends `message` (a join) to `server`, following "redirect" answers (at most MAX_REDIRECTS in a row):
+// resolves to {ws, reply, server, redirects} with the "joined" answer; a refusal rejects with a RoomError
+// whose `refused` is true.
+async function connectJoin(server, message) {
+  const redirects = [];
+  let ws;
+  let reply;
+  for (;;) {
+    ws = await openSocket(signallingUrl(server));
+    ws.send(JSON.stringify(message));
+    try {
+      reply = await nextMessage(ws, REQUEST_TIMEOUT_MS);
+    } catch (err) {
+      ws.close();
+      throw err;
+    }
+    if (reply.type !== "redirect") break;
+    ws.close();
+    redirects.push(reply);
+    if (redirects.length > MAX_REDIRECTS) {
+      throw new RoomError("RTC.00002000", `redirected more than ${MAX_REDIRECTS} times: ${JSON.stringify(redirects)}`);
+    }
+    try {
+      signallingUrl(reply.url);
+    } catch (err) {
+      throw new RoomError("RTC.00002000", `redirected to an unusable URL: ${JSON.stringify(reply.url)}`);
+    }
+    server = reply.url;
+  }
+  if (reply.type === "error") {
+    ws.close();
+    const refused = new RoomError(reply.code || "", reply.message || "");
+    refused.refused = true;
+    throw refused;
+  }
+  if (reply.type !== "joined") {
+    ws.close();
+    throw new RoomError("RTC.00002000", `unexpected answer to join: ${JSON.stringify(reply)}`);
+  }
+  return { ws, reply, server, redirects };
+}
+
 /**
  * One participant's connection to a room. Create it with EmberRoom.join().
  *
  * Events (CustomEvent, message in `detail`): every server event by its type (user_joined, user_left,
  * stream_published, stream_unpublished, subscription_ended, removed, dismissed, disconnected, left),
  * plus "subscription" (detail: a Subscription whose mediaStream is ready to attach to a <video>),
- * "participants" (the participants map changed) and "ended" (the final event, or connection_lost).
+ * "participants" (the participants map changed), "reconnecting" and "reconnected" (a lost connection
+ * being rejoined, and rejoined: see the top of this file) and "ended" (the final event, or
+ * connection_lost).
  */
 export class EmberRoom extends EventTarget {
   /**
@@ -286,6 +338,7 @@ export class EmberRoom extends EventTarget {
    */
   static async join(server, options) {
     const { appId, roomId, userId, appKey, nickname, autoSubscribe = true, statsIntervalMs = STATS_INTERVAL_MS } = options;
+    // options.rejoinMs: how long a lost connection is rejoined (default 30 s; 0: never).
     const started = performance.now();
     let { ctime, signature } = options;
     if (appKey) {
@@ -305,45 +358,15 @@ export class EmberRoom extends EventTarget {
       sdk_version: SDK_VERSION,
       device_model: navigator.userAgent.slice(0, 128),
     };
-    // A node of a cluster that does not host the room answers "redirect" with the node that does: the
-    // same join goes there (at most MAX_REDIRECTS times in a row).
-    const redirects = [];
-    let ws;
-    let reply;
-    for (;;) {
-      ws = await openSocket(signallingUrl(server));
-      ws.send(JSON.stringify(message));
-      try {
-        reply = await nextMessage(ws, REQUEST_TIMEOUT_MS);
-      } catch (err) {
-        ws.close();
-        throw err;
-      }
-      if (reply.type !== "redirect") break;
-      ws.close();
-      redirects.push(reply);
-      if (redirects.length > MAX_REDIRECTS) {
-        throw new RoomError("RTC.00002000", `redirected more than ${MAX_REDIRECTS} times: ${JSON.stringify(redirects)}`);
-      }
-      try {
-        signallingUrl(reply.url);
-      } catch (err) {
-        throw new RoomError("RTC.00002000", `redirected to an unusable URL: ${JSON.stringify(reply.url)}`);
-      }
-      server = reply.url;
-    }
-    if (reply.type === "error") {
-      ws.close();
-      throw new RoomError(reply.code || "", reply.message || "");
-    }
-    if (reply.type !== "joined") {
-      ws.close();
-      throw new RoomError("RTC.00002000", `unexpected answer to join: ${JSON.stringify(reply)}`);
-    }
+    const { ws, reply, server: joinedAt, redirects } = await connectJoin(server, message);
     const room = new EmberRoom(ws, reply, autoSubscribe, statsIntervalMs);
     /** The server joined through (a cluster's node hosting the room), and the redirects that led there. */
-    room.server = server;
+    room.server = joinedAt;
     room.redirects = redirects;
+    /** How long (ms) a lost connection is rejoined (0: never), with which join, through which URL. */
+    room.rejoinMs = options.rejoinMs ?? REJOIN_MS;
+    room._joinMessage = message;
+    room._entry = server;
     room.qos.joined(performance.now() - started);
     return room;
   }
@@ -352,20 +375,10 @@ export class EmberRoom extends EventTarget {
     super();
     /** QoS reports over signalling every statsIntervalMs (0: none). */
     this.qos = new QosReporter(this, statsIntervalMs);
-    this._ws = ws;
-    this.sessionId = joined.session_id;
-    /** RTCIceServer objects for every RTCPeerConnection of this session (the server's TURN relay), or []. */
-    this.iceServers = joined.ice_servers ?? [];
     this.roomId = joined.room_id;
     this.userId = joined.user_id;
     this.autoSubscribe = autoSubscribe;
-    /** user_id -> {userId, nickname, streams: {camera|screen: {audio, video}}} */
-    this.participants = new Map();
-    for (const p of joined.participants) {
-      const streams = {};
-      for (const s of p.streams) streams[s.stream] = { audio: s.audio, video: s.video };
-      this.participants.set(p.user_id, { userId: p.user_id, nickname: p.nickname ?? null, streams });
-    }
+    this._takeAnswer(ws, joined);
     /** stream kind -> {stream, pc, mediaStream, tracks} */
     this.publications = new Map();
     /** subscription id -> Subscription */
@@ -383,16 +396,44 @@ export class EmberRoom extends EventTarget {
     this._pending = new Map();
     this._ids = 2;
     this.ended = new Promise((resolve) => (this._resolveEnded = resolve));
+    // Rejoining: off until join() sets it; the (userId, stream) pairs received, to receive again after.
+    this.rejoinMs = 0;
+    this._subscribed = new Set();
+    this._resubscribe = new Set();
+    this._rejoining = false;
+    this._leaving = false;
+    if (autoSubscribe) {
+      // Streams already live at join time.
+      queueMicrotask(() => this._subscribeLive(() => true));
+    }
+  }
+
+  // The session a "joined" answer describes, on its WebSocket (at the join, and again at each rejoin).
+  _takeAnswer(ws, joined) {
+    this._ws = ws;
+    this.sessionId = joined.session_id;
+    /** RTCIceServer objects for every RTCPeerConnection of this session (the server's TURN relay), or []. */
+    this.iceServers = joined.ice_servers ?? [];
+    /** In a cluster, the live nodes' public URLs at the join: where to rejoin if this node is lost. */
+    this.nodes = joined.nodes ?? [];
+    /** user_id -> {userId, nickname, streams: {camera|screen: {audio, video}}} */
+    this.participants = new Map();
+    for (const p of joined.participants) {
+      const streams = {};
+      for (const s of p.streams) streams[s.stream] = { audio: s.audio, video: s.video };
+      this.participants.set(p.user_id, { userId: p.user_id, nickname: p.nickname ?? null, streams });
+    }
     ws.onmessage = (e) => this._onMessage(JSON.parse(e.data));
     ws.onclose = (e) => this._onClose(e);
     ws.onerror = () => {};
-    if (autoSubscribe) {
-      // Streams already live at join time.
-      queueMicrotask(() => {
-        for (const p of this.participants.values()) {
-          for (const stream of Object.keys(p.streams)) this._autoSubscribe(p.userId, stream);
-        }
-      });
+  }
+
+  // Subscribes to the live streams of the others for which `wanted(userId, stream)` holds.
+  _subscribeLive(wanted) {
+    for (const p of this.participants.values()) {
+      for (const stream of Object.keys(p.streams)) {
+        if (wanted(p.userId, stream)) this._autoSubscribe(p.userId, stream);
+      }
     }
   }
 
@@ -439,19 +480,103 @@ export class EmberRoom extends EventTarget {
     if (["user_joined", "user_left", "stream_published", "stream_unpublished"].includes(type)) {
       this._emit("participants", this.participants);
     }
-    if (type === "stream_published" && this.autoSubscribe) this._autoSubscribe(message.user_id, message.stream);
+    if (type === "stream_published" && this._wants(message.user_id, message.stream)) {
+      this._autoSubscribe(message.user_id, message.stream);
+    }
   }
 
   _onClose(e) {
-    if (!this.endedWith) this.endedWith = { type: "connection_lost", code: e.code };
+    if (!this.endedWith && this.rejoinMs > 0 && !this._leaving) {
+      this._failPending("the connection was lost; rejoining");
+      this._rejoin(e.code);
+      return;
+    }
+    this._end(this.endedWith || { type: "connection_lost", code: e.code });
+  }
+
+  _failPending(why) {
     for (const { reject, timer } of this._pending.values()) {
       clearTimeout(timer);
-      reject(new RoomError("RTC.00002000", `not in the room any more (${this.endedWith.type})`));
+      reject(new RoomError("RTC.00002000", why));
     }
     this._pending.clear();
+  }
+
+  _end(final) {
+    if (this._resolved) return;
+    this._resolved = true;
+    this.endedWith = final;
+    this._failPending(`not in the room any more (${final.type})`);
     this._hangUp();
-    this._emit("ended", this.endedWith);
-    this._resolveEnded(this.endedWith);
+    this._emit("ended", final);
+    this._resolveEnded(final);
+  }
+
+  // -- rejoining ---------------------------------------------------------------------------------
+
+  // The connection was lost: join again (elsewhere first, the lost node last), or end with connection_lost.
+  async _rejoin(code) {
+    this._rejoining = true;
+    const lost = this.server;
+    this._emit("reconnecting", { type: "reconnecting", server: lost, code });
+    // The lost session's connections carry nothing more; the local tracks stay, to be published again.
+    const republish = [...this.publications.values()].map((p) => [p.stream, p.mediaStream]);
+    for (const publication of this.publications.values()) publication.pc.close();
+    this.publications.clear();
+    for (const sub of [...this.subscriptions.values()]) this._endSubscription(sub, "reconnecting");
+    const pc = this.subscriberPc;
+    this.subscriberPc = null;
+    this._byMid.clear();
+    if (pc) pc.close();
+    const strip = (u) => String(u).replace(/\/+$/, "");
+    const candidates = [...new Set([this._entry, ...this.nodes, lost].map(strip))].sort(
+      (a, b) => (a === strip(lost)) - (b === strip(lost)),
+    );
+    const deadline = performance.now() + this.rejoinMs;
+    let delay = REJOIN_BACKOFF_MS[0];
+    let final = null;
+    while (!this._leaving && !final && performance.now() < deadline) {
+      for (const url of candidates) {
+        if (this._leaving || performance.now() >= deadline) break;
+        let joined;
+        try {
+          joined = await connectJoin(url, this._joinMessage);
+        } catch (err) {
+          if (err.refused) {
+            final = { type: "connection_lost", code, error: `${err.code}: ${err.message}` };
+            break;
+          }
+          continue; // that node is down or unreachable: the next one
+        }
+        if (this._leaving) {
+          joined.ws.close();
+          break;
+        }
+        this._rejoining = false;
+        this.server = joined.server;
+        this.redirects = joined.redirects;
+        this._takeAnswer(joined.ws, joined.reply);
+        for (const [stream, mediaStream] of republish) {
+          await this.publish(stream, mediaStream).catch((err) => this._emit("error", err));
+        }
+        // Received before: received again, now if live, else when published again (_onMessage).
+        this._resubscribe = this._subscribed;
+        this._subscribed = new Set();
+        this._subscribeLive((userId, stream) => this._wants(userId, stream));
+        this._emit("reconnected", { type: "reconnected", server: joined.server });
+        return;
+      }
+      if (final) break;
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, Math.min(delay, deadline - performance.now()))));
+      delay = Math.min(delay * 2, REJOIN_BACKOFF_MS[1]);
+    }
+    this._rejoining = false;
+    this._end(final || (this._leaving ? { type: "left", reason: "left while rejoining" } : { type: "connection_lost", code }));
+  }
+
+  // Is (userId, stream) to be received on its own: autoSubscribe, or received before a rejoin?
+  _wants(userId, stream) {
+    return this.autoSubscribe || this._resubscribe.has(`${userId}\u0000${stream}`);
   }
 
   _autoSubscribe(userId, stream) {
@@ -557,6 +682,9 @@ export class EmberRoom extends EventTarget {
     return new Promise((resolve, reject) => {
       this._wanted.push({ userId, stream, resolve, reject });
       if (this._wanted.length === 1) this._serialised(() => this._subscribeWanted());
+    }).then((sub) => {
+      this._subscribed.add(`${userId}\u0000${stream}`);
+      return sub;
     });
   }
 
@@ -675,6 +803,7 @@ export class EmberRoom extends EventTarget {
 
   /** Stop receiving a stream. */
   async unsubscribe(sub) {
+    this._subscribed.delete(`${sub.userId}\u0000${sub.stream}`);
     if (!this.subscriptions.has(sub.id)) return;
     try {
       await this._serialised(() => this._renegotiate({ type: "unsubscribe", subscription: sub.id }));
@@ -709,6 +838,11 @@ export class EmberRoom extends EventTarget {
 
   /** Leave the room, hang up every PeerConnection and stop local tracks; resolves to the final event. */
   async leave() {
+    this._leaving = true;
+    if (this._rejoining) {
+      this._end({ type: "left", reason: "left while rejoining" });
+      return this.endedWith;
+    }
     if (!this.endedWith && this._ws.readyState === WebSocket.OPEN) {
       this._ws.send(JSON.stringify({ type: "leave" }));
       const timeout = new Promise((resolve) => setTimeout(resolve, REQUEST_TIMEOUT_MS));
