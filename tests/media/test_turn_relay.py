@@ -60,7 +60,7 @@ CA_FILE: list[Path] = []
 UDP_URL, TCP_URL, TLS_URL = (
     f"turn:{PEER_IP}:3478?transport=udp",
     f"turn:{PEER_IP}:3478?transport=tcp",
-    f"turns:{PEER_IP}:5349?transport=tcp",
+    f"turns:{PEER_IP}:443?transport=tcp",  # EMBER_TURN_TLS_PORT's default while the API is on another port
 )
 
 
@@ -291,12 +291,21 @@ async def test_with_udp_blocked_entirely_turn_over_tcp_carries_the_call(
         assert max(sb for _, sb in usage) > 20_000 and max(rb for rb, _ in usage) > 20_000, (name, usage)
 
 
-async def test_where_only_tls_passes_turn_over_tls_carries_the_call(
+async def test_where_only_tcp_443_passes_turn_over_tls_carries_the_call(
     turn_server: ServerThread, turn_app: MediaApp
 ) -> None:
-    with client_namespace("meta l4proto udp drop; tcp dport 3478 drop") as ns:
+    # Nothing but TCP 443 (and the API's own port, for signalling: on a server it would be 443 too, on
+    # another address or behind the proxy) leaves the clients' namespace.
+    rules = f"meta l4proto udp drop; tcp dport != {{ 443, {turn_server.port} }} counter drop"
+    with client_namespace(rules) as ns:
         result = await asyncio.to_thread(run_peers, ns, turn_app, "relayed-tls")
+        dropped = await asyncio.to_thread(
+            subprocess.run, ["ip", "netns", "exec", ns, "nft", "list", "ruleset"], capture_output=True, text=True
+        )
     _assert_relayed(result, TLS_URL)
+    # The client did try TURN over TCP on 3478 first (the firewall dropped it) before turns: on 443.
+    packets = re.search(r"counter packets (\d+)", dropped.stdout)
+    assert packets is not None and int(packets[1]) > 0, dropped.stdout
     for name, username in result["usernames"].items():
         usage = await _wait_peer_usage(turn_server, username)
         assert max(sb for _, sb in usage) > 20_000 and max(rb for rb, _ in usage) > 20_000, (name, usage)
@@ -438,6 +447,35 @@ async def test_a_relay_that_stops_answering_is_restarted(tmp_path: Path) -> None
         assert process.pid != hung and relay_pids(process.config_path) == [process.pid]
         assert await process.healthy() and process.ready and process.unexpected_exits == 1
     assert not process.ready
+
+
+async def test_the_relay_log_is_bounded(tmp_path: Path) -> None:
+    config = TurnConfig(secret=SECRET, allowed_peers=(MEDIA_IP,), port=RELAY[1], relay_ports=(51200, 51299))
+    process = TurnProcess(config, tmp_path / "turn", health_interval=0.2, log_max_bytes=4096)
+    older = process.log_path.with_name("turnserver.log.1")
+    async with process:
+        now = int(time.time())
+        n = 0
+        # Each refused allocation is a few of coturn's verbose lines: go on until the log has been rotated.
+        while not older.exists():
+            with pytest.raises(stun.TransactionFailed):
+                async with asyncio.timeout(10):
+                    await _allocate(*turn_credential("not-the-relays", f"flood{n}", now + 600))
+            n += 1
+            assert n < 400, "no rotation"
+            # Never much past the limit: what a probe interval's refusals write (< 100 kB here).
+            assert process.log_path.stat().st_size < 100_000
+        assert "flood" in older.read_text(errors="replace")
+        # coturn goes on writing into the emptied file (it holds it open, appending).
+        good = await _allocate(*turn_credential(SECRET, "after-rotation", now + 600))
+        await good.delete()
+        await until(
+            lambda: "after-rotation" in process.log_path.read_text(errors="replace"),
+            within=10,
+            what="coturn's next lines in the rotated log",
+        )
+        assert process.log_path.stat().st_size < older.stat().st_size + 100_000
+        assert process.ready and process.starts == 1
 
 
 async def test_doctor_reports_the_relay(relay: TurnProcess, tmp_path: Path) -> None:
