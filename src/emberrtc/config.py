@@ -388,6 +388,9 @@ class Settings:
     #: times (join ``ctime``, ``X-Sdk-Date`` within ``sdk_date_skew``, callbacks), and nodes must agree on
     #: them. ``EMBER_DOCTOR_MAX_CLOCK_SKEW``.
     doctor_max_clock_skew: float = 5.0
+    #: Longest Redis round trip (median of a few PINGs, milliseconds) ``ember doctor`` accepts with
+    #: ``redis_url``: every join on a cluster asks Redis where its room is. ``EMBER_DOCTOR_MAX_REDIS_MS``.
+    doctor_max_redis_ms: float = 50.0
 
     def __post_init__(self) -> None:
         # Every path Ember derives from the data folder (database, Janus config, spool, storage) must mean

@@ -501,3 +501,42 @@ async def test_doctor_reports_the_relay(relay: TurnProcess, tmp_path: Path) -> N
     await relay.stop()
     [down] = await Doctor(settings).check_turn()
     assert not down.ok and f"does not answer on port {RELAY[1]}" in down.detail and "systemctl start" in down.fix
+
+
+async def test_doctor_probes_the_relay_over_udp_where_clients_reach_it(relay: TurnProcess, tmp_path: Path) -> None:
+    from emberrtc.config import Settings
+    from emberrtc.deploy.doctor import Doctor
+
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        turn="embedded",
+        media_ip=MEDIA_IP,
+        turn_host=PEER_IP,
+        turn_port=RELAY[1],
+        turn_secret=SECRET,
+    )
+    [ok] = await Doctor(settings).check_udp()
+    assert ok.ok and ok.detail == f"the relay answers STUN over UDP at {PEER_IP}:{RELAY[1]}", ok
+    # A host firewall dropping UDP to the relay's port (the input chain: loopback still passes).
+    rules = (
+        "table inet emberdoctorudp {\n  chain in {\n    type filter hook input priority 0; policy accept;\n"
+        f"    ip daddr {PEER_IP} udp dport {RELAY[1]} counter drop\n  }}\n}}\n"
+    )
+    await asyncio.to_thread(subprocess.run, ["nft", "-f", "-"], input=rules.encode(), check=True)
+    try:
+        [blocked] = await Doctor(settings, timeout=1).check_udp()
+        # ...while the turn check, over loopback, still passes: only this probe sees the firewall.
+        [turn_ok] = await Doctor(settings).check_turn()
+        listed = ["nft", "list", "table", "inet", "emberdoctorudp"]
+        ruleset = await asyncio.to_thread(subprocess.run, listed, capture_output=True, text=True)
+    finally:
+        await asyncio.to_thread(subprocess.run, ["nft", "delete", "table", "inet", "emberdoctorudp"], check=False)
+    assert not blocked.ok and f"not at {PEER_IP}:{RELAY[1]}" in blocked.detail, blocked
+    assert f"let UDP {RELAY[1]} and 49152-65535 in" in blocked.fix and f"ufw allow {RELAY[1]}/udp" in blocked.fix
+    assert turn_ok.ok, turn_ok
+    assert re.search(r"counter packets [1-9]", ruleset.stdout), ruleset.stdout
+    # Clients told a name that is not this machine's (a 1:1 NAT's public address): the media address is
+    # probed, and the public one named as the cloud firewall's to open.
+    [probed, public] = await Doctor(replace(settings, turn_host="192.0.2.77")).check_udp()
+    assert probed.ok and probed.detail.endswith(f"at {MEDIA_IP}:{RELAY[1]}"), probed
+    assert public.ok and "not on this machine (1:1 NAT)" in public.detail and "192.0.2.77" in public.detail
