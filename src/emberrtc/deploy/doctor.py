@@ -552,7 +552,10 @@ class Doctor:
         local = [ip for ip in resolved if _is_local(ip)]
         # Behind a 1:1 NAT clients' packets arrive at the private address the public one maps to: probe
         # the media addresses then (the cloud's own firewall cannot be seen from the inside).
-        targets = local or [c.ip for c in usable_addresses(s.media_ip) if "%" not in c.ip]
+        # (Link-local addresses are not where clients come from, and need a scope to be reached.)
+        targets = local or [
+            c.ip for c in usable_addresses(s.media_ip) if not ipaddress.ip_address(c.ip.split("%")[0]).is_link_local
+        ]
         findings = []
         for ip in targets:
             if await stun_binding((ip, port), self.timeout):

@@ -162,7 +162,11 @@ def install(unit: ServiceUnit, unit_path: Path = DEFAULT_UNIT_PATH) -> list[str]
     if unit.env_file.exists():
         done.append(f"kept the existing settings file {unit.env_file}")
     else:
-        unit.env_file.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        if not unit.env_file.parent.exists():
+            unit.env_file.parent.mkdir(parents=True)
+            # Explicitly: ember runs with umask 077, and the service user must reach its settings and the
+            # TLS folder the README puts beside them.
+            unit.env_file.parent.chmod(0o755)
         _write(unit.env_file, unit.env_template(), 0o640)
         os.chown(unit.env_file, 0, account.pw_gid)
         done.append(f"wrote the settings file {unit.env_file} (root:{unit.user}, 0640): edit it")
