@@ -2,7 +2,8 @@
 
 The unit runs ``ember serve`` as a dedicated system user (no login shell, no home but the data folder)
 with the data folder its only writable place, restarts it on failure, lets it bind ports below 1024
-(``CAP_NET_BIND_SERVICE``, the one capability it keeps) and leaves logging to the journal. Settings come
+(``CAP_NET_BIND_SERVICE``, the one capability it keeps, inherited by the embedded TURN relay for ``turns:``
+on 443) and leaves logging to the journal. Settings come
 from an environment file (``EMBER_*``, the same variables as everywhere), which ``ember doctor --env-file``
 reads too. ``systemctl reload`` sends ``SIGHUP``: the TLS certificate is read again.
 """
@@ -91,7 +92,8 @@ LimitNOFILE=65536
 StandardOutput=journal
 StandardError=journal
 SyslogIdentifier=ember
-# The one privilege kept: listening on ports below 1024 (443) as an unprivileged user.
+# The one privilege kept: listening on ports below 1024 (443) as an unprivileged user; the embedded TURN
+# relay (EMBER_TURN=embedded) inherits it for TURN over TLS on 443.
 AmbientCapabilities=CAP_NET_BIND_SERVICE
 CapabilityBoundingSet=CAP_NET_BIND_SERVICE
 NoNewPrivileges=yes
