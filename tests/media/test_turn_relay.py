@@ -540,3 +540,76 @@ async def test_doctor_probes_the_relay_over_udp_where_clients_reach_it(relay: Tu
     [probed, public] = await Doctor(replace(settings, turn_host="192.0.2.77")).check_udp()
     assert probed.ok and probed.detail.endswith(f"at {MEDIA_IP}:{RELAY[1]}"), probed
     assert public.ok and "not on this machine (1:1 NAT)" in public.detail and "192.0.2.77" in public.detail
+
+
+def test_relay_takes_443_as_an_unprivileged_user_with_the_units_capability() -> None:
+    """What the unit gives ``ember serve`` (``AmbientCapabilities=CAP_NET_BIND_SERVICE``) is inherited by the
+    coturn it starts: TURN over TLS on 443 as the service's user. Without it, 443 stays closed."""
+    import tempfile
+
+    # Somewhere the unprivileged user can reach (pytest's own folder is root's only).
+    base = Path(tempfile.mkdtemp(prefix="ember-turn443-"))
+    try:
+        _relay_on_443_as_nobody(base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _relay_on_443_as_nobody(tmp_path: Path) -> None:
+    import pwd
+    import socket
+    import ssl
+
+    ca, cert, key = make_certificate(tmp_path, PEER_IP)
+    nobody = pwd.getpwnam("nobody")
+    folder = tmp_path / "turn"
+    config = TurnConfig(secret=SECRET, allowed_peers=(MEDIA_IP,), port=3481, tls_port=443, tls_cert=cert, tls_key=key)
+    config.write(folder)
+    for path in (folder, folder / "turnserver.conf", cert, key):
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    tmp_path.chmod(0o755)
+    trust = ssl.create_default_context(cafile=str(ca))
+
+    def handshake() -> bool:
+        try:
+            with (
+                socket.create_connection((PEER_IP, 443), timeout=2) as raw,
+                trust.wrap_socket(raw, server_hostname=PEER_IP),
+            ):
+                return True
+        except OSError:
+            return False
+
+    def run_relay(*caps: str) -> tuple[bool, bool]:
+        """(answered STUN within 10 s, completed a TLS handshake on 443)."""
+        relay = subprocess.Popen(
+            ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups", *caps, "--"]
+            + ["turnserver", "-c", str(folder / "turnserver.conf")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while not asyncio.run(stun_answers()):
+                assert relay.poll() is None, "the relay exited"
+                if time.monotonic() > deadline:
+                    return False, handshake()
+            return True, handshake()
+        finally:
+            relay.terminate()
+            relay.wait(10)
+
+    async def stun_answers() -> bool:
+        from emberrtc.media.turn_process import stun_binding
+
+        return await stun_binding(("127.0.0.1", 3481), 0.2)
+
+    caps = "-all,+net_bind_service"
+    assert run_relay(f"--inh-caps={caps}", f"--ambient-caps={caps}", f"--bounding-set={caps}", "--no-new-privs") == (
+        True,
+        True,
+    )
+    # Without it coturn retries 443 for ever and never opens its other listeners: ember serve would say the
+    # relay did not answer, and its log says why.
+    assert run_relay() == (False, False)
+    assert "Cannot bind TLS/TCP listener socket to addr" in (folder / "turnserver.log").read_text(errors="replace")
