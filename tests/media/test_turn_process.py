@@ -49,3 +49,63 @@ def test_a_tiny_limit_is_refused(tmp_path: Path) -> None:
     config = TurnConfig(secret="s", allowed_peers=("192.0.2.1",))
     with pytest.raises(ValueError, match="log_max_bytes"):
         TurnProcess(config, tmp_path, log_max_bytes=10)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="drops root to an unprivileged user")
+def test_a_port_below_1024_without_the_capability_is_told_apart_from_a_busy_one(tmp_path: Path) -> None:
+    import json
+    import pwd
+
+    from emberrtc.media.turn_config import TurnConfig
+    from emberrtc.media.turn_process import TurnStartError, check_ports, ports_in_use
+
+    config = TurnConfig(
+        secret="s",
+        allowed_peers=("192.0.2.1",),
+        port=3482,
+        tls_port=443,
+        tls_cert=tmp_path / "c",
+        tls_key=tmp_path / "k",
+    )
+    nobody = pwd.getpwnam("nobody")
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # as the service's user would be without CAP_NET_BIND_SERVICE
+        try:
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            found = ports_in_use(config)
+            try:
+                check_ports(config)
+                message = ""
+            except TurnStartError as exc:
+                message = str(exc)
+            os.write(writer, json.dumps([found, message]).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader) as pipe:
+        found, message = json.loads(pipe.read())
+    os.waitpid(child, 0)
+    assert found == ["TCP 443 (not permitted)"]
+    assert "may not listen on TCP 443" in message and "CAP_NET_BIND_SERVICE" in message
+    assert "EMBER_TURN_TLS_PORT=5349" in message
+
+
+def test_a_tls_port_held_by_another_program_names_the_alternative(tmp_path: Path) -> None:
+    import socket
+
+    from emberrtc.media.turn_config import TurnConfig
+    from emberrtc.media.turn_process import TurnStartError, check_ports
+
+    with socket.socket() as proxy:  # a web server holding the port (here a free one, not 443)
+        proxy.bind(("0.0.0.0", 0))
+        proxy.listen()
+        held = proxy.getsockname()[1]
+        config = TurnConfig(
+            secret="s", allowed_peers=("192.0.2.1",), port=3483, tls_port=held, tls_cert=tmp_path, tls_key=tmp_path
+        )
+        with pytest.raises(TurnStartError) as refused:
+            check_ports(config)
+    assert f"in use by another program: TCP {held}." in str(refused.value)
+    assert "reverse proxy (Caddy, nginx)" in str(refused.value) and "EMBER_TURN_TLS_PORT=5349" in str(refused.value)

@@ -33,7 +33,7 @@ from .child_process import Supervised, kill_stale, pids_running, terminate
 from .janus_process import Backoff
 from .turn_config import TurnConfig
 
-__all__ = ["TurnNotInstalledError", "TurnProcess", "TurnStartError", "rotate_log", "stun_binding"]
+__all__ = ["TurnNotInstalledError", "TurnProcess", "TurnStartError", "check_ports", "rotate_log", "stun_binding"]
 
 log = logging.getLogger(__name__)
 
@@ -132,19 +132,7 @@ class TurnProcess(Supervised):
         await asyncio.to_thread(self.config.write, self.folder)
         await asyncio.to_thread(kill_stale_relay, self.config_path)
         await asyncio.to_thread(rotate_log, self.log_path, self.log_max_bytes)
-        busy = ports_in_use(self.config)
-        if busy:
-            # Another relay would answer the health check (and clients) in this one's place.
-            hint = (
-                "Debian's own coturn service, if enabled, holds 3478: `systemctl disable --now coturn`, or set "
-                "EMBER_TURN_PORT"
-            )
-            if f"TCP {self.config.tls_port}" in busy and self.config.tls:
-                hint += (
-                    f"; a web server or reverse proxy (Caddy, nginx) may hold {self.config.tls_port}: set "
-                    "EMBER_TURN_TLS_PORT=5349"
-                )
-            raise TurnStartError(f"the TURN relay's ports are in use by another program: {', '.join(busy)}. {hint}")
+        check_ports(self.config)
 
     async def _spawn_until_ready(self) -> None:
         binary = self.check_installed(self.binary)
@@ -283,8 +271,33 @@ def rotate_log(path: Path, max_bytes: int) -> bool:
     return True
 
 
+def check_ports(config: TurnConfig) -> None:
+    """:class:`TurnStartError` saying what to do when the relay could not take its listening ports."""
+    busy = ports_in_use(config)
+    denied = [b for b in busy if b.endswith(" (not permitted)")]
+    if denied:
+        raise TurnStartError(
+            f"the TURN relay may not listen on {', '.join(d.split(' (')[0] for d in denied)}: ports below 1024 "
+            "need CAP_NET_BIND_SERVICE (the unit of `ember install-service` gives it; or run as root), or set "
+            "EMBER_TURN_TLS_PORT=5349"
+        )
+    if busy:
+        # Another relay would answer the health check (and clients) in this one's place.
+        hint = (
+            "Debian's own coturn service, if enabled, holds 3478: `systemctl disable --now coturn`, or set "
+            "EMBER_TURN_PORT"
+        )
+        if f"TCP {config.tls_port}" in busy and config.tls:
+            hint += (
+                f"; a web server or reverse proxy (Caddy, nginx) may hold {config.tls_port}: set "
+                "EMBER_TURN_TLS_PORT=5349"
+            )
+        raise TurnStartError(f"the TURN relay's ports are in use by another program: {', '.join(busy)}. {hint}")
+
+
 def ports_in_use(config: TurnConfig) -> list[str]:
-    """Which of the relay's listening ports (UDP and TCP, and TLS's TCP) another program holds."""
+    """Which of the relay's listening ports (UDP and TCP, and TLS's TCP) another program holds, or this process
+    may not take (``PORT (not permitted)``)."""
     wanted = [(socket.SOCK_DGRAM, config.port, "UDP"), (socket.SOCK_STREAM, config.port, "TCP")]
     if config.tls:
         wanted.append((socket.SOCK_STREAM, config.tls_port, "TCP"))
@@ -295,6 +308,8 @@ def ports_in_use(config: TurnConfig) -> list[str]:
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "in use"
             try:
                 probe.bind(("0.0.0.0", port))
+            except PermissionError:  # below 1024 without CAP_NET_BIND_SERVICE
+                busy.append(f"{name} {port} (not permitted)")
             except OSError:
                 busy.append(f"{name} {port}")
     return busy
