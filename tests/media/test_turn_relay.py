@@ -542,20 +542,21 @@ async def test_doctor_probes_the_relay_over_udp_where_clients_reach_it(relay: Tu
     assert public.ok and "not on this machine (1:1 NAT)" in public.detail and "192.0.2.77" in public.detail
 
 
-def test_relay_takes_443_as_an_unprivileged_user_with_the_units_capability() -> None:
+def test_relay_takes_a_port_below_1024_as_an_unprivileged_user_with_the_units_capability() -> None:
     """What the unit gives ``ember serve`` (``AmbientCapabilities=CAP_NET_BIND_SERVICE``) is inherited by the
-    coturn it starts: TURN over TLS on 443 as the service's user. Without it, 443 stays closed."""
+    coturn it starts: TURN over TLS below 1024 as the service's user. Without it, the port stays closed. (444,
+    not 443: the module's Ember has its relay on 443 meanwhile.)"""
     import tempfile
 
     # Somewhere the unprivileged user can reach (pytest's own folder is root's only).
-    base = Path(tempfile.mkdtemp(prefix="ember-turn443-"))
+    base = Path(tempfile.mkdtemp(prefix="ember-turn444-"))
     try:
-        _relay_on_443_as_nobody(base)
+        _relay_below_1024_as_nobody(base)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _relay_on_443_as_nobody(tmp_path: Path) -> None:
+def _relay_below_1024_as_nobody(tmp_path: Path) -> None:
     import pwd
     import socket
     import ssl
@@ -563,7 +564,7 @@ def _relay_on_443_as_nobody(tmp_path: Path) -> None:
     ca, cert, key = make_certificate(tmp_path, PEER_IP)
     nobody = pwd.getpwnam("nobody")
     folder = tmp_path / "turn"
-    config = TurnConfig(secret=SECRET, allowed_peers=(MEDIA_IP,), port=3481, tls_port=443, tls_cert=cert, tls_key=key)
+    config = TurnConfig(secret=SECRET, allowed_peers=(MEDIA_IP,), port=3481, tls_port=444, tls_cert=cert, tls_key=key)
     config.write(folder)
     for path in (folder, folder / "turnserver.conf", cert, key):
         os.chown(path, nobody.pw_uid, nobody.pw_gid)
@@ -573,7 +574,7 @@ def _relay_on_443_as_nobody(tmp_path: Path) -> None:
     def handshake() -> bool:
         try:
             with (
-                socket.create_connection((PEER_IP, 443), timeout=2) as raw,
+                socket.create_connection((PEER_IP, 444), timeout=2) as raw,
                 trust.wrap_socket(raw, server_hostname=PEER_IP),
             ):
                 return True
@@ -581,7 +582,7 @@ def _relay_on_443_as_nobody(tmp_path: Path) -> None:
             return False
 
     def run_relay(*caps: str) -> tuple[bool, bool]:
-        """(answered STUN within 10 s, completed a TLS handshake on 443)."""
+        """(answered STUN within 10 s, completed a TLS handshake on 444)."""
         relay = subprocess.Popen(
             ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups", *caps, "--"]
             + ["turnserver", "-c", str(folder / "turnserver.conf")],
@@ -609,7 +610,7 @@ def _relay_on_443_as_nobody(tmp_path: Path) -> None:
         True,
         True,
     )
-    # Without it coturn retries 443 for ever and never opens its other listeners: ember serve would say the
+    # Without it coturn retries the port for ever and never opens its other listeners: ember serve would say the
     # relay did not answer, and its log says why.
     assert run_relay() == (False, False)
     assert "Cannot bind TLS/TCP listener socket to addr" in (folder / "turnserver.log").read_text(errors="replace")
