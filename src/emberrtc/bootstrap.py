@@ -180,14 +180,43 @@ def turn_from_settings(settings: Settings) -> tuple[IceServers, TurnProcess | No
         secret=load_turn_secret(settings.turn_secret, settings.turn_secret_file, settings.data_dir),
         allowed_peers=tuple(dict.fromkeys(peers)),
         port=settings.turn_port,
-        tls_port=settings.turn_tls_port,
+        tls_port=turn_tls_port(settings) if cert else TURNS_PORT,
         relay_ports=port_range(settings.turn_relay_ports, "turn_relay_ports"),
         relay_ip=single,
         tls_cert=Path(cert).absolute() if cert else None,
         tls_key=Path(key).absolute() if key else None,
     )
-    relay = TurnProcess(config, settings.data_dir / "turn", binary=settings.turn_binary)
+    relay = TurnProcess(
+        config, settings.data_dir / "turn", binary=settings.turn_binary, log_max_bytes=settings.turn_log_max_mb * 2**20
+    )
     return IceServers(config.urls(host), config.secret, settings.turn_credential_ttl), relay
+
+
+#: TURN over TLS's registered port (RFC 7065), for when 443 is Ember's own.
+TURNS_PORT = 5349
+
+
+def turn_tls_port(settings: Settings) -> int:
+    """The embedded relay's ``turns:`` port: ``EMBER_TURN_TLS_PORT``, else 443 (what the strictest firewalls
+    pass), else 5349 when 443 is Ember's own HTTPS port. ``ValueError`` when it collides with another listener."""
+    port = settings.turn_tls_port or (TURNS_PORT if settings.port == 443 else 443)
+    # coturn listens on every address, so any address Ember's API is on collides with it.
+    if port == settings.port:
+        raise ValueError(
+            f"EMBER_TURN_TLS_PORT={port} is also Ember's own port (EMBER_PORT): the relay's TLS and the API cannot "
+            f"both listen on it; unset EMBER_TURN_TLS_PORT (the relay then takes {TURNS_PORT}) or give the API "
+            "another port"
+        )
+    if port == settings.turn_port:
+        raise ValueError(f"EMBER_TURN_TLS_PORT={port} is also EMBER_TURN_PORT: give TURN over TLS its own port")
+    if settings.media_ice_tcp and settings.media_ports:
+        low, high = port_range(settings.media_ports, "media_ports")
+        if low <= port <= high:
+            raise ValueError(
+                f"EMBER_TURN_TLS_PORT={port} is in EMBER_MEDIA_PORTS ({settings.media_ports}), where Janus listens "
+                "for ICE-TCP: give the relay's TLS a port outside the range"
+            )
+    return port
 
 
 def _single_ip(media_ip: str) -> str | None:

@@ -525,7 +525,7 @@ def parser() -> argparse.ArgumentParser:
 
     doctor = sub.add_parser(
         "doctor",
-        help="check this server's deployment: ports, TLS, Janus, storage, database, clock",
+        help="check this server's deployment: ports, TLS, Janus, storage, database, clock, Redis, TURN relay (UDP)",
         description="Check a deployment from the inside, as the server's user with the server's settings: "
         "each problem is printed with its fix in one line; the exit status is 1 when there is one.",
     )

@@ -292,12 +292,17 @@ class Settings:
     #: certificate is for). Empty: the address of ``media_ip`` when it is one IP address, else the host of
     #: ``public_url``. ``EMBER_TURN_HOST``.
     turn_host: str = ""
-    #: Embedded relay: port for TURN over UDP and TCP, port for TURN over TLS (only with a certificate),
-    #: and the UDP ports of its relayed addresses (``MIN-MAX``). ``EMBER_TURN_PORT``, ``EMBER_TURN_TLS_PORT``,
-    #: ``EMBER_TURN_RELAY_PORTS``.
+    #: Embedded relay: port for TURN over UDP and TCP, and the UDP ports of its relayed addresses
+    #: (``MIN-MAX``). ``EMBER_TURN_PORT``, ``EMBER_TURN_RELAY_PORTS``.
     turn_port: int = 3478
-    turn_tls_port: int = 5349
     turn_relay_ports: str = "49152-65535"
+    #: Embedded relay: port for TURN over TLS (``turns:``, only with a certificate). 0: 443, which the
+    #: strictest firewalls pass, unless Ember's own ``port`` is 443 (then 5349, TURN's standard TLS port).
+    #: Ember's own port is refused. ``EMBER_TURN_TLS_PORT``.
+    turn_tls_port: int = 0
+    #: Embedded relay: coturn's log (``data_dir/turn/turnserver.log``) is rotated when it passes this many MiB;
+    #: one older file (``turnserver.log.1``) is kept. ``EMBER_TURN_LOG_MAX_MB``.
+    turn_log_max_mb: int = 16
     #: Certificate chain and key (PEM) for ``turns:`` on the embedded relay. Empty: ``tls_cert``/``tls_key``
     #: when the server has them, else no TLS transport. ``EMBER_TURN_TLS_CERT``, ``EMBER_TURN_TLS_KEY``.
     turn_tls_cert: str = ""
@@ -383,6 +388,9 @@ class Settings:
     #: times (join ``ctime``, ``X-Sdk-Date`` within ``sdk_date_skew``, callbacks), and nodes must agree on
     #: them. ``EMBER_DOCTOR_MAX_CLOCK_SKEW``.
     doctor_max_clock_skew: float = 5.0
+    #: Longest Redis round trip (median of a few PINGs, milliseconds) ``ember doctor`` accepts with
+    #: ``redis_url``: every join on a cluster asks Redis where its room is. ``EMBER_DOCTOR_MAX_REDIS_MS``.
+    doctor_max_redis_ms: float = 50.0
 
     def __post_init__(self) -> None:
         # Every path Ember derives from the data folder (database, Janus config, spool, storage) must mean
@@ -446,9 +454,12 @@ class Settings:
             raise ValueError("an external relay (turn_urls) needs its shared secret: turn_secret or turn_secret_file")
         if not 60 <= self.turn_credential_ttl <= 7 * 24 * 3600:
             raise ValueError(f"turn_credential_ttl must be 60-604800 seconds, not {self.turn_credential_ttl}")
-        for name in ("turn_port", "turn_tls_port"):
-            if not 0 < getattr(self, name) < 65536:
-                raise ValueError(f"{name} must be a port number, not {getattr(self, name)}")
+        if not 0 < self.turn_port < 65536:
+            raise ValueError(f"turn_port must be a port number, not {self.turn_port}")
+        if not 0 <= self.turn_tls_port < 65536:
+            raise ValueError(f"turn_tls_port must be a port number (or 0: automatic), not {self.turn_tls_port}")
+        if self.turn_log_max_mb < 1:
+            raise ValueError(f"turn_log_max_mb must be at least 1, not {self.turn_log_max_mb}")
         if bool(self.turn_tls_cert) != bool(self.turn_tls_key):
             raise ValueError("turn_tls_cert and turn_tls_key go together: give both or neither")
         port_range(self.turn_relay_ports, "turn_relay_ports")

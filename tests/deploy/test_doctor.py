@@ -179,3 +179,103 @@ async def test_every_interface_of_a_wildcard_listener_is_tried(tmp_path: Path) -
         assert all("nothing answers" in f.detail and f.fix for f in listening if "127.0.0.1" not in f.detail)
     finally:
         server.stop()
+
+
+class OldRedis:
+    """What Redis 5 answers a client of today (redis-py speaks RESP3 and opens with HELLO, which Redis has from
+    6.0): ``-ERR unknown command`` to every HELLO. (No Redis 5 to test with: its answer, on the wire.)"""
+
+    async def __aenter__(self) -> OldRedis:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = int(self.server.sockets[0].getsockname()[1])
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while (header := await reader.readline()).startswith(b"*"):
+                words = []
+                for _ in range(int(header[1:])):
+                    size = int((await reader.readline())[1:])
+                    words.append((await reader.readexactly(size + 2))[:-2].decode())
+                args = " ".join(f"'{w}'" for w in words[1:])
+                writer.write(f"-ERR unknown command `{words[0]}`, with args beginning with: {args}, \r\n".encode())
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+
+class SlowLink:
+    """A TCP forwarder to ``upstream`` adding ``delay`` seconds to every answer: a Redis far away."""
+
+    def __init__(self, upstream: tuple[str, int], delay: float) -> None:
+        self.upstream, self.delay = upstream, delay
+
+    async def __aenter__(self) -> SlowLink:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = int(self.server.sockets[0].getsockname()[1])
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, delay: float) -> None:
+            try:
+                while data := await src.read(65536):
+                    await asyncio.sleep(delay)
+                    dst.write(data)
+                    await dst.drain()
+            except ConnectionError:
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer, 0.0), pipe(up_reader, writer, self.delay))
+
+
+async def test_redis_of_a_cluster_then_each_failure_with_its_fix(tmp_path: Path) -> None:
+    from redis.asyncio import Redis
+
+    from tests.support.server import free_port
+
+    real = "redis://127.0.0.1:6379/0"
+    try:
+        async with Redis.from_url(real, socket_connect_timeout=1) as probe:
+            await probe.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means no Redis to test with
+        pytest.skip(f"Redis is not reachable at {real}: {exc!r}")
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url="postgresql://ember@127.0.0.1/ember",
+        public_url="https://rtc.example.com",
+        redis_url=real,
+    )
+    [ok] = await Doctor(settings).check_redis()
+    assert ok.ok and ok.detail.startswith(f"{real}: Redis ") and "answers PING in" in ok.detail, ok
+    # Without a cluster there is nothing to check (and nothing is printed).
+    assert await Doctor(replace(settings, redis_url="", database_url="", public_url="")).check_redis() == []
+
+    # Nothing listens there.
+    [down] = await Doctor(replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0"), timeout=1).check_redis()
+    assert not down.ok and "does not answer" in down.detail and "systemctl start redis-server" in down.fix
+    # A user this Redis does not have (the password is not printed).
+    wrong = replace(settings, redis_url="redis://nobody:not-the-password@127.0.0.1:6379/0")
+    [refused] = await Doctor(wrong).check_redis()
+    assert not refused.ok and "refuses this node" in refused.detail and "not-the-password" not in refused.detail
+    assert "redis://USER:PASSWORD@HOST" in refused.fix
+    # Too old to be spoken to.
+    async with OldRedis() as old:
+        [aged] = await Doctor(replace(settings, redis_url=f"redis://127.0.0.1:{old.port}/0")).check_redis()
+    assert not aged.ok and "older than 6.0" in aged.detail and "upgrade Redis" in aged.fix, aged
+    # Far away: 80 ms a round trip.
+    async with SlowLink(("127.0.0.1", 6379), 0.08) as far:
+        [slow] = await Doctor(replace(settings, redis_url=f"redis://127.0.0.1:{far.port}/0")).check_redis()
+    assert not slow.ok and "over 50 ms (EMBER_DOCTOR_MAX_REDIS_MS)" in slow.detail, slow
+    assert "same data centre" in slow.fix

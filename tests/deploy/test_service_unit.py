@@ -87,7 +87,13 @@ def test_install_writes_unit_folder_and_settings_once(tmp_path: Path) -> None:
     # root exists already: no user is created, everything else is done as on a server.
     unit = ServiceUnit(Path(EMBER), user="root", data_dir=tmp_path / "data", env_file=tmp_path / "etc" / "ember.env")
     unit_path = tmp_path / "systemd" / "ember.service"
-    done = install(unit, unit_path)
+    old_umask = os.umask(0o077)  # as the ember command runs
+    try:
+        done = install(unit, unit_path)
+    finally:
+        os.umask(old_umask)
+    # The settings' folder it made is reachable by the service user (the TLS folder goes beside the file).
+    assert stat.S_IMODE(unit.env_file.parent.stat().st_mode) == 0o755
     assert unit_path.read_text() == unit.render() and stat.S_IMODE(unit_path.stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
     assert stat.S_IMODE(unit.env_file.stat().st_mode) == 0o640 and "EMBER_TLS_CERT" in unit.env_file.read_text()

@@ -60,7 +60,7 @@ CA_FILE: list[Path] = []
 UDP_URL, TCP_URL, TLS_URL = (
     f"turn:{PEER_IP}:3478?transport=udp",
     f"turn:{PEER_IP}:3478?transport=tcp",
-    f"turns:{PEER_IP}:5349?transport=tcp",
+    f"turns:{PEER_IP}:443?transport=tcp",  # EMBER_TURN_TLS_PORT's default while the API is on another port
 )
 
 
@@ -291,12 +291,21 @@ async def test_with_udp_blocked_entirely_turn_over_tcp_carries_the_call(
         assert max(sb for _, sb in usage) > 20_000 and max(rb for rb, _ in usage) > 20_000, (name, usage)
 
 
-async def test_where_only_tls_passes_turn_over_tls_carries_the_call(
+async def test_where_only_tcp_443_passes_turn_over_tls_carries_the_call(
     turn_server: ServerThread, turn_app: MediaApp
 ) -> None:
-    with client_namespace("meta l4proto udp drop; tcp dport 3478 drop") as ns:
+    # Nothing but TCP 443 (and the API's own port, for signalling: on a server it would be 443 too, on
+    # another address or behind the proxy) leaves the clients' namespace.
+    rules = f"meta l4proto udp drop; tcp dport != {{ 443, {turn_server.port} }} counter drop"
+    with client_namespace(rules) as ns:
         result = await asyncio.to_thread(run_peers, ns, turn_app, "relayed-tls")
+        dropped = await asyncio.to_thread(
+            subprocess.run, ["ip", "netns", "exec", ns, "nft", "list", "ruleset"], capture_output=True, text=True
+        )
     _assert_relayed(result, TLS_URL)
+    # The client did try TURN over TCP on 3478 first (the firewall dropped it) before turns: on 443.
+    packets = re.search(r"counter packets (\d+)", dropped.stdout)
+    assert packets is not None and int(packets[1]) > 0, dropped.stdout
     for name, username in result["usernames"].items():
         usage = await _wait_peer_usage(turn_server, username)
         assert max(sb for _, sb in usage) > 20_000 and max(rb for rb, _ in usage) > 20_000, (name, usage)
@@ -440,6 +449,36 @@ async def test_a_relay_that_stops_answering_is_restarted(tmp_path: Path) -> None
     assert not process.ready
 
 
+async def test_the_relay_log_is_bounded(tmp_path: Path) -> None:
+    config = TurnConfig(secret=SECRET, allowed_peers=(MEDIA_IP,), port=RELAY[1], relay_ports=(51200, 51299))
+    # Probed (and so the log checked) every 0.2 s; a probe missed on a loaded machine must not restart it.
+    process = TurnProcess(config, tmp_path / "turn", health_interval=0.2, health_failures=1000, log_max_bytes=4096)
+    older = process.log_path.with_name("turnserver.log.1")
+    async with process:
+        now = int(time.time())
+        n = 0
+        # Each refused allocation is a few of coturn's verbose lines: go on until the log has been rotated.
+        while not older.exists():
+            with pytest.raises(stun.TransactionFailed):
+                async with asyncio.timeout(10):
+                    await _allocate(*turn_credential("not-the-relays", f"flood{n}", now + 600))
+            n += 1
+            assert n < 400, "no rotation"
+            # Never much past the limit: what a probe interval's refusals write (< 100 kB here).
+            assert process.log_path.stat().st_size < 100_000
+        assert "flood" in older.read_text(errors="replace")
+        # coturn goes on writing into the emptied file (it holds it open, appending).
+        good = await _allocate(*turn_credential(SECRET, "after-rotation", now + 600))
+        await good.delete()
+        await until(
+            lambda: "after-rotation" in process.log_path.read_text(errors="replace"),
+            within=10,
+            what="coturn's next lines in the rotated log",
+        )
+        assert process.log_path.stat().st_size < older.stat().st_size + 100_000
+        assert process.starts == 1 and process.unexpected_exits == 0  # the same relay all along
+
+
 async def test_doctor_reports_the_relay(relay: TurnProcess, tmp_path: Path) -> None:
     from emberrtc.config import Settings
     from emberrtc.deploy.doctor import Doctor
@@ -463,3 +502,116 @@ async def test_doctor_reports_the_relay(relay: TurnProcess, tmp_path: Path) -> N
     await relay.stop()
     [down] = await Doctor(settings).check_turn()
     assert not down.ok and f"does not answer on port {RELAY[1]}" in down.detail and "systemctl start" in down.fix
+
+
+async def test_doctor_probes_the_relay_over_udp_where_clients_reach_it(relay: TurnProcess, tmp_path: Path) -> None:
+    from emberrtc.config import Settings
+    from emberrtc.deploy.doctor import Doctor
+
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        turn="embedded",
+        media_ip=MEDIA_IP,
+        turn_host=PEER_IP,
+        turn_port=RELAY[1],
+        turn_secret=SECRET,
+    )
+    [ok] = await Doctor(settings).check_udp()
+    assert ok.ok and ok.detail == f"the relay answers STUN over UDP at {PEER_IP}:{RELAY[1]}", ok
+    # A host firewall dropping UDP to the relay's port (the input chain: loopback still passes).
+    rules = (
+        "table inet emberdoctorudp {\n  chain in {\n    type filter hook input priority 0; policy accept;\n"
+        f"    ip daddr {PEER_IP} udp dport {RELAY[1]} counter drop\n  }}\n}}\n"
+    )
+    await asyncio.to_thread(subprocess.run, ["nft", "-f", "-"], input=rules.encode(), check=True)
+    try:
+        [blocked] = await Doctor(settings, timeout=1).check_udp()
+        # ...while the turn check, over loopback, still passes: only this probe sees the firewall.
+        [turn_ok] = await Doctor(settings).check_turn()
+        listed = ["nft", "list", "table", "inet", "emberdoctorudp"]
+        ruleset = await asyncio.to_thread(subprocess.run, listed, capture_output=True, text=True)
+    finally:
+        await asyncio.to_thread(subprocess.run, ["nft", "delete", "table", "inet", "emberdoctorudp"], check=False)
+    assert not blocked.ok and f"not at {PEER_IP}:{RELAY[1]}" in blocked.detail, blocked
+    assert f"let UDP {RELAY[1]} and 49152-65535 in" in blocked.fix and f"ufw allow {RELAY[1]}/udp" in blocked.fix
+    assert turn_ok.ok, turn_ok
+    assert re.search(r"counter packets [1-9]", ruleset.stdout), ruleset.stdout
+    # Clients told a name that is not this machine's (a 1:1 NAT's public address): the media address is
+    # probed, and the public one named as the cloud firewall's to open.
+    [probed, public] = await Doctor(replace(settings, turn_host="192.0.2.77")).check_udp()
+    assert probed.ok and probed.detail.endswith(f"at {MEDIA_IP}:{RELAY[1]}"), probed
+    assert public.ok and "not on this machine (1:1 NAT)" in public.detail and "192.0.2.77" in public.detail
+
+
+def test_relay_takes_a_port_below_1024_as_an_unprivileged_user_with_the_units_capability() -> None:
+    """What the unit gives ``ember serve`` (``AmbientCapabilities=CAP_NET_BIND_SERVICE``) is inherited by the
+    coturn it starts: TURN over TLS below 1024 as the service's user. Without it, the port stays closed. (444,
+    not 443: the module's Ember has its relay on 443 meanwhile.)"""
+    import tempfile
+
+    # Somewhere the unprivileged user can reach (pytest's own folder is root's only).
+    base = Path(tempfile.mkdtemp(prefix="ember-turn444-"))
+    try:
+        _relay_below_1024_as_nobody(base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _relay_below_1024_as_nobody(tmp_path: Path) -> None:
+    import pwd
+    import socket
+    import ssl
+
+    ca, cert, key = make_certificate(tmp_path, PEER_IP)
+    nobody = pwd.getpwnam("nobody")
+    folder = tmp_path / "turn"
+    config = TurnConfig(secret=SECRET, allowed_peers=(MEDIA_IP,), port=3481, tls_port=444, tls_cert=cert, tls_key=key)
+    config.write(folder)
+    for path in (folder, folder / "turnserver.conf", cert, key):
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    tmp_path.chmod(0o755)
+    trust = ssl.create_default_context(cafile=str(ca))
+
+    def handshake() -> bool:
+        try:
+            with (
+                socket.create_connection((PEER_IP, 444), timeout=2) as raw,
+                trust.wrap_socket(raw, server_hostname=PEER_IP),
+            ):
+                return True
+        except OSError:
+            return False
+
+    def run_relay(*caps: str) -> tuple[bool, bool]:
+        """(answered STUN within 10 s, completed a TLS handshake on 444)."""
+        relay = subprocess.Popen(
+            ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups", *caps, "--"]
+            + ["turnserver", "-c", str(folder / "turnserver.conf")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while not asyncio.run(stun_answers()):
+                assert relay.poll() is None, "the relay exited"
+                if time.monotonic() > deadline:
+                    return False, handshake()
+            return True, handshake()
+        finally:
+            relay.terminate()
+            relay.wait(10)
+
+    async def stun_answers() -> bool:
+        from emberrtc.media.turn_process import stun_binding
+
+        return await stun_binding(("127.0.0.1", 3481), 0.2)
+
+    caps = "-all,+net_bind_service"
+    assert run_relay(f"--inh-caps={caps}", f"--ambient-caps={caps}", f"--bounding-set={caps}", "--no-new-privs") == (
+        True,
+        True,
+    )
+    # Without it coturn retries the port for ever and never opens its other listeners: ember serve would say the
+    # relay did not answer, and its log says why.
+    assert run_relay() == (False, False)
+    assert "Cannot bind TLS/TCP listener socket to addr" in (folder / "turnserver.log").read_text(errors="replace")

@@ -7,8 +7,11 @@ Checks: the public URL can be told; the HTTP(S) port answers on every address th
 presents the certificate in the file); the TLS certificate and key are readable, belong together, and are
 valid for more than ``doctor_cert_days``; Janus is installed, has an address clients can reach, and its
 API and admin API answer; the data folder is writable with ``doctor_min_free_mb`` free; the database
-answers; this machine's clock agrees with the database server's within ``doctor_max_clock_skew``. TURN is
-reported as not configured (Ember has no relay yet).
+answers; this machine's clock agrees with the database server's within ``doctor_max_clock_skew``; with
+``redis_url`` (a cluster), Redis answers PING, is recent enough and near enough (``doctor_max_redis_ms``);
+the TURN relay answers and grants an allocation with Ember's credentials, and answers a STUN Binding
+request over UDP at the addresses clients are told, not only over loopback (a host firewall dropping UDP
+to the relay's port).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import secrets
 import shutil
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +86,9 @@ class Doctor:
             ("janus", self.check_janus),
             ("storage", self.check_storage),
             ("database", self.check_database_and_clock),
+            ("redis", self.check_redis),
             ("turn", self.check_turn),
+            ("udp", self.check_udp),
         ]
         for name, step in steps:
             try:
@@ -386,6 +392,71 @@ class Doctor:
             findings.append(Finding("clock", f"within {abs(skew):.2f} s of the database server's"))
         return findings
 
+    # -- Redis (cluster) ----------------------------------------------------------------------------------
+
+    async def check_redis(self) -> list[Finding]:
+        """With ``redis_url``: Redis answers PING (with the URL's password), its version, its round trip."""
+        from redis.asyncio import Redis
+        from redis.exceptions import AuthenticationError, RedisError, ResponseError
+
+        s = self.settings
+        if not s.redis_url:
+            return []
+        where = mask_urls(s.redis_url)
+        redis = Redis.from_url(
+            s.redis_url, decode_responses=True, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
+        )
+        try:
+            await redis.ping()
+            info = await redis.info("server")
+            times = []
+            for _ in range(5):
+                started = time.perf_counter()
+                await redis.ping()
+                times.append((time.perf_counter() - started) * 1000)
+        except (AuthenticationError, ResponseError) as exc:
+            if "HELLO" in str(exc):
+                return [_old_redis(where, "it does not know HELLO")]
+            # ResponseError: AUTH given to a Redis without a password, or a command refused by an ACL.
+            return [
+                _problem(
+                    "redis",
+                    f"{where} refuses this node: {exc}",
+                    "put Redis's user and password in EMBER_REDIS_URL (redis://USER:PASSWORD@HOST:6379/0), or "
+                    "none if it has no password",
+                )
+            ]
+        except (RedisError, OSError) as exc:
+            return [
+                _problem(
+                    "redis",
+                    f"{where} does not answer ({type(exc).__name__}: {mask_urls(str(exc)) or 'no detail'})",
+                    "start Redis (systemctl start redis-server) or correct EMBER_REDIS_URL; every node of the "
+                    "cluster must reach it",
+                )
+            ]
+        finally:
+            await redis.aclose()
+        version = str(info.get("redis_version", "?"))
+        median = sorted(times)[len(times) // 2]
+        findings = []
+        if _version_tuple(version) < REDIS_MIN_VERSION:
+            findings.append(_old_redis(where, f"it is Redis {version}"))
+        if median > s.doctor_max_redis_ms:
+            findings.append(
+                _problem(
+                    "redis",
+                    f"{where} answers in {median:.1f} ms (median of 5 PINGs), over {s.doctor_max_redis_ms:g} ms "
+                    "(EMBER_DOCTOR_MAX_REDIS_MS): every join waits for it",
+                    "run Redis in the same data centre as the nodes, and check its load (redis-cli --latency)",
+                )
+            )
+        if not findings:
+            findings.append(Finding("redis", f"{where}: Redis {version} answers PING in {median:.1f} ms"))
+        return findings
+
+    # -- TURN ----------------------------------------------------------------------------------------------
+
     async def check_turn(self) -> list[Finding]:
         """The TURN relay: installed, configured, answering, and granting allocations with the credentials
         Ember makes (embedded: over loopback; external: at each URL)."""
@@ -456,6 +527,102 @@ class Doctor:
                     )
                 )
         return findings
+
+    async def check_udp(self) -> list[Finding]:
+        """UDP to the embedded relay from this machine at the addresses clients reach it by (not loopback):
+        a STUN Binding request answered there shows that no firewall on this host drops the relay's UDP."""
+        from emberrtc.bootstrap import turn_from_settings
+        from emberrtc.media.ice_interfaces import usable_addresses
+        from emberrtc.media.turn_process import stun_binding
+
+        s = self.settings
+        if s.turn != "embedded":
+            # An external relay's UDP URL is probed by the turn check (an allocation over UDP).
+            return []
+        try:
+            servers, relay = turn_from_settings(s)
+        except ValueError:
+            return []  # the turn check says what to set
+        assert relay is not None
+        port = relay.config.port
+        if not await stun_binding(("127.0.0.1", port), self.timeout):
+            return []  # not running: the turn check says so
+        host = servers.urls[0].split(":", 1)[1].rsplit(":", 1)[0].strip("[]")
+        resolved = await asyncio.to_thread(_resolve, host, port)
+        local = [ip for ip in resolved if _is_local(ip)]
+        # Behind a 1:1 NAT clients' packets arrive at the private address the public one maps to: probe
+        # the media addresses then (the cloud's own firewall cannot be seen from the inside).
+        # (Link-local addresses are not where clients come from, and need a scope to be reached.)
+        targets = local or [
+            c.ip for c in usable_addresses(s.media_ip) if not ipaddress.ip_address(c.ip.split("%")[0]).is_link_local
+        ]
+        findings = []
+        for ip in targets:
+            if await stun_binding((ip, port), self.timeout):
+                findings.append(Finding("udp", f"the relay answers STUN over UDP at {_host_port(ip, port)}"))
+                continue
+            low, high = relay.config.relay_ports
+            findings.append(
+                _problem(
+                    "udp",
+                    f"the relay answers STUN over loopback but not at {_host_port(ip, port)}: a firewall on "
+                    "this machine drops UDP to it",
+                    f"let UDP {port} and {low}-{high} in (nft list ruleset shows the rule; e.g. ufw allow {port}/udp "
+                    f"&& ufw allow {low}:{high}/udp)",
+                )
+            )
+        if not local and resolved:
+            findings.append(
+                Finding(
+                    "udp",
+                    f"clients reach the relay at {host} ({', '.join(resolved)}), not on this machine (1:1 NAT): "
+                    f"the cloud's firewall must let UDP {port} in too",
+                )
+            )
+        return findings
+
+
+#: The oldest Redis Ember's client speaks to: redis-py opens every connection with HELLO (RESP3), from 6.0.
+REDIS_MIN_VERSION = (6, 0)
+
+
+def _old_redis(where: str, why: str) -> Finding:
+    return _problem(
+        "redis",
+        f"{where} is older than {'.'.join(map(str, REDIS_MIN_VERSION))} ({why}; Ember's client speaks RESP3)",
+        "upgrade Redis (apt-get install redis-server on a current Debian or Ubuntu)",
+    )
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for part in version.split(".")[:2]:
+        digits = re.match(r"\d+", part)
+        parts.append(int(digits.group(0)) if digits else 0)
+    return tuple(parts)
+
+
+def _is_local(ip: str) -> bool:
+    """True when ``ip`` is one of this machine's addresses (binding to it succeeds; nothing is sent)."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((ip, 0))
+    except OSError:
+        return False
+    return True
+
+
+def _host_port(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    try:
+        answers = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except OSError:
+        return []
+    return list(dict.fromkeys(str(a[4][0]) for a in answers))
 
 
 def _write_probe(path: Path) -> None:

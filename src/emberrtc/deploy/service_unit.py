@@ -2,7 +2,8 @@
 
 The unit runs ``ember serve`` as a dedicated system user (no login shell, no home but the data folder)
 with the data folder its only writable place, restarts it on failure, lets it bind ports below 1024
-(``CAP_NET_BIND_SERVICE``, the one capability it keeps) and leaves logging to the journal. Settings come
+(``CAP_NET_BIND_SERVICE``, the one capability it keeps, inherited by the embedded TURN relay for ``turns:``
+on 443) and leaves logging to the journal. Settings come
 from an environment file (``EMBER_*``, the same variables as everywhere), which ``ember doctor --env-file``
 reads too. ``systemctl reload`` sends ``SIGHUP``: the TLS certificate is read again.
 """
@@ -91,7 +92,8 @@ LimitNOFILE=65536
 StandardOutput=journal
 StandardError=journal
 SyslogIdentifier=ember
-# The one privilege kept: listening on ports below 1024 (443) as an unprivileged user.
+# The one privilege kept: listening on ports below 1024 (443) as an unprivileged user; the embedded TURN
+# relay (EMBER_TURN=embedded) inherits it for TURN over TLS on 443.
 AmbientCapabilities=CAP_NET_BIND_SERVICE
 CapabilityBoundingSet=CAP_NET_BIND_SERVICE
 NoNewPrivileges=yes
@@ -162,7 +164,11 @@ def install(unit: ServiceUnit, unit_path: Path = DEFAULT_UNIT_PATH) -> list[str]
     if unit.env_file.exists():
         done.append(f"kept the existing settings file {unit.env_file}")
     else:
-        unit.env_file.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        if not unit.env_file.parent.exists():
+            unit.env_file.parent.mkdir(parents=True)
+            # Explicitly: ember runs with umask 077, and the service user must reach its settings and the
+            # TLS folder the README puts beside them.
+            unit.env_file.parent.chmod(0o755)
         _write(unit.env_file, unit.env_template(), 0o640)
         os.chown(unit.env_file, 0, account.pw_gid)
         done.append(f"wrote the settings file {unit.env_file} (root:{unit.user}, 0640): edit it")

@@ -5,6 +5,13 @@ starts ``turnserver`` on it, waits until it answers a STUN Binding request on it
 so, restarts it with exponential backoff when it dies or stops answering, and stops it with SIGTERM, then
 SIGKILL if it lingers. The relay keeps no state Ember depends on: a restarted relay loses its allocations,
 and clients that were relayed through it see their ICE fail and join again (as after a Janus restart).
+
+coturn's log (``turnserver.log``, one file: ``simple-log``) is bounded by Ember, not by coturn (whose own
+rollover is daily, by name, never by size) nor by the journal (the log must be where the relay's folder
+is, with or without systemd, and the relay's per-session lines would flood Ember's journal): at each health
+probe a log past ``log_max_bytes`` is copied to ``turnserver.log.1`` and truncated in place. coturn opens
+it with ``O_APPEND``, so its next line lands at the new start of the file; lines written between the copy
+and the truncation (a few microseconds) are lost.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -25,7 +33,7 @@ from .child_process import Supervised, kill_stale, pids_running, terminate
 from .janus_process import Backoff
 from .turn_config import TurnConfig
 
-__all__ = ["TurnNotInstalledError", "TurnProcess", "TurnStartError", "stun_binding"]
+__all__ = ["TurnNotInstalledError", "TurnProcess", "TurnStartError", "check_ports", "rotate_log", "stun_binding"]
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +63,15 @@ class TurnProcess(Supervised):
         healthy_after: float = 30.0,
         health_interval: float = 10.0,
         health_failures: int = 3,
+        log_max_bytes: int = 16 * 2**20,
     ) -> None:
         """``health_interval``: seconds between STUN probes of the running relay; after ``health_failures``
-        unanswered probes in a row it is killed and restarted (a hung relay is as useless as a dead one)."""
+        unanswered probes in a row it is killed and restarted (a hung relay is as useless as a dead one).
+        ``log_max_bytes``: the log is rotated when it passes this size (checked at each probe)."""
+        if log_max_bytes < 1024:
+            raise ValueError(f"log_max_bytes must be at least 1024, not {log_max_bytes}")
         self.config = config
+        self.log_max_bytes = log_max_bytes
         self.folder = absolute_path(folder)
         self.binary = binary
         self.ready_timeout = ready_timeout
@@ -118,13 +131,8 @@ class TurnProcess(Supervised):
         self.check_installed(self.binary)
         await asyncio.to_thread(self.config.write, self.folder)
         await asyncio.to_thread(kill_stale_relay, self.config_path)
-        busy = ports_in_use(self.config)
-        if busy:
-            # Another relay would answer the health check (and clients) in this one's place.
-            raise TurnStartError(
-                f"the TURN relay's ports are in use by another program: {', '.join(busy)}. Debian's own coturn "
-                "service, if enabled, holds 3478: `systemctl disable --now coturn`, or set EMBER_TURN_PORT"
-            )
+        await asyncio.to_thread(rotate_log, self.log_path, self.log_max_bytes)
+        check_ports(self.config)
 
     async def _spawn_until_ready(self) -> None:
         binary = self.check_installed(self.binary)
@@ -190,6 +198,7 @@ class TurnProcess(Supervised):
                     return await proc.wait()
             except TimeoutError:
                 pass
+            await asyncio.to_thread(rotate_log, self.log_path, self.log_max_bytes)
             if await stun_binding(("127.0.0.1", self.config.port), min(1.0, self.health_interval)):
                 missed = 0
                 self._ready = True
@@ -243,8 +252,52 @@ async def stun_binding(address: tuple[str, int], within: float) -> bool:
         transport.close()
 
 
+def rotate_log(path: Path, max_bytes: int) -> bool:
+    """When ``path`` is larger than ``max_bytes``: copy it to ``PATH.1`` (replacing the previous one) and
+    truncate it in place, so a writer holding it open in append mode goes on at its start. True if rotated."""
+    try:
+        if path.stat().st_size <= max_bytes:
+            return False
+    except FileNotFoundError:
+        return False
+    older = path.with_name(path.name + ".1")
+    partial = path.with_name(path.name + ".1.tmp")
+    # Copied, not renamed: coturn never reopens its log, so a renamed file would go on growing under its new name.
+    shutil.copyfile(path, partial)
+    os.chmod(partial, 0o600)
+    os.replace(partial, older)
+    with open(path, "r+b") as log_file:
+        log_file.truncate(0)
+    return True
+
+
+def check_ports(config: TurnConfig) -> None:
+    """:class:`TurnStartError` saying what to do when the relay could not take its listening ports."""
+    busy = ports_in_use(config)
+    denied = [b for b in busy if b.endswith(" (not permitted)")]
+    if denied:
+        raise TurnStartError(
+            f"the TURN relay may not listen on {', '.join(d.split(' (')[0] for d in denied)}: ports below 1024 "
+            "need CAP_NET_BIND_SERVICE (the unit of `ember install-service` gives it; or run as root), or set "
+            "EMBER_TURN_TLS_PORT=5349"
+        )
+    if busy:
+        # Another relay would answer the health check (and clients) in this one's place.
+        hint = (
+            "Debian's own coturn service, if enabled, holds 3478: `systemctl disable --now coturn`, or set "
+            "EMBER_TURN_PORT"
+        )
+        if f"TCP {config.tls_port}" in busy and config.tls:
+            hint += (
+                f"; a web server or reverse proxy (Caddy, nginx) may hold {config.tls_port}: set "
+                "EMBER_TURN_TLS_PORT=5349"
+            )
+        raise TurnStartError(f"the TURN relay's ports are in use by another program: {', '.join(busy)}. {hint}")
+
+
 def ports_in_use(config: TurnConfig) -> list[str]:
-    """Which of the relay's listening ports (UDP and TCP, and TLS's TCP) another program holds."""
+    """Which of the relay's listening ports (UDP and TCP, and TLS's TCP) another program holds, or this process
+    may not take (``PORT (not permitted)``)."""
     wanted = [(socket.SOCK_DGRAM, config.port, "UDP"), (socket.SOCK_STREAM, config.port, "TCP")]
     if config.tls:
         wanted.append((socket.SOCK_STREAM, config.tls_port, "TCP"))
@@ -255,6 +308,8 @@ def ports_in_use(config: TurnConfig) -> list[str]:
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "in use"
             try:
                 probe.bind(("0.0.0.0", port))
+            except PermissionError:  # below 1024 without CAP_NET_BIND_SERVICE
+                busy.append(f"{name} {port} (not permitted)")
             except OSError:
                 busy.append(f"{name} {port}")
     return busy
