@@ -185,8 +185,10 @@ async def test_rate_limits_hold_across_the_nodes(cluster: Cluster) -> None:
         for client in clients:
             client.close()
     accepted = answers.count(200)
-    # sign_up took 2 of the 60 (creating and reading the app); about one token came back per second since.
-    assert 55 <= accepted <= 58 + int(elapsed) + 2, (accepted, elapsed)
+    # sign_up took 2 of the 60 (creating and reading the app), and one token comes back a second: at most
+    # the full bucket plus the refill while the requests ran; per node, three times the limit would pass.
+    assert 58 <= accepted <= 60 + int(elapsed) + 2, (accepted, elapsed)
+    assert accepted < 90
     assert answers.count(429) == len(answers) - accepted
     refused = tenant.api(cluster.nodes[2], "GET", "/v2/apps")
     assert refused.status_code == 429 and refused.json()["error_code"] == "RTC.00001023"
