@@ -119,12 +119,12 @@ async def test_a_host_that_takes_no_calls_fails_at_once_and_a_slow_one_within_th
     started = time.monotonic()
     with pytest.raises(NodeUnreachable, match="takes no calls"):
         await a.calls.run("whoami", "app1", "r1", {})
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 0.9  # at once, not at the end of the 1 s budget
     await redis.set(keys.room("app1", "r1"), "node-b")
     started = time.monotonic()
     with pytest.raises(NodeUnreachable, match="did not answer whoami within 1 s"):
         await a.calls.run("whoami", "app1", "r1", {"sleep": 3})
-    assert 0.9 < time.monotonic() - started < 2.0
+    assert 0.9 < time.monotonic() - started < 3.0
     # The host gave up too (its handler is time-limited): nothing is left serving.
     await asyncio.wait_for(asyncio.gather(*b.calls._serving, return_exceptions=True), 2)
 
