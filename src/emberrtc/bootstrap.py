@@ -290,6 +290,15 @@ async def build(
         # A stream going live wakes the job supervisor for its room: jobs waiting for media start then,
         # without any pass over the jobs that wait.
         plane.feed_listeners.append(lambda feed: jobs.stream_live(*feed.room))
+    tenants = TenantService(
+        db,
+        box,
+        clock,
+        settings.token_ttl,
+        scrypt_n=settings.password_scrypt_n,
+        hash_concurrency=settings.password_hash_concurrency,
+        revocation_check=settings.revocation_check_interval,
+    )
     cluster = control = None
     rooms_media: MediaPlane = media
     rate_limiter = RateLimiter(settings.rate_limits, clock, settings.rate_limits_enabled)
@@ -300,7 +309,8 @@ async def build(
         control = ClusterControl(settings, cluster.redis)
         rooms_media = control.media_plane(media)
         control.route_jobs(jobs)
-        apps.changed = control.app_changes(apps.forget).changed
+        apps.changed = control.cache_changes("apps", apps.forget).changed
+        tenants.revoked = control.cache_changes("credentials", lambda ak: tenants.forget()).changed
         rate_limiter = control.rate_limiter(settings.rate_limits, clock, settings.rate_limits_enabled, name="api")
         signin_limiter = control.rate_limiter(settings.signin_limits, clock, name="signin")
     locator = RegionLocator(Path(settings.ip_database) if settings.ip_database else None)
@@ -309,15 +319,7 @@ async def build(
         settings=settings,
         clock=clock,
         db=db,
-        tenants=TenantService(
-            db,
-            box,
-            clock,
-            settings.token_ttl,
-            scrypt_n=settings.password_scrypt_n,
-            hash_concurrency=settings.password_hash_concurrency,
-            revocation_check=settings.revocation_check_interval,
-        ),
+        tenants=tenants,
         apps=apps,
         rules=RecordRuleService(db, clock, apps),
         jobs=jobs,

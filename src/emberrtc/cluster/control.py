@@ -1,5 +1,5 @@
 """What a cluster node does for the others, put together: it serves calls for the rooms it hosts
-(:mod:`.room_calls`, :mod:`.room_control`) and hears app changes (:mod:`.app_changes`), on one pub/sub
+(:mod:`.room_calls`, :mod:`.room_control`) and hears changes to what it caches (:mod:`.cache_changes`), on one pub/sub
 connection (:mod:`.subscriber`); its rate limits count in Redis (:mod:`.rate_limit`)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from emberrtc.domain.clock import Clock
 from emberrtc.domain.job import JobService
 from emberrtc.domain.ports import MediaPlane
 
-from .app_changes import AppChanges
+from .cache_changes import CacheChanges
 from .keyspace import Keyspace
 from .rate_limit import SharedRateLimiter, limiter_client
 from .room_calls import RoomCalls
@@ -40,8 +40,11 @@ class ClusterControl:
         """Job changes made through this node reach the node hosting the job's room at once."""
         jobs.nodes = RoutedJobs(jobs, self.calls)
 
-    def app_changes(self, forget: Callable[[str | None], None]) -> AppChanges:
-        changes = AppChanges(self._redis, self.keys, self.node_id, forget, timeout=self._settings.cluster_call_timeout)
+    def cache_changes(self, name: str, forget: Callable[[str | None], None]) -> CacheChanges:
+        """Changes to the cache ``name`` (``apps``, ``credentials``): published, and heard from every node."""
+        changes = CacheChanges(
+            self._redis, self.keys, self.node_id, name, forget, timeout=self._settings.cluster_call_timeout
+        )
         changes.listen(self.subscriber)
         return changes
 
