@@ -85,7 +85,7 @@ async def test_a_change_that_cannot_be_published_is_logged(keys: Keyspace, caplo
     down = Redis.from_url("redis://127.0.0.1:9/0", socket_connect_timeout=0.5)
     try:
         changes = CacheChanges(down, keys, "node-x", "apps", lambda app_id: None, timeout=0.5)
-        with caplog.at_level(logging.WARNING, logger="emberrtc.cluster.app_changes"):
+        with caplog.at_level(logging.WARNING, logger="emberrtc.cluster.cache_changes"):
             await changes.changed("app-1")
         assert any("EMBER_APP_CACHE_TTL" in r.getMessage() for r in caplog.records)
     finally:

@@ -72,7 +72,7 @@ class AppService:
         self._cache: dict[str, tuple[str, dict[str, Any], float]] = {}
         self._cache_ttl = cache_ttl
         #: In a cluster (set by bootstrap): tells every node's cache that an app changed
-        #: (``cluster.app_changes``), so none serves the old app until its TTL runs out.
+        #: (``cluster.cache_changes``), so none serves the old app until its TTL runs out.
         self.changed: Callable[[str], Awaitable[None]] | None = None
 
     def _cached(self, principal: Principal, app_id: str) -> dict[str, Any] | None:
