@@ -142,6 +142,12 @@ def test_cluster_mode_needs_postgresql_and_a_public_url() -> None:
         }
     )
     assert s.cluster_mode and s.node_id == "node-1" and (s.cluster_heartbeat, s.cluster_node_ttl) == (2.0, 10.0)
+    assert s.cluster_call_timeout == 1.0
+    cluster = {"EMBER_REDIS_URL": "redis://r:6379", "EMBER_DATABASE_URL": pg, "EMBER_PUBLIC_URL": "https://n.example"}
+    assert Settings().with_env({**cluster, "EMBER_CLUSTER_CALL_TIMEOUT": "2.5"}).cluster_call_timeout == 2.5
+    for bad in ("0", "-1", "31"):
+        with pytest.raises(ValueError, match="cluster_call_timeout"):
+            Settings().with_env({**cluster, "EMBER_CLUSTER_CALL_TIMEOUT": bad})
 
 
 def test_node_id_defaults_to_the_host_name_and_is_checked() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from emberrtc.api.ratelimit import RateLimiter
+from emberrtc.cluster.control import ClusterControl
 from emberrtc.cluster.failover import NodeFailover
 from emberrtc.cluster.node import ClusterNode, connect
 from emberrtc.config import Settings, listens_on_loopback_only, outbound_allow_list, port_range, public_ip_list
@@ -85,6 +86,8 @@ class Services:
     cluster: ClusterNode | None = None
     #: In a cluster: this node's watch over the others (a dead node's rooms closed, its jobs released).
     failover: NodeFailover | None = None
+    #: What this cluster node does for the others: calls for its rooms, app changes (None on a single node).
+    cluster_control: ClusterControl | None = None
     #: The TURN relay clients are handed at join (none: ``IceServers(())``), set by :meth:`start`.
     ice_servers: IceServers = field(default_factory=lambda: IceServers(()))
     #: The embedded relay (``EMBER_TURN=embedded``) supervised with the server.
@@ -94,6 +97,9 @@ class Services:
         """Begin background work (the job supervisor, Janus, the TURN relay); the schema is already migrated."""
         # Here, not in build(): the CLI's other commands build services too, and need no relay.
         self.ice_servers, self.turn_relay = turn_from_settings(self.settings)
+        if self.cluster_control is not None:
+            # Before the node can host a room: calls for its rooms, app changes from the others.
+            await self.cluster_control.start()
         if self.cluster is not None:
             # First: a second process with a live node's ID is refused before it closes that node's rooms.
             await self.cluster.start()
@@ -126,6 +132,8 @@ class Services:
             await self.failover.stop()
         if self.cluster is not None:
             # Out of the cluster first: no room is placed here any more.
+            if self.cluster_control is not None:
+                await self.cluster_control.close()
             await self.cluster.close()
         # No new job starts; running ones finish their files (reported to the outputs) and stay resumable.
         await self.supervisor.stop()
@@ -320,9 +328,29 @@ async def build(
         # A stream going live wakes the job supervisor for its room: jobs waiting for media start then,
         # without any pass over the jobs that wait.
         plane.feed_listeners.append(lambda feed: jobs.stream_live(*feed.room))
-    cluster = None
+    tenants = TenantService(
+        db,
+        box,
+        clock,
+        settings.token_ttl,
+        scrypt_n=settings.password_scrypt_n,
+        hash_concurrency=settings.password_hash_concurrency,
+        revocation_check=settings.revocation_check_interval,
+    )
+    cluster = control = None
+    rooms_media: MediaPlane = media
+    rate_limiter = RateLimiter(settings.rate_limits, clock, settings.rate_limits_enabled)
+    signin_limiter = RateLimiter(settings.signin_limits, clock)
     if settings.cluster_mode:
         cluster = ClusterNode(settings, connect(settings), plane.hosted if plane is not None else dict)
+        # Room management and job changes act on the room's node; limits and the app cache are shared.
+        control = ClusterControl(settings, cluster.redis)
+        rooms_media = control.media_plane(media)
+        control.route_jobs(jobs)
+        apps.changed = control.cache_changes("apps", apps.forget).changed
+        tenants.revoked = control.cache_changes("credentials", lambda ak: tenants.forget()).changed
+        rate_limiter = control.rate_limiter(settings.rate_limits, clock, settings.rate_limits_enabled, name="api")
+        signin_limiter = control.rate_limiter(settings.signin_limits, clock, name="signin")
     room_sessions = RoomSessionService(db, box, clock, node_id=settings.node_id if cluster else None)
     failover = None
     if cluster is not None:
@@ -340,21 +368,13 @@ async def build(
         settings=settings,
         clock=clock,
         db=db,
-        tenants=TenantService(
-            db,
-            box,
-            clock,
-            settings.token_ttl,
-            scrypt_n=settings.password_scrypt_n,
-            hash_concurrency=settings.password_hash_concurrency,
-            revocation_check=settings.revocation_check_interval,
-        ),
+        tenants=tenants,
         apps=apps,
         rules=RecordRuleService(db, clock, apps),
         jobs=jobs,
-        rooms=RoomService(apps, media, jobs),
-        rate_limiter=RateLimiter(settings.rate_limits, clock, settings.rate_limits_enabled),
-        signin_limiter=RateLimiter(settings.signin_limits, clock),
+        rooms=RoomService(apps, rooms_media, jobs),
+        rate_limiter=rate_limiter,
+        signin_limiter=signin_limiter,
         supervisor=JobSupervisor(jobs, settings.job_tick),
         room_sessions=room_sessions,
         storage=storage,
@@ -369,6 +389,7 @@ async def build(
         media_source=source,
         cluster=cluster,
         failover=failover,
+        cluster_control=control,
         stats_janus=None
         if plane is None
         else JanusStatsPoller(

@@ -347,6 +347,9 @@ class Settings:
     #: dead (its Redis registration expires). ``EMBER_CLUSTER_HEARTBEAT``, ``EMBER_CLUSTER_NODE_TTL``.
     cluster_heartbeat: float = 2.0
     cluster_node_ttl: float = 10.0
+    #: Seconds a call to the node hosting a room (remove users, dismiss, job changes made through another
+    #: node) may take from sending to answer; past it the call fails (RTC.00002000). ``EMBER_CLUSTER_CALL_TIMEOUT``.
+    cluster_call_timeout: float = 1.0
 
     #: HMAC key signing local download links. Empty: ``download.key`` in ``data_dir``, created on first use.
     #: Give it explicitly (``EMBER_DOWNLOAD_URL_KEY``) when several nodes serve the same files.
@@ -480,6 +483,8 @@ class Settings:
                 "cluster mode (EMBER_REDIS_URL) needs EMBER_PUBLIC_URL, this node's http(s):// URL as clients "
                 "reach it: clients of a room this node hosts are sent there"
             )
+        if not 0 < self.cluster_call_timeout <= 30:
+            raise ValueError(f"cluster_call_timeout ({self.cluster_call_timeout}) must be above 0 and at most 30 s")
         if not 0 < self.cluster_heartbeat < self.cluster_node_ttl:
             raise ValueError(
                 f"cluster_heartbeat ({self.cluster_heartbeat}) must be positive and below cluster_node_ttl "

@@ -52,12 +52,13 @@ class Media:
 class Engine:
     started: list[JobSpec] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
+    updated: list[JobSpec] = field(default_factory=list)
 
     async def start(self, job: JobSpec) -> None:
         self.started.append(job)
 
     async def update(self, job: JobSpec) -> None:
-        return None
+        self.updated.append(job)
 
     async def stop(self, job_id: str) -> None:
         self.stopped.append(job_id)
@@ -365,5 +366,50 @@ async def test_another_node_starts_and_stops_what_it_records(env: Env) -> None:
         assert engine.stopped == [job["job_id"]]
         await other.jobs.tick()
         assert engine.stopped == [job["job_id"]]  # once
+    finally:
+        await other.db.close()
+
+
+@dataclass
+class RoomOn:
+    """The cluster's job routing between two nodes, in process: every room is hosted by ``host`` (the Redis
+    carriage of the call is tested in tests/cluster/test_room_calls.py)."""
+
+    host: JobService
+    calls: list[str] = field(default_factory=list)
+
+    async def job_changed(self, app_id: str, room_id: str, job_id: str) -> bool:
+        self.calls.append(job_id)
+        await self.host.apply_change(app_id, room_id, job_id)
+        return True
+
+
+async def test_a_job_changed_through_another_node_is_applied_at_once_by_the_rooms_node(env: Env) -> None:
+    """Node A takes the API calls; node B hosts the room and records: it starts, updates and stops the job
+    when told, without waiting for a pass."""
+    rec = {"record_param": {"record_rule_id": env.rule_id}}
+    other, media, engine = await make_env(env.svc.settings, env.clock)
+    try:
+        env.jobs.nodes = RoomOn(other.jobs)
+        media.streams.add((env.app_id, "r", "lea", "CAMERASTREAM"))
+        job = await env.jobs.start_individual(env.principal, env.app_id, {"room_id": "r", "user_id": "lea", **rec})
+        job_id = job["job_id"]
+        await other.jobs.start_woken()  # what B's supervisor runs at once when woken: no pass, no deadline
+        assert [s.job_id for s in engine.started] == [job_id] and env.engine.started == []
+        await other.jobs.mark_running(job_id)
+
+        publish = {"publish_param": {"rtmp_urls": []}}
+        await env.jobs.update_individual(env.principal, env.app_id, job_id, publish)
+        assert [(u.job_id, u.params["publish_param"]) for u in engine.updated] == [(job_id, {"rtmp_urls": []})]
+        assert env.engine.updated == []
+
+        await env.jobs.stop(env.principal, env.app_id, job_id, "individual")
+        assert engine.stopped == [job_id]  # at once, not at B's next pass
+        await other.jobs.tick()
+        assert engine.stopped == [job_id]  # once
+        # A job of another room, or one that does not exist, changes nothing.
+        await other.jobs.apply_change(env.app_id, "elsewhere", job_id)
+        await other.jobs.apply_change(env.app_id, "r", "0" * 32)
+        assert (len(engine.started), len(engine.updated), len(engine.stopped)) == (1, 1, 1)
     finally:
         await other.db.close()

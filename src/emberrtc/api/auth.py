@@ -69,7 +69,7 @@ def authorise(category: str) -> Principal:
     async def dependency(request: Request) -> Principal:
         svc = services_of(request)
         principal = await _authenticate(request, svc)
-        svc.rate_limiter.check(principal.domain_id, category)
+        await svc.rate_limiter.take(principal.domain_id, category)
         return principal
 
     return Depends(dependency)  # type: ignore[no-any-return]
@@ -118,7 +118,7 @@ class AuthorisedRoute(APIRoute):
         async def authorised_handler(request: Request) -> Response:
             svc = services_of(request)
             principal = await _authenticate(request, svc)
-            svc.rate_limiter.check(principal.domain_id, category)
+            await svc.rate_limiter.take(principal.domain_id, category)
             request.scope[_CALLER] = Caller(principal, svc)
             return await handle(request)
 

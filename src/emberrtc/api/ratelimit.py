@@ -19,6 +19,15 @@ class RateLimiter:
         self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
         self._prune_at = _PRUNE_AT
 
+    async def take(self, tenant: str, category: str) -> None:
+        """What callers use: :meth:`check` here; in a cluster, counted across the nodes
+        (``cluster.rate_limit.SharedRateLimiter``)."""
+        self.check(tenant, category)
+
+    async def peek(self, tenant: str, category: str) -> float | None:
+        """What callers use: :meth:`blocked` here; in a cluster, across the nodes."""
+        return self.blocked(tenant, category)
+
     def blocked(self, tenant: str, category: str) -> float | None:
         """Seconds until ``tenant`` has a token for ``category`` again, or None if it has one (none taken)."""
         limit = self._limits.get(category)

@@ -133,7 +133,7 @@ def _action(path: str, category: str | None) -> Callable[[Action], Action]:
                 form = await read_form(request)
                 check_csrf(request, form.get("csrf"), session.csrf)
                 if category is not None:
-                    services_of(request).rate_limiter.check(session.who.domain_id, category)
+                    await services_of(request).rate_limiter.take(session.who.domain_id, category)
                 return await fn(request, session, form)
             except EmberError as exc:
                 return pages.error_page(request, session, exc)
@@ -662,7 +662,7 @@ async def stop_job(request: Request, session: ConsoleSession, form: Form) -> Res
     try:
         if kind not in (INDIVIDUAL, MIX):
             raise InvalidParameterValue("kind: must be individual or mix")
-        svc.rate_limiter.check(session.who.domain_id, "individual_jobs" if kind == INDIVIDUAL else "mix_jobs")
+        await svc.rate_limiter.take(session.who.domain_id, "individual_jobs" if kind == INDIVIDUAL else "mix_jobs")
         await svc.jobs.stop(session.who, _app_id(request), str(request.path_params["job_id"]), kind)
     except EmberError as exc:
         return await _jobs_page(request, session, status=exc.status, error=FormError.of(exc))

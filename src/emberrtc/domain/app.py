@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import func, select
@@ -71,6 +71,9 @@ class AppService:
         # them. Several nodes on one PostgreSQL each cache for cache_ttl seconds at most.
         self._cache: dict[str, tuple[str, dict[str, Any], float]] = {}
         self._cache_ttl = cache_ttl
+        #: In a cluster (set by bootstrap): tells every node's cache that an app changed
+        #: (``cluster.cache_changes``), so none serves the old app until its TTL runs out.
+        self.changed: Callable[[str], Awaitable[None]] | None = None
 
     def _cached(self, principal: Principal, app_id: str) -> dict[str, Any] | None:
         hit = self._cache.get(app_id)
@@ -80,9 +83,12 @@ class AppService:
             return None
         return hit[1]
 
-    def forget(self, app_id: str) -> None:
-        """Drop a cached app (called on every change to it)."""
-        self._cache.pop(app_id, None)
+    def forget(self, app_id: str | None) -> None:
+        """Drop a cached app (called on every change to it); None: every cached app."""
+        if app_id is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(app_id, None)
 
     async def _changing(self, app_id: str, work: Callable[[Session], T]) -> T:
         """Run a write to one app; its cache entry is dropped once the transaction has ended, so a read
@@ -91,6 +97,8 @@ class AppService:
             return await self._db.run(work)
         finally:
             self.forget(app_id)
+            if self.changed is not None:
+                await self.changed(app_id)
 
     async def exists(self, principal: Principal, app_id: str) -> bool:
         """Cheap ownership check for hot paths (cached); the database's foreign keys back it up."""

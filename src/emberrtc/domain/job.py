@@ -38,7 +38,7 @@ from emberrtc.domain.background import BackgroundTask
 from emberrtc.domain.clock import Clock, spec_time
 from emberrtc.domain.errors import EmberError, JobDone, JobExceed, JobNotExist, JobRunning, RecordRuleNotExist
 from emberrtc.domain.outbound import RTMP_SCHEMES, OutboundPolicy, OutboundRefused
-from emberrtc.domain.ports import JobSpec, MediaPlane, RecordingEngine
+from emberrtc.domain.ports import JobNodes, JobSpec, MediaPlane, RecordingEngine
 from emberrtc.domain.record_rule import rule_view
 from emberrtc.domain.secrets import new_hex_id
 from emberrtc.domain.tenant import Principal
@@ -175,6 +175,8 @@ class JobService:
         # and the event that ends the supervisor's wait for them.
         self._wake_rooms: set[tuple[str, str]] = set()
         self._woken = asyncio.Event()
+        #: In a cluster (set by bootstrap): the node hosting a job's room applies changes made here.
+        self.nodes: JobNodes | None = None
 
     # --- API operations -------------------------------------------------------------------
 
@@ -251,7 +253,7 @@ class JobService:
             return individual_view(job), self._spec(s, job), job.state
 
         result, spec, state = await self._db.run(work)
-        if state == RUNNING:
+        if not await self._on_room_node(spec.app_id, spec.room_id, job_id) and state == RUNNING:
             await self.engine.update(spec)
             self._note_applied(spec)
         return result
@@ -277,21 +279,24 @@ class JobService:
 
         result, spec, _ = await self._db.run(work)
         # RUNNING or still INIT (a recorder may be waiting for media): either way the recorder, if any, takes
-        # the new layout and images now (the engine ignores jobs it does not run; on another node, the
-        # recording node's next pass notices the change).
-        await self.engine.update(spec)
-        self._note_applied(spec)
+        # the new layout and images now (the engine ignores jobs it does not run). On another node the room's
+        # node is told at once, and its next pass would notice the change anyway.
+        if not await self._on_room_node(spec.app_id, spec.room_id, job_id):
+            await self.engine.update(spec)
+            self._note_applied(spec)
         return result
 
     async def stop(self, principal: Principal, app_id: str, job_id: str, kind: str) -> None:
         """spec 4.4.3 / 4.8.4. Stopping a stopped job is a no-op (the request is safe to repeat)."""
 
-        def work(s: Session) -> str:
+        def work(s: Session) -> tuple[str, str]:
             load_app(s, principal, app_id)
-            return self._load(s, app_id, job_id, kind).state
+            job = self._load(s, app_id, job_id, kind)
+            return job.state, job.room_id
 
-        if await self._db.run(work) != STOPPED:
-            await self.mark_stopped(job_id, STOPPED_BY_API, "stopped by a stop request")
+        state, room_id = await self._db.run(work)
+        if state != STOPPED and await self.mark_stopped(job_id, STOPPED_BY_API, "stopped by a stop request"):
+            await self._on_room_node(app_id, room_id, job_id)
 
     # --- automatic recording (spec 4.6) ----------------------------------------------------
 
@@ -522,7 +527,40 @@ class JobService:
                 ).scalars()
             )
         )
-        return [i for i in ids if await self.mark_stopped(i, reason, description)]
+        stopped = [i for i in ids if await self.mark_stopped(i, reason, description)]
+        for job_id in stopped:
+            await self._on_room_node(app_id, room_id, job_id)
+        return stopped
+
+    async def _on_room_node(self, app_id: str, room_id: str, job_id: str) -> bool:
+        """In a cluster, have the node hosting the room apply the job's change; False when it is for this
+        node to apply (a single node, or the room is here or nowhere)."""
+        return self.nodes is not None and await self.nodes.job_changed(app_id, room_id, job_id)
+
+    async def apply_change(self, app_id: str, room_id: str, job_id: str) -> None:
+        """A job of a room hosted here was started, changed or stopped through another node (the database
+        holds the change): start it if its media is here, give its recorder the new parameters, or stop
+        its recorder, now rather than at the next supervisor pass."""
+
+        def work(s: Session) -> tuple[str, JobSpec] | None:
+            job = s.get(Job, job_id)
+            if job is None or (job.app_id, job.room_id) != (app_id, room_id):
+                return None
+            return job.state, self._spec(s, job)
+
+        found = await self._db.run(work)
+        if found is None:
+            return
+        state, spec = found
+        if state == STOPPED:
+            if job_id in self._handed_over:
+                self._forget(job_id)
+                await self._stop_engine(job_id)
+        elif job_id in self._handed_over:
+            await self.engine.update(spec)
+            self._note_applied(spec)
+        else:
+            self._wake((app_id, room_id))  # the supervisor starts it at once if its media is here
 
     def stream_live(self, app_id: str, room_id: str) -> None:
         """A stream went live in a room on this node (the media plane calls this, and it does not block):
@@ -730,7 +768,9 @@ class JobService:
             return view(job)
 
         result = await self._db.run(work)
-        self._wake((app_id, job.room_id))  # its media may be here already: start it now, not at a deadline
+        # Its media may be here (or on the room's node) already: start it now, not at a deadline.
+        if not await self._on_room_node(app_id, job.room_id, job.job_id):
+            self._wake((app_id, job.room_id))
         return result
 
     def _check_capacity(self, s: Session, app_id: str) -> None:

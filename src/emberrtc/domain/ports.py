@@ -56,6 +56,14 @@ class RecordingEngine(Protocol):
         """Stop recording and finish the files."""
 
 
+class JobNodes(Protocol):
+    """In a cluster: the node hosting a job's room, which records it, applies a change made elsewhere."""
+
+    async def job_changed(self, app_id: str, room_id: str, job_id: str) -> bool:
+        """Have the room's node apply the job's change (start, new parameters, stop) now; False when the
+        room is this node's or no node's (the caller applies it here)."""
+
+
 class NoMediaPlane:
     """No media plane is attached: no room runs, so there is nobody to remove and nothing to dismiss."""
 

@@ -7,7 +7,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select, update
@@ -127,6 +127,9 @@ class TenantService:
         self._seen_epoch: int | None = None
         self._next_check = float("-inf")
         self._checking: asyncio.Task[None] | None = None
+        #: In a cluster (set by bootstrap): tells every node's AK cache at once that an AK was revoked
+        #: (``cluster.cache_changes``), rather than at its next revocation check.
+        self.revoked: Callable[[str], Awaitable[None]] | None = None
         # AK -> when this node last wrote its ``last_used_at``; the writes in flight.
         self._used_written: dict[str, float] = {}
         self._writes: set[asyncio.Task[None]] = set()
@@ -377,9 +380,12 @@ class TenantService:
             return info, already
 
         try:
-            return await self._db.run(work)
+            info, already = await self._db.run(work)
         finally:
             self.forget()
+        if not already and self.revoked is not None:
+            await self.revoked(ak)
+        return info, already
 
     async def revoke_tokens(self, *, user_name: str | None = None, tenant_name: str | None = None) -> TokenRevocation:
         """Revoke every unexpired token of an IAM user (found by name, within ``tenant_name`` when given)

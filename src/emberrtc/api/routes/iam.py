@@ -56,7 +56,7 @@ async def limited_sign_in(
     failed sign-ins (``signin_limits``): past it, :class:`RateLimited` without checking the password."""
     attempts = signin_keys(user_name, domain_name or f"id:{domain_id}", request)
     limiter = svc.signin_limiter
-    waits = [w for key, category in attempts if (w := limiter.blocked(key, category)) is not None]
+    waits = [w for key, category in attempts if (w := await limiter.peek(key, category)) is not None]
     if waits:  # refused without checking the password: a guess past the limit tells nothing
         wait = max(waits)
         raise RateLimited(f"too many failed sign-ins; retry after {wait:.0f} s", retry_after=wait)
@@ -65,7 +65,7 @@ async def limited_sign_in(
     except Unauthenticated:
         for key, category in attempts:
             with contextlib.suppress(RateLimited):
-                limiter.check(key, category)
+                await limiter.take(key, category)
         raise
 
 

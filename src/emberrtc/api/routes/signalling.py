@@ -423,7 +423,7 @@ class _Connection:
         # proxy in ``EMBER_TRUSTED_PROXIES`` says (api/edge.py).
         address = request.client_ip or "unknown"
         limited = f"{message.app_id} {address}"
-        wait = self.svc.rate_limiter.blocked(limited, "refused_joins")
+        wait = await self.svc.rate_limiter.peek(limited, "refused_joins")
         if wait is not None:
             throttled = E.RateLimited(
                 f"too many refused joins from {address} to this app; retry after {wait:.0f} s", retry_after=wait
@@ -437,7 +437,7 @@ class _Connection:
             admission = await self.svc.room_sessions.admit(request)
         except E.EmberError as exc:
             with contextlib.suppress(E.RateLimited):
-                self.svc.rate_limiter.check(limited, "refused_joins")
+                await self.svc.rate_limiter.take(limited, "refused_joins")
             if not isinstance(exc, E.AppNotExist):  # no tenant owns a join to an unknown app
                 self._join_refused(request, exc, started)
             await self.send_error(exc, message.id)
