@@ -25,8 +25,14 @@ _SAMPLE_RATE = 48_000  # Opus works at 48 kHz (RFC 7587)
 _AUDIO_PTIME = 0.020  # 20 ms per audio frame, WebRTC's usual packetisation
 
 
+#: A consumer this far behind (nobody read the track for a while, e.g. while a client rejoins) gets the
+#: current item next, not a burst of every item it missed: a live camera or microphone drops what nobody took.
+_MAX_LAG = 1.0
+
+
 class _Paced:
-    """Real-time pacing: item ``n`` is due ``n * period`` seconds after the first."""
+    """Real-time pacing: item ``n`` is due ``n * period`` seconds after the first; items more than
+    ``_MAX_LAG`` overdue are skipped (their numbers too, so timestamps keep to real time)."""
 
     def __init__(self, period: float) -> None:
         self.period = period
@@ -40,7 +46,9 @@ class _Paced:
         else:
             self.count += 1
             delay = self._start + self.count * self.period - now
-            if delay > 0:
+            if delay < -_MAX_LAG:
+                self.count = int((now - self._start) / self.period)
+            elif delay > 0:
                 await asyncio.sleep(delay)
         return self.count
 

@@ -557,8 +557,10 @@ class JobService:
                 self._forget(job_id)
                 await self._stop_engine(job_id)
         elif job_id in self._handed_over:
-            await self.engine.update(spec)
-            self._note_applied(spec)
+            if self._applied.get(job_id) != _fingerprint(spec):  # a change the recorder has not taken yet
+                log.info("job %s was changed through another node: its recorder here takes the change", job_id)
+                await self.engine.update(spec)
+                self._note_applied(spec)
         else:
             self._wake((app_id, room_id))  # the supervisor starts it at once if its media is here
 
