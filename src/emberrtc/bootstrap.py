@@ -361,6 +361,7 @@ async def build(
             rooms=room_sessions,
             jobs=jobs,
             interval=settings.cluster_heartbeat,
+            node_ttl=settings.cluster_node_ttl,
         )
     locator = RegionLocator(Path(settings.ip_database) if settings.ip_database else None)
     collector = StatsCollector(StatsWriter(db), clock, locator)

@@ -5,12 +5,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import socket
 
+import pytest
 from redis.asyncio import Redis
 from sqlalchemy import select
 
-from emberrtc.cluster.failover import NodeFailover
+from emberrtc.cluster import failover as failover_module
+from emberrtc.cluster.failover import _FORGET, NodeFailover, refuses_connections
 from emberrtc.cluster.keyspace import Keyspace
 from emberrtc.domain.room_session import JoinRequest, RoomSessionService, join_signature
 from emberrtc.store.models import Room, RoomSession
@@ -86,3 +90,58 @@ async def test_one_live_node_closes_a_dead_nodes_rooms_and_releases_its_jobs(
     env.clock.advance(11)
     await w.jobs.tick()
     assert (await env.job(lost_job)).stop_reason == "IDLE_TIMEOUT"
+
+
+async def test_a_silent_node_that_refuses_connections_is_taken_for_dead_before_its_registration_expires(
+    redis: Redis, keys: Keyspace
+) -> None:
+    """A crashed process (its port closed) is known dead as soon as it has missed two heartbeats; a silent
+    node still listening (busy, not dead) and a node that just beat keep their registrations."""
+    listening = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: connections to it are refused
+    try:
+        open_port = listening.sockets[0].getsockname()[1]
+        closed_port = closed.getsockname()[1]
+        nodes = {
+            # node ID: (its URL, milliseconds left of its registration: 10 s after its last heartbeat)
+            "crashed": (f"http://127.0.0.1:{closed_port}", 5_000),
+            "busy": (f"http://127.0.0.1:{open_port}", 5_000),
+            "fresh": (f"http://127.0.0.1:{closed_port}", 9_500),
+            "watcher": (f"http://127.0.0.1:{closed_port}", 5_000),  # itself: never probed
+        }
+        for node_id, (url, ttl_ms) in nodes.items():
+            await redis.hset(keys.node(node_id), mapping={"instance": f"i-{node_id}", "public_url": url})  # type: ignore[misc]
+            await redis.pexpire(keys.node(node_id), ttl_ms)
+            await redis.sadd(keys.nodes, node_id)  # type: ignore[misc]
+        failover = NodeFailover(redis, keys, "watcher", rooms=None, jobs=None, interval=2.0, node_ttl=10.0)  # type: ignore[arg-type]
+        assert await failover.confirm_dead() == ["crashed"]
+        assert not await redis.exists(keys.node("crashed"))
+        assert set(await redis.smembers(keys.nodes)) == {"busy", "fresh", "watcher"}  # type: ignore[misc]
+        # Started again under the same node ID meanwhile: the new process's registration stays.
+        await redis.hset(keys.node("crashed"), mapping={"instance": "i-new", "public_url": nodes["crashed"][0]})  # type: ignore[misc]
+        await redis.pexpire(keys.node("crashed"), 5_000)
+        await redis.sadd(keys.nodes, "crashed")  # type: ignore[misc]
+        assert await redis.eval(_FORGET, 2, keys.node("crashed"), keys.nodes, "i-crashed", "crashed") == 0  # type: ignore[misc]
+        assert await redis.hget(keys.node("crashed"), "instance") == "i-new"  # type: ignore[misc]
+    finally:
+        listening.close()
+        await listening.wait_closed()
+        closed.close()
+
+
+async def test_a_probe_proves_death_only_by_a_refused_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    try:
+        assert await refuses_connections(f"http://127.0.0.1:{closed.getsockname()[1]}")
+    finally:
+        closed.close()
+    assert not await refuses_connections("not a url")
+
+    async def never_answers(*args: object, **kwargs: object) -> None:
+        await asyncio.sleep(10)
+
+    # A machine gone or a network cut: no answer at all, which proves nothing.
+    monkeypatch.setattr(failover_module.asyncio, "open_connection", never_answers)
+    assert not await refuses_connections("http://127.0.0.1:9", within=0.1)

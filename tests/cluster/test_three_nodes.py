@@ -270,7 +270,9 @@ async def test_every_node_says_who_answered_and_status_drops_a_killed_node(app: 
         )
 
     await until(lambda: asyncio.to_thread(two_left), within=20, what="the killed node to be dead")
-    assert time.monotonic() - killed >= 7  # its last heartbeat was at most 2 s before the kill
+    # Silent for two heartbeats and its port closed: taken for dead then, before its registration expires
+    # (10 s after its last heartbeat, which was at most 2 s before the kill).
+    assert time.monotonic() - killed < 8
     # The dead node's room is placed on a live node by its next join, through any node.
     survivor = next(n for n in app.cluster.nodes if n is not victim)
     back = await app.join(survivor.url, doomed.room_id, doomed.user_id)
@@ -384,9 +386,10 @@ async def test_a_node_killed_mid_recording_its_client_rejoins_and_its_files_are_
         await with_deadline(kai.wait_event(lambda e: e["type"] == "reconnected"), 10)
         await with_deadline(watcher.wait_event(lambda e: e["type"] == "reconnected"), 10)
         rejoined = time.monotonic()
-        # Rejoined as soon as the node is dead (its registration expired: the redirect to it stops then).
+        # Rejoined as soon as the node is taken for dead (the redirect to it stops then), within 10 s of the kill.
         timing = f"killed -> seen dead {seen_dead - killed:.1f} s -> rejoined {rejoined - seen_dead:.1f} s"
-        assert rejoined - seen_dead < 10, timing
+        print(timing)
+        assert rejoined - killed < 10, timing
         assert kai.server != victim.url and kai.server == watcher.server
         # Media again, between the two who rejoined: kai published again on its own.
         try:

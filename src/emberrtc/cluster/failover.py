@@ -11,6 +11,13 @@ takes a short lock in Redis (``failover:{node_id}``), then:
   countdown starts, they resume on the room's new node when the user publishes again there (that node
   claims them), or stop with ``IDLE_TIMEOUT``; none stays ``RUNNING`` on a node that is gone.
 
+A node whose process died while its machine lives (a crash, ``kill -9``, a restart) is known dead sooner:
+a node that has missed its heartbeats for ``2 * interval`` seconds is probed at its public URL, and if
+nothing listens there (the connection is refused) its registration is removed at once, so that its rooms
+are placed afresh and its clients' rejoins land on a live node seconds after the crash rather than at the
+end of the 10 s. A probe that times out (a machine gone, a network cut) proves nothing: the registration's
+expiry decides then, as before.
+
 What the dead node had in its spool (files not uploaded, callbacks not enqueued) is on its own disk: it is
 stored and reported when the node comes back (``RecordingSupervisor.recover``). The database writes are
 conditional, so a second node doing the same work (after the lock expired) changes nothing; the lock only
@@ -20,8 +27,10 @@ keeps the live nodes from all doing it at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -39,6 +48,40 @@ _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+
+# KEYS: node hash, nodes set. ARGV: the instance that was probed, its node ID. Removes the registration only
+# if that same process still holds it (not one started since under the same node ID).
+_FORGET = """
+if redis.call('HGET', KEYS[1], 'instance') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('SREM', KEYS[2], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+#: How long a probe of a silent node's public URL may take to be refused.
+PROBE_TIMEOUT = 0.5
+
+
+async def refuses_connections(url: str, within: float = PROBE_TIMEOUT) -> bool:
+    """Does nothing listen at ``url``'s host and port (the connection is refused)? A timeout or any other
+    failure proves nothing (False)."""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return False
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, port), within)
+    except ConnectionRefusedError:
+        return True
+    except (OSError, TimeoutError, ValueError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return False
 
 
 class NodeRooms(Protocol):
@@ -69,6 +112,7 @@ class NodeFailover:
         rooms: NodeRooms,
         jobs: NodeJobs,
         interval: float = 2.0,
+        node_ttl: float = 10.0,
         lock_ttl: float = 30.0,
     ) -> None:
         self._redis = redis
@@ -77,6 +121,7 @@ class NodeFailover:
         self._rooms = rooms
         self._jobs = jobs
         self.interval = interval
+        self.node_ttl = node_ttl
         self.lock_ttl = lock_ttl
         self._loop = BackgroundTask("cluster-failover", self._run)
 
@@ -88,12 +133,48 @@ class NodeFailover:
 
     async def sweep(self) -> list[str]:
         """One look: the dead nodes whose rooms and jobs this node reconciled now."""
+        await self.confirm_dead()
         holding = await self._rooms.hosting_nodes() | await self._jobs.claiming_nodes()
         holding.discard(self.node_id)  # this node's own are its restart's (it is alive: it is running this)
         if not holding:
             return []
         dead = holding - {n.node_id for n in await live_nodes(self._redis, self._keys)}
         return [node for node in sorted(dead) if await self._take_over(node)]
+
+    async def confirm_dead(self) -> list[str]:
+        """The nodes silent for ``2 * interval`` seconds whose public URL refuses connections: their
+        registrations removed now (see the module docstring)."""
+        silent_below_ms = (self.node_ttl - 2 * self.interval) * 1000
+        try:
+            members = sorted(str(m) for m in await self._redis.smembers(self._keys.nodes))  # type: ignore[misc]
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for node in members:
+                    pipe.pttl(self._keys.node(node))
+                    pipe.hmget(self._keys.node(node), "instance", "public_url")
+                answers = await pipe.execute()
+        except RedisError as exc:
+            raise InternalError(f"the cluster's Redis does not answer: {exc}") from exc
+        forgotten = []
+        for i, node in enumerate(members):
+            pttl, (instance, url) = answers[2 * i], answers[2 * i + 1]
+            if node == self.node_id or instance is None or url is None or not 0 <= pttl < silent_below_ms:
+                continue
+            if not await refuses_connections(str(url)):
+                continue
+            keys = [self._keys.node(node), self._keys.nodes]
+            try:
+                removed = await self._redis.eval(_FORGET, 2, *keys, instance, node)  # type: ignore[misc]
+            except RedisError as exc:
+                raise InternalError(f"the cluster's Redis does not answer: {exc}") from exc
+            if removed:
+                log.warning(
+                    "node %s missed its heartbeats for %.0f s and nothing listens at %s: taken for dead now",
+                    node,
+                    self.node_ttl - pttl / 1000,
+                    url,
+                )
+                forgotten.append(node)
+        return forgotten
 
     async def _take_over(self, node: str) -> bool:
         lock = self._keys.failover(node)
