@@ -349,23 +349,20 @@ async def test_browser_sdk_takes_the_relay_from_the_join_answer(turn_app: MediaA
                 assert [(c["urls"], c["username"], c["credential"]) for c in config] == [
                     ([UDP_URL, TCP_URL, TLS_URL], handed[0]["username"], handed[0]["credential"])
                 ], config
-                # ...which granted the browser relayed candidates with the credential.
-                relayed = await page.evaluate("""(async () => {
-                    const stats = await window.turnRoom.subscriberPc.getStats();
-                    return [...stats.values()]
-                        .filter((s) => s.type === "local-candidate" && s.candidateType === "relay")
-                        .map((s) => s.relayProtocol);
-                })()""")
-                # (Which of them getStats still lists varies: Chromium drops candidates it stopped using.)
-                assert relayed and set(relayed) <= {"udp", "tcp", "tls"}, relayed
-                # The pair carrying the media is the relayed one.
-                selected = await page.evaluate("""(async () => {
-                    const stats = [...(await window.turnRoom.subscriberPc.getStats()).values()];
-                    const transport = stats.find((s) => s.type === "transport" && s.selectedCandidatePairId);
-                    const pair = stats.find((s) => s.id === transport.selectedCandidatePairId);
-                    return stats.find((s) => s.id === pair.localCandidateId).candidateType;
-                })()""")
-                assert selected == "relay"
+                # ...whose pair carrying the media is a relayed one, granted with the credential. (getStats is
+                # read until it names the selected pair: Chromium fills its stats in a moment after media flows,
+                # and drops the candidates it stopped using.)
+                selected = await page.wait_for(
+                    """(async () => {
+                        const stats = [...(await window.turnRoom.subscriberPc.getStats()).values()];
+                        const transport = stats.find((s) => s.type === "transport" && s.selectedCandidatePairId);
+                        const pair = transport && stats.find((s) => s.id === transport.selectedCandidatePairId);
+                        const local = pair && stats.find((s) => s.id === pair.localCandidateId);
+                        return local ? [local.candidateType, local.relayProtocol] : null;
+                    })()""",
+                    15,
+                )
+                assert selected[0] == "relay" and selected[1] in {"udp", "tcp", "tls"}, selected
                 await page.evaluate("window.turnRoom.leave()")
     finally:
         await publisher.leave()
