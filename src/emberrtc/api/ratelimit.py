@@ -9,6 +9,14 @@ from emberrtc.domain.errors import RateLimited
 _PRUNE_AT = 10_000  # buckets kept before full ones are forgotten
 
 
+def refused(limit: RateLimit, category: str, wait: float) -> RateLimited:
+    """The error for a request over ``limit``, the next token ``wait`` seconds away."""
+    return RateLimited(
+        f"more than {limit.count} {category} requests in {limit.period:g} s; retry after {wait:.1f} s",
+        retry_after=wait,
+    )
+
+
 class RateLimiter:
     """A bucket per (tenant, category) holding up to ``count`` tokens, refilled at ``count/period`` per second."""
 
@@ -49,11 +57,7 @@ class RateLimiter:
         tokens = min(float(limit.count), tokens + (now - last) * rate)
         if tokens < 1.0:
             self._buckets[(tenant, category)] = (tokens, now)
-            wait = (1.0 - tokens) / rate
-            raise RateLimited(
-                f"more than {limit.count} {category} requests in {limit.period:g} s; retry after {wait:.1f} s",
-                retry_after=wait,
-            )
+            raise refused(limit, category, (1.0 - tokens) / rate)
         self._buckets[(tenant, category)] = (tokens - 1.0, now)
         if len(self._buckets) > self._prune_at:
             self._prune(now)

@@ -20,10 +20,9 @@ import time
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from emberrtc.api.ratelimit import RateLimiter
+from emberrtc.api.ratelimit import RateLimiter, refused
 from emberrtc.config import RateLimit
 from emberrtc.domain.clock import Clock
-from emberrtc.domain.errors import RateLimited
 
 from .keyspace import Keyspace
 
@@ -112,10 +111,7 @@ class SharedRateLimiter(RateLimiter):
         if wait is False:
             self.check(tenant, category)
         elif wait is not None:
-            raise RateLimited(
-                f"more than {limit.count} {category} requests in {limit.period:g} s; retry after {wait:.1f} s",
-                retry_after=wait,
-            )
+            raise refused(limit, category, wait)
 
     async def peek(self, tenant: str, category: str) -> float | None:
         limit = self._limits.get(category)
