@@ -26,6 +26,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from emberrtc.api.schemas.common import is_id
 from emberrtc.domain.errors import EmberError, InternalError
 
 from .keyspace import Keyspace
@@ -42,7 +43,6 @@ MAX_IN_FLIGHT = 64
 #: How long an answer nobody took stays in Redis.
 _REPLY_TTL_MS = 10_000
 _CALL_ID = re.compile(r"[0-9a-f]{32}")
-_NAME = re.compile(r"[A-Za-z0-9_.@\-]{1,64}")  # node IDs, app and room IDs (api.schemas.common.check_id)
 _VERSION = 1
 
 # ARGV: key prefix, room member. The node hosting the room while it is alive, else nil.
@@ -86,7 +86,8 @@ def decode_error(data: Any, node_id: str) -> EmberError:
 
 
 def valid_name(value: Any) -> bool:
-    return isinstance(value, str) and _NAME.fullmatch(value) is not None and set(value) != {"."}
+    """An app, room, user or node ID, as the API checks them (``api.schemas.common.is_id``)."""
+    return is_id(value)
 
 
 class RoomCalls:

@@ -35,8 +35,13 @@ def missing_error(message: str) -> PydanticCustomError:
 _ID_RE = re.compile(r"^[A-Za-z0-9_@.\-]{1,64}$")
 
 
+def is_id(value: object) -> bool:
+    """Is ``value`` an ID of the API's alphabet (apps, rooms, users; node IDs keep to it too)?"""
+    return isinstance(value, str) and _ID_RE.fullmatch(value) is not None and set(value) != {"."}
+
+
 def check_id(value: str) -> str:
-    if not _ID_RE.fullmatch(value) or set(value) == {"."}:
+    if not is_id(value):
         raise ValueError("must be 1-64 characters of letters, digits, '_', '-', '.', '@'")
     return value
 
