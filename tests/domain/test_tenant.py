@@ -224,3 +224,10 @@ async def test_token_revocation_names_what_it_cannot_find(nodes: tuple[Node, Nod
     assert (done.tenants, done.revoked) == (["globex"], 1)
     with pytest.raises(Unauthenticated, match="revoked"):
         await a.tenants.principal_for_token(token)
+
+
+async def test_any_tenant_says_whether_the_first_start_should_tell_how_to_make_one(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+    assert not await b.tenants.any_tenant()
+    await a.tenants.create_tenant("acme", "long-enough-pw")
+    assert await b.tenants.any_tenant()

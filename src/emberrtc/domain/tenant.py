@@ -338,6 +338,10 @@ class TenantService:
 
     # --- revocation (CLI) ----------------------------------------------------------------------
 
+    async def any_tenant(self) -> bool:
+        """Is there a tenant at all (the server's first start says how to make one when there is none)?"""
+        return await self._db.run(lambda s: s.scalar(select(Tenant.domain_id).limit(1)) is not None)
+
     async def list_credentials(self, tenant_name: str | None = None) -> list[CredentialInfo]:
         """Every credential (of one tenant when named), oldest first per tenant; never an SK."""
 
