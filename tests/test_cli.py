@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -247,6 +248,25 @@ def test_serve_without_janus_says_how_to_install_it(tmp_path: Path) -> None:
     )
     assert r.returncode == 2
     assert "apt-get install janus" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_serve_on_a_port_in_use_says_what_to_do(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
+    env["EMBER_MEDIA_ENABLED"] = "false"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run(
+            [EMBER, "serve", "--port", str(port), "--data-dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+    assert r.returncode == 2
+    assert f"127.0.0.1:{port} is already in use" in r.stderr and "--port N" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 @pytest.mark.skipif(shutil.which("janus") is None, reason="Janus not installed: apt-get install janus")

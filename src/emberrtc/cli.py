@@ -302,6 +302,7 @@ async def _serve(args: argparse.Namespace) -> None:
             print(f"ember: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
     _check_turn(settings)
+    _check_port_free(settings)
     if settings.cluster_mode:
         from emberrtc.cluster.node import check_reachable
 
@@ -340,8 +341,37 @@ async def _serve(args: argparse.Namespace) -> None:
         )
     log.info("Ember data folder: %s", settings.data_dir)
     log.info("%s", await asyncio.to_thread(advertised_addresses, settings, public_url))
+    if not await services.tenants.any_tenant():
+        log.info(
+            "no tenant yet: in another terminal, from this folder, create one with "
+            "`.venv/bin/ember tenant create NAME --password-file -` (README, Quick start); then sign in at %s/console",
+            public_url.rstrip("/"),
+        )
     _tune_gc()
     await _CleanExitServer(config).serve()
+
+
+def _check_port_free(settings: Settings) -> None:
+    """Refuse to start, saying what to do, when another program already listens on the API's address
+    (most often an `ember serve` left running in another terminal)."""
+    import errno
+    import socket
+
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no clash
+        try:
+            probe.bind((settings.host, settings.port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                return  # the server's own bind reports anything else
+            print(
+                f"ember: {settings.host}:{settings.port} is already in use by another program (another "
+                "`ember serve`, perhaps in another terminal): stop it, or give this one another port with "
+                "--port N (EMBER_PORT)",
+                file=sys.stderr,
+            )
+            raise SystemExit(2) from None
 
 
 def _check_turn(settings: Settings) -> None:
