@@ -2,20 +2,30 @@
 
 Nine H.264 640x360@30 clips with audio are made once by FFmpeg (moving test pictures under temporal
 noise, so the encoders cannot make them cheap; a tone each) and kept in ``--clips``. Each round composes
-them into a 3x3 nine_grids_view for each template, both ways, one after the other (which goes first
-alternates by round; a short run of each side before the rounds is not counted):
+them into a 3x3 nine_grids_view for each template three ways, one after the other (the order reverses
+every round; a short run of each before the rounds is not counted):
 
 - Ember: PyAV decode of every input (video and audio) -> ``compute_layout`` + ``Compositor`` ->
   ``MixVideoEncoder`` (libx264, the recording preset, the template's bit rate) and ``AudioMixer`` ->
   AAC (the recording's audio settings), in this process;
-- FFmpeg: ``scale`` (bilinear; Ember shrinks pictures by area averaging, which costs the same in swscale,
-  see ``compositor``) + ``xstack`` + ``amix``, libx264 with the same preset, tune and bit rate,
-  AAC with the same settings, in a child process.
+- FFmpeg, the reference the issue names: the ``ffmpeg`` command (the system's) with ``scale`` (bilinear;
+  Ember shrinks pictures by area averaging, which costs the same in swscale, see ``compositor``) +
+  ``xstack`` + ``amix``, libx264 with the same preset, tune and bit rate, AAC with the same settings, in
+  a child process;
+- libavfilter: the same filter graph run by the FFmpeg libraries Ember itself uses (PyAV's build), on the
+  same decoded frames and into the same encoders as Ember, in this process. Ember and this side differ
+  only in the compositing, so the libraries' versions and build (PyAV's FFmpeg 8 against the system's
+  FFmpeg 5.1, whose decoders and libx264 are faster on some machines and slower on others) do not enter
+  this ratio.
 
-Both outputs are encoded and discarded (no muxing on either side). CPU time is user + system from
-``resource.getrusage`` (this process for Ember, its children for FFmpeg), threads included. Printed per
-template: CPU-seconds per output second for both sides (the median of the rounds), their ratio on the
-last line. Targets: ratio at most 1.0 at 720p, Ember at most 0.7 of a core per 720p30 composite.
+Outputs are encoded and discarded (no muxing on any side). CPU time is user + system from
+``resource.getrusage`` (this process for Ember and libavfilter, its children for FFmpeg), threads
+included. A composite runs for as long as its meeting, so what counts is its cost while it runs: each
+side's CPU for a 1-second run (start-up: FFmpeg's process loading its libraries, about 0.3 CPU-s here, and
+every side opening and probing its nine inputs) is taken off its CPU for the full run, and divided by
+the seconds in between. Printed per template: CPU-seconds per output second for each side (the median
+of the rounds); on the last line, Ember's ratio to FFmpeg and to libavfilter. Targets: ratio to FFmpeg at most 1.0 at
+720p, Ember at most 0.7 of a core per 720p30 composite.
 
     python bench/mixer.py [--seconds 10] [--rounds 2] [--clips DIR]
 """
@@ -35,19 +45,21 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import av.filter
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from emberrtc.recording.audio_mixer import AudioMixer  # noqa: E402
 from emberrtc.recording.compositor import Compositor  # noqa: E402
-from emberrtc.recording.layout import CAMERA, Participant, compute_layout, layout_params  # noqa: E402
+from emberrtc.recording.layout import CAMERA, Layout, Participant, compute_layout, layout_params  # noqa: E402
 from emberrtc.recording.mix_video import EncodeTemplate, MixVideoEncoder, parse_template  # noqa: E402
 from emberrtc.recording.plan import Encoding  # noqa: E402
 
 INPUTS = 9
 WIDTH, HEIGHT, FPS = 640, 360, 30
 CLIP_SECONDS = 12
+LEAD = 1.0  # seconds of a run whose CPU is taken off each full run's (start-up is not the composite's cost)
 TEMPLATES = ("1280*720_30_1710", "1920*1080_30_4620")
 FFMPEG = shutil.which("ffmpeg") or "/usr/bin/ffmpeg"
 ENCODING = Encoding()
@@ -93,36 +105,137 @@ def _frames(path: Path, threads: int) -> Generator[av.VideoFrame | av.AudioFrame
         yield from container.decode(video, audio)  # type: ignore[misc]  # a video and an audio stream only
 
 
-def ember(clips: list[Path], template: EncodeTemplate, seconds: float, threads: int) -> float:
-    """Compose ``seconds`` of output; CPU-seconds used (this process, threads included)."""
-    start = _cpu(resource.RUSAGE_SELF)
-    people = [Participant(f"user{i}", i, True, False) for i in range(len(clips))]
-    layout = compute_layout(
+def grid(count: int, template: EncodeTemplate) -> Layout:
+    """Ember's nine_grids_view for ``count`` users: the tiles every side composes."""
+    people = [Participant(f"user{i}", i, True, False) for i in range(count)]
+    return compute_layout(
         layout_params({"layout_template": "nine_grids_view"}), people, template.width, template.height
     )
-    compositor = Compositor(template.width, template.height)
-    compositor.set_layout(layout)
+
+
+class EmberSide:
+    """Ember: ``Compositor`` on ``compute_layout``'s tiles, ``AudioMixer`` (the three loudest)."""
+
+    def __init__(self, count: int, template: EncodeTemplate) -> None:
+        self.compositor = Compositor(template.width, template.height)
+        self.compositor.set_layout(grid(count, template))
+        self.mixer = AudioMixer(ENCODING.audio_sample_rate)
+        self.users = [f"user{i}" for i in range(count)]
+        self.per_frame = ENCODING.audio_sample_rate // template.fps
+
+    def video(self, index: int, frame: av.VideoFrame) -> None:
+        self.compositor.update((self.users[index], CAMERA), frame)
+
+    def audio(self, index: int, frame: av.AudioFrame) -> None:
+        self.mixer.push(self.users[index], frame)
+
+    def step(self) -> tuple[list[av.VideoFrame], list[av.AudioFrame]]:
+        """One output frame period: its picture and its sound."""
+        return [self.compositor.compose()], [self.mixer.pull(self.per_frame)]
+
+
+class FilterGraphSide:
+    """FFmpeg's filter graph, run by the FFmpeg libraries Ember itself uses (PyAV's build), in this process.
+
+    The graph of :func:`ffmpeg_command` (``scale`` + ``xstack`` + ``amix``) on the same decoded frames
+    and into the same encoders as Ember: the two sides differ only in the compositing, so the library
+    versions (PyAV's FFmpeg against the system's ``ffmpeg``) do not enter the ratio.
+    """
+
+    def __init__(self, count: int, template: EncodeTemplate, width: int, height: int, threads: int = 1) -> None:
+        graph = av.filter.Graph()
+        graph.threads = threads
+        layout = grid(count, template)
+        stack = graph.add("xstack", f"inputs={count}:layout={'|'.join(f'{t.x}_{t.y}' for t in layout.tiles)}")
+        mix = graph.add("amix", f"inputs={count}")
+        self._videos, self._audios = [], []
+        for i, tile in enumerate(layout.tiles):
+            source = graph.add_buffer(
+                width=width, height=height, format=av.VideoFormat("yuv420p"), time_base=Fraction(1, template.fps)
+            )
+            scale = graph.add("scale", f"{tile.width}:{tile.height}:flags=bilinear")
+            source.link_to(scale)
+            scale.link_to(stack, 0, i)
+            rate = ENCODING.audio_sample_rate
+            sound = graph.add("abuffer", f"sample_rate={rate}:sample_fmt=fltp:channel_layout=mono:time_base=1/{rate}")
+            sound.link_to(mix, 0, i)
+            self._videos.append(source)
+            self._audios.append(sound)
+        stereo = graph.add("aformat", f"sample_fmts=fltp:channel_layouts=stereo:sample_rates={rate}")
+        mix.link_to(stereo)
+        self._pictures, self._sound = graph.add("buffersink"), graph.add("abuffersink")
+        stack.link_to(self._pictures)
+        stereo.link_to(self._sound)
+        graph.configure()
+        self._graph = graph  # its filters hold it only weakly
+        self._frames = [0] * count
+        self._samples = [0] * count
+        self._rate = Fraction(1, rate)
+        self._period = Fraction(1, template.fps)
+
+    def video(self, index: int, frame: av.VideoFrame) -> None:
+        frame.pts, frame.time_base = self._frames[index], self._period  # one picture per output period
+        self._frames[index] += 1
+        self._videos[index].push(frame)
+
+    def audio(self, index: int, frame: av.AudioFrame) -> None:
+        frame.pts, frame.time_base = self._samples[index], self._rate
+        self._samples[index] += frame.samples
+        self._audios[index].push(frame)
+
+    def step(self) -> tuple[list[av.VideoFrame], list[av.AudioFrame]]:
+        """What the graph has made so far (a picture per period once every input has given one)."""
+        return _drain(self._pictures), _drain(self._sound)
+
+
+def _drain(sink: av.filter.context.FilterContext) -> list:  # type: ignore[type-arg]
+    out = []
+    while True:
+        try:
+            out.append(sink.pull())
+        except (av.error.BlockingIOError, av.error.EOFError):
+            return out
+
+
+def ember(clips: list[Path], template: EncodeTemplate, seconds: float, threads: int) -> float:
+    """Compose ``seconds`` of output with Ember; CPU-seconds used (this process, threads included)."""
+    return _compose(clips, template, seconds, threads, EmberSide(len(clips), template))
+
+
+def libavfilter(clips: list[Path], template: EncodeTemplate, seconds: float, threads: int) -> float:
+    """The same with FFmpeg's filter graph on PyAV's FFmpeg libraries, in this process."""
+    return _compose(clips, template, seconds, threads, FilterGraphSide(len(clips), template, WIDTH, HEIGHT, threads))
+
+
+def _compose(
+    clips: list[Path], template: EncodeTemplate, seconds: float, threads: int, side: EmberSide | FilterGraphSide
+) -> float:
+    """Decode every input, feed ``side`` up to each output frame's time, encode what it makes; CPU-seconds."""
+    start = _cpu(resource.RUSAGE_SELF)
     encoder = MixVideoEncoder(template, dataclasses.replace(ENCODING, threads=threads))
-    mixer = AudioMixer(ENCODING.audio_sample_rate)
     aac = _aac_encoder()
     fifo = av.AudioFifo()
     inputs = [_frames(clip, threads) for clip in clips]
     frames = int(seconds * template.fps)
-    per_frame = ENCODING.audio_sample_rate // template.fps
-    audio_pts = 0
+    audio_pts = encoded = 0
     for n in range(frames):
         now = n / template.fps
-        for person, frames_of in zip(people, inputs, strict=True):
+        for index, frames_of in enumerate(inputs):
             # Up to this output frame's time: every audio frame to the mixer, the newest picture to the tile.
             for frame in frames_of:
                 if isinstance(frame, av.AudioFrame):
-                    mixer.push(person.user_id, frame)
+                    side.audio(index, frame)
                     continue
-                compositor.update((person.user_id, CAMERA), frame)
+                side.video(index, frame)
                 if frame.time is None or frame.time >= now - 0.5 / template.fps:
                     break
-        encoder.encode(compositor.compose(), template.pts(n))
-        fifo.write(mixer.pull(per_frame))
+        pictures, sound = side.step()
+        for picture in pictures:
+            encoder.encode(picture, template.pts(encoded))
+            encoded += 1
+        for made in sound:
+            made.pts = None  # the fifo is the timeline
+            fifo.write(made)
         while fifo.samples >= 1024:
             block = fifo.read(1024)
             assert block is not None
@@ -154,10 +267,7 @@ def _aac_encoder() -> av.AudioCodecContext:
 
 def ffmpeg_command(clips: list[Path], template: EncodeTemplate, seconds: float, threads: int) -> list[str]:
     """The same composite by FFmpeg's filters: tiles at the positions and sizes of Ember's layout."""
-    people = [Participant(f"user{i}", i, True, False) for i in range(len(clips))]
-    layout = compute_layout(
-        layout_params({"layout_template": "nine_grids_view"}), people, template.width, template.height
-    )
+    layout = grid(len(clips), template)
     graph = [f"[{i}:v]scale={t.width}:{t.height}:flags=bilinear,setsar=1[v{i}]" for i, t in enumerate(layout.tiles)]
     positions = "|".join(f"{t.x}_{t.y}" for t in layout.tiles)
     graph.append("".join(f"[v{i}]" for i in range(len(clips))) + f"xstack=inputs={len(clips)}:layout={positions}[v]")
@@ -193,7 +303,7 @@ def _cpu(who: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=10.0, help="output seconds per run (at most 12)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="output seconds per run (2 to 11)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument(
         "--threads",
@@ -204,26 +314,38 @@ def main() -> None:
     parser.add_argument("--clips", type=Path, default=Path(tempfile.gettempdir()) / "ember-bench-mixer")
     args = parser.parse_args()
     seconds = min(args.seconds, CLIP_SECONDS - 1)
+    if seconds < LEAD + 1:
+        parser.error(f"--seconds must be at least {LEAD + 1:g}")
     clips = make_clips(args.clips)
-    results: dict[str, dict[str, list[float]]] = {t: {"ember": [], "ffmpeg": []} for t in TEMPLATES}
+    sides = {"ember": ember, "ffmpeg": ffmpeg, "libavfilter": libavfilter}
+    results: dict[str, dict[str, list[float]]] = {t: {side: [] for side in sides} for t in TEMPLATES}
     # Warm-up, not counted: clips into the page cache, libraries and encoders initialised once.
-    ember(clips, parse_template(TEMPLATES[0]), 1.0, args.threads)
-    ffmpeg(clips, parse_template(TEMPLATES[0]), 1.0, args.threads)
+    for run in sides.values():
+        run(clips, parse_template(TEMPLATES[0]), 1.0, args.threads)
     for r in range(args.rounds):
         for name in TEMPLATES:
             template = parse_template(name)
-            sides = [("ember", ember), ("ffmpeg", ffmpeg)]
-            for side, run in sides if r % 2 == 0 else sides[::-1]:
-                cpu = run(clips, template, seconds, args.threads)
-                results[name][side].append(cpu / seconds)
-                print(f"round {r + 1} {name} {side:6}: {cpu / seconds:.3f} CPU-s per output second", flush=True)
-    ratios = []
+            order = list(sides.items())
+            for side, run in order if r % 2 == 0 else order[::-1]:
+                # What the composite costs while it runs: a LEAD-second run's CPU (start-up: FFmpeg loading
+                # its libraries, every side opening and probing nine inputs) taken off a full run's.
+                lead = run(clips, template, LEAD, args.threads)
+                cpu = (run(clips, template, seconds, args.threads) - lead) / (seconds - LEAD)
+                results[name][side].append(cpu)
+                print(f"round {r + 1} {name} {side:11}: {cpu:.3f} CPU-s per output second", flush=True)
+    median = {name: {side: statistics.median(runs) for side, runs in results[name].items()} for name in TEMPLATES}
     for name in TEMPLATES:
-        ours, theirs = (statistics.median(results[name][s]) for s in ("ember", "ffmpeg"))
-        ratios.append(f"{name} {ours / theirs:.2f}")
-        print(f"{name}: Ember {ours:.3f}, FFmpeg {theirs:.3f} CPU-s per output second")
-    ember_720 = statistics.median(results[TEMPLATES[0]]["ember"])
-    print(f"ratio Ember/FFmpeg: {', '.join(ratios)}; Ember 720p30 composite: {ember_720:.2f} of a core")
+        print(
+            f"{name}: " + ", ".join(f"{side} {median[name][side]:.3f}" for side in sides) + " CPU-s per output second"
+        )
+    ratios = {
+        reference: ", ".join(f"{name} {median[name]['ember'] / median[name][reference]:.2f}" for name in TEMPLATES)
+        for reference in ("ffmpeg", "libavfilter")
+    }
+    print(
+        f"ratio Ember/FFmpeg: {ratios['ffmpeg']}; Ember/libavfilter (same libraries): {ratios['libavfilter']}; "
+        f"Ember 720p30 composite: {median[TEMPLATES[0]]['ember']:.2f} of a core"
+    )
 
 
 if __name__ == "__main__":

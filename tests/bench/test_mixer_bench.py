@@ -1,0 +1,77 @@
+"""``bench/mixer.py``'s two in-process sides compose the same picture: Ember's compositor and the reference
+filter graph (``scale`` + ``xstack`` + ``amix``) put each input's colour in the same tile, one picture per
+output period, and make the same amount of sound. Otherwise the bench would compare different work."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import av
+import numpy as np
+
+from emberrtc.synthetic import ColourVideo, colour_distance, median_rgb
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "mixer.py"
+COLOURS = [
+    (220, 30, 30), (30, 200, 30), (30, 30, 220), (220, 220, 30), (30, 220, 220),
+    (220, 30, 220), (240, 140, 20), (120, 60, 20), (140, 140, 140),
+]  # fmt: skip
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_mixer", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    path = list(sys.path)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path[:] = path  # the bench puts the checkout first, for its own runs only
+    return module
+
+
+bench = _load()
+
+
+def _tone(index: int, n: int) -> av.AudioFrame:
+    """1600 samples (one 30 fps period) of mono fltp 48 kHz, a tone per input."""
+    t = (np.arange(1600) + n * 1600) / 48_000
+    samples = (0.2 * np.sin(2 * np.pi * (220 + 110 * index) * t)).astype(np.float32)
+    frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="fltp", layout="mono")
+    frame.sample_rate = 48_000
+    return frame
+
+
+def _run(side: object, steps: int) -> tuple[list[av.VideoFrame], int]:
+    videos = [ColourVideo(rgb, width=bench.WIDTH, height=bench.HEIGHT, marker=False) for rgb in COLOURS]
+    pictures, samples = [], 0
+    for n in range(steps):
+        for i, video in enumerate(videos):
+            side.video(i, video.frame(n))  # type: ignore[attr-defined]
+            side.audio(i, _tone(i, n))  # type: ignore[attr-defined]
+        made, sound = side.step()  # type: ignore[attr-defined]
+        pictures += [picture.reformat(format="yuv420p") for picture in made]  # a copy: Ember's canvas is reused
+        samples += sum(block.samples for block in sound)
+    return pictures, samples
+
+
+def test_both_sides_put_every_input_in_its_tile_once_per_period() -> None:
+    template = bench.parse_template("1280*720_30_1710")
+    tiles = bench.grid(len(COLOURS), template).tiles
+    assert len(tiles) == 9
+    ours, our_samples = _run(bench.EmberSide(len(COLOURS), template), 30)
+    theirs, their_samples = _run(bench.FilterGraphSide(len(COLOURS), template, bench.WIDTH, bench.HEIGHT), 30)
+    assert len(ours) == 30
+    assert len(theirs) >= 29  # the graph may hold the last period until the next pictures come
+    assert abs(our_samples - their_samples) <= 2048 and our_samples == 30 * 1600
+    for picture in (ours[-1], theirs[-1]):
+        assert (picture.width, picture.height) == (1280, 720)
+        rgb = picture.to_ndarray(format="rgb24")
+        for tile, colour in zip(tiles, COLOURS, strict=True):
+            inner = rgb[tile.y + 4 : tile.y + tile.height - 4, tile.x + 4 : tile.x + tile.width - 4]
+            cell = av.VideoFrame.from_ndarray(np.ascontiguousarray(inner), format="rgb24")
+            assert colour_distance(median_rgb(cell), colour) < 12, (tile, colour)
