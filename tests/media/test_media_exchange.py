@@ -22,7 +22,9 @@ PEOPLE = {
     "blue": ((30, 60, 220), 880.0),
     "yellow": ((230, 210, 40), 550.0),
 }
-# Small frames: four publishers and twelve subscriptions share this process's one event loop.
+# Small frames: four publishers and twelve subscriptions share this process's one event loop. Four VP8
+# publishers send 15 frames a second: at 30, the twelve decoders and four encoders in this one process fell
+# behind real time on a loaded two-core machine (16 of 30 frames a second arrived, once in a rehearsal).
 WIDTH, HEIGHT = 160, 120
 
 
@@ -30,8 +32,8 @@ async def _join(app: MediaApp, room: str, user: str) -> RoomClient:
     return await RoomClient.join(app.server.url, app_id=app.app_id, room_id=room, user_id=user, app_key=app.app_key)
 
 
-@pytest.mark.parametrize(("count", "codec"), [(2, "h264"), (4, "vp8")])
-async def test_clients_exchange_audio_and_video(media_app: MediaApp, count: int, codec: str) -> None:
+@pytest.mark.parametrize(("count", "codec", "fps"), [(2, "h264", 30), (4, "vp8", 15)])
+async def test_clients_exchange_audio_and_video(media_app: MediaApp, count: int, codec: str, fps: int) -> None:
     room = f"mesh-{count}"
     names = list(PEOPLE)[:count]
     clients = {name: await _join(media_app, room, name) for name in names}
@@ -40,7 +42,7 @@ async def test_clients_exchange_audio_and_video(media_app: MediaApp, count: int,
             rgb, tone = PEOPLE[name]
             publication = await client.publish(
                 "camera",
-                video=ColourVideoTrack(rgb, width=WIDTH, height=HEIGHT),
+                video=ColourVideoTrack(rgb, width=WIDTH, height=HEIGHT, fps=fps),
                 audio=ToneAudioTrack(tone),
                 codec=codec,
             )
@@ -64,7 +66,7 @@ async def test_clients_exchange_audio_and_video(media_app: MediaApp, count: int,
             rgb, tone = PEOPLE[key[1]]
             assert video.size == (WIDTH, HEIGHT)
             assert_colour(video.colour, rgb)
-            assert_rates(video, audio)
+            assert_rates(video, audio, fps=fps)
             assert abs(audio.frequency - tone) <= 5, f"{key}: heard {audio.frequency:.0f} Hz, sent {tone}"
 
         await with_deadline(asyncio.gather(*(check(k, s) for k, s in subs.items())), 60)
