@@ -27,7 +27,7 @@ the seconds in between. Printed per template: CPU-seconds per output second for 
 of the rounds); on the last line, Ember's ratio to FFmpeg and to libavfilter. Targets: ratio to FFmpeg at most 1.0 at
 720p, Ember at most 0.7 of a core per 720p30 composite.
 
-    python bench/mixer.py [--seconds 10] [--rounds 2] [--clips DIR]
+    python bench/mixer.py [--seconds 10] [--rounds 4] [--clips DIR]
 """
 
 from __future__ import annotations
@@ -304,7 +304,7 @@ def _cpu(who: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="output seconds per run (2 to 11)")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument(
         "--threads",
         type=int,
