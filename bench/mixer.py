@@ -24,8 +24,8 @@ included. A composite runs for as long as its meeting, so what counts is its cos
 side's CPU for a 1-second run (start-up: FFmpeg's process loading its libraries, about 0.3 CPU-s here, and
 every side opening and probing its nine inputs) is taken off its CPU for the full run, and divided by
 the seconds in between. Printed per template: CPU-seconds per output second for each side (the median
-of the rounds); on the last line, Ember's ratio to FFmpeg and to libavfilter. Targets: ratio to FFmpeg at most 1.0 at
-720p, Ember at most 0.7 of a core per 720p30 composite.
+of the rounds); on the last line, Ember's ratio to FFmpeg and to libavfilter. Targets: ratio to FFmpeg
+at most 1.0 at 720p, Ember at most 0.7 of a core per 720p30 composite.
 
     python bench/mixer.py [--seconds 10] [--rounds 4] [--clips DIR]
 """
