@@ -4,37 +4,19 @@ output period, and make the same amount of sound. Otherwise the bench would comp
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import av
 import numpy as np
 
 from emberrtc.synthetic import ColourVideo, colour_distance, median_rgb
+from tests.bench import load_bench
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "mixer.py"
 COLOURS = [
     (220, 30, 30), (30, 200, 30), (30, 30, 220), (220, 220, 30), (30, 220, 220),
     (220, 30, 220), (240, 140, 20), (120, 60, 20), (140, 140, 140),
 ]  # fmt: skip
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_mixer", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    path = list(sys.path)
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path[:] = path  # the bench puts the checkout first, for its own runs only
-    return module
-
-
-bench = _load()
+bench = load_bench("mixer")
 
 
 def _tone(index: int, n: int) -> av.AudioFrame:
