@@ -5,7 +5,7 @@ the supervisor around it are in ``test_mix_supervisor.py``)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,21 @@ class MixDriver:
                     continue
                 for kind, data in u.pub.run(0.02):
                     self.pipeline.receive("mix", data, self.now + (0.001 if kind == AUDIO else 0.0))
+            self.pipeline.tick(self.now)
+
+    def send_delayed(self, seconds: float, delay: Callable[[User, str, int], float]) -> None:
+        """As :meth:`send`, each packet arriving ``delay(user, kind, step)`` seconds late (held back, in order)."""
+        held: list[tuple[float, int, bytes]] = []  # (arrival, order, datagram)
+        for step in range(round(seconds / 0.02)):
+            self.now += 0.02
+            for u in self.users.values():
+                for kind, data in u.pub.run(0.02):
+                    late = delay(u, kind, step)
+                    held.append((self.now + late + (0.001 if kind == AUDIO else 0.0), len(held), data))
+            held.sort()
+            while held and held[0][0] <= self.now + 0.0015:
+                arrival, _, data = held.pop(0)
+                self.pipeline.receive("mix", data, arrival)
             self.pipeline.tick(self.now)
 
     def wait(self, seconds: float) -> None:
@@ -495,17 +510,7 @@ def test_a_participants_lips_and_voice_stay_together_when_one_stream_comes_late(
     alice = User("alice", 0, pub)
     d = MixDriver(mix_plan(tmp_path, "480x360_15_320", {"layout_template": "nine_grids_view"}, alice.streams()),
                   [alice])  # fmt: skip
-    held: list[tuple[float, int, bytes]] = []  # (arrival, order, datagram): the late stream's packets
-    for step in range(round(3.6 / 0.02)):
-        d.now += 0.02
-        for kind, data in pub.run(0.02):
-            delay = 0.3 if kind == late and step >= 25 else 0.0
-            held.append((d.now + delay + (0.001 if kind == AUDIO else 0.0), len(held), data))
-        held.sort()
-        while held and held[0][0] <= d.now + 0.0015:
-            arrival, _, data = held.pop(0)
-            d.pipeline.receive("mix", data, arrival)
-        d.pipeline.tick(d.now)
+    d.send_delayed(3.6, lambda _user, kind, step: 0.3 if kind == late and step >= 25 else 0.0)
     d.pipeline.close()
 
     (f,) = d.of(FileCompleted)
@@ -553,18 +558,7 @@ def test_only_the_late_participant_is_held_back(tmp_path: Path) -> None:
     alice, bob = users
     streams = alice.streams() + bob.streams()
     d = MixDriver(mix_plan(tmp_path, "480x360_15_320", {"layout_template": "nine_grids_view"}, streams), users)
-    held: list[tuple[float, int, bytes]] = []
-    for step in range(round(3.6 / 0.02)):
-        d.now += 0.02
-        for u in users:
-            for kind, data in u.pub.run(0.02):
-                delay = 0.3 if u is alice and kind != AUDIO and step >= 25 else 0.0
-                held.append((d.now + delay + (0.001 if kind == AUDIO else 0.0), len(held), data))
-        held.sort()
-        while held and held[0][0] <= d.now + 0.0015:
-            arrival, _, data = held.pop(0)
-            d.pipeline.receive("mix", data, arrival)
-        d.pipeline.tick(d.now)
+    d.send_delayed(3.6, lambda user, kind, step: 0.3 if user is alice and kind != AUDIO and step >= 25 else 0.0)
     d.pipeline.close()
 
     (f,) = d.of(FileCompleted)
