@@ -39,6 +39,7 @@ from tests.support.server import ServerThread
 from tests.support.waiting import until
 
 from emberrtc.client.ice import probe_turn
+from emberrtc.config import Settings
 from emberrtc.media.janus_process import Backoff
 from emberrtc.media.turn_config import TurnConfig
 from emberrtc.media.turn_credentials import turn_credential
@@ -476,11 +477,9 @@ async def test_the_relay_log_is_bounded(tmp_path: Path) -> None:
         assert process.starts == 1 and process.unexpected_exits == 0  # the same relay all along
 
 
-async def test_doctor_reports_the_relay(relay: TurnProcess, tmp_path: Path) -> None:
-    from emberrtc.config import Settings
-    from emberrtc.deploy.doctor import Doctor
-
-    settings = Settings(
+def _relay_settings(tmp_path: Path) -> Settings:
+    """Settings of a node whose embedded relay is the test's ``relay``."""
+    return Settings(
         data_dir=tmp_path / "data",
         turn="embedded",
         media_ip=MEDIA_IP,
@@ -488,6 +487,12 @@ async def test_doctor_reports_the_relay(relay: TurnProcess, tmp_path: Path) -> N
         turn_port=RELAY[1],
         turn_secret=SECRET,
     )
+
+
+async def test_doctor_reports_the_relay(relay: TurnProcess, tmp_path: Path) -> None:
+    from emberrtc.deploy.doctor import Doctor
+
+    settings = _relay_settings(tmp_path)
     [ok] = await Doctor(settings).check_turn()
     assert ok.ok and "grants allocations" in ok.detail, ok
     [refused] = await Doctor(replace(settings, turn_secret="not-the-relays")).check_turn()
@@ -502,17 +507,9 @@ async def test_doctor_reports_the_relay(relay: TurnProcess, tmp_path: Path) -> N
 
 
 async def test_doctor_probes_the_relay_over_udp_where_clients_reach_it(relay: TurnProcess, tmp_path: Path) -> None:
-    from emberrtc.config import Settings
     from emberrtc.deploy.doctor import Doctor
 
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        turn="embedded",
-        media_ip=MEDIA_IP,
-        turn_host=PEER_IP,
-        turn_port=RELAY[1],
-        turn_secret=SECRET,
-    )
+    settings = _relay_settings(tmp_path)
     [ok] = await Doctor(settings).check_udp()
     assert ok.ok and ok.detail == f"the relay answers STUN over UDP at {PEER_IP}:{RELAY[1]}", ok
     # A host firewall dropping UDP to the relay's port (the input chain: loopback still passes).

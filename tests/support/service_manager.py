@@ -140,7 +140,8 @@ def _caps(value: str) -> str:
     return ",".join(["-all", *(f"+{n}" for n in names)])
 
 
-def _environment(unit: Unit, account: pwd.struct_passwd) -> dict[str, str]:
+def _account_environment(account: pwd.struct_passwd) -> dict[str, str]:
+    """What a login of ``account`` starts with (and the test run's PYTHONPATH, to find the checkout)."""
     env = {
         "PATH": SERVICE_PATH,
         "HOME": account.pw_dir,
@@ -150,6 +151,11 @@ def _environment(unit: Unit, account: pwd.struct_passwd) -> dict[str, str]:
     }
     if "PYTHONPATH" in os.environ:
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env
+
+
+def _environment(unit: Unit, account: pwd.struct_passwd) -> dict[str, str]:
+    env = _account_environment(account)
     for assignment in unit.service.get("Environment", []):
         for word in shlex.split(assignment):
             key, _, value = word.partition("=")
@@ -320,15 +326,7 @@ def sudo(args: list[str]) -> None:
     if len(args) < 3 or args[0] != "-u":
         raise SystemExit("service_manager: only sudo -u USER COMMAND...")
     account = pwd.getpwnam(args[1])
-    env = {
-        "PATH": SERVICE_PATH,
-        "HOME": account.pw_dir,
-        "USER": account.pw_name,
-        "LOGNAME": account.pw_name,
-        "SHELL": account.pw_shell,
-    }
-    if "PYTHONPATH" in os.environ:
-        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    env = _account_environment(account)
     command = ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--init-groups", "--", *args[2:]]
     os.execvpe("setpriv", command, env)
 
