@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Self
 
 import pytest
 
@@ -181,17 +182,24 @@ async def test_every_interface_of_a_wildcard_listener_is_tried(tmp_path: Path) -
         server.stop()
 
 
-class OldRedis:
-    """What Redis 5 answers a client of today (redis-py speaks RESP3 and opens with HELLO, which Redis has from
-    6.0): ``-ERR unknown command`` to every HELLO. (No Redis 5 to test with: its answer, on the wire.)"""
+class _LocalServer:
+    """A TCP server on a free loopback port for the ``async with`` block; subclasses answer in ``_serve``."""
 
-    async def __aenter__(self) -> OldRedis:
+    async def __aenter__(self) -> Self:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = int(self.server.sockets[0].getsockname()[1])
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class OldRedis(_LocalServer):
+    """What Redis 5 answers a client of today (redis-py speaks RESP3 and opens with HELLO, which Redis has from
+    6.0): ``-ERR unknown command`` to every HELLO. (No Redis 5 to test with: its answer, on the wire.)"""
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -209,19 +217,11 @@ class OldRedis:
             writer.close()
 
 
-class SlowLink:
+class SlowLink(_LocalServer):
     """A TCP forwarder to ``upstream`` adding ``delay`` seconds to every answer: a Redis far away."""
 
     def __init__(self, upstream: tuple[str, int], delay: float) -> None:
         self.upstream, self.delay = upstream, delay
-
-    async def __aenter__(self) -> SlowLink:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = int(self.server.sockets[0].getsockname()[1])
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.server.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection(*self.upstream)
