@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from emberrtc.recording.audio_mixer import AudioMixer  # noqa: E402
 from emberrtc.recording.compositor import Compositor  # noqa: E402
-from emberrtc.recording.layout import CAMERA, Layout, Participant, compute_layout, layout_params  # noqa: E402
+from emberrtc.recording.layout import CAMERA, Layout, Participant, Tile, compute_layout, layout_params  # noqa: E402
 from emberrtc.recording.mix_video import EncodeTemplate, MixVideoEncoder, parse_template  # noqa: E402
 from emberrtc.recording.plan import Encoding  # noqa: E402
 
@@ -146,17 +146,17 @@ class FilterGraphSide:
         graph = av.filter.Graph()
         graph.threads = threads
         layout = grid(count, template)
-        stack = graph.add("xstack", f"inputs={count}:layout={'|'.join(f'{t.x}_{t.y}' for t in layout.tiles)}")
+        stack = graph.add("xstack", _xstack_args(layout))
         mix = graph.add("amix", f"inputs={count}")
+        rate = ENCODING.audio_sample_rate
         self._videos, self._audios = [], []
         for i, tile in enumerate(layout.tiles):
             source = graph.add_buffer(
                 width=width, height=height, format=av.VideoFormat("yuv420p"), time_base=Fraction(1, template.fps)
             )
-            scale = graph.add("scale", f"{tile.width}:{tile.height}:flags=bilinear")
+            scale = graph.add("scale", _scale_args(tile))
             source.link_to(scale)
             scale.link_to(stack, 0, i)
-            rate = ENCODING.audio_sample_rate
             sound = graph.add("abuffer", f"sample_rate={rate}:sample_fmt=fltp:channel_layout=mono:time_base=1/{rate}")
             sound.link_to(mix, 0, i)
             self._videos.append(source)
@@ -186,6 +186,16 @@ class FilterGraphSide:
     def step(self) -> tuple[list[av.VideoFrame], list[av.AudioFrame]]:
         """What the graph has made so far (a picture per period once every input has given one)."""
         return _drain(self._pictures), _drain(self._sound)
+
+
+def _scale_args(tile: Tile) -> str:
+    """FFmpeg's ``scale`` to a tile's size (bilinear: see the module docstring)."""
+    return f"{tile.width}:{tile.height}:flags=bilinear"
+
+
+def _xstack_args(layout: Layout) -> str:
+    """FFmpeg's ``xstack`` of the layout's tiles, each at its place."""
+    return f"inputs={len(layout.tiles)}:layout={'|'.join(f'{t.x}_{t.y}' for t in layout.tiles)}"
 
 
 def _drain(sink: av.filter.context.FilterContext) -> list:  # type: ignore[type-arg]
@@ -268,9 +278,8 @@ def _aac_encoder() -> av.AudioCodecContext:
 def ffmpeg_command(clips: list[Path], template: EncodeTemplate, seconds: float, threads: int) -> list[str]:
     """The same composite by FFmpeg's filters: tiles at the positions and sizes of Ember's layout."""
     layout = grid(len(clips), template)
-    graph = [f"[{i}:v]scale={t.width}:{t.height}:flags=bilinear,setsar=1[v{i}]" for i, t in enumerate(layout.tiles)]
-    positions = "|".join(f"{t.x}_{t.y}" for t in layout.tiles)
-    graph.append("".join(f"[v{i}]" for i in range(len(clips))) + f"xstack=inputs={len(clips)}:layout={positions}[v]")
+    graph = [f"[{i}:v]scale={_scale_args(t)},setsar=1[v{i}]" for i, t in enumerate(layout.tiles)]
+    graph.append("".join(f"[v{i}]" for i in range(len(clips))) + f"xstack={_xstack_args(layout)}[v]")
     graph.append("".join(f"[{i}:a]" for i in range(len(clips))) + f"amix=inputs={len(clips)}[a]")
     inputs = [arg for clip in clips for arg in ("-threads", str(threads), "-i", str(clip))]
     kbps = f"{template.kbps}k"
