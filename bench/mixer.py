@@ -2,7 +2,7 @@
 
 Nine H.264 640x360@30 clips with audio are made once by FFmpeg (moving test pictures under temporal
 noise, so the encoders cannot make them cheap; a tone each) and kept in ``--clips``. Each round composes
-them into a 3x3 nine_grids_view for each template three ways, one after the other (the order reverses
+them into a 3x3 nine_grids_view for each template four ways, one after the other (the order reverses
 every round; a short run of each before the rounds is not counted):
 
 - Ember: PyAV decode of every input (video and audio) -> ``compute_layout`` + ``Compositor`` ->
@@ -16,16 +16,22 @@ every round; a short run of each before the rounds is not counted):
   same decoded frames and into the same encoders as Ember, in this process. Ember and this side differ
   only in the compositing, so the libraries' versions and build (PyAV's FFmpeg 8 against the system's
   FFmpeg 5.1, whose decoders and libx264 are faster on some machines and slower on others) do not enter
-  this ratio.
+  this ratio;
+- pipeline: Ember's whole mixed-job worker pipeline (``MixPipeline``), fed the room as Janus forwards it:
+  RTP of each clip's own H.264 bitstream (packetized as WebRTC does) and of its tone in Opus (encoded
+  before the rounds, not counted), in 20 ms steps; jitter buffers, depacketizing, decoding, compositor,
+  mixer, encoders and MP4 files, as a job runs. Not a comparison (Opus, not AAC, and muxing): the cost of
+  a mixed job as it runs, which the 0.7-core target is about.
 
-Outputs are encoded and discarded (no muxing on any side). CPU time is user + system from
-``resource.getrusage`` (this process for Ember and libavfilter, its children for FFmpeg), threads
+Outputs of the first three sides are encoded and discarded (no muxing). CPU time is user + system from
+``resource.getrusage`` (this process for Ember, libavfilter and pipeline, its children for FFmpeg), threads
 included. A composite runs for as long as its meeting, so what counts is its cost while it runs: each
 side's CPU for a 1-second run (start-up: FFmpeg's process loading its libraries, about 0.3 CPU-s here, and
 every side opening and probing its nine inputs) is taken off its CPU for the full run, and divided by
 the seconds in between. Printed per template: CPU-seconds per output second for each side (the median
-of the rounds); on the last line, Ember's ratio to FFmpeg and to libavfilter. Targets: ratio to FFmpeg
-at most 1.0 at 720p, Ember at most 0.7 of a core per 720p30 composite.
+of the rounds); on the last line, Ember's ratio to FFmpeg and to libavfilter, and the cost of Ember's
+composite and of its whole mixed job at 720p30. Targets: ratio to FFmpeg at most 1.0 at 720p, Ember at
+most 0.7 of a core per 720p30 composite.
 
     python bench/mixer.py [--seconds 10] [--rounds 4] [--clips DIR]
 """
@@ -34,18 +40,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
 import av
 import av.filter
+from aiortc.codecs.h264 import H264Encoder
+from aiortc.rtp import RtpPacket
+from av.bitstream import BitStreamFilterContext
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -53,8 +64,19 @@ sys.path.insert(0, str(ROOT / "src"))
 from emberrtc.recording.audio_mixer import AudioMixer  # noqa: E402
 from emberrtc.recording.compositor import Compositor  # noqa: E402
 from emberrtc.recording.layout import CAMERA, Layout, Participant, Tile, compute_layout, layout_params  # noqa: E402
+from emberrtc.recording.mix_pipeline import MixPipeline  # noqa: E402
 from emberrtc.recording.mix_video import EncodeTemplate, MixVideoEncoder, parse_template  # noqa: E402
-from emberrtc.recording.plan import Encoding  # noqa: E402
+from emberrtc.recording.plan import (  # noqa: E402
+    H264,
+    OPUS,
+    Encoding,
+    Endpoint,
+    MixInput,
+    MixStream,
+    Mp4Output,
+    ObjectNaming,
+    RecordingPlan,
+)
 
 INPUTS = 9
 WIDTH, HEIGHT, FPS = 640, 360, 30
@@ -272,6 +294,114 @@ def _aac_encoder() -> av.AudioCodecContext:
     return aac
 
 
+# --- Ember's whole mixed job -------------------------------------------------------------------------------
+
+
+class Feed(NamedTuple):
+    """The nine clips as a room forwards them to a mixed job: RTP datagrams of each publisher's H.264 (the
+    clip's own bitstream, packetized as WebRTC does) and Opus (the clip's tone, encoded once here), and the
+    streams the job's plan names; each datagram with its media time."""
+
+    streams: tuple[MixStream, ...]
+    datagrams: tuple[tuple[float, bytes], ...]  # sorted by time
+
+
+def make_feed(clips: list[Path], seconds: float) -> Feed:
+    streams: list[MixStream] = []
+    datagrams: list[tuple[float, bytes]] = []
+    for i, clip in enumerate(clips):
+        video_ssrc, audio_ssrc = 1000 * (i + 1), 1000 * (i + 1) + 1
+        streams += [
+            MixStream(video_ssrc, f"user{i}", CAMERA, "video", H264, i),
+            MixStream(audio_ssrc, f"user{i}", CAMERA, "audio", OPUS, i),
+        ]
+        datagrams += _h264_rtp(clip, video_ssrc, seconds) + _opus_rtp(clip, audio_ssrc, seconds)
+    datagrams.sort(key=lambda item: item[0])
+    return Feed(tuple(streams), tuple(datagrams))
+
+
+def _rtp(ssrc: int, payload_type: int) -> Callable[[bytes, int, bool], bytes]:
+    sequence = itertools.count(ssrc)  # any start will do
+
+    def packet(payload: bytes, timestamp: int, marker: bool) -> bytes:
+        return RtpPacket(
+            payload_type=payload_type, marker=int(marker), sequence_number=next(sequence) % 65536,
+            timestamp=timestamp % (1 << 32), ssrc=ssrc, payload=payload,
+        ).serialize()  # fmt: skip
+
+    return packet
+
+
+def _h264_rtp(clip: Path, ssrc: int, seconds: float) -> list[tuple[float, bytes]]:
+    out: list[tuple[float, bytes]] = []
+    packet = _rtp(ssrc, 96)
+    with av.open(str(clip)) as container:
+        stream = container.streams.video[0]
+        annexb = BitStreamFilterContext("h264_mp4toannexb", stream)
+        for compressed in container.demux(stream):
+            for unit in annexb.filter(compressed):
+                if unit.pts is None or unit.time_base is None:
+                    continue
+                t = float(unit.pts * unit.time_base)
+                if t >= seconds:
+                    return out
+                payloads = H264Encoder._packetize(H264Encoder._split_bitstream(bytes(unit)))
+                for n, payload in enumerate(payloads):
+                    out.append((t, packet(payload, round(t * 90_000), n == len(payloads) - 1)))
+    return out
+
+
+def _opus_rtp(clip: Path, ssrc: int, seconds: float) -> list[tuple[float, bytes]]:
+    out: list[tuple[float, bytes]] = []
+    packet = _rtp(ssrc, 111)
+    opus = av.CodecContext.create("libopus", "w")
+    assert isinstance(opus, av.AudioCodecContext)
+    opus.sample_rate, opus.layout, opus.format, opus.bit_rate = 48_000, "stereo", "s16", 48_000
+    opus.time_base = Fraction(1, 48_000)
+    resampler = av.AudioResampler(format="s16", layout="stereo", rate=48_000, frame_size=960)
+    samples = 0
+    with av.open(str(clip)) as container:
+        for decoded in container.decode(audio=0):
+            decoded.pts = None
+            for frame in resampler.resample(decoded):
+                frame.pts, samples = samples, samples + frame.samples
+                for encoded in opus.encode(frame):
+                    assert encoded.pts is not None
+                    t = encoded.pts / 48_000
+                    if t >= seconds:
+                        return out
+                    out.append((t, packet(bytes(encoded), encoded.pts, False)))
+    return out
+
+
+def pipeline(feed: Feed, template: EncodeTemplate, seconds: float, threads: int, keep: Path | None = None) -> float:
+    """Ember's mixed-job worker pipeline (``MixPipeline``: RTP, jitter buffers, depacketizing, decoding,
+    compositor, mixer, encoders, MP4 files) fed ``seconds`` of the room in 20 ms steps; CPU-seconds. The
+    files are written to a temporary folder, or to ``keep``."""
+    with tempfile.TemporaryDirectory() as temporary:
+        spool = str(keep or temporary)
+        naming = ObjectNaming("{stream}_{file_start_time}", "bench", "m_bench_room", record_type="mix")
+        plan = RecordingPlan(
+            job_id="bench", app_id="bench", room_id="room", stream_name="m_bench_room", location="local",
+            bucket="bench", spool_dir=spool, video=None, audio=None, mp4=Mp4Output(naming, record_cycle=3600),
+            encoding=dataclasses.replace(ENCODING, threads=threads),
+            mix=MixInput(Endpoint(), template.name, {"layout_template": "nine_grids_view"}, feed.streams),
+        )  # fmt: skip
+        start = _cpu(resource.RUSAGE_SELF)
+        job = MixPipeline(plan, lambda report: None, run_id="bench")
+        datagrams = iter(feed.datagrams)
+        pending = next(datagrams, None)
+        origin, step = 1000.0, 0.02
+        for n in range(1, round(seconds / step) + 1):
+            until = n * step
+            while pending is not None and pending[0] < until:
+                job.receive("mix", pending[1], origin + pending[0])
+                pending = next(datagrams, None)
+            job.tick(origin + until)
+        job.close()
+        return _cpu(resource.RUSAGE_SELF) - start
+
+
 # --- FFmpeg ------------------------------------------------------------------------------------------------
 
 
@@ -326,7 +456,12 @@ def main() -> None:
     if seconds < LEAD + 1:
         parser.error(f"--seconds must be at least {LEAD + 1:g}")
     clips = make_clips(args.clips)
-    sides = {"ember": ember, "ffmpeg": ffmpeg, "libavfilter": libavfilter}
+    feed = make_feed(clips, seconds)
+
+    def whole_job(clips: list[Path], template: EncodeTemplate, seconds: float, threads: int) -> float:
+        return pipeline(feed, template, seconds, threads)
+
+    sides = {"ember": ember, "ffmpeg": ffmpeg, "libavfilter": libavfilter, "pipeline": whole_job}
     results: dict[str, dict[str, list[float]]] = {t: {side: [] for side in sides} for t in TEMPLATES}
     # Warm-up, not counted: clips into the page cache, libraries and encoders initialised once.
     for run in sides.values():
@@ -353,7 +488,8 @@ def main() -> None:
     }
     print(
         f"ratio Ember/FFmpeg: {ratios['ffmpeg']}; Ember/libavfilter (same libraries): {ratios['libavfilter']}; "
-        f"Ember 720p30 composite: {median[TEMPLATES[0]]['ember']:.2f} of a core"
+        f"Ember 720p30 composite: {median[TEMPLATES[0]]['ember']:.2f} of a core, "
+        f"whole mixed job (RTP in, MP4 out): {median[TEMPLATES[0]]['pipeline']:.2f}"
     )
 
 

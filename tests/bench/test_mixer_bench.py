@@ -1,8 +1,11 @@
 """``bench/mixer.py``'s two in-process sides compose the same picture: Ember's compositor and the reference
 filter graph (``scale`` + ``xstack`` + ``amix``) put each input's colour in the same tile, one picture per
-output period, and make the same amount of sound. Otherwise the bench would compare different work."""
+output period, and make the same amount of sound. Otherwise the bench would compare different work. Its
+``pipeline`` side, a whole mixed job fed the clips as RTP, records every input in its tile."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import av
 import numpy as np
@@ -57,3 +60,51 @@ def test_both_sides_put_every_input_in_its_tile_once_per_period() -> None:
             inner = rgb[tile.y + 4 : tile.y + tile.height - 4, tile.x + 4 : tile.x + tile.width - 4]
             cell = av.VideoFrame.from_ndarray(np.ascontiguousarray(inner), format="rgb24")
             assert colour_distance(median_rgb(cell), colour) < 12, (tile, colour)
+
+
+def _clip(path: Path, index: int, seconds: float) -> Path:
+    """An H.264 + AAC clip like the bench's, of one colour and one tone (``COLOURS[index]``)."""
+    video = ColourVideo(COLOURS[index], width=bench.WIDTH, height=bench.HEIGHT, marker=False)
+    with av.open(str(path), "w") as container:
+        h264 = container.add_stream("libx264", rate=bench.FPS)
+        h264.width, h264.height, h264.pix_fmt = bench.WIDTH, bench.HEIGHT, "yuv420p"
+        h264.options = {"preset": "ultrafast", "bf": "0"}
+        aac = container.add_stream("aac", rate=48_000, layout="mono")
+        for n in range(round(seconds * bench.FPS)):
+            frame = video.frame(n)
+            frame.pts = n
+            container.mux(h264.encode(frame))
+            sound = _tone(index, n)
+            sound.pts = n * 1600
+            container.mux(aac.encode(sound))
+        container.mux(h264.encode(None))
+        container.mux(aac.encode(None))
+    return path
+
+
+def test_the_whole_job_records_every_input_in_its_tile(tmp_path: Path) -> None:
+    """The ``pipeline`` side is a real mixed job: the clips as RTP in, an MP4 of the grid and the mix out."""
+    clips = [_clip(tmp_path / f"input{i}.mp4", i, 2.0) for i in range(len(COLOURS))]
+    feed = bench.make_feed(clips, 2.0)
+    assert sorted((s.user_id, s.kind, s.codec) for s in feed.streams) == sorted(
+        (f"user{i}", kind, codec) for i in range(9) for kind, codec in (("video", "H264"), ("audio", "OPUS"))
+    )
+    assert [t for t, _ in feed.datagrams] == sorted(t for t, _ in feed.datagrams)
+    template = bench.parse_template("1280*720_30_1710")
+    out = tmp_path / "out"
+    assert bench.pipeline(feed, template, 2.0, 1, keep=out) > 0
+    [mp4] = out.rglob("*.mp4")
+    with av.open(str(mp4)) as container:
+        pictures = [f.reformat(format="yuv420p") for f in container.decode(video=0)]
+    with av.open(str(mp4)) as container:
+        sound = sum(f.samples for f in container.decode(audio=0))
+    # Two seconds of room, less what arrived before the first keyframes were decoded.
+    assert 50 <= len(pictures) <= 60
+    assert 1.7 * 48_000 <= sound <= 2.1 * 48_000
+    tiles = bench.grid(len(COLOURS), template).tiles
+    rgb = pictures[-1].to_ndarray(format="rgb24")
+    assert rgb.shape == (720, 1280, 3)
+    for tile, colour in zip(tiles, COLOURS, strict=True):
+        inner = rgb[tile.y + 4 : tile.y + tile.height - 4, tile.x + 4 : tile.x + tile.width - 4]
+        cell = av.VideoFrame.from_ndarray(np.ascontiguousarray(inner), format="rgb24")
+        assert colour_distance(median_rgb(cell), colour) < 12, (tile, colour)
