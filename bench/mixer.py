@@ -50,7 +50,7 @@ import tempfile
 from collections.abc import Callable, Generator
 from fractions import Fraction
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import av
 import av.filter
@@ -374,17 +374,20 @@ def _opus_rtp(clip: Path, ssrc: int, seconds: float) -> list[tuple[float, bytes]
     return out
 
 
-def pipeline(feed: Feed, template: EncodeTemplate, seconds: float, threads: int, keep: Path | None = None) -> float:
+def pipeline(
+    feed: Feed, template: EncodeTemplate, seconds: float, threads: int, keep: Path | None = None, **encoding: Any
+) -> float:
     """Ember's mixed-job worker pipeline (``MixPipeline``: RTP, jitter buffers, depacketizing, decoding,
     compositor, mixer, encoders, MP4 files) fed ``seconds`` of the room in 20 ms steps; CPU-seconds. The
-    files are written to a temporary folder, or to ``keep``."""
+    files are written to a temporary folder, or to ``keep``; ``encoding`` changes the recording's
+    :class:`Encoding`."""
     with tempfile.TemporaryDirectory() as temporary:
         spool = str(keep or temporary)
         naming = ObjectNaming("{stream}_{file_start_time}", "bench", "m_bench_room", record_type="mix")
         plan = RecordingPlan(
             job_id="bench", app_id="bench", room_id="room", stream_name="m_bench_room", location="local",
             bucket="bench", spool_dir=spool, video=None, audio=None, mp4=Mp4Output(naming, record_cycle=3600),
-            encoding=dataclasses.replace(ENCODING, threads=threads),
+            encoding=dataclasses.replace(ENCODING, threads=threads, **encoding),
             mix=MixInput(Endpoint(), template.name, {"layout_template": "nine_grids_view"}, feed.streams),
         )  # fmt: skip
         start = _cpu(resource.RUSAGE_SELF)

@@ -70,7 +70,7 @@ def _assert_every_colour_in_its_tile(picture: av.VideoFrame, tiles: tuple[Tile, 
         assert colour_distance(median_rgb(cell), colour) < 12, (tile, colour)
 
 
-def _clip(path: Path, index: int, seconds: float) -> Path:
+def make_clip(path: Path, index: int, seconds: float) -> Path:
     """An H.264 + AAC clip like the bench's, of one colour and one tone (``COLOURS[index]``)."""
     video = ColourVideo(COLOURS[index], width=bench.WIDTH, height=bench.HEIGHT, marker=False)
     with av.open(str(path), "w") as container:
@@ -92,7 +92,7 @@ def _clip(path: Path, index: int, seconds: float) -> Path:
 
 def test_the_whole_job_records_every_input_in_its_tile(tmp_path: Path) -> None:
     """The ``pipeline`` side is a real mixed job: the clips as RTP in, an MP4 of the grid and the mix out."""
-    clips = [_clip(tmp_path / f"input{i}.mp4", i, 2.0) for i in range(len(COLOURS))]
+    clips = [make_clip(tmp_path / f"input{i}.mp4", i, 2.0) for i in range(len(COLOURS))]
     feed = bench.make_feed(clips, 2.0)
     assert sorted((s.user_id, s.kind, s.codec) for s in feed.streams) == sorted(
         (f"user{i}", kind, codec) for i in range(9) for kind, codec in (("video", "H264"), ("audio", "OPUS"))

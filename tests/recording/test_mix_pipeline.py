@@ -5,6 +5,7 @@ the supervisor around it are in ``test_mix_supervisor.py``)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from emberrtc.recording.plan import (
 from emberrtc.recording.reports import FileCompleted, KeyframeRequest, MediaState, PushState, Report
 from emberrtc.synthetic import SineTone, beep_and_flash, beep_times, colour_distance, dominant_frequency, flash_times
 from tests.recording.publisher import AUDIO, Publisher
-from tests.recording.readback import first_frame_is_keyframe, read_back
+from tests.recording.readback import first_frame_is_keyframe, read_back, video_packets
 from tests.support.rtmp_server import RtmpServer, rtmp_skip_reason
 from tests.support.waiting import wait_for
 
@@ -82,11 +83,12 @@ class MixDriver:
     """Feeds several publishers' packets to a mixed pipeline as a live room would: 20 ms of media per step,
     arriving at that step's (fake) monotonic instant, the pipeline ticked after each step."""
 
-    def __init__(self, plan: RecordingPlan, users: list[User]) -> None:
+    def __init__(self, plan: RecordingPlan, users: list[User], cpu_clock: Callable[[], float] | None = None) -> None:
         self.users = {u.user_id: u for u in users}
         self.now = 100.0
         self.reports: list[Report] = []
-        self.pipeline = MixPipeline(plan, self._report, wall_clock=lambda: WALL, run_id="t")
+        extra = {} if cpu_clock is None else {"cpu_clock": cpu_clock}
+        self.pipeline = MixPipeline(plan, self._report, wall_clock=lambda: WALL, run_id="t", **extra)
 
     def _report(self, report: Report) -> None:
         self.reports.append(report)
@@ -277,6 +279,65 @@ def test_a_live_layout_change_shows_within_one_second(tmp_path: Path) -> None:
     shown = [float(fr.time or 0.0) for fr in rb.video if layout_of(fr) == (True, False)]
     assert shown and shown[0] - change < 1.0, (shown[:1], change)
     assert colour_distance(cell_rgb(frame_at(rb.video, change + 1.5), 320, 240, 320, 240), RED) < 40
+
+
+class JobCpu:
+    """The job's CPU clock as the test says: ``load`` CPU-seconds per second of the driver's clock."""
+
+    def __init__(self, driver: Callable[[], float], load: float) -> None:
+        self.driver, self.load = driver, load
+        self.spent, self.last = 0.0, driver()
+
+    def __call__(self) -> float:
+        now = self.driver()
+        self.spent, self.last = self.spent + self.load * (now - self.last), now
+        return self.spent
+
+
+def test_a_job_that_needs_more_than_a_core_decodes_and_encodes_on_several_threads_in_the_same_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    colours = _distinct_colours(9)
+    users = [
+        User(f"u{i}", i, Publisher("H264", colour=colours[i], width=160, height=90, fps=15, tone=None, seed=i))
+        for i in range(9)
+    ]
+    plan = mix_plan(
+        tmp_path, "640x480_15_500", {"layout_template": "nine_grids_view"}, tuple(s for u in users for s in u.streams())
+    )
+    assert plan.encoding.mix_parallel_load == 0.75  # the default: parallel above three quarters of a core
+    d: MixDriver | None = None
+    cpu = JobCpu(lambda: d.now if d is not None else 100.0, load=0.9)
+    d = MixDriver(plan, users, cpu_clock=cpu)
+    with caplog.at_level("INFO", logger="emberrtc.recording.mix_pipeline"):
+        d.send(3.5)  # the first second of output is not judged; the second is at 0.9: parallel from then on
+        cpu.load = 0.2  # the job got lighter: one thread again, from the next judged second
+        d.send(1.5)
+        parallel_steps = d.pipeline.stats.parallel_steps
+        d.send(1.0)
+        assert d.pipeline.stats.parallel_steps == parallel_steps
+    d.pipeline.close()
+    said = [r.getMessage() for r in caplog.records if "CPU-s per output second" in r.getMessage()]
+    assert len(said) == 2 and "decoding and encoding on" in said[0] and "back to one thread" in said[1], said
+    if (os.cpu_count() or 1) > 1:
+        assert parallel_steps >= 15  # a second of output and more, each step's inputs decoded side by side
+
+    (f,) = d.of(FileCompleted)  # one file: threads come and go inside it
+    rb = read_back(f.path)
+    times = [float(fr.time or 0.0) for fr in rb.video]
+    assert np.allclose(np.diff(times), 1 / 15, atol=0.002)
+    assert len(rb.video) == pytest.approx(15 * f.duration, abs=2)
+    # The encoder was opened again at each change, starting with an IDR: the first frame's, then one at each
+    # change, 2 s apart (the GOP is 4 s: no other keyframe in the file).
+    keyframes = [float(p.pts * p.time_base) for p in video_packets(f.path) if p.is_keyframe]  # type: ignore[operator]
+    assert len(keyframes) == 3 and keyframes[1] - keyframes[0] < 3.0 and keyframes[2] - keyframes[1] < 3.0, keyframes
+    # Every user in the cell, on one thread, on several, and on one again.
+    for t in (times[0] + 0.9, times[0] + 2.5, times[-1] - 0.3):
+        frame = frame_at(rb.video, t)
+        for i in range(9):
+            x, y = (i % 3) * 213, (i // 3) * 160
+            got = cell_rgb(frame, x, y, 213, 160)
+            assert colour_distance(got, colours[i]) < 45, (t, i, got, colours[i])
 
 
 def test_audio_only_has_no_video_and_mixes_the_three_loudest(tmp_path: Path) -> None:

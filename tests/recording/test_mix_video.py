@@ -100,6 +100,28 @@ def test_forced_keyframes_are_idr_frames_and_only_there() -> None:
         assert h264.IDR in nals and h264.SPS in nals
 
 
+def test_new_threads_start_with_an_idr_and_the_same_parameter_sets_and_lose_no_frame() -> None:
+    template = parse_template("640*480_30_1000")
+    encoder = MixVideoEncoder(template)
+    rng = np.random.default_rng(3)
+    packets: list[av.Packet] = []
+    for n in range(40):
+        if n in (10, 25):
+            packets.extend(encoder.set_threads(2 if n == 10 else 1))
+        packets.extend(encoder.encode(noisy(template, n, rng), template.pts(n)))
+    assert encoder.set_threads(1) == []  # the same count: nothing to do
+    packets.extend(encoder.flush())
+    assert [p.pts for p in packets] == [template.pts(n) for n in range(40)]
+    assert [n for n, p in enumerate(packets) if p.is_keyframe] == [0, 10, 25]
+    parameter_sets = {
+        n: [nal for nal in h264.split_annexb(bytes(packets[n])) if h264.nal_type(nal) in (h264.SPS, h264.PPS)]
+        for n in (0, 10, 25)
+    }
+    assert parameter_sets[0] == parameter_sets[10] == parameter_sets[25]  # an MP4 file goes on with one SPS
+    decoder = av.CodecContext.create("h264", "r")
+    assert len([f for p in packets for f in decoder.decode(p)] + list(decoder.decode(None))) == 40
+
+
 def test_bit_rate_is_within_20_percent_of_the_template_on_a_noisy_source() -> None:
     template = parse_template("640*480_30_1000")
     seconds = 4

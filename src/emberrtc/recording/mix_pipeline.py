@@ -40,6 +40,7 @@ Every two seconds of output the composite is also written, small, as the job's l
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -55,6 +56,7 @@ from emberrtc.recording.audio_mixer import MAX_QUEUE, AudioMixer
 from emberrtc.recording.compositor import Compositor
 from emberrtc.recording.depacketizer import Depacketizer, EncodedFrame, OpusDepacketizer
 from emberrtc.recording.layout import Layout, Participant, compute_layout, layout_params
+from emberrtc.recording.mix_decoding import LoadGauge, ParallelDecoder, decode
 from emberrtc.recording.mix_images import MixImages, decode_image
 from emberrtc.recording.mix_preview import PreviewWriter
 from emberrtc.recording.mix_video import EncodeTemplate, MixVideoEncoder, parse_template
@@ -112,6 +114,7 @@ class MixStats:
     unknown_packets: int = 0  # RTP with an SSRC the plan does not name (a stream just removed, or stray)
     decode_errors: int = 0
     layouts: list[Layout] = field(default_factory=list)  # every layout applied, in order
+    parallel_steps: int = 0  # output steps whose pictures were decoded on several threads (mix_decoding)
 
 
 class MixPipeline(Pipeline):
@@ -125,9 +128,11 @@ class MixPipeline(Pipeline):
         *,
         wall_clock: Callable[[], float] = time.time,
         run_id: str | None = None,
+        cpu_clock: Callable[[], float] = time.process_time,
     ) -> None:
         if plan.mix is None:
             raise ValueError("a mixed pipeline needs a plan with mix inputs")
+        self._cpu_clock = cpu_clock
         super().__init__(plan, report, wall_clock=wall_clock, run_id=run_id)
 
     # --- inputs ----------------------------------------------------------------------------------------------
@@ -157,10 +162,18 @@ class MixPipeline(Pipeline):
         self._compositor: Compositor | None = None
         self._encoder: MixVideoEncoder | None = None
         self.preview: PreviewWriter | None = None
+        # Video decoded and encoded on one thread, or on several once the job needs more than a core
+        # (mix_decoding).
+        self._gauge: LoadGauge | None = None
+        self._parallel: ParallelDecoder | None = None
         if not mix.audio_only:
+            self._gauge = LoadGauge(e.mix_parallel_load, cpu=self._cpu_clock)
+            if self._gauge.parallel:
+                self._parallel = ParallelDecoder(e.mix_decode_threads)
             self._template = parse_template(mix.encode_template)
             self._compositor = Compositor(self._template.width, self._template.height)
-            self._encoder = MixVideoEncoder(self._template, e)
+            threads = self._parallel.threads if self._parallel is not None else e.threads
+            self._encoder = MixVideoEncoder(self._template, dataclasses.replace(e, threads=threads))
             self.preview = PreviewWriter(self.spool, self._template.width, self._template.height)
         self._step = 1 / self._template.fps if self._template is not None else AUDIO_STEP
         self._inputs: dict[int, _Input] = {}  # by SSRC
@@ -391,17 +404,44 @@ class MixPipeline(Pipeline):
 
     def _show_video(self, t: float) -> None:
         """Each video input's pictures whose output instant (due + delay - mix_latency) has come by output
-        instant ``t`` are decoded; the compositor gets the newest."""
+        instant ``t`` are decoded (on several threads when the job needs them); the compositor gets the
+        newest."""
+        assert self._compositor is not None
         horizon = t + self.plan.timing.mix_latency
+        streams: list[_Input] = []
+        work: list[tuple[av.VideoCodecContext, list[EncodedFrame]]] = []
         for stream in list(self._inputs.values()):
             waiting = stream.waiting
             if not waiting:
                 continue
             delay = self._delay(stream.publication)
+            due = []
             while waiting and waiting[0][0] + delay <= horizon:
-                self._decode(stream, waiting.popleft()[1])
+                due.append(waiting.popleft()[1])
+            if due:
+                decoder = self._decoder(stream)
+                assert isinstance(decoder, av.VideoCodecContext)
+                streams.append(stream)
+                work.append((decoder, due))
+        if self._parallel is not None and self._parallel.threads > 1 and len(work) > 1:
+            results = self._parallel.decode(work)
+            self.stats.parallel_steps += 1
+        else:
+            results = [decode(decoder, frames) for decoder, frames in work]
+        for stream, decoded in zip(streams, results, strict=True):
+            for exc in decoded.errors:
+                self._decode_failed(stream, exc)
+            if decoded.picture is not None:
+                self._compositor.update(stream.source, decoded.picture)
 
-    def _decode(self, stream: _Input, frame: EncodedFrame, at: int | None = None) -> None:
+    def _decode_failed(self, stream: _Input, exc: av.FFmpegError) -> None:
+        stream.decode_errors += 1
+        self.stats.decode_errors += 1
+        log.debug("%s: decode error: %s", stream.spec.key, exc)
+        if stream.spec.kind == "video":
+            self._ask_input_keyframe(stream, "undecodable picture")
+
+    def _decoder(self, stream: _Input) -> av.VideoCodecContext | av.AudioCodecContext:
         spec = stream.spec
         if stream.decoder is None:
             name = "opus" if spec.kind == "audio" else ("h264" if spec.codec == H264 else "vp8")
@@ -412,19 +452,18 @@ class MixPipeline(Pipeline):
                 decoder.sample_rate = 48_000  # RFC 7587
                 decoder.layout = "stereo"
             stream.decoder = decoder
+        return stream.decoder
+
+    def _decode(self, stream: _Input, frame: EncodedFrame, at: int | None = None) -> None:
+        """An audio frame decoded into the mixer at position ``at`` (video: :meth:`_show_video`)."""
+        decoder = self._decoder(stream)
         try:
-            decoded = stream.decoder.decode(av.Packet(frame.data))
+            decoded = decoder.decode(av.Packet(frame.data))
         except av.FFmpegError as exc:
-            stream.decode_errors += 1
-            self.stats.decode_errors += 1
-            log.debug("%s: decode error: %s", spec.key, exc)
-            if spec.kind == "video":
-                self._ask_input_keyframe(stream, "undecodable picture")
+            self._decode_failed(stream, exc)
             return
         for item in decoded:
-            if isinstance(item, av.VideoFrame) and self._compositor is not None:
-                self._compositor.update(stream.source, item)
-            elif isinstance(item, av.AudioFrame):
+            if isinstance(item, av.AudioFrame):
                 self._mixer.push(stream.mixer_key, item, at)
                 at = None  # more frames from one packet follow the first
 
@@ -460,10 +499,39 @@ class MixPipeline(Pipeline):
         wrote = self._write_audio(self._audio.push_samples(mixed, round(r * rate))) or wrote
         self._steps += 1
         self.stats.frames += 1
+        if self._gauge is not None and self._gauge.output(self._step):
+            self._use_threads(self._gauge.parallel)
         self._retire_done()
         if wrote and not self._recording:
             self._recording = True
             self._report(MediaState("recording", "recording"))
+
+    def _use_threads(self, parallel: bool) -> None:
+        """Decode on several threads from the next step on (``parallel``), or on this one again."""
+        assert self._gauge is not None
+        if parallel and self._parallel is None:
+            self._parallel = ParallelDecoder(self.plan.encoding.mix_decode_threads)
+            threads = self._parallel.threads
+            log.info(
+                "mix: %.2f CPU-s per output second; decoding and encoding on %d threads", self._gauge.load, threads
+            )
+        elif not parallel and self._parallel is not None:
+            self._parallel.close()
+            self._parallel = None
+            threads = self.plan.encoding.threads
+            log.info("mix: %.2f CPU-s per output second; back to one thread", self._gauge.load)
+        else:
+            return
+        if self._encoder is not None:
+            self._write_video([self._packet(p) for p in self._encoder.set_threads(threads)])
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self._parallel is not None:
+                self._parallel.close()
+                self._parallel = None
 
     def _packet(self, packet: av.Packet) -> VideoPacket:
         assert self._template is not None and packet.pts is not None

@@ -56,9 +56,16 @@ class MixVideoEncoder:
     """Compositor output -> H.264 packets (``pts``/``dts`` in :data:`TIME_BASE`)."""
 
     def __init__(self, template: EncodeTemplate, encoding: Encoding | None = None) -> None:
-        encoding = encoding or Encoding()
+        self.encoding = encoding or Encoding()
         self.template = template
         self.time_base = TIME_BASE
+        self.threads = self.encoding.threads
+        self._encoder = self._open(self.threads)
+        self._force = True  # the first frame is a keyframe anyway; say so
+        self.frames = 0
+
+    def _open(self, threads: int) -> av.VideoCodecContext:
+        template, encoding = self.template, self.encoding
         encoder = av.CodecContext.create("libx264", "w")
         assert isinstance(encoder, av.VideoCodecContext)
         encoder.width, encoder.height = template.width, template.height
@@ -67,7 +74,7 @@ class MixVideoEncoder:
         encoder.framerate = Fraction(template.fps, 1)
         encoder.gop_size = max(1, round(encoding.video_gop_seconds * template.fps))
         encoder.bit_rate = template.kbps * 1000
-        encoder.thread_count = encoding.threads
+        encoder.thread_count = threads
         encoder.thread_type = "AUTO"
         kbps = str(template.kbps)
         encoder.options = {
@@ -77,9 +84,17 @@ class MixVideoEncoder:
             "x264-params": f"vbv-maxrate={kbps}:vbv-bufsize={kbps}",
         }
         encoder.open()
-        self._encoder = encoder
-        self._force = True  # the first frame is a keyframe anyway; say so
-        self.frames = 0
+        return encoder
+
+    def set_threads(self, threads: int) -> list[av.Packet]:
+        """Encode on ``threads`` threads from the next frame on, which is an IDR. Returns what the encoder
+        held. The stream goes on: threads change neither the parameter sets nor the timestamps."""
+        if threads == self.threads:
+            return []
+        held = self.flush()
+        self._encoder, self.threads = self._open(threads), threads
+        self._force = True
+        return held
 
     def force_keyframe(self) -> None:
         """The next frame is an IDR (file cut, HLS segment, RTMP join)."""

@@ -191,6 +191,11 @@ class Encoding:
     audio_coder: str = "fast"  # FFmpeg aac encoder's aac_coder: fast | twoloop | anmr
     #: Codec threads per encoder/decoder: one job per process, many processes per machine.
     threads: int = 1
+    #: A mixed job whose CPU per second of output passes this share of a core decodes its video inputs on
+    #: up to ``mix_decode_threads`` threads (at most the machine's cores); 0: from the start
+    #: (``recording.mix_decoding``).
+    mix_parallel_load: float = 0.75
+    mix_decode_threads: int = 4
 
 
 @dataclass(frozen=True)
