@@ -24,7 +24,7 @@ from tests.support.server import ServerThread
 
 from emberrtc.bootstrap import Services
 from emberrtc.media.janus_client import JanusClient
-from emberrtc.media.janus_config import JanusConfig
+from emberrtc.media.janus_config import JanusConfig, free_loopback_ports
 from emberrtc.media.janus_process import Backoff, JanusProcess
 from emberrtc.media.plane import JanusMediaPlane
 from emberrtc.store.models import App
@@ -68,21 +68,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def free_tcp_port() -> int:
-    """A TCP port on loopback that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def make_config(**overrides: object) -> JanusConfig:
     """A config for a test Janus: fresh loopback ports, ICE on the namespace address."""
-    settings: dict[str, object] = {
-        "http_port": free_tcp_port(),
-        "admin_port": free_tcp_port(),
-        "ws_port": free_tcp_port(),
-        "ice_enforce_list": MEDIA_IP,
-    }
+    http, admin, ws = free_loopback_ports(3)
+    settings: dict[str, object] = {"http_port": http, "admin_port": admin, "ws_port": ws, "ice_enforce_list": MEDIA_IP}
     settings.update(overrides)
     return JanusConfig(**settings)  # type: ignore[arg-type]
 

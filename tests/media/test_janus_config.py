@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import socket
 import stat
 from pathlib import Path
 
 import pytest
 
-from emberrtc.media.janus_config import JanusConfig, render_jcfg
+from emberrtc.media.janus_config import JanusConfig, free_loopback_ports, render_jcfg
 
 
 def _parse(text: str) -> dict[str, dict[str, object]]:
@@ -165,3 +166,13 @@ def test_rendering_quotes_and_rejects_control_characters() -> None:
 def test_invalid_settings_are_refused(settings: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         JanusConfig(**settings)  # type: ignore[arg-type]
+
+
+def test_loopback_ports_for_janus_are_free_and_all_different() -> None:
+    for _ in range(200):  # drawn one by one and closed, the kernel hands the same port out again at times
+        ports = free_loopback_ports(3)
+        assert len(set(ports)) == 3
+        JanusConfig(http_port=ports[0], admin_port=ports[1], ws_port=ports[2])
+    for port in free_loopback_ports(3):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", port))  # free again once chosen

@@ -10,6 +10,7 @@ player would find them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import socket
 import time
@@ -207,9 +208,32 @@ class Engine:
         return [r.state for j, r in self.reports if j == job_id and isinstance(r, MediaState)]
 
 
+class DescribedJobs(FakeJobs):
+    """The job service's calls, with descriptions."""
+
+    async def mark_running(self, job_id: str, description: str = "recording") -> None:
+        self.calls.append(("running", job_id, description))
+
+    async def describe(self, job_id: str, description: str) -> None:
+        self.calls.append(("describe", job_id, description))
+
+    def described(self, job_id: str) -> list[str]:
+        return [c[2] for c in self.calls if c[0] == "describe" and c[1] == job_id]
+
+
 @pytest.fixture(name="engine")
 async def engine_fixture(tmp_path: Path) -> AsyncIterator[Engine]:
-    outputs, jobs, source = FakeOutputs(tmp_path / "store"), FakeJobs(), FakeSource()
+    async with running_engine(tmp_path) as e:
+        yield e
+
+
+@contextlib.asynccontextmanager
+async def running_engine(
+    tmp_path: Path, timing: Timing = TIMING, jobs: FakeJobs | None = None
+) -> AsyncIterator[Engine]:
+    """A supervisor with fake outputs, jobs and media source, its workers real, on ``timing``."""
+    outputs, source = FakeOutputs(tmp_path / "store"), FakeSource()
+    jobs = jobs or FakeJobs()
     spool = tmp_path / "spool"
     supervisor = RecordingSupervisor(
         outputs,
@@ -218,13 +242,15 @@ async def engine_fixture(tmp_path: Path) -> AsyncIterator[Engine]:
         jobs=jobs,
         max_restarts=0,
         stop_timeout=60,
-        timing=TIMING,
+        timing=timing,
         outbound_allow=("127.0.0.1",),  # the tests' RTMP server
     )
     e = Engine(supervisor, outputs, jobs, source, spool)
     supervisor.listeners.append(e.listen)
-    yield e
-    await supervisor.close()
+    try:
+        yield e
+    finally:
+        await supervisor.close()
 
 
 def rule(

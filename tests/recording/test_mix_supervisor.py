@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from emberrtc.domain.ports import JobSpec
-from emberrtc.recording.plan import MixStream
+from emberrtc.recording.plan import Encoding, MixStream
 from emberrtc.recording.source import MixTarget
 from emberrtc.recording.supervisor import RecordingSupervisor
 from emberrtc.synthetic import colour_distance, median_rgb
@@ -81,10 +81,17 @@ class Room:
 
 
 @pytest.fixture(name="mix_engine")
-async def mix_engine_fixture(tmp_path: Path) -> AsyncIterator[Engine]:
+async def mix_engine_fixture(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
+    """A supervisor with a fake room; ``request.param`` (indirect parametrization): the plans' Encoding."""
     outputs, jobs, source = FakeOutputs(tmp_path / "store"), FakeJobs(), MixSource()
     supervisor = RecordingSupervisor(
-        outputs, source, spool_root=tmp_path / "spool", jobs=jobs, max_restarts=0, timing=TIMING
+        outputs,
+        source,
+        spool_root=tmp_path / "spool",
+        jobs=jobs,
+        max_restarts=0,
+        timing=TIMING,
+        encoding=getattr(request, "param", None),
     )
     e = Engine(supervisor, outputs, jobs, source, tmp_path / "spool")
     supervisor.listeners.append(e.listen)
@@ -102,6 +109,9 @@ def completed(engine: Engine) -> list[Any]:
     return engine.outputs.named("file_completed")
 
 
+@pytest.mark.parametrize(
+    "mix_engine", [None, Encoding(mix_parallel_load=0.0)], ids=["one thread", "several threads"], indirect=True
+)
 async def test_a_mixed_job_follows_the_room_through_its_worker(mix_engine: Engine) -> None:
     e = mix_engine
     source = e.source

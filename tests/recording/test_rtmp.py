@@ -31,7 +31,7 @@ from emberrtc.recording.reports import FileCompleted, MediaState, PushState
 from emberrtc.recording.rtmp import AUDIO, VIDEO, PushQueue, QueuedPacket, RtmpPush, mask_url, target_id
 from emberrtc.recording.video import VideoPacket
 from emberrtc.synthetic import ColourVideo, colour_distance, dominant_frequency, median_rgb, parse_colour
-from tests.recording.engine import Engine, FakeJobs, engine_fixture, job_spec, rule
+from tests.recording.engine import DescribedJobs, Engine, engine_fixture, job_spec, rule
 from tests.recording.publisher import Publisher
 from tests.recording.readback import Readback, first_frame_is_keyframe, picture_nals, read_back
 from tests.recording.test_pipeline import NAMING, Driver, plan_for
@@ -461,16 +461,6 @@ def test_a_push_connects_to_the_vetted_address_and_a_changed_answer_is_refused(
 
 
 # --- through the supervisor and a worker process --------------------------------------------------------------
-
-
-class DescribedJobs(FakeJobs):
-    """The job service's calls, with descriptions."""
-
-    async def mark_running(self, job_id: str, description: str = "recording") -> None:
-        self.calls.append(("running", job_id, description))
-
-    async def describe(self, job_id: str, description: str) -> None:
-        self.calls.append(("describe", job_id, description))
 
 
 async def test_a_job_without_record_param_or_rtmp_urls_is_refused(engine: Engine) -> None:

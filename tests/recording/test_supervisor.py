@@ -18,7 +18,7 @@ from emberrtc.domain.errors import BucketNotExist
 from emberrtc.recording.outputs import FileTarget
 from emberrtc.recording.plan import SourceFormat
 from emberrtc.synthetic import colour_distance, dominant_frequency, median_rgb
-from tests.recording.engine import TIMING, Call, Engine, engine_fixture, job_spec, rule
+from tests.recording.engine import TIMING, Call, DescribedJobs, Engine, engine_fixture, job_spec, rule, running_engine
 from tests.recording.publisher import Publisher
 from tests.recording.readback import first_frame_is_keyframe, picture_nals, read_back, video_packets
 
@@ -265,3 +265,21 @@ async def test_a_source_with_other_codecs_gets_a_new_worker_on_the_same_ports(en
     rb = read_back(stored(engine, vp8))
     assert rb.video_codec == "h264" and colour_distance(median_rgb(rb.middle_frame), GREEN) < 25
     assert not [c for c in engine.jobs.calls if c[0] == "stopped"] and len(engine.outputs.named("job_over")) == 1
+
+
+async def test_a_worker_that_does_not_keep_up_is_in_the_jobs_description_until_it_does(tmp_path: Path) -> None:
+    """Any lag counts here (``behind`` 0): the worker reads each datagram after it arrived, so it reports
+    being late as soon as media flows, and keeping up when nothing is left to read."""
+    jobs = DescribedJobs()
+    async with running_engine(tmp_path, replace(TIMING, behind=0.0, behind_for=0.0), jobs) as engine:
+        engine.source.publishers["late"] = Publisher("H264")
+        await engine.supervisor.start(job_spec("late", rule()))
+        late = "s behind its media: this machine does not keep up with the job"
+        await engine.publish("late", 1.0)
+        await engine.wait_for(lambda: any(late in d for d in jobs.described("late")), what="the lag described")
+        assert any(d.startswith("recording; 0.") for d in jobs.described("late")), jobs.described("late")
+        # Nothing more is sent: nothing waits to be read, the worker keeps up again.
+        await engine.wait_for(
+            lambda: jobs.described("late") and late not in jobs.described("late")[-1], what="the lag gone"
+        )
+        await engine.supervisor.stop("late")

@@ -9,9 +9,18 @@ import sys
 from pathlib import Path
 
 from emberrtc.recording import reports
-from emberrtc.recording.plan import AudioInput, Endpoint, Mp4Output, ObjectNaming, RecordingPlan, VideoCap, VideoInput
-from emberrtc.recording.reports import Exited, FileCompleted, FileStarted, Ready
-from emberrtc.recording.worker import JOURNAL
+from emberrtc.recording.plan import (
+    AudioInput,
+    Endpoint,
+    Mp4Output,
+    ObjectNaming,
+    RecordingPlan,
+    Timing,
+    VideoCap,
+    VideoInput,
+)
+from emberrtc.recording.reports import Behind, Exited, FileCompleted, FileStarted, Ready, Report
+from emberrtc.recording.worker import JOURNAL, LagWatch
 from tests.recording.publisher import Publisher
 from tests.recording.readback import read_back
 
@@ -93,3 +102,48 @@ def test_a_worker_finishes_its_files_when_the_server_goes_away(tmp_path: Path) -
     done = journal[1]
     assert isinstance(done, FileCompleted)
     assert read_back(done.path).duration > 0.5
+
+
+class Reports(list[Report]):
+    def __call__(self, report: Report) -> None:
+        self.append(report)
+
+
+def rounds(watch: LagWatch, start: float, seconds: float, lag: float | None, every: float = 0.05) -> float:
+    """Rounds of reading every ``every`` s for ``seconds``, each reading datagrams ``lag`` s old (None:
+    nothing read); the time after the last."""
+    now = start
+    while now < start + seconds - 1e-9:
+        now += every
+        watch.round(now, None if lag is None else now - lag)
+    return now
+
+
+def test_a_worker_that_reads_its_media_late_for_a_while_says_so_and_says_when_it_keeps_up_again() -> None:
+    said = Reports()
+    watch = LagWatch(Timing(behind=1.0, behind_for=2.0), said, repeat=5.0)
+    now = rounds(watch, 0.0, 10.0, 0.05)  # keeping up
+    now = rounds(watch, now, 1.5, 3.0)  # a stall of 1.5 s (a disk, a collection): not a lasting lag
+    now = rounds(watch, now, 1.0, 0.05)
+    assert said == [] and not watch.behind
+    now = rounds(watch, now, 2.1, 1.4)  # late for over 2 s
+    assert said == [Behind(1.4)] and watch.behind
+    now = rounds(watch, now, 5.0, 1.8)  # still late: the figure again after 5 s
+    assert said == [Behind(1.4), Behind(1.8)]
+    now = rounds(watch, now, 1.0, 0.2)  # within a quarter of the limit, but not yet for 2 s
+    now = rounds(watch, now, 0.5, 0.6)  # a little late again: the count starts over
+    assert said[-1] == Behind(1.8)
+    rounds(watch, now, 2.1, None)  # nothing waits to be read
+    assert said == [Behind(1.4), Behind(1.8), Behind(0.0)] and not watch.behind
+
+
+def test_a_lag_that_rounds_to_nothing_is_still_reported_as_late() -> None:
+    said = Reports()
+    watch = LagWatch(Timing(behind=0.0, behind_for=0.0), said)
+    watch.round(10.0, 9.999)
+    watch.round(10.05, None)
+    assert said == [Behind(0.01), Behind(0.0)]
+
+
+def test_behind_reports_go_through_the_protocol() -> None:
+    assert reports.decode(reports.encode(Behind(1.25))) == Behind(1.25)

@@ -12,10 +12,12 @@ its own; the only ICE candidates it gathers are on the interface or address in `
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import ipaddress
 import os
 import secrets
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -356,3 +358,16 @@ def _acl(key: str, bind_ip: str) -> dict[str, JcfgValue]:
 
 def _url_host(ip: str) -> str:
     return f"[{ip}]" if ":" in ip else ip
+
+
+def free_loopback_ports(n: int) -> list[int]:
+    """``n`` different TCP ports on loopback that are free now, for Janus's HTTP, admin and WebSocket
+    transports. All are held open while they are chosen: a port closed before the next is asked for may be
+    handed out again, and Janus cannot listen twice on one."""
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(n):
+            sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports

@@ -31,7 +31,6 @@ import enum
 import logging
 import secrets
 import shutil
-import socket
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +47,7 @@ from .janus_client import (
     RtpForwardStream,
     VideoRoomHandle,
 )
-from .janus_config import JanusConfig
+from .janus_config import JanusConfig, free_loopback_ports
 from .janus_process import Backoff, JanusNotInstalledError, JanusProcess
 
 if TYPE_CHECKING:
@@ -415,12 +414,6 @@ def janus_room_id(app_id: str, room_id: str) -> str:
 # -- the plane ----------------------------------------------------------------------------------------
 
 
-def _free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _port_range(text: str) -> tuple[int, int] | None:
     if not text:
         return None
@@ -475,10 +468,11 @@ class JanusMediaPlane:
         """A plane on fresh loopback ports, with its private Janus config in ``data_dir/janus``."""
         from emberrtc.config import public_ip_list
 
+        http_port, admin_port, ws_port = free_loopback_ports(3)
         config = JanusConfig(
-            http_port=_free_loopback_port(),
-            admin_port=_free_loopback_port(),
-            ws_port=_free_loopback_port(),
+            http_port=http_port,
+            admin_port=admin_port,
+            ws_port=ws_port,
             ice_enforce_list=settings.media_ip or None,
             rtp_port_range=_port_range(settings.media_ports),
             nat_1_1_mapping=",".join(public_ip_list(settings.media_public_ip)) or None,

@@ -229,6 +229,11 @@ class Timing:
     #: Mixed jobs: the output is composed this long after the wall clock, so that inputs delayed by the
     #: jitter buffer and decoding are in the frame they belong to.
     mix_latency: float = 0.3
+    #: A worker that reads its media more than ``behind`` seconds after it arrived, for ``behind_for``
+    #: seconds, reports it (the machine does not keep up with the job); caught up again once it reads within
+    #: a quarter of that for as long (``worker.LagWatch``).
+    behind: float = 1.0
+    behind_for: float = 2.0
 
 
 @dataclass(frozen=True)

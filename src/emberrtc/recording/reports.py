@@ -116,6 +116,14 @@ class WorkerError:
 
 
 @dataclass(frozen=True)
+class Behind:
+    """The worker reads its media ``seconds`` after it arrived (0: it keeps up again): the machine does not
+    keep up with the job, whose output falls behind the room and loses what the socket cannot hold."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Exited:
     """The worker's last line: every file is closed and reported."""
 
@@ -132,6 +140,7 @@ Report = (
     | Progress
     | PushState
     | WorkerError
+    | Behind
     | Exited
 )
 
@@ -145,6 +154,7 @@ _TYPES: dict[str, type[Any]] = {
     "progress": Progress,
     "push_state": PushState,
     "error": WorkerError,
+    "behind": Behind,
     "exited": Exited,
 }
 _NAMES = {cls: name for name, cls in _TYPES.items()}

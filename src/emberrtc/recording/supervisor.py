@@ -64,6 +64,7 @@ from emberrtc.recording.plan import (
     build_plan,
 )
 from emberrtc.recording.reports import (
+    Behind,
     Exited,
     FileCompleted,
     FileStarted,
@@ -162,6 +163,7 @@ class _Job:
     streams: tuple[MixStream, ...] = ()  # the room's streams as forwarded
     images: MixImageFiles = field(default_factory=MixImageFiles)
     image_problems: list[str] = field(default_factory=list)  # images that could not be used, and why
+    behind: float = 0.0  # the worker's latest Behind: how late it reads its media (0: it keeps up)
 
     def plan_now(self) -> RecordingPlan:
         """The plan with the names taken so far reserved (a restarted worker must not reuse them)."""
@@ -669,6 +671,20 @@ class RecordingSupervisor:
             after = _description(j)
             if after != before and self._jobs is not None and not (j.stopping or j.closing):
                 await self._jobs.describe(job_id, after)
+        elif isinstance(report, Behind):
+            before = _description(j)
+            if report.seconds and not j.behind:
+                log.warning(
+                    "job %s: the worker reads its media %.1f s late: this machine does not keep up",
+                    job_id,
+                    report.seconds,
+                )
+            elif not report.seconds:
+                log.info("job %s: the worker keeps up with its media again", job_id)
+            j.behind = report.seconds
+            after = _description(j)
+            if after != before and self._jobs is not None and not (j.stopping or j.closing):
+                await self._jobs.describe(job_id, after)
         elif isinstance(report, WorkerError):
             log.error("job %s: recording worker: %s", job_id, report.reason)
             if report.fatal:
@@ -934,4 +950,6 @@ def _description(j: _Job) -> str:
         parts += [f"{p.url}: {p.state} ({p.detail})" for p in j.pushes.values() if p.state != "connected"]
     if j.image_problems:
         parts.append("images not used, the colour instead: " + "; ".join(j.image_problems))
+    if j.behind:
+        parts.append(f"{j.behind:.1f} s behind its media: this machine does not keep up with the job")
     return "; ".join(parts)[:1000]

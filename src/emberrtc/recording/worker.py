@@ -36,14 +36,15 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
 from emberrtc.domain.redaction import MaskUrlsFilter
 from emberrtc.recording import reports
 from emberrtc.recording.pipeline import AUDIO, VIDEO, Pipeline
-from emberrtc.recording.plan import RecordingPlan
-from emberrtc.recording.reports import Exited, Ready, Report, WorkerError
+from emberrtc.recording.plan import RecordingPlan, Timing
+from emberrtc.recording.reports import Behind, Exited, Ready, Report, WorkerError
 from emberrtc.recording.rtp import open_socket, receive
 
 log = logging.getLogger("emberrtc.recording.worker")
@@ -100,6 +101,44 @@ def _arrival(item: tuple[float, str, bytes]) -> float:
     return item[0]
 
 
+class LagWatch:
+    """How long after their arrival the worker reads its datagrams, and :class:`Behind` when that lasts.
+
+    Each round of reading gives the lag of the newest datagram it read (a round that read nothing: 0, nothing
+    waits). Past ``Timing.behind`` for ``Timing.behind_for`` seconds the worker reports it, again every
+    ``repeat`` seconds with the figure of the moment while it lasts, and ``Behind(0)`` once it has read
+    within a quarter of ``behind`` for ``behind_for`` seconds.
+    """
+
+    def __init__(self, timing: Timing, report: Callable[[Report], None], repeat: float = 5.0) -> None:
+        self._limit, self._for, self._repeat = timing.behind, timing.behind_for, repeat
+        self._report = report
+        self.behind = False
+        self._since: float | None = None  # when the lag last crossed to the other side of the state
+        self._last_report = 0.0
+
+    def round(self, now: float, newest: float | None) -> None:
+        """A round of reading ended at ``now``; ``newest``: arrival time of the newest datagram it read."""
+        lag = 0.0 if newest is None else max(0.0, now - newest)
+        other_side = lag <= self._limit / 4 if self.behind else lag > self._limit
+        if not other_side:
+            self._since = None
+            if self.behind and now - self._last_report >= self._repeat:
+                self._last_report = now
+                self._report(Behind(_late(lag)))
+            return
+        if self._since is None:
+            self._since = now
+        if now - self._since >= self._for:
+            self.behind, self._since, self._last_report = not self.behind, None, now
+            self._report(Behind(_late(lag) if self.behind else 0.0))
+
+
+def _late(lag: float) -> float:
+    """A lag as :class:`Behind` carries it: to the hundredth, never 0 (which says: caught up)."""
+    return max(0.01, round(lag, 2))
+
+
 class Worker:
     def __init__(self, plan: RecordingPlan, stdin_fd: int, stdout: IO[bytes], pending: bytes = b"") -> None:
         self.plan = plan
@@ -135,6 +174,7 @@ class Worker:
         status = 0
         try:
             next_tick = 0.0
+            lag = LagWatch(self.plan.timing, self._reporter)
             while self._stopping is None:
                 ready = [key.data for key, _ in selector.select(_TICK)]
                 round_start = time.monotonic()
@@ -143,6 +183,7 @@ class Worker:
                 busy = [k for k in ready if k != "control"]
                 batch, backlog = self._read(sockets, busy, pipeline)
                 now = time.monotonic()
+                lag.round(now, batch[-1][0] if batch else None)  # the batch is in arrival order
                 # Silences are judged on drained sockets: not after a full read, nor after a slow round while
                 # packets wait (a mix composing a backlog can take longer than a silence lasts).
                 if now >= next_tick and not backlog:
