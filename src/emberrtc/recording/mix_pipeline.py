@@ -36,6 +36,11 @@ next frame composed, in the same file.
 
 Every two seconds of output the composite is also written, small, as the job's live preview
 (``mix_preview``: ``.preview.jpg`` in the spool folder, for the console).
+
+Threads. The job runs on the worker's one thread while it needs less than ``Encoding.mix_parallel_load``
+of a core; past that, each step's pictures are decoded on several threads and the encoder is reopened
+with several (``mix_decoding``: same pictures, same order, same file). Everything else stays on the
+worker's thread.
 """
 
 from __future__ import annotations
