@@ -48,11 +48,10 @@ SIDES = {"one thread": 1e9, "automatic": mixer.ENCODING.mix_parallel_load, "para
 def widen(feed: mixer.Feed, users: int) -> mixer.Feed:
     """``feed``'s publishers sent by ``users`` users: user ``i`` sends publisher ``i % n``'s packets under
     SSRCs of its own, in the join order of ``i``."""
-    sources = [(s.user_id, s.ssrc) for s in feed.streams]
     by_ssrc: dict[int, list[tuple[float, bytes]]] = {}
     for t, datagram in feed.datagrams:
         by_ssrc.setdefault(struct.unpack("!I", datagram[8:12])[0], []).append((t, datagram))
-    publishers = sorted({user for user, _ in sources}, key=lambda u: int(u.removeprefix("user")))
+    publishers = sorted({s.user_id for s in feed.streams}, key=lambda u: int(u.removeprefix("user")))
     streams, datagrams = [], []
     for i in range(users):
         publisher = publishers[i % len(publishers)]

@@ -17,7 +17,7 @@ from emberrtc.recording.mix_decoding import BACK_TO_ONE, Decoded, LoadGauge, Par
 
 
 class FakeCpu:
-    """A CPU clock the test moves: ``load`` CPU-seconds per second of output reported to the gauge."""
+    """A CPU clock the test moves (:func:`run` adds the CPU each step of output costs)."""
 
     def __init__(self) -> None:
         self.now = 0.0

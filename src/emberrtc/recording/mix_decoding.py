@@ -102,9 +102,13 @@ class ParallelDecoder:
         self.threads = max(1, min(threads, os.cpu_count() or 1))
         self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="mix-decode") if self.threads > 1 else None
 
+    def spreads(self, inputs: int) -> bool:
+        """Are ``inputs`` inputs decoded on more than one thread?"""
+        return self._pool is not None and inputs > 1
+
     def decode(self, work: Sequence[tuple[av.VideoCodecContext, Sequence[_Packets]]]) -> list[Decoded]:
         """Each (decoder, frames) decoded; results in the order of ``work``."""
-        if self._pool is None or len(work) < 2:
+        if self._pool is None or not self.spreads(len(work)):
             return [decode(d, frames) for d, frames in work]
         shares = [list(range(i, len(work), self.threads)) for i in range(min(self.threads, len(work)))]
 
@@ -112,11 +116,10 @@ class ParallelDecoder:
             return [decode(*work[i]) for i in share]
 
         others = [self._pool.submit(run, share) for share in shares[1:]]
-        results: list[Decoded | None] = [None] * len(work)
+        results: dict[int, Decoded] = {}
         for share, decoded in zip(shares, [run(shares[0]), *(f.result() for f in others)], strict=True):
-            for i, d in zip(share, decoded, strict=True):
-                results[i] = d
-        return [d for d in results if d is not None]
+            results.update(zip(share, decoded, strict=True))
+        return [results[i] for i in range(len(work))]
 
     def close(self) -> None:
         if self._pool is not None:

@@ -428,11 +428,12 @@ class MixPipeline(Pipeline):
                 assert isinstance(decoder, av.VideoCodecContext)
                 streams.append(stream)
                 work.append((decoder, due))
-        if self._parallel is not None and self._parallel.threads > 1 and len(work) > 1:
-            results = self._parallel.decode(work)
-            self.stats.parallel_steps += 1
-        else:
+        if self._parallel is None:
             results = [decode(decoder, frames) for decoder, frames in work]
+        else:
+            if self._parallel.spreads(len(work)):
+                self.stats.parallel_steps += 1
+            results = self._parallel.decode(work)
         for stream, decoded in zip(streams, results, strict=True):
             for exc in decoded.errors:
                 self._decode_failed(stream, exc)

@@ -668,9 +668,7 @@ class RecordingSupervisor:
                 j.pushes[report.target] = report
             if report.state == "retrying":
                 log.warning("job %s: RTMP push to %s: %s", job_id, report.url, report.detail)
-            after = _description(j)
-            if after != before and self._jobs is not None and not (j.stopping or j.closing):
-                await self._jobs.describe(job_id, after)
+            await self._redescribe(j, before)
         elif isinstance(report, Behind):
             before = _description(j)
             if report.seconds and not j.behind:
@@ -682,15 +680,19 @@ class RecordingSupervisor:
             elif not report.seconds:
                 log.info("job %s: the worker keeps up with its media again", job_id)
             j.behind = report.seconds
-            after = _description(j)
-            if after != before and self._jobs is not None and not (j.stopping or j.closing):
-                await self._jobs.describe(job_id, after)
+            await self._redescribe(j, before)
         elif isinstance(report, WorkerError):
             log.error("job %s: recording worker: %s", job_id, report.reason)
             if report.fatal:
                 j.fatal = report.reason
         elif isinstance(report, Exited):
             j.exited = True
+
+    async def _redescribe(self, j: _Job, before: str) -> None:
+        """The job's description again, if a report changed it from ``before`` while the job runs."""
+        after = _description(j)
+        if after != before and self._jobs is not None and not (j.stopping or j.closing):
+            await self._jobs.describe(j.spec.job_id, after)
 
     async def _store(self, ref: JobRef, report: FileStarted | PartCompleted | FileCompleted) -> None:
         """A file report to the outputs: the callback for a new file, the upload (and callback) of a part
