@@ -167,6 +167,17 @@ def run_peers(namespace: str, app: MediaApp, room: str) -> dict[str, Any]:
     return dict(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
+#: The module's relay's ports (``EMBER_TURN_RELAY_PORTS``): below the kernel's ephemeral range, so that the
+#: browser test's firewall, which lets UDP to Janus through only from and to these ports, cannot let a
+#: browser's or Janus's own ephemeral port through by chance (50000-50999 did, now and then).
+RELAY_PORTS = (20000, 20999)
+
+
+def test_the_relays_ports_are_none_a_socket_is_given_by_chance() -> None:
+    low, high = (int(p) for p in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    assert RELAY_PORTS[1] < low or RELAY_PORTS[0] > high, (RELAY_PORTS, low, high)
+
+
 @pytest.fixture(scope="module")
 def turn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     """Ember with Janus on 10.77.0.1 and its embedded relay reached at 10.77.0.2, listening on 10.77.0.2."""
@@ -179,7 +190,7 @@ def turn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThre
         media_ip=MEDIA_IP,
         turn="embedded",
         turn_host=PEER_IP,
-        turn_relay_ports="50000-50999",
+        turn_relay_ports="{}-{}".format(*RELAY_PORTS),
         turn_tls_cert=str(cert),
         turn_tls_key=str(key),
     )
@@ -328,7 +339,7 @@ async def test_browser_sdk_takes_the_relay_from_the_join_answer(turn_app: MediaA
     flags = [f"--unsafely-treat-insecure-origin-as-secure={origin}"]
     # Chromium runs in this namespace, beside Janus: drop UDP to Janus's address except what the relay sends
     # it from its relayed ports, and what Janus sends to those (so only relayed media gets through).
-    relay_ports = "50000-50999"  # turn_server's EMBER_TURN_RELAY_PORTS
+    relay_ports = "{}-{}".format(*RELAY_PORTS)  # turn_server's EMBER_TURN_RELAY_PORTS
     firewall = firewall_here(f"ip daddr {MEDIA_IP} udp sport != {relay_ports} udp dport != {relay_ports} drop")
     try:
         with firewall:
