@@ -3,8 +3,8 @@
 A mixed job runs in one worker process. On one thread, 25 participants' 640x360@30 H.264 decoded, scaled
 into a 5x5 grid and encoded to ``1920*1080_30_4620`` cost more than a core (``bench/mixer.py``'s nine cost
 0.6), so the job would fall behind the room for as long as it ran. Ember's job measures its own load and,
-past ``Encoding.mix_parallel_load`` of a core, decodes its inputs and encodes its output on several
-threads (``recording/mix_decoding.py``).
+past ``Encoding.mix_parallel_load`` of a core, decodes, scales and encodes on several threads
+(``recording/mix_decoding.py``).
 
 This runs Ember's whole mixed job (``bench/mixer.py``'s ``pipeline`` side: the clips as RTP as Janus
 forwards them, jitter buffers, depacketizing, decoding, compositor, mixer, encoders, MP4 files) for 25

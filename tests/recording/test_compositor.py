@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import av
 import numpy as np
 import pytest
@@ -272,3 +275,55 @@ def test_a_full_grid_then_a_gap_shows_the_background_again() -> None:
     frame = compositor.compose()
     assert near(frame, *centre(layout.tiles[3]), BACKGROUND)
     assert near(frame, *centre(layout.tiles[0]), (220, 30, 30))
+
+
+def test_spread_scales_each_new_input_in_one_task_and_paints_the_same_canvas(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``compose(spread)``: one task per input with a new picture, whatever tiles it shows in (an input's
+    scalers are used by one thread at a time); the canvas is the one ``compose()`` paints."""
+    tiles = (
+        Tile(0, 0, 640, 360, 0, ("a", "camera"), "a", CROP),
+        Tile(640, 0, 320, 180, 0, ("a", "camera"), "a", PAD),  # the same input twice, at two sizes
+        Tile(0, 360, 640, 360, 0, ("b", "camera"), "b", CROP),
+        Tile(640, 360, 640, 360, 0, ("c", "camera"), "c", PAD),
+    )
+    layout = Layout(1280, 720, tiles, ())
+    calls: list[int] = []
+    scaled_in_spread: list[bool] = []
+    spreading = False
+    scale = compositor_module._scale
+
+    def noting(*args: Any) -> av.VideoFrame:
+        scaled_in_spread.append(spreading)
+        return scale(*args)
+
+    monkeypatch.setattr(compositor_module, "_scale", noting)
+
+    def spread(tasks: Sequence[Callable[[], Any]]) -> list[Any]:
+        nonlocal spreading
+        calls.append(len(tasks))
+        spreading = True
+        try:
+            return [task() for task in reversed(tasks)][::-1]  # run out of order, given back in order
+        finally:
+            spreading = False
+
+    together, alone = Compositor(1280, 720, BACKGROUND), Compositor(1280, 720, BACKGROUND)
+    for c in (together, alone):
+        c.set_layout(layout)
+    for n in range(3):
+        for i, user in enumerate("abc"):
+            frame = ColourVideo(PALETTE[(i + n) % len(PALETTE)], width=480 + 160 * i, height=360).frame(n)
+            for c in (together, alone):
+                c.update((user, "camera"), frame)
+        scaled_in_spread.clear()
+        got = together.compose(spread)
+        assert scaled_in_spread == [True] * 4  # every scale in the tasks, none again while painting
+        expected = alone.compose()
+        assert np.array_equal(got.to_ndarray(format="yuv420p"), expected.to_ndarray(format="yuv420p"))
+    assert calls == [3, 3, 3]
+    for c in (together, alone):
+        c.update(("b", "camera"), picture(640, 360, (220, 30, 30)))
+    got, expected = together.compose(spread), alone.compose()
+    assert calls == [3, 3, 3]  # one new picture: scaled as it is painted, nothing to share out
+    assert np.array_equal(got.to_ndarray(format="yuv420p"), expected.to_ndarray(format="yuv420p"))
+    assert near(got, 320, 540, (220, 30, 30))

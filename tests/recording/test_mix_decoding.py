@@ -1,9 +1,11 @@
 """A mixed job's video decoding: the load gauge that decides between one thread and several, and the
-parallel decoder, whose pictures must be those of one thread, in the same order."""
+parallel work (decoding, scaling), whose pictures must be those of one thread, in the same order."""
 
 from __future__ import annotations
 
+import functools
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 
 from emberrtc.recording import mix_decoding
-from emberrtc.recording.mix_decoding import BACK_TO_ONE, Decoded, LoadGauge, ParallelDecoder, decode
+from emberrtc.recording.mix_decoding import BACK_TO_ONE, Decoded, LoadGauge, ParallelWork, decode
 
 
 class FakeCpu:
@@ -99,8 +101,8 @@ def streams() -> list[list[Frame]]:
 
 
 @pytest.fixture
-def parallel() -> Iterator[ParallelDecoder]:
-    p = ParallelDecoder(3)
+def parallel() -> Iterator[ParallelWork]:
+    p = ParallelWork(3)
     try:
         yield p
     finally:
@@ -108,7 +110,7 @@ def parallel() -> Iterator[ParallelDecoder]:
 
 
 def test_parallel_decoding_gives_one_threads_pictures_in_order(
-    streams: list[list[Frame]], parallel: ParallelDecoder, monkeypatch: pytest.MonkeyPatch
+    streams: list[list[Frame]], parallel: ParallelWork, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     threads: set[int] = set()
     one_by_one = mix_decoding.decode
@@ -133,7 +135,7 @@ def test_parallel_decoding_gives_one_threads_pictures_in_order(
 
 
 def test_an_undecodable_frame_is_reported_for_its_input_alone(
-    streams: list[list[Frame]], parallel: ParallelDecoder
+    streams: list[list[Frame]], parallel: ParallelWork
 ) -> None:
     work = [(d, list(s)) for d, s in zip(decoders(3), streams[:3], strict=True)]
     work[1] = (work[1][0], [Frame(b"\x00\x00\x00\x01\x65" + b"\xff" * 64), *work[1][1]])  # an IDR of garbage first
@@ -143,10 +145,39 @@ def test_an_undecodable_frame_is_reported_for_its_input_alone(
 
 
 def test_one_thread_asked_or_one_input_decodes_on_the_callers_thread(streams: list[list[Frame]]) -> None:
-    single = ParallelDecoder(1)
+    single = ParallelWork(1)
     try:
         assert single.threads == 1
         got = single.decode([(d, s) for d, s in zip(decoders(2), streams, strict=False)])
         assert all(g.picture is not None for g in got)
     finally:
         single.close()
+
+
+def test_tasks_run_on_the_pools_threads_results_in_order_and_a_failure_waits_for_the_rest(
+    parallel: ParallelWork,
+) -> None:
+    threads: set[int] = set()
+    finished: list[int] = []
+
+    def task(i: int) -> int:
+        threads.add(threading.get_ident())
+        time.sleep(0.02)
+        finished.append(i)
+        return i * i
+
+    assert parallel.run([functools.partial(task, i) for i in range(7)]) == [i * i for i in range(7)]
+    if parallel.threads > 1:
+        assert len(threads) == min(parallel.threads, 7)
+
+    def fails() -> int:
+        raise RuntimeError("scaling failed")
+
+    finished.clear()
+    with pytest.raises(RuntimeError, match="scaling failed"):
+        parallel.run([fails, *(functools.partial(task, i) for i in range(5))])
+    done = len(finished)
+    time.sleep(0.1)
+    assert len(finished) == done  # nothing was still running when the failure was raised
+    if parallel.threads > 1:
+        assert done > 0  # the other thread's share ran

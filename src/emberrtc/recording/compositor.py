@@ -22,9 +22,12 @@ else nothing (the canvas shows through). The screen-share main pane is first fil
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import av
 import numpy as np
@@ -36,6 +39,9 @@ from emberrtc.synthetic import rgb_to_yuv
 
 Source = tuple[str, str]
 Planes = tuple[np.ndarray, np.ndarray, np.ndarray]  # Y, U, V (views)
+#: Runs tasks, maybe at once on several threads, and gives their results in order (``ParallelWork.run``).
+Spread = Callable[[Sequence[Callable[[], Any]]], list[Any]]
+_ScaledKey = tuple[Source, int, int, str]
 
 
 @dataclass(slots=True, eq=False)  # compared by identity: the same scaled picture, not equal pixels
@@ -132,12 +138,16 @@ class Compositor:
 
     # --- output --------------------------------------------------------------------------------------------
 
-    def compose(self) -> av.VideoFrame:
+    def compose(self, spread: Spread | None = None) -> av.VideoFrame:
         """The canvas now: a yuv420p frame of width x height (pts left to the caller).
 
         The frame is the compositor's own and is painted over by the next call: encode or copy it before.
+        With ``spread``, the new pictures are scaled through it (one task per input, whatever tiles it
+        shows in: an input's scalers and its picture are touched by one thread at a time).
         """
         tiles = self._layout.tiles
+        if spread is not None:
+            self._scale_new(spread)
         paints = [self._paints(tile) for tile in tiles]
         canvas = self._canvas
         # Should anything still hold the canvas's buffer (an encoder that queues frames), it is copied here
@@ -179,20 +189,44 @@ class Compositor:
                 out.append(self._image(image, tile.width, tile.height, CROP))
         return tuple(out)
 
+    def _scale_new(self, spread: Spread) -> None:
+        """Every tile's new picture scaled now, through ``spread``, into the cache :meth:`_picture` reads."""
+        todo: dict[Source, dict[_ScaledKey, Callable[[], _Placed]]] = {}
+        for tile in self._layout.tiles:
+            source = tile.source
+            entry = self._inputs.get(source) if source is not None else None
+            if source is None or entry is None:
+                continue
+            key = (source, tile.width, tile.height, tile.fit)
+            cached = self._scaled.get(key)
+            if cached is None or cached[0] != entry.generation:
+                todo.setdefault(source, {})[key] = self._scaling(tile, entry)
+        if len(todo) < 2:
+            return  # nothing to share out: painting scales it as it goes
+        for made in spread([functools.partial(_run_all, jobs) for jobs in todo.values()]):
+            for key, placed in made.items():
+                self._scaled[key] = (self._inputs[key[0]].generation, placed)
+
     def _picture(self, tile: Tile, entry: _Input) -> _Placed:
         assert tile.source is not None
         key = (tile.source, tile.width, tile.height, tile.fit)
         cached = self._scaled.get(key)
         if cached is not None and cached[0] == entry.generation:
             return cached[1]
+        placed = self._scaling(tile, entry)()
+        self._scaled[key] = (entry.generation, placed)
+        return placed
+
+    def _scaling(self, tile: Tile, entry: _Input) -> Callable[[], _Placed]:
+        """The scaling of ``entry``'s picture for ``tile``, to run (on any thread: its scaler is made here)."""
+        assert tile.source is not None
         frame = entry.frame
         w, h = fit_size(frame.width, frame.height, tile.width, tile.height, tile.fit)
         scaler = self._scalers.get((tile.source, w, h))
         if scaler is None:
             scaler = self._scalers[(tile.source, w, h)] = VideoReformatter()
-        placed = _place(_scale(scaler, frame, w, h), tile.width, tile.height)
-        self._scaled[key] = (entry.generation, placed)
-        return placed
+        width, height = tile.width, tile.height
+        return lambda: _place(_scale(scaler, frame, w, h), width, height)
 
     def _image(self, image: av.VideoFrame, width: int, height: int, fit: str) -> _Placed:
         key = (id(image), width, height, fit)
@@ -215,6 +249,10 @@ class Compositor:
             whole = Tile(0, 0, w, h, 0, None, None, CROP)
             _paste(base, whole, self._image(self._images.background, w, h, CROP))
         return base
+
+
+def _run_all(jobs: dict[_ScaledKey, Callable[[], _Placed]]) -> dict[_ScaledKey, _Placed]:
+    return {key: job() for key, job in jobs.items()}
 
 
 def _scale(scaler: VideoReformatter, frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:

@@ -9,26 +9,30 @@ then falls behind the room for as long as it runs.
 
 So the job measures itself (:class:`LoadGauge`: the process's CPU time per second of output, over each
 second of output) and, above ``Encoding.mix_parallel_load`` of a core, decodes each output step's pictures
-on up to ``Encoding.mix_decode_threads`` threads (:class:`ParallelDecoder`); below 0.6 of that it goes back
-to one thread. PyAV lets go of the GIL while FFmpeg decodes, so the inputs' decoders run side by side;
-each decoder is used by one thread at a time, the pictures are the same as on one thread, in the same
-order, and no picture comes later (FFmpeg's own frame threads would hold one picture back per thread and
-cost a quarter more CPU, measured 2026-12-03).
+and scales them to their tiles on up to ``Encoding.mix_decode_threads`` threads (:class:`ParallelWork`);
+below 0.6 of that it goes back to one thread. PyAV lets go of the GIL while FFmpeg decodes, so the inputs'
+decoders run side by side; each decoder is used by one thread at a time, the pictures are the same as on
+one thread, in the same order, and no picture comes later (FFmpeg's own frame threads would hold one
+picture back per thread and cost a quarter more CPU, measured 2026-12-03). swscale lets go of the GIL
+too; each input's scalers are used by one thread at a time (``Compositor.compose``).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import av
 
 #: Share of ``Encoding.mix_parallel_load`` under which a job goes back to decoding on one thread.
 BACK_TO_ONE = 0.6
+
+T = TypeVar("T")
 
 
 class LoadGauge:
@@ -95,31 +99,40 @@ def decode(decoder: av.VideoCodecContext, frames: Sequence[_Packets]) -> Decoded
     return out
 
 
-class ParallelDecoder:
-    """Decodes several inputs' packets at once: the calling thread takes one share, a pool the others."""
+class ParallelWork:
+    """Runs an output step's independent tasks at once (decoding, scaling): the calling thread takes one
+    share, a pool the others; results in the order of the tasks."""
 
     def __init__(self, threads: int) -> None:
         self.threads = max(1, min(threads, os.cpu_count() or 1))
-        self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="mix-decode") if self.threads > 1 else None
+        self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="mix-work") if self.threads > 1 else None
 
-    def spreads(self, inputs: int) -> bool:
-        """Are ``inputs`` inputs decoded on more than one thread?"""
-        return self._pool is not None and inputs > 1
+    def spreads(self, tasks: int) -> bool:
+        """Are ``tasks`` tasks run on more than one thread?"""
+        return self._pool is not None and tasks > 1
 
-    def decode(self, work: Sequence[tuple[av.VideoCodecContext, Sequence[_Packets]]]) -> list[Decoded]:
-        """Each (decoder, frames) decoded; results in the order of ``work``."""
-        if self._pool is None or not self.spreads(len(work)):
-            return [decode(d, frames) for d, frames in work]
-        shares = [list(range(i, len(work), self.threads)) for i in range(min(self.threads, len(work)))]
+    def run(self, tasks: Sequence[Callable[[], T]]) -> list[T]:
+        """Each task's result, in the order of ``tasks`` (the first failure is raised, once all have run)."""
+        if self._pool is None or not self.spreads(len(tasks)):
+            return [task() for task in tasks]
+        shares = [list(range(i, len(tasks), self.threads)) for i in range(min(self.threads, len(tasks)))]
 
-        def run(share: list[int]) -> list[Decoded]:
-            return [decode(*work[i]) for i in share]
+        def run(share: list[int]) -> list[T]:
+            return [tasks[i]() for i in share]
 
         others = [self._pool.submit(run, share) for share in shares[1:]]
-        results: dict[int, Decoded] = {}
-        for share, decoded in zip(shares, [run(shares[0]), *(f.result() for f in others)], strict=True):
-            results.update(zip(share, decoded, strict=True))
-        return [results[i] for i in range(len(work))]
+        try:
+            mine = run(shares[0])
+        finally:
+            made = [f.result() for f in others]  # every share finished before anything is touched again
+        results: dict[int, T] = {}
+        for share, done in zip(shares, [mine, *made], strict=True):
+            results.update(zip(share, done, strict=True))
+        return [results[i] for i in range(len(tasks))]
+
+    def decode(self, work: Sequence[tuple[av.VideoCodecContext, Sequence[_Packets]]]) -> list[Decoded]:
+        """Each (decoder, frames) decoded (:func:`decode`); results in the order of ``work``."""
+        return self.run([functools.partial(decode, d, frames) for d, frames in work])
 
     def close(self) -> None:
         if self._pool is not None:

@@ -38,9 +38,9 @@ Every two seconds of output the composite is also written, small, as the job's l
 (``mix_preview``: ``.preview.jpg`` in the spool folder, for the console).
 
 Threads. The job runs on the worker's one thread while it needs less than ``Encoding.mix_parallel_load``
-of a core; past that, each step's pictures are decoded on several threads and the encoder is reopened
-with several (``mix_decoding``: same pictures, same order, same file). Everything else stays on the
-worker's thread.
+of a core; past that, each step's pictures are decoded and scaled to their tiles on several threads and
+the encoder is reopened with several (``mix_decoding``: same pictures, same order, same file). Everything
+else (RTP, audio, painting the canvas) stays on the worker's thread.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ from emberrtc.recording.audio_mixer import MAX_QUEUE, AudioMixer
 from emberrtc.recording.compositor import Compositor
 from emberrtc.recording.depacketizer import Depacketizer, EncodedFrame, OpusDepacketizer
 from emberrtc.recording.layout import Layout, Participant, compute_layout, layout_params
-from emberrtc.recording.mix_decoding import LoadGauge, ParallelDecoder, decode
+from emberrtc.recording.mix_decoding import LoadGauge, ParallelWork, decode
 from emberrtc.recording.mix_images import MixImages, decode_image
 from emberrtc.recording.mix_preview import PreviewWriter
 from emberrtc.recording.mix_video import EncodeTemplate, MixVideoEncoder, parse_template
@@ -170,11 +170,11 @@ class MixPipeline(Pipeline):
         # Video decoded and encoded on one thread, or on several once the job needs more than a core
         # (mix_decoding).
         self._gauge: LoadGauge | None = None
-        self._parallel: ParallelDecoder | None = None
+        self._parallel: ParallelWork | None = None
         if not mix.audio_only:
             self._gauge = LoadGauge(e.mix_parallel_load, cpu=self._cpu_clock)
             if self._gauge.parallel:
-                self._parallel = ParallelDecoder(e.mix_decode_threads)
+                self._parallel = ParallelWork(e.mix_decode_threads)
             self._template = parse_template(mix.encode_template)
             self._compositor = Compositor(self._template.width, self._template.height)
             threads = self._parallel.threads if self._parallel is not None else e.threads
@@ -493,7 +493,7 @@ class MixPipeline(Pipeline):
             if self._push_wants_keyframe() or any(w.wants_keyframe(r, False) for w in self._writers):
                 self._encoder.force_keyframe()
             self._show_video(t)
-            canvas = self._compositor.compose()
+            canvas = self._compositor.compose(self._parallel.run if self._parallel is not None else None)
             packets = self._encoder.encode(canvas, round(r * 90_000))
             if self.preview is not None:
                 self.preview.offer(canvas, t)  # once per PREVIEW_INTERVAL: the console's live picture
@@ -516,7 +516,7 @@ class MixPipeline(Pipeline):
         """Decode on several threads from the next step on (``parallel``), or on this one again."""
         assert self._gauge is not None
         if parallel and self._parallel is None:
-            self._parallel = ParallelDecoder(self.plan.encoding.mix_decode_threads)
+            self._parallel = ParallelWork(self.plan.encoding.mix_decode_threads)
             threads = self._parallel.threads
             log.info(
                 "mix: %.2f CPU-s per output second; decoding and encoding on %d threads", self._gauge.load, threads
