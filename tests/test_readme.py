@@ -20,5 +20,10 @@ def test_readme_has_exactly_two_setup_commands() -> None:
 
 
 def test_quickstart_blocks_are_in_order() -> None:
-    # tenant, app, bot, the SDK script (saved as quickstart.py), then the commands that run it
-    assert [kind for kind, _ in blocks(ROOT / "README.md")] == ["bash", "bash", "bash", "python", "bash"]
+    # tenant, app, bot, the SDK script (saved as quickstart.py) and its command, the second bot, the mixed
+    # job's script (mix.py) and its command
+    found = [(kind, name) for kind, name, _ in blocks(ROOT / "README.md")]
+    assert found == [
+        ("bash", ""), ("bash", ""), ("bash", ""), ("python", ""), ("bash", ""),
+        ("bash", ""), ("python", "mix.py"), ("bash", ""),
+    ]  # fmt: skip

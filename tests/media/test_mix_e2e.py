@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from tests.media.conftest import MediaApp
 from tests.media.test_recording_e2e import AUTH_KEY, Recorded, _join, _live
+from tests.recording.readback import band, cell_rgb, frame_at
 from tests.support.http_receiver import HttpReceiver
 from tests.support.waiting import until
 
@@ -54,25 +55,6 @@ def png(rgb: tuple[int, int, int], width: int = 64, height: int = 48) -> bytes:
     assert isinstance(encoder, av.VideoCodecContext)
     encoder.width, encoder.height, encoder.pix_fmt = width, height, "rgb24"
     return b"".join(bytes(p) for p in [*encoder.encode(frame), *encoder.encode(None)])
-
-
-def cell_rgb(frame: av.VideoFrame, x: int, y: int, w: int, h: int) -> tuple[int, int, int]:
-    rgb = frame.to_ndarray(format="rgb24")
-    box = rgb[y + h // 4 : y + 3 * h // 4, x + w // 4 : x + 3 * w // 4].reshape(-1, 3)
-    med = np.median(box, axis=0)
-    return int(med[0]), int(med[1]), int(med[2])
-
-
-def frame_at(frames: list[av.VideoFrame], t: float) -> av.VideoFrame:
-    return min(frames, key=lambda f: abs(float(f.time or 0.0) - t))
-
-
-def band(frames: list[av.AudioFrame], tone: float) -> float:
-    """The tone's share of the strongest component of the audio's spectrum."""
-    samples = np.concatenate([f.to_ndarray()[0] for f in frames])
-    spectrum = np.abs(np.fft.rfft(samples))
-    freqs = np.fft.rfftfreq(len(samples), 1 / 48_000)
-    return float(spectrum[(freqs > tone - 15) & (freqs < tone + 15)].max() / spectrum.max())
 
 
 async def test_mixed_job_composes_the_room_follows_it_and_takes_a_live_layout(

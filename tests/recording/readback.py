@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
+import numpy as np
 
 from emberrtc.recording import h264
 
@@ -67,3 +68,22 @@ def picture_nals(path: Path | str) -> list[bytes]:
 def first_frame_is_keyframe(path: Path | str) -> bool:
     packets = video_packets(path)
     return bool(packets) and packets[0].is_keyframe
+
+
+def cell_rgb(frame: av.VideoFrame, x: int, y: int, w: int, h: int) -> tuple[int, int, int]:
+    rgb = frame.to_ndarray(format="rgb24")
+    box = rgb[y + h // 4 : y + 3 * h // 4, x + w // 4 : x + 3 * w // 4].reshape(-1, 3)
+    med = np.median(box, axis=0)
+    return int(med[0]), int(med[1]), int(med[2])
+
+
+def frame_at(frames: list[av.VideoFrame], t: float) -> av.VideoFrame:
+    return min(frames, key=lambda f: abs(float(f.time or 0.0) - t))
+
+
+def band(frames: list[av.AudioFrame], tone: float) -> float:
+    """The tone's share of the strongest component of the audio's spectrum."""
+    samples = np.concatenate([f.to_ndarray()[0] for f in frames])
+    spectrum = np.abs(np.fft.rfft(samples))
+    freqs = np.fft.rfftfreq(len(samples), 1 / 48_000)
+    return float(spectrum[(freqs > tone - 15) & (freqs < tone + 15)].max() / spectrum.max())

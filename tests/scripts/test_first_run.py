@@ -11,7 +11,6 @@ Janus with it, having printed no error.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import time
@@ -21,10 +20,8 @@ import httpx
 import pytest
 
 from emberrtc.media.janus_process import janus_pids
-from emberrtc.synthetic import colour_distance, median_rgb
 from tests.media.conftest import media_skip_reason
-from tests.recording.readback import read_back
-from tests.support.quickstart import run_quickstart
+from tests.support.quickstart import check_recordings, run_quickstart
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.first_run
@@ -32,7 +29,6 @@ pytestmark = pytest.mark.first_run
 SOURCE = Path(os.environ.get("EMBER_FIRST_RUN_SOURCE") or Path(__file__).resolve().parents[2])
 COPY = os.environ.get("EMBER_FIRST_RUN_COPY")
 URL = "http://127.0.0.1:8080"
-RED = (255, 0, 0)
 
 
 @pytest.fixture
@@ -87,15 +83,7 @@ def test_readme_commands_on_a_fresh_copy(fresh_copy: Path) -> None:
         ).returncode
         assert ignored == 0, "acme-credential.json is not ignored by git"
 
-        found = re.search(r"^download_url (\S+)$", out.stdout, flags=re.M)
-        assert found, out.stdout
-        r = httpx.get(found.group(1), timeout=30, trust_env=False)
-        assert r.status_code == 200, r.text
-        (fresh_copy / "rec.mp4").write_bytes(r.content)
-        rec = read_back(fresh_copy / "rec.mp4")
-        assert rec.video_codec == "h264" and rec.audio_codec == "aac"
-        assert 8.0 <= rec.duration <= 14.0, rec.duration
-        assert colour_distance(median_rgb(rec.middle_frame), RED) < 60
+        check_recordings(out.stdout, fresh_copy)  # each link fetched, each file played
     finally:
         if run.poll() is None:
             run.send_signal(signal.SIGINT)  # Ctrl-C in the server's terminal
