@@ -19,7 +19,7 @@ from emberrtc.domain.app import AppService
 from emberrtc.domain.clock import Clock, SystemClock
 from emberrtc.domain.job import JobService, JobSupervisor
 from emberrtc.domain.outbound import OutboundPolicy
-from emberrtc.domain.ports import MediaPlane, NoMediaPlane, RecordingEngine, UnavailableRecordingEngine
+from emberrtc.domain.ports import MediaPlane, MixPreviews, NoMediaPlane, RecordingEngine, UnavailableRecordingEngine
 from emberrtc.domain.record_rule import RecordRuleService
 from emberrtc.domain.room import RoomService
 from emberrtc.domain.room_session import RoomSessionService
@@ -32,6 +32,7 @@ from emberrtc.media.recording_source import PlaneMediaSource
 from emberrtc.media.turn_config import TurnConfig
 from emberrtc.media.turn_credentials import IceServers, load_turn_secret, parse_turn_urls
 from emberrtc.media.turn_process import TurnProcess
+from emberrtc.recording.mix_preview import LocalPreviews
 from emberrtc.recording.outputs import RecordingOutputs
 from emberrtc.recording.supervisor import RecordingSupervisor
 from emberrtc.stats.collector import StatsCollector
@@ -77,6 +78,8 @@ class Services:
     #: The recording engine fed by the media plane (None without a media plane: jobs cannot record).
     recorder: RecordingSupervisor | None = None
     media_source: PlaneMediaSource | None = None
+    #: Mixed jobs' live previews: this node's (``recorder``), and in a cluster any node's.
+    previews: MixPreviews = field(default_factory=lambda: LocalPreviews(None))
     #: The SFU's statistics of every leg (polled from Janus's admin API) when there is a media plane.
     stats_janus: JanusStatsPoller | None = None
     #: Where record callbacks and RTMP pushes may go (``EMBER_OUTBOUND_ALLOW``), checked when a URL is saved
@@ -339,6 +342,7 @@ async def build(
     )
     cluster = control = None
     rooms_media: MediaPlane = media
+    previews: MixPreviews = LocalPreviews(engine.preview if engine is not None else None)
     rate_limiter = RateLimiter(settings.rate_limits, clock, settings.rate_limits_enabled)
     signin_limiter = RateLimiter(settings.signin_limits, clock)
     if settings.cluster_mode:
@@ -347,6 +351,7 @@ async def build(
         control = ClusterControl(settings, cluster.redis)
         rooms_media = control.media_plane(media)
         control.route_jobs(jobs)
+        previews = control.previews(previews)
         apps.changed = control.cache_changes("apps", apps.forget).changed
         tenants.revoked = control.cache_changes("credentials", lambda ak: tenants.forget()).changed
         rate_limiter = control.rate_limiter(settings.rate_limits, clock, settings.rate_limits_enabled, name="api")
@@ -388,6 +393,7 @@ async def build(
         outbound=outbound,
         recorder=engine,
         media_source=source,
+        previews=previews,
         cluster=cluster,
         failover=failover,
         cluster_control=control,

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from emberrtc.cluster.keyspace import Keyspace
 from emberrtc.cluster.room_calls import NodeUnreachable, RoomCalls, decode_error, encode_error
-from emberrtc.cluster.room_control import RoutedMediaPlane
+from emberrtc.cluster.room_control import MAX_PREVIEW, RoutedMediaPlane, RoutedPreviews
 from emberrtc.cluster.subscriber import Subscriber
 from emberrtc.domain.errors import InternalError, InvalidParameterValue, RoomNotExist
 from emberrtc.domain.ports import NoMediaPlane
@@ -168,6 +168,51 @@ async def test_room_management_goes_to_the_rooms_node_and_checks_its_arguments_t
         await a.calls.call("node-b", "remove_users", "app1", "r1", {"user_ids": ["ok", "not/ok"]})
     with pytest.raises(InternalError, match="user_ids"):
         await a.calls.call("node-b", "remove_users", "app1", "r1", {"user_ids": "u1"})
+
+
+class Previews:
+    """A node's own previews: what its workers composed, by (app, room, job)."""
+
+    across_nodes = False
+
+    def __init__(self, pictures: dict[tuple[str, str, str], bytes]) -> None:
+        self.pictures = pictures
+
+    async def get(self, app_id: str, room_id: str, job_id: str) -> bytes | None:
+        return self.pictures.get((app_id, room_id, job_id))
+
+
+async def test_a_mixed_jobs_preview_comes_from_the_node_that_composes_it(
+    redis: Redis, keys: Keyspace, two: tuple[Node, Node]
+) -> None:
+    a, b = two
+    job, other = "a" * 32, "b" * 32
+    jpeg = bytes(range(256)) * 60  # 15 KB, every byte value: carried as is
+    via_a = RoutedPreviews(Previews({("app1", "r2", other): b"node-a's own"}), a.calls)
+    composed_on_b = {("app1", "r1", job): jpeg, ("app1", "r1", other): b"x" * (MAX_PREVIEW + 1)}
+    via_b = RoutedPreviews(Previews(composed_on_b), b.calls)
+    await redis.set(keys.room("app1", "r1"), "node-b")
+    assert via_a.across_nodes
+    assert await via_a.get("app1", "r1", job) == jpeg  # composed on node-b, asked on node-a
+    assert await via_b.get("app1", "r1", job) == jpeg  # on the host itself: read in place
+    assert await via_a.get("app1", "r1", "c" * 32) is None  # no such job composed there
+    assert await via_a.get("app2", "r1", job) is None  # another app's room: not the same job (served here)
+    assert await via_a.get("app1", "r1", other) is None  # too large to carry: not shown elsewhere
+    assert await via_a.get("app1", "r2", other) == b"node-a's own"  # a room no node hosts: this node's
+    # What another node sends is checked again on the host.
+    with pytest.raises(InternalError, match="job_id"):
+        await a.calls.call("node-b", "mix_preview", "app1", "r1", {"job_id": "../../etc/passwd"})
+    # A host that answers something else than a preview is a fault, not a picture.
+    b.calls.handle("mix_preview", lambda *_: _answer("not base64!"))
+    with pytest.raises(InternalError, match="not one"):
+        await via_a.get("app1", "r1", job)
+    b.calls.handle("mix_preview", lambda *_: _answer(["a list"]))
+    with pytest.raises(InternalError, match="not one"):
+        await via_a.get("app1", "r1", job)
+
+
+async def _answer(value: Any) -> Any:
+    return value
 
 
 def test_an_answers_error_is_the_catalogues_or_a_fault() -> None:

@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import html
+import os
 import re
+import secrets
 import time
 from collections.abc import Iterator
+from fractions import Fraction
 from urllib.parse import urlsplit
 
 import av
 import httpx
 import pytest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from emberrtc.cluster.keyspace import Keyspace
+from emberrtc.cluster.room_calls import RoomCalls
+from emberrtc.cluster.room_control import RoutedPreviews
+from emberrtc.cluster.subscriber import Subscriber
 from emberrtc.domain.clock import ManualClock
 from emberrtc.domain.room_session import join_signature
+from emberrtc.recording.mix_preview import LocalPreviews
 from emberrtc.store.models import AbnormalEvent, Room
+from tests.cluster.conftest import REDIS_URL, redis_client
 from tests.conftest import token_for
 from tests.console.conftest import Console
 from tests.console.recording import record_file
@@ -273,6 +284,90 @@ def test_a_mixed_jobs_preview_names_the_node_that_mixes_it(
     # Stopped: no preview at all.
     assert console.post(f"/console/apps/{app_id}/jobs/{job_id}/stop", {"kind": "mix"}).status_code == 303
     assert "Live previews" not in console.get(f"/console/apps/{app_id}/jobs").text
+
+
+def test_in_a_cluster_the_page_shows_a_preview_composed_on_another_node(
+    console: Console, server: ServerThread, api: httpx.Client, app_id: str, tenant: TenantInfo
+) -> None:
+    """The room runs on node-b (a second node on the real Redis): this node's page shows its picture,
+    fetched from node-b by the preview route, and says where it is mixed; node-b gone, no picture."""
+    rule = api.post(
+        f"/v2/apps/{app_id}/record-rules",
+        json={
+            "obs_addr": {"location": "cn-north-4", "project_id": tenant.project_id, "bucket": "recordings"},
+            "record_formats": ["MP4"],
+            "mp4_config": {"record_cycle": 60},
+        },
+    ).json()["rule_id"]
+    assert console.post(f"/console/apps/{app_id}/jobs/mix", _mix_form(rule, room_id="far")).status_code == 303
+    (job_id,) = re.findall(r'/jobs/([0-9a-f]{32})/stop"', console.get(f"/console/apps/{app_id}/jobs").text)
+    preview = f"/console/apps/{app_id}/jobs/{job_id}/preview.jpg"
+    room = Room(room_uid="f" * 32, app_id=app_id, room_id="far", state="RUNNING", start_time=server.clock.now(),
+                node_id="node-b")  # fmt: skip
+    assert server.services is not None
+    services = server.services
+    server.call(services.db.run(lambda s: s.add(room)))
+    jpeg = _jpeg()
+    keys = Keyspace(f"test-{secrets.token_hex(6)}")
+
+    async def join_node_b() -> tuple[Redis, Redis, RoomCalls, Subscriber]:
+        here, there = redis_client(), redis_client()
+        try:
+            await here.ping()
+        except (RedisError, OSError):
+            await here.aclose()
+            await there.aclose()
+            return None  # type: ignore[return-value]
+        await there.hset(keys.node("node-b"), mapping={"public_url": "http://node-b.example:8080"})  # type: ignore[misc]
+        await there.expire(keys.node("node-b"), 60)
+        await there.set(keys.room(app_id, "far"), "node-b")
+        b_calls = RoomCalls(there, keys, "node-b")
+        RoutedPreviews(LocalPreviews(lambda a, r, j: jpeg if (a, r, j) == (app_id, "far", job_id) else None), b_calls)
+        subscriber = Subscriber(there, poll=0.2)
+        subscriber.on(b_calls.channel, b_calls.received)
+        await subscriber.start()
+        services.previews = RoutedPreviews(LocalPreviews(None), RoomCalls(here, keys, services.settings.node_id))
+        return here, there, b_calls, subscriber
+
+    joined = server.call(join_node_b())
+    if joined is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"Redis is not reachable at {REDIS_URL}")
+        pytest.skip(f"Redis is not reachable at {REDIS_URL}")
+    here, there, b_calls, subscriber = joined
+    try:
+        page = console.get(f"/console/apps/{app_id}/jobs").text
+        assert preview in page and "mixed on node <code>node-b</code>" in page
+        assert "Open the console on that node" not in page
+        got = console.get(preview)
+        assert got.status_code == 200 and got.headers["content-type"] == "image/jpeg" and got.content == jpeg
+        # Node-b gone (it takes no calls): no picture, at once.
+        server.call(subscriber.close())
+        started = time.monotonic()
+        assert console.get(preview).status_code == 404
+        assert time.monotonic() - started < 5
+    finally:
+        services.previews = LocalPreviews(None)
+
+        async def leave() -> None:
+            await subscriber.close()
+            await b_calls.close()
+            found = [k async for k in there.scan_iter(match=keys.prefix + "*")]
+            if found:
+                await there.delete(*found)
+            await here.aclose()
+            await there.aclose()
+
+        server.call(leave())
+
+
+def _jpeg() -> bytes:
+    encoder = av.CodecContext.create("mjpeg", "w")
+    assert isinstance(encoder, av.VideoCodecContext)
+    encoder.width, encoder.height, encoder.pix_fmt = 64, 36, "yuvj420p"
+    encoder.time_base = Fraction(1, 1)
+    frame = av.VideoFrame(64, 36, "yuvj420p")
+    return b"".join(bytes(p) for p in [*encoder.encode(frame), *encoder.encode(None)])
 
 
 def _panes(*rows: dict[str, str]) -> list[tuple[str, str]]:

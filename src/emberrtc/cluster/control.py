@@ -11,13 +11,13 @@ from redis.asyncio import Redis
 from emberrtc.config import RateLimit, Settings
 from emberrtc.domain.clock import Clock
 from emberrtc.domain.job import JobService
-from emberrtc.domain.ports import MediaPlane
+from emberrtc.domain.ports import MediaPlane, MixPreviews
 
 from .cache_changes import CacheChanges
 from .keyspace import Keyspace
 from .rate_limit import SharedRateLimiter, limiter_client
 from .room_calls import RoomCalls
-from .room_control import RoutedJobs, RoutedMediaPlane
+from .room_control import RoutedJobs, RoutedMediaPlane, RoutedPreviews
 from .subscriber import Subscriber
 
 
@@ -39,6 +39,10 @@ class ClusterControl:
     def route_jobs(self, jobs: JobService) -> None:
         """Job changes made through this node reach the node hosting the job's room at once."""
         jobs.nodes = RoutedJobs(jobs, self.calls)
+
+    def previews(self, local: MixPreviews) -> RoutedPreviews:
+        """Mixed jobs' live previews, fetched from the node composing each (``local`` is this node's)."""
+        return RoutedPreviews(local, self.calls)
 
     def cache_changes(self, name: str, forget: Callable[[str | None], None]) -> CacheChanges:
         """Changes to the cache ``name`` (``apps``, ``credentials``): published, and heard from every node."""

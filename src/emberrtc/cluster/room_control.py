@@ -7,17 +7,21 @@
 - :class:`RoutedJobs` tells the node hosting a job's room that the job was started, changed or stopped
   through this node (the database holds the change): it starts the job now, gives its recorder the new
   parameters, or stops its recorder, rather than at its next supervisor pass (or, for a change, never).
+- :class:`RoutedPreviews` fetches a mixed job's live preview (``recording.mix_preview``) from the node
+  hosting its room, whose worker composes it, so that the console shows it on any node.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import re
 from typing import Any
 
 from emberrtc.domain.errors import InternalError
 from emberrtc.domain.job import JobService
-from emberrtc.domain.ports import MediaPlane
+from emberrtc.domain.ports import MediaPlane, MixPreviews
 
 from .room_calls import NodeUnreachable, RoomCalls, valid_name
 
@@ -27,7 +31,10 @@ _JOB_ID = re.compile(r"[0-9a-f]{32}")
 #: spec 4.7.1 Table 4-200: at most 100 users per call (the API checks it; the host checks it again).
 _MAX_USERS = 100
 
-REMOVE_USERS, DISMISS, JOB_CHANGED = "remove_users", "dismiss", "job_changed"
+REMOVE_USERS, DISMISS, JOB_CHANGED, MIX_PREVIEW = "remove_users", "dismiss", "job_changed", "mix_preview"
+#: The largest preview carried between nodes: as base64 it must fit a call's answer (``MAX_MESSAGE``, 64 KiB).
+#: Previews are 320 pixels wide, about 15 KB (``mix_preview``); a larger one is not shown elsewhere.
+MAX_PREVIEW = 44 * 1024
 
 
 class RoutedMediaPlane:
@@ -93,3 +100,37 @@ class RoutedJobs:
         if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
             raise InternalError("job_changed: job_id must be 32 hexadecimal characters")
         await self._jobs.apply_change(app_id, room_id, job_id)
+
+
+class RoutedPreviews:
+    """The :class:`~emberrtc.domain.ports.MixPreviews` of a cluster node: a job's preview is read on the node
+    hosting its room (``local`` there), whichever node asks."""
+
+    across_nodes = True
+
+    def __init__(self, local: MixPreviews, calls: RoomCalls) -> None:
+        self.local = local
+        self._calls = calls
+        calls.handle(MIX_PREVIEW, self._here)
+
+    async def get(self, app_id: str, room_id: str, job_id: str) -> bytes | None:
+        """The preview from the room's node (this one's when it hosts the room or no node does); a node that
+        does not answer in time raises ``NodeUnreachable``."""
+        result = await self._calls.run(MIX_PREVIEW, app_id, room_id, {"job_id": job_id})
+        if result is None:
+            return None
+        try:
+            if not isinstance(result, str) or len(result) > 4 * MAX_PREVIEW // 3 + 4:
+                raise ValueError
+            return base64.b64decode(result, validate=True)
+        except (ValueError, binascii.Error):
+            raise InternalError("the room's node answered a preview that is not one") from None
+
+    async def _here(self, app_id: str, room_id: str, args: dict[str, Any]) -> str | None:
+        job_id = args.get("job_id")
+        if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
+            raise InternalError("mix_preview: job_id must be 32 hexadecimal characters")
+        data = await self.local.get(app_id, room_id, job_id)
+        if data is None or len(data) > MAX_PREVIEW:
+            return None
+        return base64.b64encode(data).decode("ascii")

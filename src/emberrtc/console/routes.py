@@ -10,6 +10,7 @@ signed-in tenant by the domain services (another tenant's app is ``RTC.00001015`
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -47,6 +48,7 @@ from emberrtc.console.session import (
 from emberrtc.domain.app import ACTIVATION, ALL_CALLBACK_EVENTS, AUTO_RECORD_OFF, DEACTIVATION
 from emberrtc.domain.errors import (
     EmberError,
+    InternalError,
     InvalidParameterValue,
     MissingParameter,
     NoPermission,
@@ -62,6 +64,7 @@ from emberrtc.recording.mix_preview import PREVIEW_WIDTH
 from emberrtc.stats.queries import AbnormalQuery, Days, SeriesQuery, UsageQuery, Window, spec_second, today
 from emberrtc.stats.queries import Page as QueryPage
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/console", include_in_schema=False)
 
 #: How often the live rooms page's event stream looks at the rooms (the page shows changes within this).
@@ -515,8 +518,8 @@ class Preview:
 
     job_id: str
     room_id: str
-    here: bool
-    node: str | None
+    shown: bool  # a picture can be had through this node (composed here, or on a node of its cluster)
+    node: str | None  # the node composing it, when another
     width: int  # the preview's size (mix_preview: 320 wide, the canvas's ratio), for the page's layout
     height: int
 
@@ -538,7 +541,9 @@ async def _previews(svc: Services, session: ConsoleSession, app_id: str, jobs: l
         elsewhere = node if node is not None and node != svc.settings.node_id else None  # rooms name nodes in a cluster
         size = parse_encode_template(j["mix_param"]["encode_template"]) or (PREVIEW_WIDTH, PREVIEW_WIDTH * 9 // 16)
         height = round(size[1] * PREVIEW_WIDTH / size[0])
-        out.append(Preview(j["job_id"], j["room_id"], here, None if here else elsewhere, PREVIEW_WIDTH, height))
+        # Composed here, or on another node that this one can ask (a cluster): the page shows the picture.
+        shown = here or (elsewhere is not None and svc.previews.across_nodes)
+        out.append(Preview(j["job_id"], j["room_id"], shown, None if here else elsewhere, PREVIEW_WIDTH, height))
     return out
 
 
@@ -641,17 +646,21 @@ async def start_mix_job(request: Request, session: ConsoleSession, form: Form) -
 
 @_page("/apps/{app_id}/jobs/{job_id}/preview.jpg")
 async def job_preview(request: Request, session: ConsoleSession) -> Response:
-    """The live preview of the tenant's own running mixed job (a JPEG a few seconds old), when this node's
-    worker records it; 404 (plain text) when there is no picture here. Another tenant's or app's job is
-    ``RTC.00001008`` (JobNotExist), as on the API. The file is found by the job's ID
-    in this node's recorder: nothing from the request names a path."""
+    """The live preview of the tenant's own running mixed job (a JPEG a few seconds old), from the worker
+    that composes it: this node's, or in a cluster the room's node's (``svc.previews``); 404 (plain text)
+    when there is no picture. Another tenant's or app's job is ``RTC.00001008`` (JobNotExist), as on the
+    API. The file is found by the job's ID (and its app and room, read from the database) in the recorder:
+    nothing from the request names a path."""
     svc = services_of(request)
     job = await svc.jobs.show(session.who, _app_id(request), str(request.path_params["job_id"]), MIX)
     data = None
-    if job["state"] != STOPPED and svc.recorder is not None:
-        data = await asyncio.to_thread(svc.recorder.preview, job["job_id"])
+    if job["state"] != STOPPED:
+        try:
+            data = await svc.previews.get(job["app_id"], job["room_id"], job["job_id"])
+        except InternalError as exc:  # the room's node did not answer in time: no picture this round
+            log.info("preview of job %s: %s", job["job_id"], exc.detail)
     if data is None:
-        return pages.secure(Response("no preview on this node now", status_code=404, media_type="text/plain"))
+        return pages.secure(Response("no preview now", status_code=404, media_type="text/plain"))
     return pages.secure(Response(data, media_type="image/jpeg"))
 
 

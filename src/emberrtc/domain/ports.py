@@ -64,6 +64,16 @@ class JobNodes(Protocol):
         room is this node's or no node's (the caller applies it here)."""
 
 
+class MixPreviews(Protocol):
+    """A running mixed job's live preview (a small JPEG of its composite), from the node that composes it."""
+
+    #: Can a picture composed on another node be had through this one (a cluster node)?
+    across_nodes: bool
+
+    async def get(self, app_id: str, room_id: str, job_id: str) -> bytes | None:
+        """The job's newest preview, or None: no worker composes it now (where this node can ask)."""
+
+
 class NoMediaPlane:
     """No media plane is attached: no room runs, so there is nobody to remove and nothing to dismiss."""
 

@@ -1,7 +1,8 @@
 """A mixed job's live preview: a small JPEG of the composite, rewritten every few seconds in the job's spool.
 
-The console's Jobs page shows it (``GET /console/apps/{app_id}/jobs/{job_id}/preview.jpg``, served by the
-node whose worker writes it). Cheap by construction: once per :data:`PREVIEW_INTERVAL` of output time the
+The console's Jobs page shows it (``GET /console/apps/{app_id}/jobs/{job_id}/preview.jpg``): read by the
+node whose worker writes it (:class:`LocalPreviews`), and in a cluster fetched from that node by any other
+(``cluster.room_control.RoutedPreviews``). Cheap by construction: once per :data:`PREVIEW_INTERVAL` of output time the
 canvas the compositor already made is scaled down to :data:`PREVIEW_WIDTH` pixels wide (one reused swscale
 context, area averaging) and encoded as a JPEG: measured 1.0 ms for a 1280x720 canvas, 1.6 ms for 1920x1080
 (noise, the worst case for the encoder), every two seconds, against a compose and an H.264 encode every
@@ -13,9 +14,11 @@ other marks: never taken for a recording.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -102,3 +105,18 @@ def read_preview(spool: Path, now: float, max_age: float = MAX_AGE) -> bytes | N
         return path.read_bytes()
     except OSError:
         return None
+
+
+class LocalPreviews:
+    """The previews of the jobs this node's workers compose (``read``: ``RecordingSupervisor.preview``;
+    None: this node records nothing)."""
+
+    across_nodes = False
+
+    def __init__(self, read: Callable[[str, str, str], bytes | None] | None) -> None:
+        self._read = read
+
+    async def get(self, app_id: str, room_id: str, job_id: str) -> bytes | None:
+        if self._read is None:
+            return None
+        return await asyncio.to_thread(self._read, app_id, room_id, job_id)

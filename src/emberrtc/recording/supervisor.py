@@ -298,12 +298,14 @@ class RecordingSupervisor:
         j = self._running.get(job_id)
         return j is not None and not j.stopping
 
-    def preview(self, job_id: str) -> bytes | None:
+    def preview(self, app_id: str, room_id: str, job_id: str) -> bytes | None:
         """The mixed job's live preview (``mix_preview``: a small JPEG of the composite) when its worker runs
-        here and composed a picture lately; None otherwise (no media yet, the output stopped). Only the
-        job's ID names the file: the folder is the job's spool, the name fixed."""
+        here, for that app's room, and composed a picture lately; None otherwise (no media yet, the output
+        stopped). Only the job's ID names the file: the folder is the job's spool, the name fixed."""
         j = self._running.get(job_id)
         if j is None or j.stopping or j.plan.mix is None or j.plan.mix.audio_only:
+            return None
+        if (j.plan.app_id, j.plan.room_id) != (app_id, room_id):
             return None
         return read_preview(Path(j.plan.spool_dir), time.time())
 
