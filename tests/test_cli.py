@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -219,6 +222,42 @@ def test_serve_answers_and_stops_on_signal(tmp_path: Path, sig: signal.Signals) 
     assert not (tmp_path / "ember.db-wal").exists(), "the database was not closed cleanly"
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url}/openapi.json", timeout=2)
+
+
+def test_serve_says_what_clients_are_told_only_once_it_answers(tmp_path: Path) -> None:
+    """The README has operators wait for the ``clients are told`` line before ``ember doctor``: when it is
+    written, the server's start-up is done and its socket answers (the deploy test's doctor once ran in the
+    gap and found nothing listening)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
+    proc = subprocess.Popen(
+        [EMBER, "serve", "--port", str(port), "--data-dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr or ()], daemon=True).start()
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        while not any("clients are told" in line for line in seen):
+            assert time.monotonic() < deadline, "".join(seen)
+            try:
+                seen.append(lines.get(timeout=1))
+            except queue.Empty:
+                assert proc.poll() is None, "".join(seen)
+        # At once, no retry: it answers.
+        assert httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=5).status_code == 200
+        started = next(i for i, line in enumerate(seen) if "Uvicorn running on" in line)
+        told = next(i for i, line in enumerate(seen) if "clients are told" in line)
+        assert started < told, "".join(seen)
+        # A fresh data folder: the next line says how to make the first tenant.
+        assert "no tenant yet" in lines.get(timeout=5)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
 
 
 def _janus_pids(config_dir: Path) -> list[int]:

@@ -260,7 +260,15 @@ def _clean_exit_server() -> type:
 
     class CleanExitServer(uvicorn.Server):
         """SIGTERM/SIGINT stop the server cleanly, and then the process exits 0: uvicorn would re-raise the
-        signal after shutting down, which service managers report as a failure."""
+        signal after shutting down, which service managers report as a failure. ``ready`` is called once the
+        server serves: its start-up (Janus, the relay) done and its socket listening."""
+
+        ready: Callable[[], None] | None = None
+
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started and self.ready is not None:
+                self.ready()
 
         def handle_exit(self, sig: int, frame: Any) -> None:
             super().handle_exit(sig, frame)
@@ -340,15 +348,23 @@ async def _serve(args: argparse.Namespace) -> None:
             signal.SIGHUP, lambda: log.info("SIGHUP: no TLS certificate to reload; nothing else is reloaded")
         )
     log.info("Ember data folder: %s", settings.data_dir)
-    log.info("%s", await asyncio.to_thread(advertised_addresses, settings, public_url))
-    if not await services.tenants.any_tenant():
-        log.info(
-            "no tenant yet: in another terminal, from this folder, create one with "
-            "`.venv/bin/ember tenant create NAME --password-file -` (README, Quick start); then sign in at %s/console",
-            public_url.rstrip("/"),
-        )
+    told = await asyncio.to_thread(advertised_addresses, settings, public_url)
+    no_tenant = not await services.tenants.any_tenant()
+
+    def ready() -> None:
+        # Once it serves, not before: the README has operators wait for this line before `ember doctor`.
+        log.info("%s", told)
+        if no_tenant:
+            log.info(
+                "no tenant yet: in another terminal, from this folder, create one with `.venv/bin/ember tenant "
+                "create NAME --password-file -` (README, Quick start); then sign in at %s/console",
+                public_url.rstrip("/"),
+            )
+
     _tune_gc()
-    await _CleanExitServer(config).serve()
+    server = _CleanExitServer(config)
+    server.ready = ready
+    await server.serve()
 
 
 def _check_port_free(settings: Settings) -> None:

@@ -35,6 +35,7 @@ from tests.console.conftest import Console
 from tests.media.chromium import Chromium, Page, chromium_skip_reason
 from tests.media.conftest import MEDIA_IP, media_skip_reason
 from tests.support.server import ServerThread, TenantInfo, free_port
+from tests.support.spec_checks import create_rule, mp4_rule
 
 pytestmark = pytest.mark.media
 
@@ -73,14 +74,7 @@ def _app(server: ServerThread, tenant: TenantInfo, name: str) -> tuple[str, str,
     with httpx.Client(base_url=server.url, headers={"X-Auth-Token": token_for(server, tenant)}) as api:
         app_id = api.post("/v2/apps", json={"app_name": name}).json()["app_id"]
         app_key = api.get(f"/v2/apps/{app_id}").json()["authentication"]["app_key"]
-        rule = api.post(
-            f"/v2/apps/{app_id}/record-rules",
-            json={
-                "obs_addr": {"location": "cn-north-4", "project_id": tenant.project_id, "bucket": "recordings"},
-                "record_formats": ["MP4"],
-                "mp4_config": {"record_cycle": 60},
-            },
-        ).json()["rule_id"]
+        rule = create_rule(api, app_id, mp4_rule(bucket="recordings", project_id=tenant.project_id))["rule_id"]
     return app_id, app_key, rule
 
 

@@ -30,6 +30,7 @@ from tests.conftest import token_for
 from tests.console.conftest import Console
 from tests.console.recording import record_file
 from tests.support.server import ServerThread, TenantInfo
+from tests.support.spec_checks import create_rule, mp4_rule
 
 
 @pytest.fixture
@@ -249,19 +250,18 @@ def test_starting_a_mixed_job_with_the_layout_picker(
     assert job["record_param"]["record_rule_id"] == rule
 
 
+def _mixed_job_in_room_far(console: Console, api: httpx.Client, app_id: str, tenant: TenantInfo) -> str:
+    """A mixed job started from the console for room ``far``, where nobody publishes; its ID."""
+    rule = create_rule(api, app_id, mp4_rule(bucket="recordings", project_id=tenant.project_id))["rule_id"]
+    assert console.post(f"/console/apps/{app_id}/jobs/mix", _mix_form(rule, room_id="far")).status_code == 303
+    (job_id,) = re.findall(r'/jobs/([0-9a-f]{32})/stop"', console.get(f"/console/apps/{app_id}/jobs").text)
+    return str(job_id)
+
+
 def test_a_mixed_jobs_preview_names_the_node_that_mixes_it(
     console: Console, server: ServerThread, api: httpx.Client, app_id: str, tenant: TenantInfo
 ) -> None:
-    rule = api.post(
-        f"/v2/apps/{app_id}/record-rules",
-        json={
-            "obs_addr": {"location": "cn-north-4", "project_id": tenant.project_id, "bucket": "recordings"},
-            "record_formats": ["MP4"],
-            "mp4_config": {"record_cycle": 60},
-        },
-    ).json()["rule_id"]
-    assert console.post(f"/console/apps/{app_id}/jobs/mix", _mix_form(rule, room_id="far")).status_code == 303
-    (job_id,) = re.findall(r'/jobs/([0-9a-f]{32})/stop"', console.get(f"/console/apps/{app_id}/jobs").text)
+    job_id = _mixed_job_in_room_far(console, api, app_id, tenant)
     preview = f"/console/apps/{app_id}/jobs/{job_id}/preview.jpg"
     # Nobody publishes yet: no picture, and the page says why.
     page = console.get(f"/console/apps/{app_id}/jobs").text
@@ -291,16 +291,7 @@ def test_in_a_cluster_the_page_shows_a_preview_composed_on_another_node(
 ) -> None:
     """The room runs on node-b (a second node on the real Redis): this node's page shows its picture,
     fetched from node-b by the preview route, and says where it is mixed; node-b gone, no picture."""
-    rule = api.post(
-        f"/v2/apps/{app_id}/record-rules",
-        json={
-            "obs_addr": {"location": "cn-north-4", "project_id": tenant.project_id, "bucket": "recordings"},
-            "record_formats": ["MP4"],
-            "mp4_config": {"record_cycle": 60},
-        },
-    ).json()["rule_id"]
-    assert console.post(f"/console/apps/{app_id}/jobs/mix", _mix_form(rule, room_id="far")).status_code == 303
-    (job_id,) = re.findall(r'/jobs/([0-9a-f]{32})/stop"', console.get(f"/console/apps/{app_id}/jobs").text)
+    job_id = _mixed_job_in_room_far(console, api, app_id, tenant)
     preview = f"/console/apps/{app_id}/jobs/{job_id}/preview.jpg"
     room = Room(room_uid="f" * 32, app_id=app_id, room_id="far", state="RUNNING", start_time=server.clock.now(),
                 node_id="node-b")  # fmt: skip

@@ -71,6 +71,7 @@ def first_frame_is_keyframe(path: Path | str) -> bool:
 
 
 def cell_rgb(frame: av.VideoFrame, x: int, y: int, w: int, h: int) -> tuple[int, int, int]:
+    """Median colour of the middle half of a cell (away from its edges, where scaling blends)."""
     rgb = frame.to_ndarray(format="rgb24")
     box = rgb[y + h // 4 : y + 3 * h // 4, x + w // 4 : x + 3 * w // 4].reshape(-1, 3)
     med = np.median(box, axis=0)
@@ -78,6 +79,7 @@ def cell_rgb(frame: av.VideoFrame, x: int, y: int, w: int, h: int) -> tuple[int,
 
 
 def frame_at(frames: list[av.VideoFrame], t: float) -> av.VideoFrame:
+    """The decoded picture nearest ``t`` seconds."""
     return min(frames, key=lambda f: abs(float(f.time or 0.0) - t))
 
 

@@ -30,7 +30,7 @@ from emberrtc.recording.plan import (
 from emberrtc.recording.reports import FileCompleted, KeyframeRequest, MediaState, PushState, Report
 from emberrtc.synthetic import SineTone, beep_and_flash, beep_times, colour_distance, dominant_frequency, flash_times
 from tests.recording.publisher import AUDIO, Publisher
-from tests.recording.readback import first_frame_is_keyframe, read_back, video_packets
+from tests.recording.readback import cell_rgb, first_frame_is_keyframe, frame_at, read_back, video_packets
 from tests.support.rtmp_server import RtmpServer, rtmp_skip_reason
 from tests.support.waiting import wait_for
 
@@ -136,17 +136,6 @@ class MixDriver:
 
     def of(self, kind: type) -> list[Any]:
         return [r for r in self.reports if isinstance(r, kind)]
-
-
-def cell_rgb(frame: av.VideoFrame, x: int, y: int, w: int, h: int) -> tuple[int, int, int]:
-    """Median colour of the middle half of a cell (away from its edges, where scaling blends)."""
-    rgb = frame.to_ndarray(format="rgb24")
-    box = rgb[y + h // 4 : y + 3 * h // 4, x + w // 4 : x + 3 * w // 4].reshape(-1, 3)
-    return tuple(int(v) for v in np.median(box, axis=0))  # type: ignore[return-value]
-
-
-def frame_at(frames: list[av.VideoFrame], t: float) -> av.VideoFrame:
-    return min(frames, key=lambda f: abs(float(f.time or 0.0) - t))
 
 
 def test_nine_grids_places_each_participant_in_its_cell(tmp_path: Path) -> None:
