@@ -582,14 +582,16 @@ class Doctor:
         return findings
 
 
-#: The oldest Redis Ember's client speaks to: redis-py opens every connection with HELLO (RESP3), from 6.0.
+#: The oldest Redis Ember supports: users with passwords (ACLs, ``redis://USER:PASSWORD@...``) and RESP3 come
+#: with 6.0. redis-py opens every connection with HELLO (RESP3); up to 8.1 it gives up on a server that does
+#: not know it, from 8.2 it falls back to RESP2 (then the version in INFO tells).
 REDIS_MIN_VERSION = (6, 0)
 
 
 def _old_redis(where: str, why: str) -> Finding:
     return _problem(
         "redis",
-        f"{where} is older than {'.'.join(map(str, REDIS_MIN_VERSION))} ({why}; Ember's client speaks RESP3)",
+        f"{where} is older than {'.'.join(map(str, REDIS_MIN_VERSION))} ({why}; Ember supports Redis 6.0 and later)",
         "upgrade Redis (apt-get install redis-server on a current Debian or Ubuntu)",
     )
 
