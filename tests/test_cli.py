@@ -174,17 +174,24 @@ def test_cli_errors_are_clear(tmp_path: Path) -> None:
     assert "--password" in missing.stderr
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_serve_answers_and_stops_on_signal(tmp_path: Path, sig: signal.Signals) -> None:
+def _serve(data_dir: Path, stdout: int = subprocess.PIPE) -> tuple[subprocess.Popen[str], int]:
+    """``ember serve`` on a free port and ``data_dir``, without the test run's ``EMBER_*`` variables; its
+    standard error piped (text)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
     proc = subprocess.Popen(
-        [EMBER, "serve", "--port", str(port), "--data-dir", str(tmp_path)],
-        stdout=subprocess.PIPE,
+        [EMBER, "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        stdout=stdout,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
     )
+    return proc, port
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_answers_and_stops_on_signal(tmp_path: Path, sig: signal.Signals) -> None:
+    proc, port = _serve(tmp_path)
     url = f"http://127.0.0.1:{port}"
     try:
 
@@ -228,15 +235,7 @@ def test_serve_says_what_clients_are_told_only_once_it_answers(tmp_path: Path) -
     """The README has operators wait for the ``clients are told`` line before ``ember doctor``: when it is
     written, the server's start-up is done and its socket answers (the deploy test's doctor once ran in the
     gap and found nothing listening)."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
-    proc = subprocess.Popen(
-        [EMBER, "serve", "--port", str(port), "--data-dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    proc, port = _serve(tmp_path, stdout=subprocess.DEVNULL)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr or ()], daemon=True).start()
     seen: list[str] = []
