@@ -33,7 +33,13 @@ of the rounds); on the last line, Ember's ratio to FFmpeg and to libavfilter, an
 composite and of its whole mixed job at 720p30. Targets: ratio to FFmpeg at most 1.0 at 720p, Ember at
 most 0.7 of a core per 720p30 composite.
 
-    python bench/mixer.py [--seconds 10] [--rounds 4] [--clips DIR]
+With ``--count instructions`` each of the three compositing sides is run under valgrind's callgrind
+instead (720p, one run each), and the figure is the instructions it executes per output second: a count
+that the machine's load does not move, where CPU time moves by several per cent between runs here.
+Instructions are not seconds (interpreted Python runs fewer of them per cycle than FFmpeg's SIMD code), so
+the targets stay in CPU time; the count tells what work each side does, library by library.
+
+    python bench/mixer.py [--seconds 10] [--rounds 4] [--clips DIR] [--count cpu|instructions]
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import os
+import re
 import resource
 import shutil
 import statistics
@@ -48,6 +56,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Generator
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -84,6 +93,7 @@ CLIP_SECONDS = 12
 LEAD = 1.0  # seconds of a run whose CPU is taken off each full run's (start-up is not the composite's cost)
 TEMPLATES = ("1280*720_30_1710", "1920*1080_30_4620")
 FFMPEG = shutil.which("ffmpeg") or "/usr/bin/ffmpeg"
+VALGRIND = shutil.which("valgrind") or "/usr/bin/valgrind"
 ENCODING = Encoding()
 AAC_TOOLS = {"aac_tns": "0", "aac_pns": "0", "aac_ms": "0", "aac_is": "0"}
 
@@ -440,6 +450,51 @@ def _cpu(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+# --- instructions ------------------------------------------------------------------------------------------
+
+
+def instructions(command: list[str]) -> int:
+    """Instructions ``command`` executes, all its threads, counted by valgrind's callgrind.
+
+    The same count for the same program, inputs and libraries whatever else the machine does, where CPU time
+    moves by several per cent between runs on a shared machine. Valgrind offers programs no AVX-512, so
+    FFmpeg's and x264's AVX2 code is what is counted, on every side alike.
+    """
+    if not Path(VALGRIND).exists():
+        raise SystemExit("--count instructions needs valgrind (apt-get install valgrind)")
+    run = subprocess.run(
+        [VALGRIND, "--tool=callgrind", "--callgrind-out-file=/dev/null", *command],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False,
+    )  # fmt: skip
+    collected = re.search(r"Collected : (\d+)", run.stderr)
+    if run.returncode or collected is None:
+        raise RuntimeError(f"callgrind of {command[:3]}... failed ({run.returncode}): {run.stderr[-2000:]}")
+    return int(collected.group(1))
+
+
+def side_command(side: str, clips: list[Path], template: EncodeTemplate, seconds: float) -> list[str]:
+    """The command composing ``seconds`` of ``template`` once by ``side`` (``ffmpeg``: the reference
+    command itself; ``ember``, ``libavfilter``: this bench in a child process, one codec thread, as above)."""
+    if side == "ffmpeg":
+        return ffmpeg_command(clips, template, seconds, 1)
+    return [
+        sys.executable, str(Path(__file__).resolve()), "--side", side, "--template", template.name,
+        "--seconds", str(seconds), "--clips", str(clips[0].parent),
+    ]  # fmt: skip
+
+
+def count_instructions(clips: list[Path], template: EncodeTemplate, seconds: float) -> dict[str, float]:
+    """Instructions per output second of each compositing side, as :func:`main` takes CPU time: a
+    ``LEAD``-second run's count (start-up, imports, probing) taken off a full run's. The runs go on as many
+    processes as there are cores (a count does not depend on load)."""
+    sides = ("ember", "libavfilter", "ffmpeg")
+    runs = [(side, length) for side in sides for length in (LEAD, seconds)]
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        counts = list(pool.map(lambda run: instructions(side_command(run[0], clips, template, run[1])), runs))
+    made = dict(zip(runs, counts, strict=True))
+    return {side: (made[(side, seconds)] - made[(side, LEAD)]) / (seconds - LEAD) for side in sides}
+
+
 # --- main --------------------------------------------------------------------------------------------------
 
 
@@ -454,11 +509,37 @@ def main() -> None:
         help="codec threads on both sides (default: the recording's, one job per process; 0: automatic)",
     )
     parser.add_argument("--clips", type=Path, default=Path(tempfile.gettempdir()) / "ember-bench-mixer")
+    parser.add_argument(
+        "--count",
+        choices=("cpu", "instructions"),
+        default="cpu",
+        help="what each side costs: CPU time (the targets), or instructions counted by valgrind (720p, "
+        "ember, libavfilter and ffmpeg only; the same figures on a busy machine)",
+    )
+    parser.add_argument("--side", choices=("ember", "libavfilter"), help=argparse.SUPPRESS)  # one run, for --count
+    parser.add_argument("--template", default=TEMPLATES[0], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.side:
+        sides_by_name = {"ember": ember, "libavfilter": libavfilter}
+        sides_by_name[args.side](make_clips(args.clips), parse_template(args.template), args.seconds, 1)
+        return
     seconds = min(args.seconds, CLIP_SECONDS - 1)
     if seconds < LEAD + 1:
         parser.error(f"--seconds must be at least {LEAD + 1:g}")
     clips = make_clips(args.clips)
+    if args.count == "instructions":
+        template = parse_template(TEMPLATES[0])
+        counted = count_instructions(clips, template, seconds)
+        print(
+            f"{template.name}: "
+            + ", ".join(f"{side} {n / 1e9:.3f}" for side, n in counted.items())
+            + " G instructions per output second"
+        )
+        print(
+            f"ratio Ember/FFmpeg (instructions, {template.name}): {counted['ember'] / counted['ffmpeg']:.3f}; "
+            f"Ember/libavfilter: {counted['ember'] / counted['libavfilter']:.3f}"
+        )
+        return
     feed = make_feed(clips, seconds)
 
     def whole_job(clips: list[Path], template: EncodeTemplate, seconds: float, threads: int) -> float:

@@ -63,6 +63,8 @@ ember_setup() {
     # postgresql + redis-server: the API suite's database, the cluster's Redis, and the server binaries the
     # cluster harness (tests/support/cluster.py) starts in a namespace of its own.
     ember_apt_install postgresql redis-server
+    # valgrind: bench/mixer.py --count instructions counts instructions with callgrind (and its test does).
+    ember_apt_install valgrind
   fi
   ember_venv "$what"
 }

@@ -5,10 +5,13 @@ output period, and make the same amount of sound. Otherwise the bench would comp
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 
 from emberrtc.recording.layout import Tile
 from emberrtc.synthetic import ColourVideo, colour_distance, median_rgb
@@ -114,3 +117,29 @@ def test_the_whole_job_records_every_input_in_its_tile(tmp_path: Path) -> None:
     assert 1.7 * 48_000 <= sound <= 2.1 * 48_000
     assert last is not None
     _assert_every_colour_in_its_tile(last, bench.grid(len(COLOURS), template).tiles)
+
+
+def test_instructions_counts_what_a_command_executes() -> None:
+    """``--count instructions``: callgrind's count grows with the work a command does, and the same command
+    counts the same (the point of the mode: figures the machine's load does not move)."""
+    idle = [sys.executable, "-S", "-c", "pass"]
+    busy = [sys.executable, "-S", "-c", "sum(range(2_000_000))"]
+    first, again, more = bench.instructions(idle), bench.instructions(idle), bench.instructions(busy)
+    assert first > 1_000_000
+    assert abs(again - first) < 0.01 * first
+    assert more - first > 2_000_000 * 10  # each step of the loop is tens of instructions
+    with pytest.raises(RuntimeError, match="failed"):
+        bench.instructions([sys.executable, "-S", "-c", "raise SystemExit(3)"])
+
+
+def test_each_counted_side_runs_alone_as_a_command(tmp_path: Path) -> None:
+    """The commands ``--count instructions`` runs: the reference command itself, and each in-process side
+    composing once in a child process from the same clips."""
+    clips = [make_clip(tmp_path / f"input{i}.mp4", i, 2.5) for i in range(len(COLOURS))]
+    template = bench.parse_template("1280*720_30_1710")
+    assert bench.side_command("ffmpeg", clips, template, 1.5) == bench.ffmpeg_command(clips, template, 1.5, 1)
+    for side in ("ember", "libavfilter"):
+        command = bench.side_command(side, clips, template, 1.5)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(c.name for c in clips)  # no clips made anew
