@@ -472,25 +472,27 @@ def instructions(command: list[str]) -> int:
     return int(collected.group(1))
 
 
-def side_command(side: str, clips: list[Path], template: EncodeTemplate, seconds: float) -> list[str]:
+def side_command(
+    side: str, clips: list[Path], template: EncodeTemplate, seconds: float, threads: int = ENCODING.threads
+) -> list[str]:
     """The command composing ``seconds`` of ``template`` once by ``side`` (``ffmpeg``: the reference
-    command itself; ``ember``, ``libavfilter``: this bench in a child process, one codec thread, as above)."""
+    command itself; ``ember``, ``libavfilter``: this bench in a child process), ``threads`` codec threads."""
     if side == "ffmpeg":
-        return ffmpeg_command(clips, template, seconds, 1)
+        return ffmpeg_command(clips, template, seconds, threads)
     return [
         sys.executable, str(Path(__file__).resolve()), "--side", side, "--template", template.name,
-        "--seconds", str(seconds), "--clips", str(clips[0].parent),
+        "--seconds", str(seconds), "--clips", str(clips[0].parent), "--threads", str(threads),
     ]  # fmt: skip
 
 
-def count_instructions(clips: list[Path], template: EncodeTemplate, seconds: float) -> dict[str, float]:
+def count_instructions(clips: list[Path], template: EncodeTemplate, seconds: float, threads: int) -> dict[str, float]:
     """Instructions per output second of each compositing side, as :func:`main` takes CPU time: a
     ``LEAD``-second run's count (start-up, imports, probing) taken off a full run's. The runs go on as many
     processes as there are cores (a count does not depend on load)."""
     sides = ("ember", "libavfilter", "ffmpeg")
     runs = [(side, length) for side in sides for length in (LEAD, seconds)]
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        counts = list(pool.map(lambda run: instructions(side_command(run[0], clips, template, run[1])), runs))
+        counts = list(pool.map(lambda run: instructions(side_command(run[0], clips, template, run[1], threads)), runs))
     made = dict(zip(runs, counts, strict=True))
     return {side: (made[(side, seconds)] - made[(side, LEAD)]) / (seconds - LEAD) for side in sides}
 
@@ -520,8 +522,8 @@ def main() -> None:
     parser.add_argument("--template", default=TEMPLATES[0], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
-        sides_by_name = {"ember": ember, "libavfilter": libavfilter}
-        sides_by_name[args.side](make_clips(args.clips), parse_template(args.template), args.seconds, 1)
+        in_process = {"ember": ember, "libavfilter": libavfilter}[args.side]
+        in_process(make_clips(args.clips), parse_template(args.template), args.seconds, args.threads)
         return
     seconds = min(args.seconds, CLIP_SECONDS - 1)
     if seconds < LEAD + 1:
@@ -529,7 +531,7 @@ def main() -> None:
     clips = make_clips(args.clips)
     if args.count == "instructions":
         template = parse_template(TEMPLATES[0])
-        counted = count_instructions(clips, template, seconds)
+        counted = count_instructions(clips, template, seconds, args.threads)
         print(
             f"{template.name}: "
             + ", ".join(f"{side} {n / 1e9:.3f}" for side, n in counted.items())
