@@ -290,13 +290,13 @@ def test_spread_scales_each_new_input_in_one_task_and_paints_the_same_canvas(mon
     calls: list[int] = []
     scaled_in_spread: list[bool] = []
     spreading = False
-    scale = compositor_module._scale
+    scale = compositor_module._scale_fit
 
-    def noting(*args: Any) -> av.VideoFrame:
+    def noting(*args: Any) -> Any:
         scaled_in_spread.append(spreading)
         return scale(*args)
 
-    monkeypatch.setattr(compositor_module, "_scale", noting)
+    monkeypatch.setattr(compositor_module, "_scale_fit", noting)
 
     def spread(tasks: Sequence[Callable[[], Any]]) -> list[Any]:
         nonlocal spreading

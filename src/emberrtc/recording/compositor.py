@@ -43,6 +43,11 @@ Planes = tuple[np.ndarray, np.ndarray, np.ndarray]  # Y, U, V (views)
 Spread = Callable[[Sequence[Callable[[], Any]]], list[Any]]
 _ScaledKey = tuple[Source, int, int, str]
 
+# reformat's arguments as plain ints (no enum to resolve per picture)
+_MPEG = int(ColorRange.MPEG)
+_AREA = int(Interpolation.AREA)
+_BILINEAR = int(Interpolation.BILINEAR)
+
 
 @dataclass(slots=True, eq=False)  # compared by identity: the same scaled picture, not equal pixels
 class _Placed:
@@ -53,6 +58,22 @@ class _Placed:
     dy: int
     keep: av.VideoFrame  # owner of the planes' memory
     whole: bool  # covers its whole tile (a crop, or a pad that needed no bars)
+
+
+@dataclass(slots=True, eq=False)
+class _Fit:
+    """How pictures of one input size go into one tile size: their scaled size, scaler and cut (made once)."""
+
+    source_size: tuple[int, int]
+    scaler: VideoReformatter
+    width: int  # scaled size
+    height: int
+    interpolation: int
+    # Rows and columns of the scaled Y and U/V planes that stay (a crop keeps the centre); None: all.
+    cut: tuple[slice, slice, slice, slice] | None
+    dx: int  # where the kept part goes in the tile
+    dy: int
+    whole: bool
 
 
 @dataclass(slots=True)
@@ -98,8 +119,8 @@ class Compositor:
         self._images = MixImages()
         self._inputs: dict[Source, _Input] = {}
         self._generation = 0
-        # (source, width, height) -> reused scaler; (source, tile geometry) -> (generation, placed planes)
-        self._scalers: dict[tuple[Source, int, int], VideoReformatter] = {}
+        # (source, tile geometry) -> how its pictures are scaled and cut; -> (generation, placed planes)
+        self._fits: dict[_ScaledKey, _Fit] = {}
         self._scaled: dict[tuple[Source, int, int, str], tuple[int, _Placed]] = {}
         self._image_cache: dict[tuple[int, int, int, str], _Placed] = {}
         self._base: Planes = self._make_base()
@@ -118,6 +139,7 @@ class Compositor:
         # Scaled pictures for tile sizes no longer in use would only hold memory.
         sizes = {(t.width, t.height, t.fit) for t in layout.tiles}
         self._scaled = {k: v for k, v in self._scaled.items() if (k[1], k[2], k[3]) in sizes}
+        self._fits = {k: v for k, v in self._fits.items() if (k[1], k[2], k[3]) in sizes}
 
     def set_images(self, images: MixImages) -> None:
         self._images = images
@@ -134,7 +156,7 @@ class Compositor:
         """The input is gone: its tile shows the user's image, else the background."""
         self._inputs.pop(source, None)
         self._scaled = {k: v for k, v in self._scaled.items() if k[0] != source}
-        self._scalers = {k: v for k, v in self._scalers.items() if k[0] != source}
+        self._fits = {k: v for k, v in self._fits.items() if k[0] != source}
 
     # --- output --------------------------------------------------------------------------------------------
 
@@ -221,20 +243,18 @@ class Compositor:
         """The scaling of ``entry``'s picture for ``tile``, to run (on any thread: its scaler is made here)."""
         assert tile.source is not None
         frame = entry.frame
-        w, h = fit_size(frame.width, frame.height, tile.width, tile.height, tile.fit)
-        scaler = self._scalers.get((tile.source, w, h))
-        if scaler is None:
-            scaler = self._scalers[(tile.source, w, h)] = VideoReformatter()
-        width, height = tile.width, tile.height
-        return lambda: _place(_scale(scaler, frame, w, h), width, height)
+        key = (tile.source, tile.width, tile.height, tile.fit)
+        fit = self._fits.get(key)
+        if fit is None or fit.source_size != (frame.width, frame.height):
+            fit = self._fits[key] = _make_fit(frame.width, frame.height, tile.width, tile.height, tile.fit)
+        return functools.partial(_scale_fit, fit, frame)
 
     def _image(self, image: av.VideoFrame, width: int, height: int, fit: str) -> _Placed:
         key = (id(image), width, height, fit)
         placed = self._image_cache.get(key)
         if placed is None:
-            w, h = fit_size(image.width, image.height, width, height, fit)
-            scaled = _scale(VideoReformatter(), image, w, h)
-            placed = self._image_cache[key] = _place(scaled, width, height)
+            placed = _scale_fit(_make_fit(image.width, image.height, width, height, fit), image)
+            self._image_cache[key] = placed
         return placed
 
     def _make_base(self) -> Planes:
@@ -255,39 +275,47 @@ def _run_all(jobs: dict[_ScaledKey, Callable[[], _Placed]]) -> dict[_ScaledKey, 
     return {key: job() for key, job in jobs.items()}
 
 
-def _scale(scaler: VideoReformatter, frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
-    """``frame`` as limited-range yuv420p of ``width`` x ``height`` (what the H.264 encoder is told it gets).
-
-    Full-range pictures (PNG, JPEG, some cameras) are converted to limited range on the way; one thread:
-    one job per process, and a tile is small. Area averaging when the picture shrinks (the usual case: a
-    camera into a grid tile), bilinear when it grows; see the module docstring.
-    """
-    shrinks = width <= frame.width and height <= frame.height
-    return scaler.reformat(
-        frame,
-        width=width,
-        height=height,
-        format="yuv420p",
-        src_color_range=frame.color_range or ColorRange.MPEG,
-        dst_color_range=ColorRange.MPEG,
-        interpolation=Interpolation.AREA if shrinks else Interpolation.BILINEAR,
-        threads=1,
-    )
-
-
-def _place(scaled: av.VideoFrame, box_w: int, box_h: int) -> _Placed:
-    """Cut a picture scaled by :func:`fit_size` to the box: centred crop, or centred inside with offsets."""
-    y, u, v = planes_of(scaled)
-    w, h = scaled.width, scaled.height
+def _make_fit(src_w: int, src_h: int, box_w: int, box_h: int, fit: str) -> _Fit:
+    """How a ``src`` picture goes into a box: scaled to :func:`fit_size`, then a crop keeps the centre, a
+    pad is centred inside (offsets). Area averaging when the picture shrinks (the usual case: a camera into
+    a grid tile), bilinear when it grows; see the module docstring."""
+    w, h = fit_size(src_w, src_h, box_w, box_h, fit)
+    interpolation = _AREA if w <= src_w and h <= src_h else _BILINEAR
+    cut = None
+    kept_w, kept_h = w, h
     if w > box_w or h > box_h:  # crop: keep the centre
         cx, cy = ((w - box_w) // 2) & ~1, ((h - box_h) // 2) & ~1
-        cw, ch = min(w, box_w), min(h, box_h)
-        y = y[cy : cy + ch, cx : cx + cw]
-        u = u[cy // 2 : (cy + ch) // 2, cx // 2 : (cx + cw) // 2]
-        v = v[cy // 2 : (cy + ch) // 2, cx // 2 : (cx + cw) // 2]
-        w, h = cw, ch
-    dx, dy = ((box_w - w) // 2) & ~1, ((box_h - h) // 2) & ~1
-    return _Placed((y, u, v), dx, dy, scaled, w == box_w and h == box_h)
+        kept_w, kept_h = min(w, box_w), min(h, box_h)
+        cut = (
+            slice(cy, cy + kept_h),
+            slice(cx, cx + kept_w),
+            slice(cy // 2, (cy + kept_h) // 2),
+            slice(cx // 2, (cx + kept_w) // 2),
+        )
+    dx, dy = ((box_w - kept_w) // 2) & ~1, ((box_h - kept_h) // 2) & ~1
+    whole = kept_w == box_w and kept_h == box_h
+    return _Fit((src_w, src_h), VideoReformatter(), w, h, interpolation, cut, dx, dy, whole)
+
+
+def _scale_fit(fit: _Fit, frame: av.VideoFrame) -> _Placed:
+    """``frame`` scaled and cut for its box, as limited-range yuv420p (what the H.264 encoder is told it gets).
+
+    Full-range pictures (PNG, JPEG, some cameras) are converted to limited range on the way; one thread:
+    one job per process, and a tile is small. This runs for every new picture of every tile: its geometry
+    comes made from the :class:`_Fit`, its arguments by position and as ints (with the geometry worked out
+    per picture and keywords and enums resolved per call, a 3x3 720p composite took 1.64 ms instead of 1.55,
+    measured 2026-12-04).
+    """
+    scaled = fit.scaler.reformat(
+        frame, fit.width, fit.height, "yuv420p", None, None, fit.interpolation,
+        frame.color_range or _MPEG, _MPEG, None, None, 1,
+    )  # fmt: skip
+    y, u, v = planes_of(scaled)
+    cut = fit.cut
+    if cut is not None:
+        rows, cols, half_rows, half_cols = cut
+        y, u, v = y[rows, cols], u[half_rows, half_cols], v[half_rows, half_cols]
+    return _Placed((y, u, v), fit.dx, fit.dy, scaled, fit.whole)
 
 
 def _overlap(a: Tile, b: Tile) -> bool:
