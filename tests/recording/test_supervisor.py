@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import pytest
 from emberrtc.domain.errors import BucketNotExist
 from emberrtc.recording.outputs import FileTarget
 from emberrtc.recording.plan import SourceFormat
+from emberrtc.recording.supervisor import worker_env
 from emberrtc.synthetic import colour_distance, dominant_frequency, median_rgb
 from tests.recording.engine import TIMING, Call, DescribedJobs, Engine, engine_fixture, job_spec, rule, running_engine
 from tests.recording.publisher import Publisher
@@ -283,3 +286,19 @@ async def test_a_worker_that_does_not_keep_up_is_in_the_jobs_description_until_i
             lambda: jobs.described("late") and late not in jobs.described("late")[-1], what="the lag gone"
         )
         await engine.supervisor.stop("late")
+
+
+def test_a_worker_imports_numpy_with_one_blas_thread() -> None:
+    """Workers get ``OPENBLAS_NUM_THREADS=1`` unless the operator set it: NumPy imported in such a process
+    leaves it one thread, where OpenBLAS would start one per core (two or more here)."""
+    assert worker_env({"PATH": "/bin"}) == {"PATH": "/bin", "OPENBLAS_NUM_THREADS": "1"}
+    assert worker_env({"OPENBLAS_NUM_THREADS": "4"})["OPENBLAS_NUM_THREADS"] == "4"
+    count = "import numpy, os; print(len(os.listdir('/proc/self/task')))"
+
+    def threads(env: dict[str, str]) -> int:
+        return int(subprocess.run([sys.executable, "-c", count], env=env, capture_output=True, check=True).stdout)
+
+    environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    assert threads(worker_env(environ)) == 1
+    if (os.cpu_count() or 1) > 1:  # the variable is what keeps the thread count down
+        assert threads(environ) > 1

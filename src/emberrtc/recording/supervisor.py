@@ -40,7 +40,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -137,6 +137,20 @@ class JobEvents(Protocol):
     async def describe(self, job_id: str, description: str) -> None: ...
 
     async def mark_stopped(self, job_id: str, reason: str, description: str) -> bool: ...
+
+
+def worker_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a recording worker: the server's, with NumPy's BLAS on one thread.
+
+    A worker is one job on one thread (its codecs' threads are its own choice, see ``mix_decoding``), and
+    its only BLAS calls are dot products of a few thousand samples. OpenBLAS otherwise starts a thread per
+    core when NumPy is imported and spins them: 0.2 CPU-s to import NumPy and PyAV against 0.1 with one
+    thread (measured 2026-12-04, two cores), and on a 64-core host 63 idle threads per mixed job. An
+    operator's own ``OPENBLAS_NUM_THREADS`` is kept.
+    """
+    env = dict(environ)
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
+    return env
 
 
 @dataclass
@@ -578,6 +592,7 @@ class RecordingSupervisor:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             pass_fds=fds,
+            env=worker_env(os.environ),
         )
         j.process, j.exited = process, False
         assert process.stdin is not None and process.stdout is not None and process.stderr is not None
