@@ -34,7 +34,7 @@ composite and of its whole mixed job at 720p30. Targets: ratio to FFmpeg at most
 most 0.7 of a core per 720p30 composite.
 
 With ``--count instructions`` each of the three compositing sides is run under valgrind's callgrind
-instead (720p, one run each), and the figure is the instructions it executes per output second: a count
+instead (one run each per template), and the figure is the instructions it executes per output second: a count
 that the machine's load does not move, where CPU time moves by several per cent between runs here.
 Instructions are not seconds (interpreted Python runs fewer of them per cycle than FFmpeg's SIMD code), so
 the targets stay in CPU time; the count tells what work each side does, library by library.
@@ -515,8 +515,8 @@ def main() -> None:
         "--count",
         choices=("cpu", "instructions"),
         default="cpu",
-        help="what each side costs: CPU time (the targets), or instructions counted by valgrind (720p, "
-        "ember, libavfilter and ffmpeg only; the same figures on a busy machine)",
+        help="what each side costs: CPU time (the targets), or instructions counted by valgrind (ember, "
+        "libavfilter and ffmpeg only; the same figures on a busy machine)",
     )
     parser.add_argument("--side", choices=("ember", "libavfilter"), help=argparse.SUPPRESS)  # one run, for --count
     parser.add_argument("--template", default=TEMPLATES[0], help=argparse.SUPPRESS)
@@ -530,16 +530,20 @@ def main() -> None:
         parser.error(f"--seconds must be at least {LEAD + 1:g}")
     clips = make_clips(args.clips)
     if args.count == "instructions":
-        template = parse_template(TEMPLATES[0])
-        counted = count_instructions(clips, template, seconds, args.threads)
+        counts = {}
+        for name in TEMPLATES:
+            counts[name] = count_instructions(clips, parse_template(name), seconds, args.threads)
+            print(
+                f"{name}: "
+                + ", ".join(f"{side} {n / 1e9:.3f}" for side, n in counts[name].items())
+                + " G instructions per output second",
+                flush=True,
+            )
         print(
-            f"{template.name}: "
-            + ", ".join(f"{side} {n / 1e9:.3f}" for side, n in counted.items())
-            + " G instructions per output second"
-        )
-        print(
-            f"ratio Ember/FFmpeg (instructions, {template.name}): {counted['ember'] / counted['ffmpeg']:.3f}; "
-            f"Ember/libavfilter: {counted['ember'] / counted['libavfilter']:.3f}"
+            "ratio in instructions, Ember/FFmpeg: "
+            + ", ".join(f"{name} {c['ember'] / c['ffmpeg']:.3f}" for name, c in counts.items())
+            + "; Ember/libavfilter: "
+            + ", ".join(f"{name} {c['ember'] / c['libavfilter']:.3f}" for name, c in counts.items())
         )
         return
     feed = make_feed(clips, seconds)
