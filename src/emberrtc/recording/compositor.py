@@ -1,13 +1,13 @@
 """The mixed-stream compositor: input pictures placed on a yuv420p canvas by a :class:`Layout`.
 
-Works on the Y, U and V planes with NumPy (an RGB canvas costs a third more, and the encoder wants
-yuv420p anyway). Each input is scaled by one reused swscale context per input and size
-(``VideoFrame.reformat`` would build a new one per frame), at most once per new input picture: a tile
-whose input sent nothing new reuses its scaled planes. Downscaling uses swscale's area averaging (a box
-filter: each output pixel averages the source pixels it covers; sharper than swscale's bilinear, which
-widens its triangle when shrinking, and no dearer: 0.125 against 0.124 ms per 640x360 picture shrunk to a
-720p grid tile, measured 2026-12-03; FFmpeg's ``scale`` filter defaults to
-bicubic, a quarter dearer than bilinear), upscaling bilinear. Images are scaled once per tile size.
+Works on the Y, U and V planes with NumPy (an RGB canvas costs a third more, and the encoder wants yuv420p
+anyway). Each input is scaled by one reused swscale context per input and tile size (``VideoFrame.reformat``
+would build a new one per frame), its geometry worked out once (``_Fit``), at most once per new input picture:
+a tile whose input sent nothing new reuses its scaled planes. Downscaling uses swscale's area averaging (a box
+filter: each output pixel averages the source pixels it covers; sharper than swscale's bilinear, which widens
+its triangle when shrinking, and no dearer: 0.125 against 0.124 ms per 640x360 picture shrunk to a 720p grid
+tile, measured 2026-12-03; FFmpeg's ``scale`` filter defaults to bicubic, a quarter dearer than bilinear),
+upscaling bilinear. Images are scaled once per tile size.
 
 Painting: the canvas is one frame, kept from output frame to output frame (the frame :meth:`Compositor.compose`
 returns is valid until the next call: encode or copy it first). After a new layout or new images, or
