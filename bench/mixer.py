@@ -25,13 +25,14 @@ every round; a short run of each before the rounds is not counted):
 
 Outputs of the first three sides are encoded and discarded (no muxing). CPU time is user + system from
 ``resource.getrusage`` (this process for Ember, libavfilter and pipeline, its children for FFmpeg), threads
-included. A composite runs for as long as its meeting, so what counts is its cost while it runs: each
-side's CPU for a 1-second run (start-up: FFmpeg's process loading its libraries, about 0.3 CPU-s here, and
-every side opening and probing its nine inputs) is taken off its CPU for the full run, and divided by
-the seconds in between. Printed per template: CPU-seconds per output second for each side (the median
-of the rounds); on the last line, Ember's ratio to FFmpeg and to libavfilter, and the cost of Ember's
-composite and of its whole mixed job at 720p30. Targets: ratio to FFmpeg at most 1.0 at 720p, Ember at
-most 0.7 of a core per 720p30 composite.
+included. A composite runs for as long as its meeting, so what counts is its cost while it runs: each side's
+CPU for a 1-second run (start-up: FFmpeg's process loading its libraries, about 0.3 CPU-s here, and every side
+opening and probing its nine inputs) is taken off its CPU for the full run, and divided by the seconds in
+between. Printed per template: CPU-seconds per output second for each side (the median of the rounds), then
+Ember's ratios round by round (the median of each round's ratio, with a bootstrap 95 % interval: a tighter
+figure with more ``--rounds``); on the last line, Ember's ratio to FFmpeg and to libavfilter (of the medians),
+and the cost of Ember's composite and of its whole mixed job at 720p30. Targets: ratio to FFmpeg at most 1.0
+at 720p, Ember at most 0.7 of a core per 720p30 composite.
 
 With ``--count instructions`` each of the three compositing sides is run under valgrind's callgrind
 instead (one run each per template), and the figure is the instructions it executes per output second: a count
@@ -48,6 +49,7 @@ import argparse
 import dataclasses
 import itertools
 import os
+import random
 import re
 import resource
 import shutil
@@ -450,6 +452,26 @@ def _cpu(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+class Paired(NamedTuple):
+    """Ember's cost over a reference's, round by round (each round measures the sides one after the other)."""
+
+    median: float
+    low: float  # bootstrap 95 % interval of the median
+    high: float
+    below: int  # rounds where the ratio is under 1.0
+    rounds: int
+
+
+def paired(ember: list[float], reference: list[float], resamples: int = 4000) -> Paired:
+    """The median of the rounds' ratios and a bootstrap 95 % interval for it (seeded: the same figures for the
+    same rounds). Rounds taken one at a time cancel most of what drifts between rounds on a shared machine."""
+    ratios = [e / r for e, r in zip(ember, reference, strict=True)]
+    draw = random.Random(0)
+    medians = sorted(statistics.median(draw.choices(ratios, k=len(ratios))) for _ in range(resamples))
+    cut = int(resamples * 0.025)
+    return Paired(statistics.median(ratios), medians[cut], medians[-cut - 1], sum(r < 1.0 for r in ratios), len(ratios))
+
+
 # --- instructions ------------------------------------------------------------------------------------------
 
 
@@ -571,6 +593,15 @@ def main() -> None:
     for name in TEMPLATES:
         print(
             f"{name}: " + ", ".join(f"{side} {median[name][side]:.3f}" for side in sides) + " CPU-s per output second"
+        )
+    for reference in ("ffmpeg", "libavfilter"):
+        rounds = {name: paired(results[name]["ember"], results[name][reference]) for name in TEMPLATES}
+        print(
+            f"round by round, Ember/{reference}: "
+            + "; ".join(
+                f"{name} {p.median:.3f} (95 % {p.low:.3f}-{p.high:.3f}, {p.below} of {p.rounds} rounds below 1.0)"
+                for name, p in rounds.items()
+            )
         )
     ratios = {
         reference: ", ".join(f"{name} {median[name]['ember'] / median[name][reference]:.2f}" for name in TEMPLATES)

@@ -143,3 +143,20 @@ def test_each_counted_side_runs_alone_as_a_command(tmp_path: Path) -> None:
         done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
         assert done.returncode == 0, done.stderr[-2000:]
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted(c.name for c in clips)  # no clips made anew
+
+
+def test_paired_gives_the_median_ratio_of_the_rounds_and_an_interval_around_it() -> None:
+    """Round by round: each round's ratio, their median, a bootstrap interval that holds it and narrows with
+    more rounds, and how many rounds are under 1.0 (the target's line)."""
+    ember = [0.98, 1.02, 0.97, 0.99, 1.01, 0.96, 0.98, 0.97]
+    ffmpeg = [1.0] * 8
+    p = bench.paired(ember, ffmpeg)
+    assert p.median == pytest.approx(0.98) and p.below == 6 and p.rounds == 8
+    assert p.low <= p.median <= p.high and p.high - p.low > 0
+    assert bench.paired(ember, ffmpeg) == p  # seeded: the same rounds give the same figures
+    # The same ratio in every round, whatever the costs: no spread.
+    assert bench.paired([0.5, 1.0, 1.5], [1.0, 2.0, 3.0]) == (0.5, 0.5, 0.5, 3, 3)
+    many = bench.paired(ember * 8, ffmpeg * 8)
+    assert many.high - many.low < p.high - p.low
+    with pytest.raises(ValueError):
+        bench.paired([0.9, 1.0], [1.0])
