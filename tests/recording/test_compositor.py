@@ -218,20 +218,50 @@ def test_compose_is_cheap_when_nothing_changes(monkeypatch: pytest.MonkeyPatch) 
     for p in group:
         compositor.update((p.user_id, "camera"), picture(640, 360, (220, 30, 30)))
     pasted: list[Tile] = []
-    real_paste = compositor_module._paste
+    scaled: list[tuple[int, int]] = []
+    real_paste, real_scale = compositor_module._paste, compositor_module._scale_fit
     monkeypatch.setattr(compositor_module, "_paste", lambda c, t, p: (pasted.append(t), real_paste(c, t, p)))
+    monkeypatch.setattr(
+        compositor_module, "_scale_fit", lambda f, frame: (scaled.append((f.width, f.height)), real_scale(f, frame))[1]
+    )
     first = compositor.compose().to_ndarray()
-    assert len(pasted) == 9
-    scaled = {k: id(v[1]) for k, v in compositor._scaled.items()}
+    assert len(pasted) == 9 and len(scaled) == 9
     pasted.clear()
+    scaled.clear()
     second = compositor.compose()
-    assert {k: id(v[1]) for k, v in compositor._scaled.items()} == scaled
-    assert pasted == [] and np.array_equal(first, second.to_ndarray())
+    assert pasted == [] and scaled == [] and np.array_equal(first, second.to_ndarray())
     compositor.update(("u4", "camera"), picture(640, 360, (30, 60, 220)))
     third = compositor.compose()
-    assert pasted == [layout.tiles[4]]
+    assert pasted == [layout.tiles[4]] and len(scaled) == 1
     assert near(third, *centre(layout.tiles[4]), (30, 60, 220))
     assert all(near(third, *centre(t), (220, 30, 30)) for i, t in enumerate(layout.tiles) if i != 4)
+
+
+def test_scaled_pictures_are_let_go_once_pasted_unless_tiles_overlap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Side by side, a pasted picture lives on in the canvas only (its memory is reused, still in the cache, by
+    the next scaling); overlapping tiles are painted whole every frame and keep theirs: a frozen input's
+    picture is not scaled again."""
+    scaled: list[int] = []
+    real_scale = compositor_module._scale_fit
+    monkeypatch.setattr(compositor_module, "_scale_fit", lambda f, frame: (scaled.append(1), real_scale(f, frame))[1])
+    a, b = ("a", "camera"), ("b", "camera")
+    side_by_side = Layout(1280, 720, (Tile(0, 0, 640, 360, 0, a, "a", CROP), Tile(640, 0, 640, 360, 0, b, "b", CROP)))
+    overlapping = Layout(1280, 720, (Tile(0, 0, 640, 360, 0, a, "a", CROP), Tile(320, 180, 640, 360, 1, b, "b", PAD)))
+    for layout in (side_by_side, overlapping):
+        compositor = Compositor(1280, 720, BACKGROUND)
+        compositor.set_layout(layout)
+        compositor.update(a, picture(640, 360, (220, 30, 30)))
+        compositor.update(b, picture(640, 360, (30, 60, 220)))
+        compositor.compose()
+        kept = {key[0] for key in compositor._scaled}
+        scaled.clear()
+        compositor.update(b, picture(640, 360, (230, 210, 40)))  # a is frozen
+        frame = compositor.compose()
+        assert near(frame, 100, 100, (220, 30, 30)) and near(frame, 900, 200, (230, 210, 40))
+        if layout is side_by_side:
+            assert kept == set() and compositor._scaled == {} and scaled == [1]  # a: not painted at all
+        else:
+            assert kept == {a, b} and scaled == [1]  # a: painted again from its kept scaled picture
 
 
 def test_a_padded_tile_whose_picture_changes_shape_shows_the_background_in_its_new_bars() -> None:
