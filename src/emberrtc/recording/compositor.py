@@ -177,11 +177,11 @@ class Compositor:
         tiles = self._layout.tiles
         shows = [self._shows(tile) for tile in tiles]
         painted = self._painted
-        full = painted is None or not self._disjoint
-        todo: Sequence[Tile] = tiles
-        if painted is not None and self._disjoint:
-            # Tiles do not overlap: a tile that shows what it showed is left as it is on the canvas.
-            todo = [t for t, now, before in zip(tiles, shows, painted, strict=True) if now != before]
+        todo: Sequence[Tile]
+        if painted is None or not self._disjoint:
+            full, todo = True, tiles
+        else:  # tiles do not overlap: a tile that shows what it showed is left as it is on the canvas
+            full, todo = False, [t for t, now, before in zip(tiles, shows, painted, strict=True) if now != before]
         if spread is not None:
             self._scale_new(todo, spread)
         canvas = self._canvas
